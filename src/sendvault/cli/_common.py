@@ -1,0 +1,85 @@
+"""What every command shares: the settings/vault context, input reading, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import msgspec
+
+from ..config import Settings, load_settings
+from ..errors import ConfigError, CryptoError, KeyProviderError, SendvaultError, StoreError
+from ..vault import Vault, open_vault
+
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "AppContext", "emit_json", "fail", "pass_app", "read_args"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+_HINTS: list[tuple[type[SendvaultError], str]] = [
+    (ConfigError, "check the setting in your sendvault.toml or SENDVAULT_* environment (docs/configuration.md)"),
+    (KeyProviderError, "check SENDVAULT_MASTER_KEY or $SENDVAULT_HOME/keys/master.key"),
+    (CryptoError, "the stored data does not open with the configured keys"),
+    (StoreError, "check that the database is reachable and writable"),
+]
+
+
+class AppContext:
+    """Lazily loaded settings and vault for one CLI invocation."""
+
+    def __init__(self, config_file: Path | None) -> None:
+        self.config_file = config_file
+        self._settings: Settings | None = None
+        self._vault: Vault | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings, loaded once."""
+        if self._settings is None:
+            self._settings = load_settings(self.config_file)
+        return self._settings
+
+    @property
+    def vault(self) -> Vault:
+        """The vault, opened once and closed when the command ends."""
+        if self._vault is None:
+            self._vault = open_vault(self.settings)
+            click.get_current_context().call_on_close(self._vault.close)
+        return self._vault
+
+
+pass_app = click.make_pass_decorator(AppContext)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
+    """Print one error line (and a hint) to stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def hint_for(exc: SendvaultError) -> str | None:
+    """The hint shown under an error of this class."""
+    for cls, hint in _HINTS:
+        if isinstance(exc, cls):
+            return hint
+    return None
+
+
+def read_args(values: Sequence[str]) -> Iterator[str]:
+    """The command's values; a lone ``-`` reads one value per line from stdin."""
+    if list(values) == ["-"]:
+        for line in sys.stdin:
+            yield line.rstrip("\r\n")
+    else:
+        yield from values
+
+
+def emit_json(document: object) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(msgspec.json.encode(document).decode() + "\n")

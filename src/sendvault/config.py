@@ -1,0 +1,257 @@
+"""Every setting sendvault reads, typed and checked once at start.
+
+Settings come from three layers, later layers winning:
+
+1. the defaults declared on :class:`Settings`;
+2. a TOML file: ``--config FILE``, else ``$SENDVAULT_CONFIG``, else
+   ``$SENDVAULT_HOME/sendvault.toml`` when it exists;
+3. ``SENDVAULT_<NAME>`` environment variables (``SENDVAULT_TOKEN_DOMAIN`` sets ``token_domain``).
+
+A bad value stops start-up with one :class:`~sendvault.errors.ConfigError` naming the setting and
+never echoing the value. ``docs/configuration.md`` is generated from the descriptions below
+(``python -m sendvault.config``) and a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "settings_reference"]
+
+ENV_PREFIX = "SENDVAULT_"
+_CONFIG_FILE_NAME = "sendvault.toml"
+# Settings that are secrets: never printed by `config show`, and recommended via env only.
+_SECRET_SETTINGS = frozenset({"master_key"})
+
+
+def _doc(text: str, **constraints: Any) -> msgspec.Meta:
+    return msgspec.Meta(description=text, **constraints)
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The validated settings of one sendvault process."""
+
+    home: Annotated[
+        str,
+        _doc(
+            "Data directory: the SQLite database, local key files, certificates. "
+            "Relative paths are taken from the working directory."
+        ),
+    ] = "./.sendvault"
+    database_url: Annotated[
+        str,
+        _doc(
+            "Where tokens live. Empty means the embedded SQLite database `$SENDVAULT_HOME/sendvault.db`; "
+            "`sqlite:///PATH` names another SQLite file."
+        ),
+    ] = ""
+    key_provider: Annotated[
+        Literal["local"],
+        _doc(
+            "Who holds the key-encryption key. `local`: `SENDVAULT_MASTER_KEY` if set, else the file "
+            "`$SENDVAULT_HOME/keys/master.key` (created on first use, mode 0600)."
+        ),
+    ] = "local"
+    master_key: Annotated[
+        str | None,
+        _doc(
+            "Base64 of a 32-byte key-encryption key. Set it in the environment, not in a file others "
+            "can read. When unset, the local key file is used."
+        ),
+    ] = None
+    token_domain: Annotated[
+        str,
+        _doc(
+            "Domain of email tokens. Use a domain you own with a null MX (RFC 7505); the default is "
+            "under the reserved `.invalid` TLD and suits development only.",
+            pattern=r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+        ),
+    ] = "tokens.sendvault.invalid"
+    mobile_token_prefix: Annotated[
+        str,
+        _doc(
+            "Leading digits of every mobile token. The default 999 is a country code the ITU has not "
+            "assigned, so a token can never be a subscriber's number.",
+            pattern=r"^[0-9]{1,6}$",
+        ),
+    ] = "999"
+    mobile_token_digits: Annotated[
+        int,
+        _doc(
+            "Random digits after the prefix. 29 digits carry 96 bits of entropy, the minimum.",
+            ge=29,
+            le=40,
+        ),
+    ] = 29
+    email_keep_local_case: Annotated[
+        bool,
+        _doc(
+            "Keep the case of an email's local part instead of lowercasing it. Fixed when the vault "
+            "is created: changing it later would give the same address two tokens, so start-up refuses."
+        ),
+    ] = False
+    default_region: Annotated[
+        Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")] | None,
+        _doc(
+            "Two-letter region (e.g. `US`, `GB`) for mobile numbers written in national form (with "
+            "spaces, brackets or a leading 0). Digits-only input is always read as E.164 without `+`."
+        ),
+    ] = None
+    sqlite_busy_timeout_ms: Annotated[
+        int,
+        _doc("How long a SQLite writer waits for another process's write lock.", ge=100, le=600_000),
+    ] = 10_000
+
+    @property
+    def home_path(self) -> Path:
+        """The data directory as an absolute path."""
+        return Path(self.home).expanduser().absolute()
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file this process uses."""
+        if not self.database_url:
+            return self.home_path / "sendvault.db"
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///")).expanduser().absolute()
+        raise ConfigError("database_url", "only sqlite:/// URLs are supported by this build")
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked, for `sendvault config show`."""
+        out = msgspec.structs.asdict(self)
+        for name in _SECRET_SETTINGS:
+            if out.get(name) is not None:
+                out[name] = "***"
+        return out
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(Settings)}
+
+
+def _base_type(annotation: Any) -> Any:
+    """Strip ``Annotated[...]`` to the type a setting holds."""
+    if get_origin(annotation) is Annotated:
+        return get_args(annotation)[0]
+    return annotation
+
+
+def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
+    """Turn an environment string into the type a setting wants; msgspec checks the rest."""
+    kind = _base_type(annotation)
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(name, "expected a boolean (true/false)")
+    if raw == "" and type(None) in get_args(kind):
+        return None
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config", f"file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        # TOMLDecodeError names the line and column, never the offending value.
+        raise ConfigError("config", f"{path} is not valid TOML ({exc})") from None
+
+
+_MSGSPEC_PATH = re.compile(r"at `\$\.(\w+)")
+
+
+def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from defaults, the TOML file and the environment.
+
+    Raises :class:`ConfigError` naming the first bad setting.
+    """
+    env = os.environ if env is None else env
+    types = _field_types()
+    data: dict[str, Any] = {}
+
+    home = env.get(ENV_PREFIX + "HOME") or Settings.__struct_defaults__[0]
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    if config_file is None:
+        candidate = Path(home).expanduser() / _CONFIG_FILE_NAME
+        config_file = candidate if candidate.is_file() else None
+    if config_file is not None:
+        data.update(_read_toml(config_file))
+
+    for name, annotation in types.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            data[name] = _coerce_env(name, raw, annotation)
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _MSGSPEC_PATH.search(message)
+        if match:
+            setting = match.group(1)
+            problem = message.split(" - at ", 1)[0]
+        else:
+            setting, problem = "config", message
+        # msgspec messages describe the expected type or bound, never the value itself.
+        raise ConfigError(setting, problem) from None
+
+
+def settings_reference() -> str:
+    """Markdown reference of every setting: name, variable, type, default, meaning."""
+    schema = msgspec.json.schema(Settings)
+    props = schema["$defs"]["Settings"]["properties"]
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `python -m sendvault.config`; a test fails when this file is stale.",
+        "",
+        "Each setting can be given in the TOML file (`--config FILE`, `$SENDVAULT_CONFIG`, or",
+        "`$SENDVAULT_HOME/sendvault.toml`) as `name = value`, or in the environment as",
+        "`SENDVAULT_NAME`, which wins. A bad value stops start-up with one line naming the setting.",
+        "",
+        "| setting | environment | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for name, spec in props.items():
+        kind = _schema_type(spec)
+        default = spec.get("default")
+        shown = "(none)" if default is None else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        lines.append(
+            f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {kind} | {shown} | {spec.get('description', '')} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _schema_type(spec: dict[str, Any]) -> str:
+    if "anyOf" in spec:
+        return " or ".join(_schema_type(s) for s in spec["anyOf"])
+    if "enum" in spec:
+        return " / ".join(f"`{v}`" for v in spec["enum"])
+    kind = str(spec.get("type", "string"))
+    bounds = []
+    if "minimum" in spec:
+        bounds.append(f">= {spec['minimum']}")
+    if "maximum" in spec:
+        bounds.append(f"<= {spec['maximum']}")
+    return kind + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation generator
+    import sys
+
+    sys.stdout.write(settings_reference())

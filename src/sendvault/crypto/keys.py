@@ -1,0 +1,111 @@
+"""Key-encryption keys (KEKs) and the providers that hold them.
+
+A provider wraps and unwraps data keys; it never sees a token or a value. ``local`` keeps the
+KEK in ``SENDVAULT_MASTER_KEY`` or in ``$SENDVAULT_HOME/keys/master.key`` (mode 0600). Other
+providers (OpenBao/Vault transit, cloud KMS) implement the same :class:`KeyProvider` protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import ConfigError, KeyProviderError
+from ._aead import KEY_BYTES, NONCE_BYTES, InvalidTag, new_aead, new_key, new_nonce
+
+__all__ = ["KeyProvider", "LocalKeyProvider", "load_local_kek"]
+
+_WRAP_VERSION = b"\x01"
+
+
+class KeyProvider(Protocol):
+    """Wraps and unwraps data keys under a key-encryption key the vault never stores."""
+
+    name: str
+
+    def wrap(self, purpose: str, key_id: int, key: bytes) -> bytes:
+        """Encrypt ``key`` so only this provider can open it, bound to its purpose and id."""
+        ...
+
+    def unwrap(self, purpose: str, key_id: int, wrapped: bytes) -> bytes:
+        """Open a wrapped key; raise :class:`KeyProviderError` if it does not open."""
+        ...
+
+
+def _wrap_aad(purpose: str, key_id: int) -> bytes:
+    return b"sendvault/kek/v1|" + purpose.encode() + b"|" + str(key_id).encode()
+
+
+class LocalKeyProvider:
+    """AES-256-GCM key wrapping under a KEK held in this process's memory."""
+
+    name = "local"
+
+    def __init__(self, kek: bytes) -> None:
+        self._aead = new_aead(kek)
+
+    def wrap(self, purpose: str, key_id: int, key: bytes) -> bytes:
+        """Wrap a data key: version byte, nonce, ciphertext and tag."""
+        nonce = new_nonce()
+        return _WRAP_VERSION + nonce + self._aead.encrypt(nonce, key, _wrap_aad(purpose, key_id))
+
+    def unwrap(self, purpose: str, key_id: int, wrapped: bytes) -> bytes:
+        """Open a wrapped data key; any failure is one opaque :class:`KeyProviderError`."""
+        if len(wrapped) < 1 + NONCE_BYTES + 16 or wrapped[:1] != _WRAP_VERSION:
+            raise KeyProviderError("a stored data key is malformed")
+        nonce, body = wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :]
+        try:
+            return self._aead.decrypt(nonce, body, _wrap_aad(purpose, key_id))
+        except InvalidTag:
+            raise KeyProviderError(
+                "the key-encryption key does not open this vault's data keys (wrong master key?)"
+            ) from None
+
+
+def _decode_kek(text: str, setting: str) -> bytes:
+    try:
+        kek = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(setting, "is not valid base64") from None
+    if len(kek) != KEY_BYTES:
+        raise ConfigError(setting, f"must decode to {KEY_BYTES} bytes")
+    return kek
+
+
+def load_local_kek(home: Path, master_key: str | None) -> bytes:
+    """The local KEK: from ``master_key`` if given, else the key file, created on first use.
+
+    Refuses a key file that group or others may read or write, as OpenSSH does for private keys.
+    """
+    if master_key is not None:
+        return _decode_kek(master_key, "master_key")
+    key_dir = home / "keys"
+    path = key_dir / "master.key"
+    if not path.exists():
+        key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # O_EXCL: two processes starting together must not both write a key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(base64.b64encode(new_key()).decode() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyProviderError(
+            f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+        )
+    text = path.read_text()
+    if not text.strip():
+        raise KeyProviderError(f"{path} is empty")
+    try:
+        return _decode_kek(text, "master key file")
+    except ConfigError as exc:
+        raise KeyProviderError(f"{path} {exc.problem}") from None

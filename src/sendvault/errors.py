@@ -1,0 +1,80 @@
+"""The one exception tree of sendvault.
+
+No exception raised by sendvault ever carries a clear value (an email address, a phone
+number, an attribute value or a key): messages name the setting, the input position or a
+reason code, never the data. Callers may log any of these messages as they are.
+
+::
+
+    SendvaultError
+    ├── ConfigError            a setting is missing, malformed or unsafe (names the setting)
+    ├── CryptoError            a ciphertext or key failed to open: one opaque message, fail closed
+    │   └── KeyProviderError   the key-encryption key is unusable (missing, unsafe file mode, wrong)
+    ├── StoreError             the store could not be read or written
+    │   └── StoreUnavailable   the store is down or busy; the request may be retried (HTTP 503)
+    ├── InvalidValue           a value failed normalization; carries a reason code and position
+    └── NotFound               a token or client the caller named does not exist
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CryptoError",
+    "InvalidValue",
+    "KeyProviderError",
+    "NotFound",
+    "SendvaultError",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+
+class SendvaultError(Exception):
+    """Base of every error sendvault raises on purpose."""
+
+
+class ConfigError(SendvaultError):
+    """A setting is missing, malformed or unsafe. The message names the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"setting {setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class CryptoError(SendvaultError):
+    """A ciphertext could not be opened. Deliberately says nothing about why."""
+
+    def __init__(self, message: str = "ciphertext could not be opened") -> None:
+        super().__init__(message)
+
+
+class KeyProviderError(CryptoError):
+    """The key-encryption key is missing, unsafe or does not open the stored data keys."""
+
+
+class StoreError(SendvaultError):
+    """The store failed in a way that is not the caller's fault."""
+
+
+class StoreUnavailable(StoreError):
+    """The store is down or too busy right now; the same request may succeed later."""
+
+
+class InvalidValue(SendvaultError):
+    """A value could not be normalized.
+
+    ``reason`` is a stable code such as ``invalid-email``; ``position`` is the item's index in
+    its batch when known. The value itself is never kept.
+    """
+
+    def __init__(self, reason: str, position: int | None = None) -> None:
+        where = "" if position is None else f" at position {position}"
+        super().__init__(f"{reason}{where}")
+        self.reason = reason
+        self.position = position
+
+
+class NotFound(SendvaultError):
+    """The token, contact or client named by the caller does not exist."""

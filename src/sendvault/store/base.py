@@ -1,0 +1,100 @@
+"""The storage contract every backend fulfils (SQLite now; PostgreSQL next).
+
+The store sees only tokens, blind indexes and ciphertexts. Each batch operation is one query,
+never one query per item. The same contract test suite (tests/store/) runs on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, Protocol
+
+__all__ = ["ContactRow", "KeyRecord", "NewContact", "Store"]
+
+
+class KeyRecord(NamedTuple):
+    """A wrapped data key as stored."""
+
+    id: int
+    purpose: str
+    provider: str
+    wrapped: bytes
+
+
+class ContactRow(NamedTuple):
+    """One token's row; ``value_ct`` is None for an erased token (a tombstone)."""
+
+    token: str
+    kind: int
+    value_ct: bytes | None
+    attrs_ct: bytes | None
+
+
+class NewContact(NamedTuple):
+    """A token to create, unless its blind index already has one."""
+
+    token: str
+    kind: int
+    bidx: bytes
+    value_ct: bytes
+
+
+class Store(Protocol):
+    """What the vault needs from a database."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to call from several processes at once."""
+        ...
+
+    def get_meta(self, name: str) -> str | None:
+        """A vault-wide setting recorded at creation, or None."""
+        ...
+
+    def claim_meta(self, name: str, value: str) -> str:
+        """Record ``value`` unless ``name`` is set; return what is recorded now."""
+        ...
+
+    def ensure_keys(self, make: Callable[[], Iterable[KeyRecord]]) -> list[KeyRecord]:
+        """Return all keys; when there are none, store what ``make()`` returns, atomically."""
+        ...
+
+    def add_key(self, purpose: str, provider: str, wrap: Callable[[int], bytes]) -> int:
+        """Store a new key; ``wrap`` receives the new id (wrapping binds it). Returns the id."""
+        ...
+
+    def fetch_by_tokens(self, tokens: Sequence[str]) -> list[ContactRow]:
+        """The rows of the given tokens that exist, in any order; one query."""
+        ...
+
+    def fetch_by_bidx(self, bidxs: Sequence[bytes]) -> dict[bytes, str]:
+        """Blind index to token for those that exist; one query."""
+        ...
+
+    def insert_new(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        """Insert-or-get: blind index to the token that holds it after the call.
+
+        A row whose blind index exists already is dropped in favour of the existing token; a row
+        whose token collides is dropped and missing from the answer (the caller retries it).
+        Concurrent callers' rows may share one transaction.
+        """
+        ...
+
+    def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
+        """Replace a live token's attribute ciphertext; False if the token is unknown or erased."""
+        ...
+
+    def erase(self, token: str) -> bool:
+        """Drop value, attributes and blind index, keep a tombstone; False if nothing to erase."""
+        ...
+
+    def count(self) -> int:
+        """Number of live (not erased) tokens."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`~sendvault.errors.StoreUnavailable` if the store cannot answer."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads."""
+        ...

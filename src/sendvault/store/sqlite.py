@@ -1,0 +1,348 @@
+"""The embedded SQLite store: WAL, one query per batch, grouped commits for new tokens.
+
+Reads use one connection per thread. New tokens go through one writer thread per process that
+drains every pending request into a single transaction, so concurrent creators share a commit
+instead of queueing for SQLite's write lock one by one. Across processes (``--workers``), the
+write lock and ``busy_timeout`` serialize those grouped transactions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from importlib import resources
+from pathlib import Path
+
+from ..errors import StoreError, StoreUnavailable
+from .base import ContactRow, KeyRecord, NewContact
+
+__all__ = ["SQLiteStore"]
+
+# SQLite's default limit on bound parameters is 32766; stay well under it per statement.
+_MAX_PARAMS = 10_000
+# Rows per grouped transaction: large enough to amortize the commit, small enough to bound latency.
+_MAX_GROUP_ROWS = 20_000
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("sendvault.store") / "migrations" / "sqlite"
+    scripts = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in scripts]
+
+
+def _translate(exc: sqlite3.Error) -> StoreError:
+    # SQLite messages name tables and constraints, never bound values, so they are safe to keep.
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in text or "busy" in text or "unable to open" in text or "disk I/O" in text
+    ):
+        return StoreUnavailable(f"sqlite: {text}")
+    return StoreError(f"sqlite: {text}")
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _translate(exc) from None
+
+
+class SQLiteStore:
+    """A :class:`~sendvault.store.base.Store` on one SQLite file."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000, clock: Callable[[], float] = time.time):
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._clock = clock
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._writer: _GroupWriter | None = None
+        self._closed = False
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            # NORMAL in WAL mode is durable across application crashes; a power cut can lose the
+            # last commits but never corrupts the database. OFF is never used.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # Erased ciphertexts are overwritten on disk rather than left in free pages.
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA cache_size = -65536")
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+        with self._conn_lock:
+            self._connections.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StoreUnavailable("store is closed")
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        conn = conn or self._conn
+        with _errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- schema and metadata ---------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create the file with 0600 permissions, switch to WAL, apply pending migrations."""
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self._path.exists():
+            with contextlib.suppress(FileExistsError):
+                self._path.touch(mode=0o600, exist_ok=False)
+        conn = self._conn
+        with _errors():
+            conn.execute("PRAGMA journal_mode = WAL")
+        with self._write(conn):
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            for number, script in _migrations():
+                if number > version:
+                    for statement in script.split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+
+    def get_meta(self, name: str) -> str | None:
+        """A vault-wide setting recorded at creation, or None."""
+        with _errors():
+            row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def claim_meta(self, name: str, value: str) -> str:
+        """Record ``value`` unless ``name`` is set; return what is recorded now."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, value))
+            return str(conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+    def _load_keys(self, conn: sqlite3.Connection) -> list[KeyRecord]:
+        rows = conn.execute("SELECT id, purpose, provider, wrapped FROM data_keys ORDER BY id").fetchall()
+        return [KeyRecord(int(i), str(p), str(v), bytes(w)) for i, p, v, w in rows]
+
+    def ensure_keys(self, make: Callable[[], Iterable[KeyRecord]]) -> list[KeyRecord]:
+        """Return all keys; when there are none, store what ``make()`` returns, atomically."""
+        with _errors():
+            keys = self._load_keys(self._conn)
+        if keys:
+            return keys
+        with self._write() as conn:
+            keys = self._load_keys(conn)
+            if not keys:
+                now = int(self._clock())
+                for record in make():
+                    conn.execute(
+                        "INSERT INTO data_keys (id, purpose, provider, wrapped, created_at) VALUES (?, ?, ?, ?, ?)",
+                        (*record, now),
+                    )
+                keys = self._load_keys(conn)
+        return keys
+
+    def add_key(self, purpose: str, provider: str, wrap: Callable[[int], bytes]) -> int:
+        """Store a new key; ``wrap`` receives the new id. Returns the id."""
+        with self._write() as conn:
+            (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM data_keys").fetchone()
+            key_id = int(last) + 1
+            conn.execute(
+                "INSERT INTO data_keys (id, purpose, provider, wrapped, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key_id, purpose, provider, wrap(key_id), int(self._clock())),
+            )
+        return key_id
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def fetch_by_tokens(self, tokens: Sequence[str]) -> list[ContactRow]:
+        """The rows of the given tokens that exist; one query per 10,000 tokens."""
+        out: list[ContactRow] = []
+        conn = self._conn
+        with _errors():
+            for start in range(0, len(tokens), _MAX_PARAMS):
+                chunk = tokens[start : start + _MAX_PARAMS]
+                sql = (
+                    "SELECT token, kind, value_ct, attrs_ct FROM contacts WHERE token IN ("
+                    + ",".join("?" * len(chunk))
+                    + ")"
+                )
+                out.extend(ContactRow._make(row) for row in conn.execute(sql, chunk))
+        return out
+
+    def fetch_by_bidx(self, bidxs: Sequence[bytes]) -> dict[bytes, str]:
+        """Blind index to token for those that exist; one query per 10,000 indexes."""
+        return _fetch_by_bidx(self._conn, bidxs)
+
+    def insert_new(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        """Insert-or-get through the process's group writer (see module docstring)."""
+        if not rows:
+            return {}
+        writer = self._writer
+        if writer is None:
+            with self._conn_lock:
+                if self._writer is None:
+                    if self._closed:
+                        raise StoreUnavailable("store is closed")
+                    self._writer = _GroupWriter(self._connect, self._clock)
+                writer = self._writer
+        return writer.submit(rows)
+
+    # -- single-token changes --------------------------------------------------------------
+
+    def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
+        """Replace a live token's attribute ciphertext."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE contacts SET attrs_ct = ? WHERE token = ? AND erased_at IS NULL", (attrs_ct, token)
+            )
+            return cur.rowcount == 1
+
+    def erase(self, token: str) -> bool:
+        """Drop value, attributes and blind index; keep the tombstone."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE contacts SET bidx = NULL, value_ct = NULL, attrs_ct = NULL, erased_at = ? "
+                "WHERE token = ? AND erased_at IS NULL",
+                (int(self._clock()), token),
+            )
+            return cur.rowcount == 1
+
+    def count(self) -> int:
+        """Number of live tokens."""
+        with _errors():
+            (n,) = self._conn.execute("SELECT count(*) FROM contacts WHERE erased_at IS NULL").fetchone()
+        return int(n)
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the database cannot answer a trivial query."""
+        with _errors():
+            self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        """Stop the writer and close every connection this store opened."""
+        self._closed = True
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        with self._conn_lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _fetch_by_bidx(conn: sqlite3.Connection, bidxs: Sequence[bytes]) -> dict[bytes, str]:
+    found: dict[bytes, str] = {}
+    with _errors():
+        for start in range(0, len(bidxs), _MAX_PARAMS):
+            chunk = bidxs[start : start + _MAX_PARAMS]
+            sql = "SELECT bidx, token FROM contacts WHERE bidx IN (" + ",".join("?" * len(chunk)) + ")"
+            found.update(conn.execute(sql, chunk).fetchall())
+    return found
+
+
+_Request = tuple[Sequence[NewContact], "Future[dict[bytes, str]]"]
+
+
+class _GroupWriter:
+    """One thread that commits every pending insert request in a single transaction."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], clock: Callable[[], float]) -> None:
+        self._connect = connect
+        self._clock = clock
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sendvault-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        future: Future[dict[bytes, str]] = Future()
+        self._queue.put((rows, future))
+        return future.result()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            group = [first]
+            size = len(first[0])
+            while size < _MAX_GROUP_ROWS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                group.append(more)
+                size += len(more[0])
+            try:
+                if conn is None:
+                    conn = self._connect()
+                found = self._commit(conn, [row for rows, _ in group for row in rows])
+            except sqlite3.Error as exc:
+                error = _translate(exc)
+                for _, future in group:
+                    future.set_exception(error)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers, not swallowed
+                for _, future in group:
+                    future.set_exception(exc)
+            else:
+                for rows, future in group:
+                    future.set_result({row.bidx: found[row.bidx] for row in rows if row.bidx in found})
+        # Fail anything that raced with stop() rather than leaving callers waiting forever.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].set_exception(StoreUnavailable("store is closed"))
+        if conn is not None:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, rows: list[NewContact]) -> dict[bytes, str]:
+        now = int(self._clock())
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO contacts (token, kind, bidx, value_ct, created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(r.token, r.kind, r.bidx, r.value_ct, now) for r in rows],
+            )
+            found = _fetch_by_bidx(conn, list({r.bidx for r in rows}))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return found

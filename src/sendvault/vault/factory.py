@@ -1,0 +1,85 @@
+"""Open a vault from settings: key provider, store, schema, keys, locked settings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..config import Settings
+from ..crypto import BlindIndex, Keyring, LocalKeyProvider, load_local_kek
+from ..crypto._aead import new_key
+from ..errors import ConfigError, KeyProviderError
+from ..store.base import KeyRecord, Store
+from ..store.sqlite import SQLiteStore
+from .formats import TokenFormat
+from .normalize import Normalizer
+from .service import Vault
+
+__all__ = ["open_store", "open_vault"]
+
+_BIDX_KEY_ID = 1
+_FIRST_DATA_KEY_ID = 2
+
+
+def open_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
+    """The store the settings name, migrated to the current schema."""
+    store = SQLiteStore(settings.sqlite_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms, clock=clock)
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def open_vault(settings: Settings, *, clock: Callable[[], float] = time.time) -> Vault:
+    """A ready vault; creates the data directory, KEK, schema and first keys on first use."""
+    home = settings.home_path
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    provider = LocalKeyProvider(load_local_kek(home, settings.master_key))
+    store = open_store(settings, clock=clock)
+    try:
+        # Normalization decides which blind index a value gets; changing it later would give one
+        # address two tokens, so the first value recorded wins and a different one is refused.
+        wanted = "true" if settings.email_keep_local_case else "false"
+        recorded = store.claim_meta("email_keep_local_case", wanted)
+        if recorded != wanted:
+            raise ConfigError(
+                "email_keep_local_case",
+                f"this vault was created with {recorded}; changing it would give one address two tokens",
+            )
+
+        def first_keys() -> list[KeyRecord]:
+            return [
+                KeyRecord(_BIDX_KEY_ID, "bidx", provider.name, provider.wrap("bidx", _BIDX_KEY_ID, new_key())),
+                KeyRecord(
+                    _FIRST_DATA_KEY_ID, "data", provider.name, provider.wrap("data", _FIRST_DATA_KEY_ID, new_key())
+                ),
+            ]
+
+        records = store.ensure_keys(first_keys)
+        for record in records:
+            if record.provider != provider.name:
+                raise KeyProviderError(
+                    f"data key {record.id} is held by key provider {record.provider!r}, "
+                    f"but {provider.name!r} is configured"
+                )
+        bidx_keys = [r for r in records if r.purpose == "bidx"]
+        if len(bidx_keys) != 1:
+            raise KeyProviderError("the vault must have exactly one blind-index key")
+        blind_index = BlindIndex(provider.unwrap("bidx", bidx_keys[0].id, bidx_keys[0].wrapped))
+        keyring = Keyring(
+            (r.id, provider.unwrap("data", r.id, r.wrapped)) for r in records if r.purpose == "data"
+        )
+    except BaseException:
+        store.close()
+        raise
+    return Vault(
+        store,
+        keyring,
+        blind_index,
+        normalizer=Normalizer(settings.email_keep_local_case, settings.default_region),
+        token_format=TokenFormat(settings.token_domain, settings.mobile_token_prefix, settings.mobile_token_digits),
+        key_provider=provider,
+        clock=clock,
+    )

@@ -1,0 +1,266 @@
+"""The Vault: tokenize, resolve, attributes and erasure over a store, a keyring and a blind index.
+
+Lookup before normalization: the blind index only ever holds normalized values, and
+normalization is idempotent, so if the index knows a value *as given*, that value was already
+normalized and its token is the right one. Marketing Cloud sends values normalized, so the hot
+path for existing values is one HMAC per item and one query per batch; only misses pay for
+email-validator or phonenumbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ..crypto import BlindIndex, Keyring, KeyProvider
+from ..crypto._aead import new_key
+from ..errors import CryptoError, InvalidValue, NotFound
+from ..store.base import ContactRow, NewContact, Store
+from .formats import TokenFormat
+from .normalize import MAX_EMAIL_LENGTH, Kind, Normalizer
+
+__all__ = ["Resolved", "Tokenized", "Vault"]
+
+# New tokens whose random value collided with an existing one are retried this many times.
+_COLLISION_RETRIES = 5
+_MAX_ATTRIBUTE_NAME = 128
+_MAX_ATTRIBUTE_VALUE = 4096
+
+_attrs_encoder = msgspec.json.Encoder()
+_attrs_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+@dataclass(slots=True)
+class Tokenized:
+    """The outcome for one value: its token, or the reason it has none."""
+
+    token: str | None
+    reason: str | None = None
+    created: bool = False
+
+
+@dataclass(slots=True)
+class Resolved:
+    """The outcome for one token: its value and attributes, or the reason it is unresolved."""
+
+    value: str | None
+    kind: Kind | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+
+
+def _value_context(token: str, kind: int) -> bytes:
+    return b"v\x00" + bytes((kind,)) + token.encode()
+
+
+def _attrs_context(token: str, kind: int) -> bytes:
+    return b"a\x00" + bytes((kind,)) + token.encode()
+
+
+class Vault:
+    """Tokens for contact data. Thread-safe; one per process is enough."""
+
+    def __init__(
+        self,
+        store: Store,
+        keyring: Keyring,
+        blind_index: BlindIndex,
+        *,
+        normalizer: Normalizer | None = None,
+        token_format: TokenFormat | None = None,
+        key_provider: KeyProvider | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._keyring = keyring
+        self._bidx = blind_index
+        self._normalizer = normalizer or Normalizer()
+        self._format = token_format or TokenFormat()
+        self._provider = key_provider
+        self._clock = clock
+
+    # -- tokenize --------------------------------------------------------------------------
+
+    def tokenize_many(self, items: Sequence[tuple[Kind, str]], *, create: bool = True) -> list[Tokenized]:
+        """One outcome per item, in order: existing token, new token, or a reason.
+
+        With ``create=False`` unknown values get the reason ``unknown-value`` instead of a token.
+        Two items with the same normalized value in one batch share one new token.
+        """
+        results: list[Tokenized | None] = [None] * len(items)
+        digest = self._bidx.digest
+        raw_bidx: list[bytes | None] = []
+        for index, (kind, raw) in enumerate(items):
+            if not isinstance(raw, str) or not raw or len(raw) > MAX_EMAIL_LENGTH:
+                raw_bidx.append(None)
+                if not isinstance(raw, str) or not raw.strip():
+                    results[index] = Tokenized(None, "empty-value")
+                continue
+            raw_bidx.append(digest(kind, raw))
+        known = self.store.fetch_by_bidx([b for b in raw_bidx if b is not None])
+
+        # Misses: normalize, then look the normalized form up.
+        pending: dict[int, tuple[Kind, str, bytes]] = {}
+        for index, (kind, raw) in enumerate(items):
+            if results[index] is not None:
+                continue
+            hit = known.get(raw_bidx[index]) if raw_bidx[index] is not None else None
+            if hit is not None:
+                results[index] = Tokenized(hit)
+                continue
+            try:
+                normalized = self._normalizer.normalize(kind, raw)
+            except InvalidValue as exc:
+                results[index] = Tokenized(None, exc.reason)
+                continue
+            pending[index] = (kind, normalized, digest(kind, normalized))
+        if pending:
+            second = self.store.fetch_by_bidx([b for _, _, b in pending.values() if b not in known])
+            known.update(second)
+            for index, (_, _, bidx) in list(pending.items()):
+                hit = known.get(bidx)
+                if hit is not None:
+                    results[index] = Tokenized(hit)
+                    del pending[index]
+        if pending:
+            if create:
+                created = self._create(pending.values())
+                for index, (_, _, bidx) in pending.items():
+                    token, is_new = created[bidx]
+                    results[index] = Tokenized(token, created=is_new)
+            else:
+                for index in pending:
+                    results[index] = Tokenized(None, "unknown-value")
+        return [r if r is not None else Tokenized(None, "internal") for r in results]
+
+    def _create(self, values: Iterable[tuple[Kind, str, bytes]]) -> dict[bytes, tuple[str, bool]]:
+        wanted: dict[bytes, tuple[Kind, str]] = {}
+        for kind, normalized, bidx in values:
+            wanted.setdefault(bidx, (kind, normalized))
+        out: dict[bytes, tuple[str, bool]] = {}
+        for _ in range(_COLLISION_RETRIES):
+            rows = []
+            for bidx, (kind, normalized) in wanted.items():
+                token = self._format.new(kind)
+                sealed = self._keyring.seal(normalized.encode(), _value_context(token, kind))
+                rows.append(NewContact(token, int(kind), bidx, sealed))
+            mine = {row.bidx: row.token for row in rows}
+            got = self.store.insert_new(rows)
+            for bidx, token in got.items():
+                out[bidx] = (token, token == mine[bidx])
+                wanted.pop(bidx, None)
+            if not wanted:
+                return out
+        raise CryptoError("could not draw an unused token")  # only with a broken random source
+
+    # -- resolve ---------------------------------------------------------------------------
+
+    def resolve_many(self, tokens: Sequence[str]) -> list[Resolved]:
+        """One outcome per token, in order: value and attributes, or a reason.
+
+        Reasons: ``unknown-token``, ``erased``, ``unreadable`` (a ciphertext failed to open: the
+        row was tampered with or its key is gone; nothing is returned for it).
+        """
+        unique = list({t for t in tokens if isinstance(t, str)})
+        rows = {row.token: row for row in self.store.fetch_by_tokens(unique)} if unique else {}
+        opened: dict[str, Resolved] = {}
+        out: list[Resolved] = []
+        for token in tokens:
+            result = opened.get(token)
+            if result is None:
+                row = rows.get(token)
+                result = self._open_row(row) if row is not None else Resolved(None, reason="unknown-token")
+                opened[token] = result
+            out.append(result)
+        return out
+
+    def _open_row(self, row: ContactRow) -> Resolved:
+        if row.value_ct is None:
+            return Resolved(None, reason="erased")
+        try:
+            value = self._keyring.open(row.value_ct, _value_context(row.token, row.kind)).decode()
+            attributes = self._open_attrs(row)
+        except (CryptoError, UnicodeDecodeError, msgspec.DecodeError):
+            return Resolved(None, reason="unreadable")
+        return Resolved(value, Kind(row.kind), attributes)
+
+    def _open_attrs(self, row: ContactRow) -> dict[str, str]:
+        if row.attrs_ct is None:
+            return {}
+        return _attrs_decoder.decode(self._keyring.open(row.attrs_ct, _attrs_context(row.token, row.kind)))
+
+    # -- attributes ------------------------------------------------------------------------
+
+    def _live_row(self, token: str) -> ContactRow:
+        rows = self.store.fetch_by_tokens([token])
+        if not rows or rows[0].value_ct is None:
+            raise NotFound("no such token")
+        return rows[0]
+
+    def get_attributes(self, token: str) -> dict[str, str]:
+        """The attributes of a live token."""
+        row = self._live_row(token)
+        return self._open_attrs(row)
+
+    def set_attributes(self, token: str, attributes: Mapping[str, str], *, replace: bool = False) -> dict[str, str]:
+        """Set (merge, or with ``replace`` overwrite all) attributes; returns the new set."""
+        for name, value in attributes.items():
+            if not isinstance(name, str) or not name or len(name) > _MAX_ATTRIBUTE_NAME:
+                raise InvalidValue("invalid-attribute-name")
+            if not isinstance(value, str) or len(value) > _MAX_ATTRIBUTE_VALUE:
+                raise InvalidValue("invalid-attribute-value")
+        row = self._live_row(token)
+        current = {} if replace else self._open_attrs(row)
+        current.update(attributes)
+        self._write_attrs(row, current)
+        return current
+
+    def delete_attributes(self, token: str, names: Sequence[str] | None = None) -> dict[str, str]:
+        """Delete the named attributes (all when ``names`` is None); returns what is left."""
+        row = self._live_row(token)
+        current = {} if names is None else self._open_attrs(row)
+        for name in names or ():
+            current.pop(name, None)
+        self._write_attrs(row, current)
+        return current
+
+    def _write_attrs(self, row: ContactRow, attributes: dict[str, str]) -> None:
+        sealed = (
+            self._keyring.seal(_attrs_encoder.encode(attributes), _attrs_context(row.token, row.kind))
+            if attributes
+            else None
+        )
+        if not self.store.update_attrs(row.token, sealed):
+            raise NotFound("no such token")
+
+    # -- erasure ---------------------------------------------------------------------------
+
+    def erase_token(self, token: str) -> bool:
+        """Erase a token's value and attributes; the token stays retired. False if nothing to erase."""
+        return self.store.erase(token)
+
+    def erase_value(self, kind: Kind, raw: str) -> bool:
+        """Erase the token of a value, if the vault knows it."""
+        (outcome,) = self.tokenize_many([(kind, raw)], create=False)
+        if outcome.reason is not None and outcome.reason != "unknown-value":
+            raise InvalidValue(outcome.reason)
+        return outcome.token is not None and self.store.erase(outcome.token)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def rotate_data_key(self) -> int:
+        """Add a new data key; new ciphertexts use it, old ones still open. Returns its id."""
+        if self._provider is None:
+            raise CryptoError("this vault was opened without a key provider")
+        provider = self._provider
+        key = new_key()
+        key_id = self.store.add_key("data", provider.name, lambda new_id: provider.wrap("data", new_id, key))
+        self._keyring = self._keyring.with_key(key_id, key)
+        return key_id
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
