@@ -172,6 +172,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 _MSGSPEC_PATH = re.compile(r"at `\$\.(\w+)")
+_QUOTED = re.compile(r"'[^']*'")
 
 
 def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -206,8 +207,8 @@ def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None
             problem = message.split(" - at ", 1)[0]
         else:
             setting, problem = "config", message
-        # msgspec messages describe the expected type or bound, never the value itself.
-        raise ConfigError(setting, problem) from None
+        # msgspec quotes rejected enum values; drop every quoted part so no value is echoed.
+        raise ConfigError(setting, _QUOTED.sub("", problem).strip()) from None
 
 
 def settings_reference() -> str:
@@ -229,7 +230,11 @@ def settings_reference() -> str:
     for name, spec in props.items():
         kind = _schema_type(spec)
         default = spec.get("default")
-        shown = "(none)" if default is None else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        shown = (
+            "(none)"
+            if default is None
+            else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        )
         lines.append(
             f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {kind} | {shown} | {spec.get('description', '')} |"
         )

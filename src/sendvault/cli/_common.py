@@ -20,7 +20,10 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 _HINTS: list[tuple[type[SendvaultError], str]] = [
-    (ConfigError, "check the setting in your sendvault.toml or SENDVAULT_* environment (docs/configuration.md)"),
+    (
+        ConfigError,
+        "check the setting in your sendvault.toml or SENDVAULT_* environment (docs/configuration.md)",
+    ),
     (KeyProviderError, "check SENDVAULT_MASTER_KEY or $SENDVAULT_HOME/keys/master.key"),
     (CryptoError, "the stored data does not open with the configured keys"),
     (StoreError, "check that the database is reachable and writable"),

@@ -25,7 +25,9 @@ def token() -> None:
 
 
 @token.command("get")
-@click.option("--type", "kind_name", required=True, type=click.Choice(["email", "mobile"]), help="Kind of value.")
+@click.option(
+    "--type", "kind_name", required=True, type=click.Choice(["email", "mobile"]), help="Kind of value."
+)
 @click.option("--no-create", is_flag=True, help="Only look up existing tokens; never create one.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of per-item results.")
 @click.argument("values", nargs=-1, required=True)

@@ -31,7 +31,7 @@ _MAX_GROUP_ROWS = 20_000
 
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("sendvault.store") / "migrations" / "sqlite"
-    scripts = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    scripts = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in scripts]
 
 
@@ -56,7 +56,9 @@ def _errors() -> Iterator[None]:
 class SQLiteStore:
     """A :class:`~sendvault.store.base.Store` on one SQLite file."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int = 10_000, clock: Callable[[], float] = time.time
+    ) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._clock = clock
@@ -71,7 +73,10 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
+                self._path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_timeout_ms / 1000,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             # NORMAL in WAL mode is durable across application crashes; a power cut can lose the
@@ -158,7 +163,8 @@ class SQLiteStore:
                 now = int(self._clock())
                 for record in make():
                     conn.execute(
-                        "INSERT INTO data_keys (id, purpose, provider, wrapped, created_at) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO data_keys (id, purpose, provider, wrapped, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
                         (*record, now),
                     )
                 keys = self._load_keys(conn)
@@ -184,8 +190,9 @@ class SQLiteStore:
         with _errors():
             for start in range(0, len(tokens), _MAX_PARAMS):
                 chunk = tokens[start : start + _MAX_PARAMS]
+                # Only placeholders are interpolated; values are bound parameters.
                 sql = (
-                    "SELECT token, kind, value_ct, attrs_ct FROM contacts WHERE token IN ("
+                    "SELECT token, kind, value_ct, attrs_ct FROM contacts WHERE token IN ("  # noqa: S608
                     + ",".join("?" * len(chunk))
                     + ")"
                 )
@@ -260,12 +267,18 @@ def _fetch_by_bidx(conn: sqlite3.Connection, bidxs: Sequence[bytes]) -> dict[byt
     with _errors():
         for start in range(0, len(bidxs), _MAX_PARAMS):
             chunk = bidxs[start : start + _MAX_PARAMS]
-            sql = "SELECT bidx, token FROM contacts WHERE bidx IN (" + ",".join("?" * len(chunk)) + ")"
+            # Only placeholders are interpolated; values are bound parameters.
+            sql = "SELECT bidx, token FROM contacts WHERE bidx IN (" + ",".join("?" * len(chunk)) + ")"  # noqa: S608
             found.update(conn.execute(sql, chunk).fetchall())
     return found
 
 
 _Request = tuple[Sequence[NewContact], "Future[dict[bytes, str]]"]
+
+
+def _fail_all(requests: Sequence[_Request], error: BaseException) -> None:
+    for _, future in requests:
+        future.set_exception(error)
 
 
 class _GroupWriter:
@@ -291,45 +304,50 @@ class _GroupWriter:
         conn: sqlite3.Connection | None = None
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            if first is None:
+            group, stopping = self._collect()
+            if not group:
                 break
-            group = [first]
-            size = len(first[0])
-            while size < _MAX_GROUP_ROWS:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                group.append(more)
-                size += len(more[0])
             try:
                 if conn is None:
                     conn = self._connect()
                 found = self._commit(conn, [row for rows, _ in group for row in rows])
             except sqlite3.Error as exc:
-                error = _translate(exc)
-                for _, future in group:
-                    future.set_exception(error)
+                _fail_all(group, _translate(exc))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers, not swallowed
-                for _, future in group:
-                    future.set_exception(exc)
+                _fail_all(group, exc)
             else:
                 for rows, future in group:
                     future.set_result({row.bidx: found[row.bidx] for row in rows if row.bidx in found})
         # Fail anything that raced with stop() rather than leaving callers waiting forever.
+        leftovers: list[_Request] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is not None:
-                item[1].set_exception(StoreUnavailable("store is closed"))
+                leftovers.append(item)
+        _fail_all(leftovers, StoreUnavailable("store is closed"))
         if conn is not None:
             conn.close()
+
+    def _collect(self) -> tuple[list[_Request], bool]:
+        """Block for one request, then take every other pending one up to the group limit."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        group = [first]
+        size = len(first[0])
+        while size < _MAX_GROUP_ROWS:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return group, True
+            group.append(more)
+            size += len(more[0])
+        return group, False
 
     def _commit(self, conn: sqlite3.Connection, rows: list[NewContact]) -> dict[bytes, str]:
         now = int(self._clock())

@@ -5,4 +5,14 @@ from .formats import TokenFormat
 from .normalize import Kind, Normalizer, parse_kind
 from .service import Resolved, Tokenized, Vault
 
-__all__ = ["Kind", "Normalizer", "Resolved", "TokenFormat", "Tokenized", "Vault", "open_store", "open_vault", "parse_kind"]
+__all__ = [
+    "Kind",
+    "Normalizer",
+    "Resolved",
+    "TokenFormat",
+    "Tokenized",
+    "Vault",
+    "open_store",
+    "open_vault",
+    "parse_kind",
+]

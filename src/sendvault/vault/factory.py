@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Settings
-from ..crypto import BlindIndex, Keyring, LocalKeyProvider, load_local_kek
+from ..crypto import BlindIndex, KeyProvider, Keyring, LocalKeyProvider, load_local_kek
 from ..crypto._aead import new_key
 from ..errors import ConfigError, KeyProviderError
 from ..store.base import KeyRecord, Store
@@ -39,38 +39,8 @@ def open_vault(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     provider = LocalKeyProvider(load_local_kek(home, settings.master_key))
     store = open_store(settings, clock=clock)
     try:
-        # Normalization decides which blind index a value gets; changing it later would give one
-        # address two tokens, so the first value recorded wins and a different one is refused.
-        wanted = "true" if settings.email_keep_local_case else "false"
-        recorded = store.claim_meta("email_keep_local_case", wanted)
-        if recorded != wanted:
-            raise ConfigError(
-                "email_keep_local_case",
-                f"this vault was created with {recorded}; changing it would give one address two tokens",
-            )
-
-        def first_keys() -> list[KeyRecord]:
-            return [
-                KeyRecord(_BIDX_KEY_ID, "bidx", provider.name, provider.wrap("bidx", _BIDX_KEY_ID, new_key())),
-                KeyRecord(
-                    _FIRST_DATA_KEY_ID, "data", provider.name, provider.wrap("data", _FIRST_DATA_KEY_ID, new_key())
-                ),
-            ]
-
-        records = store.ensure_keys(first_keys)
-        for record in records:
-            if record.provider != provider.name:
-                raise KeyProviderError(
-                    f"data key {record.id} is held by key provider {record.provider!r}, "
-                    f"but {provider.name!r} is configured"
-                )
-        bidx_keys = [r for r in records if r.purpose == "bidx"]
-        if len(bidx_keys) != 1:
-            raise KeyProviderError("the vault must have exactly one blind-index key")
-        blind_index = BlindIndex(provider.unwrap("bidx", bidx_keys[0].id, bidx_keys[0].wrapped))
-        keyring = Keyring(
-            (r.id, provider.unwrap("data", r.id, r.wrapped)) for r in records if r.purpose == "data"
-        )
+        _check_locked_settings(store, settings)
+        blind_index, keyring = _load_keys(store, provider)
     except BaseException:
         store.close()
         raise
@@ -79,7 +49,50 @@ def open_vault(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         keyring,
         blind_index,
         normalizer=Normalizer(settings.email_keep_local_case, settings.default_region),
-        token_format=TokenFormat(settings.token_domain, settings.mobile_token_prefix, settings.mobile_token_digits),
+        token_format=TokenFormat(
+            settings.token_domain, settings.mobile_token_prefix, settings.mobile_token_digits
+        ),
         key_provider=provider,
         clock=clock,
     )
+
+
+def _check_locked_settings(store: Store, settings: Settings) -> None:
+    # Normalization decides which blind index a value gets; changing it later would give one
+    # address two tokens, so the first value recorded wins and a different one is refused.
+    wanted = "true" if settings.email_keep_local_case else "false"
+    recorded = store.claim_meta("email_keep_local_case", wanted)
+    if recorded != wanted:
+        raise ConfigError(
+            "email_keep_local_case",
+            f"this vault was created with {recorded}; changing it would give one address two tokens",
+        )
+
+
+def _load_keys(store: Store, provider: KeyProvider) -> tuple[BlindIndex, Keyring]:
+    def first_keys() -> list[KeyRecord]:
+        return [
+            KeyRecord(_BIDX_KEY_ID, "bidx", provider.name, provider.wrap("bidx", _BIDX_KEY_ID, new_key())),
+            KeyRecord(
+                _FIRST_DATA_KEY_ID,
+                "data",
+                provider.name,
+                provider.wrap("data", _FIRST_DATA_KEY_ID, new_key()),
+            ),
+        ]
+
+    records = store.ensure_keys(first_keys)
+    for record in records:
+        if record.provider != provider.name:
+            raise KeyProviderError(
+                f"data key {record.id} is held by key provider {record.provider!r}, "
+                f"but {provider.name!r} is configured"
+            )
+    bidx_keys = [r for r in records if r.purpose == "bidx"]
+    if len(bidx_keys) != 1:
+        raise KeyProviderError("the vault must have exactly one blind-index key")
+    blind_index = BlindIndex(provider.unwrap("bidx", bidx_keys[0].id, bidx_keys[0].wrapped))
+    keyring = Keyring(
+        (r.id, provider.unwrap("data", r.id, r.wrapped)) for r in records if r.purpose == "data"
+    )
+    return blind_index, keyring

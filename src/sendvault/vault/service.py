@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ..crypto import BlindIndex, Keyring, KeyProvider
+from ..crypto import BlindIndex, KeyProvider, Keyring
 from ..crypto._aead import new_key
 from ..errors import CryptoError, InvalidValue, NotFound
 from ..store.base import ContactRow, NewContact, Store
@@ -91,40 +91,7 @@ class Vault:
         Two items with the same normalized value in one batch share one new token.
         """
         results: list[Tokenized | None] = [None] * len(items)
-        digest = self._bidx.digest
-        raw_bidx: list[bytes | None] = []
-        for index, (kind, raw) in enumerate(items):
-            if not isinstance(raw, str) or not raw or len(raw) > MAX_EMAIL_LENGTH:
-                raw_bidx.append(None)
-                if not isinstance(raw, str) or not raw.strip():
-                    results[index] = Tokenized(None, "empty-value")
-                continue
-            raw_bidx.append(digest(kind, raw))
-        known = self.store.fetch_by_bidx([b for b in raw_bidx if b is not None])
-
-        # Misses: normalize, then look the normalized form up.
-        pending: dict[int, tuple[Kind, str, bytes]] = {}
-        for index, (kind, raw) in enumerate(items):
-            if results[index] is not None:
-                continue
-            hit = known.get(raw_bidx[index]) if raw_bidx[index] is not None else None
-            if hit is not None:
-                results[index] = Tokenized(hit)
-                continue
-            try:
-                normalized = self._normalizer.normalize(kind, raw)
-            except InvalidValue as exc:
-                results[index] = Tokenized(None, exc.reason)
-                continue
-            pending[index] = (kind, normalized, digest(kind, normalized))
-        if pending:
-            second = self.store.fetch_by_bidx([b for _, _, b in pending.values() if b not in known])
-            known.update(second)
-            for index, (_, _, bidx) in list(pending.items()):
-                hit = known.get(bidx)
-                if hit is not None:
-                    results[index] = Tokenized(hit)
-                    del pending[index]
+        pending = self._lookup(items, results)
         if pending:
             if create:
                 created = self._create(pending.values())
@@ -135,6 +102,44 @@ class Vault:
                 for index in pending:
                     results[index] = Tokenized(None, "unknown-value")
         return [r if r is not None else Tokenized(None, "internal") for r in results]
+
+    def _lookup(
+        self, items: Sequence[tuple[Kind, str]], results: list[Tokenized | None]
+    ) -> dict[int, tuple[Kind, str, bytes]]:
+        """Fill ``results`` for known values; return the still-unknown items by position."""
+        digest = self._bidx.digest
+        # First pass: the value as given (see the module docstring for why this is sound).
+        raw_bidx: list[bytes | None] = []
+        for kind, raw in items:
+            usable = isinstance(raw, str) and 0 < len(raw) <= MAX_EMAIL_LENGTH
+            raw_bidx.append(digest(kind, raw) if usable else None)
+        known = self.store.fetch_by_bidx([b for b in raw_bidx if b is not None])
+
+        # Misses: normalize, then look the normalized forms up in one more query.
+        pending: dict[int, tuple[Kind, str, bytes]] = {}
+        for index, (kind, raw) in enumerate(items):
+            first = raw_bidx[index]
+            hit = known.get(first) if first is not None else None
+            if hit is not None:
+                results[index] = Tokenized(hit)
+                continue
+            if not isinstance(raw, str):
+                results[index] = Tokenized(None, "empty-value")
+                continue
+            try:
+                normalized = self._normalizer.normalize(kind, raw)
+            except InvalidValue as exc:
+                results[index] = Tokenized(None, exc.reason)
+                continue
+            pending[index] = (kind, normalized, digest(kind, normalized))
+        if pending:
+            known.update(self.store.fetch_by_bidx([b for _, _, b in pending.values() if b not in known]))
+            for index, (_, _, bidx) in list(pending.items()):
+                hit = known.get(bidx)
+                if hit is not None:
+                    results[index] = Tokenized(hit)
+                    del pending[index]
+        return pending
 
     def _create(self, values: Iterable[tuple[Kind, str, bytes]]) -> dict[bytes, tuple[str, bool]]:
         wanted: dict[bytes, tuple[Kind, str]] = {}
@@ -205,7 +210,9 @@ class Vault:
         row = self._live_row(token)
         return self._open_attrs(row)
 
-    def set_attributes(self, token: str, attributes: Mapping[str, str], *, replace: bool = False) -> dict[str, str]:
+    def set_attributes(
+        self, token: str, attributes: Mapping[str, str], *, replace: bool = False
+    ) -> dict[str, str]:
         """Set (merge, or with ``replace`` overwrite all) attributes; returns the new set."""
         for name, value in attributes.items():
             if not isinstance(name, str) or not name or len(name) > _MAX_ATTRIBUTE_NAME:

@@ -1,0 +1,5 @@
+"""`python -m sendvault` runs the CLI."""
+
+from .cli import main
+
+main()

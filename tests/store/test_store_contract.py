@@ -1,0 +1,134 @@
+"""The Store contract. Every backend runs this whole suite; a backend passes only if all pass."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sendvault.store import KeyRecord, NewContact, SQLiteStore, Store
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    backend: Store = SQLiteStore(tmp_path / "s.db", clock=lambda: 1_700_000_000.0)
+    backend.migrate()
+    yield backend
+    backend.close()
+
+
+def _row(n: int, kind: int = 1) -> NewContact:
+    return NewContact(f"tok{n}", kind, f"bidx{n}".encode().ljust(32, b"\0"), os.urandom(40))
+
+
+def test_migrate_is_idempotent(store: Store) -> None:
+    store.migrate()
+    store.migrate()
+
+
+def test_meta_first_claim_wins(store: Store) -> None:
+    assert store.get_meta("x") is None
+    assert store.claim_meta("x", "one") == "one"
+    assert store.claim_meta("x", "two") == "one"
+    assert store.get_meta("x") == "one"
+
+
+def test_ensure_keys_creates_once(store: Store) -> None:
+    calls = []
+
+    def make() -> list[KeyRecord]:
+        calls.append(1)
+        return [KeyRecord(1, "bidx", "local", b"w1"), KeyRecord(2, "data", "local", b"w2")]
+
+    first = store.ensure_keys(make)
+    second = store.ensure_keys(make)
+    assert first == second
+    assert len(calls) == 1
+    assert [k.purpose for k in first] == ["bidx", "data"]
+
+
+def test_add_key_passes_its_id_to_wrap(store: Store) -> None:
+    store.ensure_keys(lambda: [KeyRecord(1, "bidx", "local", b"w1")])
+    key_id = store.add_key("data", "local", lambda new_id: f"wrapped-{new_id}".encode())
+    assert key_id == 2
+    assert store.ensure_keys(list)[-1] == KeyRecord(2, "data", "local", b"wrapped-2")
+
+
+def test_insert_then_fetch_by_token_and_index(store: Store) -> None:
+    rows = [_row(i) for i in range(5)]
+    got = store.insert_new(rows)
+    assert got == {r.bidx: r.token for r in rows}
+    fetched = {r.token: r for r in store.fetch_by_tokens(["tok1", "tok3", "missing"])}
+    assert set(fetched) == {"tok1", "tok3"}
+    assert fetched["tok1"].value_ct == rows[1].value_ct
+    assert fetched["tok1"].attrs_ct is None
+    assert store.fetch_by_bidx([rows[2].bidx, b"nope"]) == {rows[2].bidx: "tok2"}
+    assert store.count() == 5
+
+
+def test_insert_or_get_keeps_the_first_token_for_an_index(store: Store) -> None:
+    store.insert_new([_row(1)])
+    clash = NewContact("other", 1, _row(1).bidx, b"x" * 40)
+    assert store.insert_new([clash]) == {clash.bidx: "tok1"}
+    assert store.fetch_by_tokens(["other"]) == []
+
+
+def test_token_collision_is_left_out_for_the_caller_to_retry(store: Store) -> None:
+    store.insert_new([_row(1)])
+    collide = NewContact("tok1", 1, b"another-index".ljust(32, b"\0"), b"x" * 40)
+    assert store.insert_new([collide]) == {}
+
+
+def test_large_batches_span_parameter_limits(store: Store) -> None:
+    rows = [_row(i) for i in range(25_000)]
+    assert len(store.insert_new(rows)) == 25_000
+    assert len(store.fetch_by_tokens([r.token for r in rows])) == 25_000
+    assert len(store.fetch_by_bidx([r.bidx for r in rows])) == 25_000
+
+
+def test_concurrent_inserts_of_the_same_index_agree(store: Store) -> None:
+    results: list[dict[bytes, str]] = []
+    barrier = threading.Barrier(6)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        results.append(
+            store.insert_new([NewContact(f"t{n}-{i}", 1, f"b{i}".encode(), b"x" * 40) for i in range(50)])
+        )
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == results[0] for r in results)
+    assert store.count() == 50
+
+
+def test_update_attrs_and_erase(store: Store) -> None:
+    store.insert_new([_row(1)])
+    assert store.update_attrs("tok1", b"attrs")
+    assert store.fetch_by_tokens(["tok1"])[0].attrs_ct == b"attrs"
+    assert not store.update_attrs("nope", b"attrs")
+    assert store.erase("tok1")
+    (row,) = store.fetch_by_tokens(["tok1"])
+    assert row.value_ct is None
+    assert row.attrs_ct is None
+    assert store.fetch_by_bidx([_row(1).bidx]) == {}
+    assert not store.erase("tok1")
+    assert not store.update_attrs("tok1", b"attrs")
+    assert store.count() == 0
+
+
+def test_erased_token_is_never_reused(store: Store) -> None:
+    store.insert_new([_row(1)])
+    store.erase("tok1")
+    again = NewContact("tok1", 1, b"fresh".ljust(32, b"\0"), b"x" * 40)
+    assert store.insert_new([again]) == {}
+
+
+def test_ping_and_closed_store(store: Store) -> None:
+    store.ping()

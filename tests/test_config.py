@@ -1,0 +1,69 @@
+"""Settings: defaults, TOML, environment precedence, one clear error per bad setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sendvault.config import load_settings, settings_reference
+from sendvault.errors import ConfigError
+
+DOCS = Path(__file__).parent.parent / "docs" / "configuration.md"
+
+
+def test_defaults_need_nothing() -> None:
+    s = load_settings(env={})
+    assert s.home == "./.sendvault"
+    assert s.token_domain.endswith(".invalid")
+
+
+def test_toml_file_then_environment_wins(tmp_path: Path) -> None:
+    cfg = tmp_path / "sendvault.toml"
+    cfg.write_text('token_domain = "t.example.org"\nmobile_token_digits = 31\n')
+    s = load_settings(cfg, env={"SENDVAULT_MOBILE_TOKEN_DIGITS": "33"})
+    assert s.token_domain == "t.example.org"
+    assert s.mobile_token_digits == 33
+
+
+def test_toml_in_home_is_found(tmp_path: Path) -> None:
+    (tmp_path / "sendvault.toml").write_text('default_region = "GB"\n')
+    assert load_settings(env={"SENDVAULT_HOME": str(tmp_path)}).default_region == "GB"
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"SENDVAULT_MOBILE_TOKEN_DIGITS": "12"}, "mobile_token_digits"),
+        ({"SENDVAULT_MOBILE_TOKEN_DIGITS": "many"}, "mobile_token_digits"),
+        ({"SENDVAULT_TOKEN_DOMAIN": "Not A Domain"}, "token_domain"),
+        ({"SENDVAULT_DEFAULT_REGION": "gbr"}, "default_region"),
+        ({"SENDVAULT_EMAIL_KEEP_LOCAL_CASE": "perhaps"}, "email_keep_local_case"),
+        ({"SENDVAULT_KEY_PROVIDER": "hsm"}, "key_provider"),
+    ],
+)
+def test_bad_value_names_the_setting_and_hides_the_value(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert info.value.setting == setting
+    assert next(iter(env.values())) not in str(info.value)
+
+
+def test_unknown_setting_in_file_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("tokne_domain = 'x.example'\n")
+    with pytest.raises(ConfigError, match="tokne_domain"):
+        load_settings(cfg, env={})
+
+
+def test_broken_toml_is_one_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("token_domain = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(cfg, env={})
+
+
+def test_configuration_reference_is_current() -> None:
+    assert DOCS.read_text() == settings_reference(), (
+        "regenerate: python -m sendvault.config > docs/configuration.md"
+    )
