@@ -111,7 +111,7 @@ class Vault:
         # First pass: the value as given (see the module docstring for why this is sound).
         raw_bidx: list[bytes | None] = []
         for kind, raw in items:
-            usable = isinstance(raw, str) and 0 < len(raw) <= MAX_EMAIL_LENGTH
+            usable = 0 < len(raw) <= MAX_EMAIL_LENGTH
             raw_bidx.append(digest(kind, raw) if usable else None)
         known = self.store.fetch_by_bidx([b for b in raw_bidx if b is not None])
 
@@ -122,9 +122,6 @@ class Vault:
             hit = known.get(first) if first is not None else None
             if hit is not None:
                 results[index] = Tokenized(hit)
-                continue
-            if not isinstance(raw, str):
-                results[index] = Tokenized(None, "empty-value")
                 continue
             try:
                 normalized = self._normalizer.normalize(kind, raw)
@@ -169,7 +166,7 @@ class Vault:
         Reasons: ``unknown-token``, ``erased``, ``unreadable`` (a ciphertext failed to open: the
         row was tampered with or its key is gone; nothing is returned for it).
         """
-        unique = list({t for t in tokens if isinstance(t, str)})
+        unique = list(set(tokens))
         rows = {row.token: row for row in self.store.fetch_by_tokens(unique)} if unique else {}
         opened: dict[str, Resolved] = {}
         out: list[Resolved] = []
