@@ -111,6 +111,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc("How long a SQLite writer waits for another process's write lock.", ge=100, le=600_000),
     ] = 10_000
 
+    sqlite_mmap_mb: Annotated[
+        int,
+        _doc("Megabytes of the SQLite file read through mmap (0 turns it off).", ge=0, le=1_048_576),
+    ] = 1024
+
     @property
     def home_path(self) -> Path:
         """The data directory as an absolute path."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -61,10 +62,9 @@ def test_insert_then_fetch_by_token_and_index(store: Store) -> None:
     rows = [_row(i) for i in range(5)]
     got = store.insert_new(rows)
     assert got == {r.bidx: r.token for r in rows}
-    fetched = {r.token: r for r in store.fetch_by_tokens(["tok1", "tok3", "missing"])}
+    fetched = {r[0]: r for r in store.fetch_by_tokens(["tok1", "tok3", "missing"])}
     assert set(fetched) == {"tok1", "tok3"}
-    assert fetched["tok1"].value_ct == rows[1].value_ct
-    assert fetched["tok1"].attrs_ct is None
+    assert fetched["tok1"] == ("tok1", 1, rows[1].value_ct, None)
     assert store.fetch_by_bidx([rows[2].bidx, b"nope"]) == {rows[2].bidx: "tok2"}
     assert store.count() == 5
 
@@ -108,15 +108,27 @@ def test_concurrent_inserts_of_the_same_index_agree(store: Store) -> None:
     assert store.count() == 50
 
 
+def test_async_inserts_in_one_loop_share_a_commit_and_agree(store: Store) -> None:
+    async def scenario() -> list[dict[bytes, str]]:
+        same = [NewContact(f"a{n}", 1, b"shared".ljust(32, b"\0"), b"x" * 40) for n in range(20)]
+        own = [store.insert_new_async([_row(n)]) for n in range(20)]
+        return list(await asyncio.gather(*(store.insert_new_async([row]) for row in same), *own))
+
+    results = asyncio.run(scenario())
+    shared = b"shared".ljust(32, b"\0")
+    assert len({r[shared] for r in results[:20]}) == 1
+    assert results[20:] == [{_row(n).bidx: f"tok{n}"} for n in range(20)]
+    assert store.count() == 21
+
+
 def test_update_attrs_and_erase(store: Store) -> None:
     store.insert_new([_row(1)])
     assert store.update_attrs("tok1", b"attrs")
-    assert store.fetch_by_tokens(["tok1"])[0].attrs_ct == b"attrs"
+    assert store.fetch_by_tokens(["tok1"])[0][3] == b"attrs"
     assert not store.update_attrs("nope", b"attrs")
     assert store.erase("tok1")
     (row,) = store.fetch_by_tokens(["tok1"])
-    assert row.value_ct is None
-    assert row.attrs_ct is None
+    assert row == ("tok1", 1, None, None)
     assert store.fetch_by_bidx([_row(1).bidx]) == {}
     assert not store.erase("tok1")
     assert not store.update_attrs("tok1", b"attrs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import re
 import sqlite3
@@ -40,7 +41,7 @@ def test_email_and_mobile_tokens_have_their_shapes(vault: Vault) -> None:
     email, mobile = vault.tokenize_many([(E, "a@example.com"), (M, "12125550123")])
     assert email.token is not None
     assert mobile.token is not None
-    assert re.fullmatch(r"[a-z2-7]{24}@tokens\.sendvault\.invalid", email.token)
+    assert re.fullmatch(r"[0-9a-f]{30}@tokens\.sendvault\.invalid", email.token)
     assert re.fullmatch(r"999[0-9]{29}", mobile.token)
 
 
@@ -64,6 +65,20 @@ def test_bad_items_get_reasons_and_the_rest_still_work(vault: Vault) -> None:
     assert results[0].token is not None
     assert [r.reason for r in results[1:]] == ["invalid-email", "invalid-mobile", "empty-value"]
     assert all(r.token is None for r in results[1:])
+
+
+def test_async_tokenize_agrees_with_sync(vault: Vault) -> None:
+    async def scenario() -> list[list[str | None]]:
+        batches = [[(E, f"u{i}@example.com"), (E, "shared@example.com"), (E, "bad")] for i in range(10)]
+        done = await asyncio.gather(*(vault.tokenize_many_async(b) for b in batches))
+        return [[r.token for r in d] for d in done]
+
+    results = asyncio.run(scenario())
+    assert len({r[1] for r in results}) == 1
+    assert all(r[2] is None for r in results)
+    sync = vault.tokenize_many([(E, f"u{i}@example.com") for i in range(10)] + [(E, "shared@example.com")])
+    assert [t.token for t in sync] == [r[0] for r in results] + [results[0][1]]
+    assert not any(t.created for t in sync)
 
 
 def test_lookup_without_create_does_not_create(vault: Vault) -> None:

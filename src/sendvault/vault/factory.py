@@ -23,7 +23,12 @@ _FIRST_DATA_KEY_ID = 2
 
 def open_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
     """The store the settings name, migrated to the current schema."""
-    store = SQLiteStore(settings.sqlite_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms, clock=clock)
+    store = SQLiteStore(
+        settings.sqlite_path,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        mmap_mb=settings.sqlite_mmap_mb,
+        clock=clock,
+    )
     try:
         store.migrate()
     except BaseException:

@@ -1,7 +1,7 @@
 """Token formats: random strings that look like an email address or a phone number.
 
 Tokens come from the operating system's CSPRNG and are never derived from the value they stand
-for. Email tokens carry 120 random bits (24 base32 characters) on the operator's token domain;
+for. Email tokens carry 120 random bits (30 hex characters) on the operator's token domain;
 mobile tokens are the configured prefix followed by at least 29 random digits (96 bits). With
 the default prefix 999, a country code the ITU has not assigned, and more than E.164's 15
 digits, a mobile token can never be a subscriber's real number.
@@ -9,7 +9,6 @@ digits, a mobile token can never be a subscriber's real number.
 
 from __future__ import annotations
 
-import base64
 import secrets
 from dataclasses import dataclass
 
@@ -35,13 +34,14 @@ class TokenFormat:
     def new(self, kind: Kind) -> str:
         """A fresh random token of the given kind."""
         if kind is Kind.EMAIL:
-            local = base64.b32encode(secrets.token_bytes(_EMAIL_RANDOM_BYTES)).decode().lower()
-            return f"{local}@{self.token_domain}"
+            return f"{secrets.token_hex(_EMAIL_RANDOM_BYTES)}@{self.token_domain}"
         return self.mobile_prefix + str(secrets.randbelow(10**self.mobile_digits)).zfill(self.mobile_digits)
 
     def kind_of(self, token: str) -> Kind | None:
         """The kind a token's shape says it is, or None when it is not one of ours."""
-        if token.endswith("@" + self.token_domain) and len(token) == 24 + 1 + len(self.token_domain):
+        if token.endswith("@" + self.token_domain) and len(token) == 2 * _EMAIL_RANDOM_BYTES + 1 + len(
+            self.token_domain
+        ):
             return Kind.EMAIL
         if (
             len(token) == len(self.mobile_prefix) + self.mobile_digits

@@ -61,7 +61,9 @@ _FAST_EMAIL = re.compile(
     r"[A-Za-z0-9_+-]{1,64}(?:\.[A-Za-z0-9_+-]{1,64})*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
-_SPECIAL_USE = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+_SPECIAL_USE = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+# The fast path checks only the last label; names with a dot would need the full check.
+assert all("." not in name for name in _SPECIAL_USE)
 _DIGITS = re.compile(r"\+?[0-9]{1,20}")
 _NATIONAL_CHARS = re.compile(r"[0-9 ()./\-]+")
 
@@ -71,7 +73,7 @@ def _fast_domain_ok(domain: str) -> bool:
     for label in domain.split("."):
         if len(label) >= 4 and label[2:4] == "--":
             return False
-    return not any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE)
+    return domain.rpartition(".")[2] not in _SPECIAL_USE
 
 
 @dataclass(frozen=True, slots=True)

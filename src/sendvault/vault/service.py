@@ -29,6 +29,7 @@ _COLLISION_RETRIES = 5
 _MAX_ATTRIBUTE_NAME = 128
 _MAX_ATTRIBUTE_VALUE = 4096
 
+_KINDS = {int(k): k for k in Kind}
 _attrs_encoder = msgspec.json.Encoder()
 _attrs_decoder = msgspec.json.Decoder(dict[str, str])
 
@@ -52,12 +53,63 @@ class Resolved:
     reason: str | None = None
 
 
+_VALUE_PREFIX = {int(k): b"v\x00" + bytes((k,)) for k in Kind}
+_ATTRS_PREFIX = {int(k): b"a\x00" + bytes((k,)) for k in Kind}
+
+
 def _value_context(token: str, kind: int) -> bytes:
-    return b"v\x00" + bytes((kind,)) + token.encode()
+    """What a value's ciphertext is bound to: its field, kind and token."""
+    return _VALUE_PREFIX[kind] + token.encode()
 
 
 def _attrs_context(token: str, kind: int) -> bytes:
-    return b"a\x00" + bytes((kind,)) + token.encode()
+    """What an attribute set's ciphertext is bound to."""
+    return _ATTRS_PREFIX[kind] + token.encode()
+
+
+class _Creation:
+    """New tokens for a batch's unknown values, drawn again for any that collide."""
+
+    def __init__(self, values: Iterable[tuple[Kind, str, bytes]]) -> None:
+        self.wanted: dict[bytes, tuple[Kind, str]] = {}
+        for kind, normalized, bidx in values:
+            self.wanted.setdefault(bidx, (kind, normalized))
+        self.out: dict[bytes, tuple[str, bool]] = {}
+        self._mine: dict[bytes, str] = {}
+        self._tries = 0
+
+    def rows(self, token_format: TokenFormat, keyring: Keyring) -> list[NewContact]:
+        """Fresh tokens and sealed values for everything still wanted."""
+        self._tries += 1
+        if self._tries > _COLLISION_RETRIES:
+            raise CryptoError("could not draw an unused token")  # only with a broken random source
+        rows = []
+        for bidx, (kind, normalized) in self.wanted.items():
+            token = token_format.new(kind)
+            sealed = keyring.seal(normalized.encode(), _value_context(token, kind))
+            rows.append(NewContact(token, int(kind), bidx, sealed))
+        self._mine = {row.bidx: row.token for row in rows}
+        return rows
+
+    def absorb(self, got: Mapping[bytes, str]) -> None:
+        """Take the store's answer: the tokens that hold each index now (ours or a racer's)."""
+        for bidx, token in got.items():
+            if bidx in self.wanted:
+                self.out[bidx] = (token, token == self._mine[bidx])
+                del self.wanted[bidx]
+
+
+def _finish(
+    results: list[Tokenized | None],
+    pending: Mapping[int, tuple[Kind, str, bytes]],
+    created: Mapping[bytes, tuple[str, bool]],
+) -> list[Tokenized]:
+    for index, (_, _, bidx) in pending.items():
+        made = created.get(bidx)
+        results[index] = (
+            Tokenized(None, "unknown-value") if made is None else Tokenized(made[0], created=made[1])
+        )
+    return [r if r is not None else Tokenized(None, "internal") for r in results]
 
 
 class Vault:
@@ -92,16 +144,30 @@ class Vault:
         """
         results: list[Tokenized | None] = [None] * len(items)
         pending = self._lookup(items, results)
-        if pending:
-            if create:
-                created = self._create(pending.values())
-                for index, (_, _, bidx) in pending.items():
-                    token, is_new = created[bidx]
-                    results[index] = Tokenized(token, created=is_new)
-            else:
-                for index in pending:
-                    results[index] = Tokenized(None, "unknown-value")
-        return [r if r is not None else Tokenized(None, "internal") for r in results]
+        created: dict[bytes, tuple[str, bool]] = {}
+        if pending and create:
+            creation = _Creation(pending.values())
+            while creation.wanted:
+                creation.absorb(self.store.insert_new(creation.rows(self._format, self._keyring)))
+            created = creation.out
+        return _finish(results, pending, created)
+
+    async def tokenize_many_async(
+        self, items: Sequence[tuple[Kind, str]], *, create: bool = True
+    ) -> list[Tokenized]:
+        """:meth:`tokenize_many` for an event loop: new tokens of concurrent calls share commits.
+
+        Lookups run inline (one batched query each); only the insert of new tokens waits.
+        """
+        results: list[Tokenized | None] = [None] * len(items)
+        pending = self._lookup(items, results)
+        created: dict[bytes, tuple[str, bool]] = {}
+        if pending and create:
+            creation = _Creation(pending.values())
+            while creation.wanted:
+                creation.absorb(await self.store.insert_new_async(creation.rows(self._format, self._keyring)))
+            created = creation.out
+        return _finish(results, pending, created)
 
     def _lookup(
         self, items: Sequence[tuple[Kind, str]], results: list[Tokenized | None]
@@ -113,7 +179,8 @@ class Vault:
         for kind, raw in items:
             usable = 0 < len(raw) <= MAX_EMAIL_LENGTH
             raw_bidx.append(digest(kind, raw) if usable else None)
-        known = self.store.fetch_by_bidx([b for b in raw_bidx if b is not None])
+        asked = {b for b in raw_bidx if b is not None}
+        known = self.store.fetch_by_bidx(list(asked))
 
         # Misses: normalize, then look the normalized forms up in one more query.
         pending: dict[int, tuple[Kind, str, bytes]] = {}
@@ -130,33 +197,16 @@ class Vault:
                 continue
             pending[index] = (kind, normalized, digest(kind, normalized))
         if pending:
-            known.update(self.store.fetch_by_bidx([b for _, _, b in pending.values() if b not in known]))
+            # Values that were already normalized were looked up above; ask only for the others.
+            unasked = list({b for _, _, b in pending.values()} - asked)
+            if unasked:
+                known.update(self.store.fetch_by_bidx(unasked))
             for index, (_, _, bidx) in list(pending.items()):
                 hit = known.get(bidx)
                 if hit is not None:
                     results[index] = Tokenized(hit)
                     del pending[index]
         return pending
-
-    def _create(self, values: Iterable[tuple[Kind, str, bytes]]) -> dict[bytes, tuple[str, bool]]:
-        wanted: dict[bytes, tuple[Kind, str]] = {}
-        for kind, normalized, bidx in values:
-            wanted.setdefault(bidx, (kind, normalized))
-        out: dict[bytes, tuple[str, bool]] = {}
-        for _ in range(_COLLISION_RETRIES):
-            rows = []
-            for bidx, (kind, normalized) in wanted.items():
-                token = self._format.new(kind)
-                sealed = self._keyring.seal(normalized.encode(), _value_context(token, kind))
-                rows.append(NewContact(token, int(kind), bidx, sealed))
-            mine = {row.bidx: row.token for row in rows}
-            got = self.store.insert_new(rows)
-            for bidx, token in got.items():
-                out[bidx] = (token, token == mine[bidx])
-                wanted.pop(bidx, None)
-            if not wanted:
-                return out
-        raise CryptoError("could not draw an unused token")  # only with a broken random source
 
     # -- resolve ---------------------------------------------------------------------------
 
@@ -166,39 +216,35 @@ class Vault:
         Reasons: ``unknown-token``, ``erased``, ``unreadable`` (a ciphertext failed to open: the
         row was tampered with or its key is gone; nothing is returned for it).
         """
-        unique = list(set(tokens))
-        rows = {row.token: row for row in self.store.fetch_by_tokens(unique)} if unique else {}
-        opened: dict[str, Resolved] = {}
+        opened = {row[0]: self._open_row(row) for row in self.store.fetch_by_tokens(list(set(tokens)))}
         out: list[Resolved] = []
         for token in tokens:
             result = opened.get(token)
-            if result is None:
-                row = rows.get(token)
-                result = self._open_row(row) if row is not None else Resolved(None, reason="unknown-token")
-                opened[token] = result
-            out.append(result)
+            out.append(result if result is not None else Resolved(None, reason="unknown-token"))
         return out
 
     def _open_row(self, row: ContactRow) -> Resolved:
-        if row.value_ct is None:
+        token, kind, value_ct, attrs_ct = row
+        if value_ct is None:
             return Resolved(None, reason="erased")
         try:
-            value = self._keyring.open(row.value_ct, _value_context(row.token, row.kind)).decode()
-            attributes = self._open_attrs(row)
+            value = self._keyring.open(value_ct, _value_context(token, kind)).decode()
+            attributes = self._open_attrs(row) if attrs_ct is not None else {}
         except (CryptoError, UnicodeDecodeError, msgspec.DecodeError):
             return Resolved(None, reason="unreadable")
-        return Resolved(value, Kind(row.kind), attributes)
+        return Resolved(value, _KINDS.get(kind), attributes)
 
     def _open_attrs(self, row: ContactRow) -> dict[str, str]:
-        if row.attrs_ct is None:
+        token, kind, _, attrs_ct = row
+        if attrs_ct is None:
             return {}
-        return _attrs_decoder.decode(self._keyring.open(row.attrs_ct, _attrs_context(row.token, row.kind)))
+        return _attrs_decoder.decode(self._keyring.open(attrs_ct, _attrs_context(token, kind)))
 
     # -- attributes ------------------------------------------------------------------------
 
     def _live_row(self, token: str) -> ContactRow:
         rows = self.store.fetch_by_tokens([token])
-        if not rows or rows[0].value_ct is None:
+        if not rows or rows[0][2] is None:
             raise NotFound("no such token")
         return rows[0]
 
@@ -233,11 +279,11 @@ class Vault:
 
     def _write_attrs(self, row: ContactRow, attributes: dict[str, str]) -> None:
         sealed = (
-            self._keyring.seal(_attrs_encoder.encode(attributes), _attrs_context(row.token, row.kind))
+            self._keyring.seal(_attrs_encoder.encode(attributes), _attrs_context(row[0], row[1]))
             if attributes
             else None
         )
-        if not self.store.update_attrs(row.token, sealed):
+        if not self.store.update_attrs(row[0], sealed):
             raise NotFound("no such token")
 
     # -- erasure ---------------------------------------------------------------------------
