@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,43 @@ from sendvault.config import Settings, load_settings
 from sendvault.vault import Vault, open_vault
 
 VECTORS = Path(__file__).parent / "vectors"
+
+
+PG_ADMIN_URL = os.environ.get("SENDVAULT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    """None when the test PostgreSQL answers, else why not."""
+    try:
+        import psycopg  # noqa: PLC0415 - optional for a SQLite-only run
+
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported below
+        return f"{type(exc).__name__}"
+    return None
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards.
+
+    Skips when PostgreSQL is not reachable, unless SENDVAULT_TEST_REQUIRE_PG is set (CI sets it),
+    in which case the test fails: a backend must not pass by not running.
+    """
+    problem = _pg_available()
+    if problem is not None:
+        if os.environ.get("SENDVAULT_TEST_REQUIRE_PG"):
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required but unreachable ({problem})")
+        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} unreachable ({problem})")
+    import psycopg  # noqa: PLC0415
+
+    schema = f"sv_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_ADMIN_URL else "?"
+    yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

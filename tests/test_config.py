@@ -67,3 +67,13 @@ def test_configuration_reference_is_current() -> None:
     assert DOCS.read_text() == settings_reference(), (
         "regenerate: python -m sendvault.config > docs/configuration.md"
     )
+
+
+def test_config_show_hides_a_database_password() -> None:
+    s = load_settings(env={"SENDVAULT_DATABASE_URL": "postgresql://sv:hunter2@db.internal:5432/sendvault"})
+    assert s.redacted()["database_url"] == "postgresql://sv:***@db.internal:5432/sendvault"
+
+
+def test_unknown_database_scheme_is_refused() -> None:
+    with pytest.raises(ConfigError, match="database_url"):
+        load_settings(env={"SENDVAULT_DATABASE_URL": "mysql://x"})

@@ -20,6 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -51,7 +52,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         str,
         _doc(
             "Where tokens live. Empty means the embedded SQLite database `$SENDVAULT_HOME/sendvault.db`; "
-            "`sqlite:///PATH` names another SQLite file."
+            "`sqlite:///PATH` names another SQLite file; `postgresql://USER@HOST:PORT/DB` uses PostgreSQL "
+            "(needs the `postgres` extra), shared by any number of replicas.",
+            pattern=r"^$|^sqlite:///.+|^postgres(ql)?://.+",
         ),
     ] = ""
     key_provider: Annotated[
@@ -128,7 +131,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             return self.home_path / "sendvault.db"
         if self.database_url.startswith("sqlite:///"):
             return Path(self.database_url.removeprefix("sqlite:///")).expanduser().absolute()
-        raise ConfigError("database_url", "only sqlite:/// URLs are supported by this build")
+        raise ConfigError("database_url", "is not a SQLite URL")
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets masked, for `sendvault config show`."""
@@ -136,6 +139,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         for name in _SECRET_SETTINGS:
             if out.get(name) is not None:
                 out[name] = "***"
+        url = urlsplit(self.database_url)
+        if url.password:
+            host = url.netloc.rpartition("@")[2]
+            out["database_url"] = urlunsplit(url._replace(netloc=f"{url.username}:***@{host}"))
         return out
 
 

@@ -11,11 +11,16 @@ from pathlib import Path
 import pytest
 
 from sendvault.store import KeyRecord, NewContact, SQLiteStore, Store
+from sendvault.store.postgres import PostgresStore
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend: Store = SQLiteStore(tmp_path / "s.db", clock=lambda: 1_700_000_000.0)
+    backend: Store
+    if request.param == "sqlite":
+        backend = SQLiteStore(tmp_path / "s.db", clock=lambda: 1_700_000_000.0)
+    else:
+        backend = PostgresStore(request.getfixturevalue("pg_url"), clock=lambda: 1_700_000_000.0)
     backend.migrate()
     yield backend
     backend.close()

@@ -10,30 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from importlib import resources
 from pathlib import Path
 
 import msgspec
 
 from ..errors import StoreError, StoreUnavailable
+from ._group import GroupWriter, LoopBatcher
 from .base import ContactRow, KeyRecord, NewContact
 
 __all__ = ["SQLiteStore"]
 
 # SQLite's default limit on bound parameters is 32766; stay well under it per statement.
 _MAX_PARAMS = 10_000
-# Rows per grouped transaction: large enough to amortize the commit, small enough to bound latency.
-_MAX_GROUP_ROWS = 20_000
-
-
-_Request = tuple[Sequence[NewContact], "Future[dict[bytes, str]]"]
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -78,10 +72,10 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._conn_lock = threading.Lock()
-        self._writer: _GroupWriter | None = None
-        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatcher] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._writer: GroupWriter[sqlite3.Connection] | None = None
+        self._batchers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, LoopBatcher[sqlite3.Connection]
+        ] = weakref.WeakKeyDictionary()
         self._closed = False
 
     # -- connections -----------------------------------------------------------------------
@@ -232,7 +226,9 @@ class SQLiteStore:
                 if self._writer is None:
                     if self._closed:
                         raise StoreUnavailable("store is closed")
-                    self._writer = _GroupWriter(self._connect, self._clock)
+                    self._writer = GroupWriter(
+                        self._connect, self._commit, sqlite3.Connection.close, "sendvault-sqlite-writer"
+                    )
                 writer = self._writer
         return writer.submit(rows)
 
@@ -243,8 +239,11 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         batcher = self._batchers.get(loop)
         if batcher is None:
-            batcher = self._batchers[loop] = _LoopBatcher(loop, self._connect(), self._clock)
+            batcher = self._batchers[loop] = LoopBatcher(loop, self._connect(), self._commit)
         return await batcher.submit(rows)
+
+    def _commit(self, conn: sqlite3.Connection, rows: list[NewContact]) -> dict[bytes, str]:
+        return _commit_group(conn, rows, int(self._clock()))
 
     # -- single-token changes --------------------------------------------------------------
 
@@ -335,129 +334,15 @@ _INSERT_SQL = {
 _decode_object = msgspec.json.Decoder(dict[str, str]).decode
 
 
-def _fail_all(requests: Sequence[_Request], error: BaseException) -> None:
-    for _, future in requests:
-        future.set_exception(error)
-
-
-class _GroupWriter:
-    """One thread that commits every pending insert request in a single transaction."""
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], clock: Callable[[], float]) -> None:
-        self._connect = connect
-        self._clock = clock
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="sendvault-sqlite-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
-        future: Future[dict[bytes, str]] = Future()
-        self._queue.put((rows, future))
-        return future.result()
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        stopping = False
-        while not stopping:
-            group, stopping = self._collect()
-            if not group:
-                break
-            try:
-                if conn is None:
-                    conn = self._connect()
-                found = self._commit(conn, [row for rows, _ in group for row in rows])
-            except sqlite3.Error as exc:
-                _fail_all(group, _translate(exc))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers, not swallowed
-                _fail_all(group, exc)
-            else:
-                for rows, future in group:
-                    future.set_result({row.bidx: found[row.bidx] for row in rows if row.bidx in found})
-        # Fail anything that raced with stop() rather than leaving callers waiting forever.
-        leftovers: list[_Request] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                leftovers.append(item)
-        _fail_all(leftovers, StoreUnavailable("store is closed"))
-        if conn is not None:
-            conn.close()
-
-    def _collect(self) -> tuple[list[_Request], bool]:
-        """Block for one request, then take every other pending one up to the group limit."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        group = [first]
-        size = len(first[0])
-        while size < _MAX_GROUP_ROWS:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                return group, True
-            group.append(more)
-            size += len(more[0])
-        return group, False
-
-    def _commit(self, conn: sqlite3.Connection, rows: list[NewContact]) -> dict[bytes, str]:
-        return _commit_group(conn, rows, int(self._clock()))
-
-
-def _commit_group(conn: sqlite3.Connection, rows: Sequence[NewContact], now: int) -> dict[bytes, str]:
+def _commit_group(conn: sqlite3.Connection, rows: list[NewContact], now: int) -> dict[bytes, str]:
     """Insert-or-get ``rows`` in one transaction; blind index to the token that holds it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        _insert_rows(conn, rows, now)
-        found = _fetch_by_bidx(conn, list({r.bidx for r in rows}))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return found
-
-
-class _LoopBatcher:
-    """Group commit for one event loop: inserts requested in one loop turn share a transaction.
-
-    The commit runs on the loop's own thread, between turns: a 500-row commit takes about a
-    millisecond, cheaper than handing work to another thread that must win the GIL back at
-    every SQLite call.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection, clock: Callable[[], float]):
-        self._loop = loop
-        self._conn = conn
-        self._clock = clock
-        self._pending: list[tuple[Sequence[NewContact], asyncio.Future[dict[bytes, str]]]] = []
-
-    def submit(self, rows: Sequence[NewContact]) -> asyncio.Future[dict[bytes, str]]:
-        future: asyncio.Future[dict[bytes, str]] = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append((rows, future))
-        return future
-
-    def _flush(self) -> None:
-        group, self._pending = self._pending, []
-        live = [(rows, f) for rows, f in group if not f.cancelled()]
+    with _errors():
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            found = _commit_group(self._conn, [row for rows, _ in live for row in rows], int(self._clock()))
-        except sqlite3.Error as exc:
-            error: BaseException = _translate(exc)
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting callers, not swallowed
-            error = exc
-        else:
-            for rows, future in live:
-                future.set_result({row.bidx: found[row.bidx] for row in rows if row.bidx in found})
-            return
-        for _, future in live:
-            future.set_exception(error)
+            _insert_rows(conn, rows, now)
+            found = _fetch_by_bidx(conn, list({r.bidx for r in rows}))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return found

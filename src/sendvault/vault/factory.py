@@ -22,13 +22,19 @@ _FIRST_DATA_KEY_ID = 2
 
 
 def open_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
-    """The store the settings name, migrated to the current schema."""
-    store = SQLiteStore(
-        settings.sqlite_path,
-        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        mmap_mb=settings.sqlite_mmap_mb,
-        clock=clock,
-    )
+    """The store ``database_url`` names, migrated to the current schema."""
+    store: Store
+    if settings.database_url.startswith(("postgresql://", "postgres://")):
+        from ..store.postgres import PostgresStore  # noqa: PLC0415 - psycopg is an optional extra
+
+        store = PostgresStore(settings.database_url, clock=clock)
+    else:
+        store = SQLiteStore(
+            settings.sqlite_path,
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            mmap_mb=settings.sqlite_mmap_mb,
+            clock=clock,
+        )
     try:
         store.migrate()
     except BaseException:

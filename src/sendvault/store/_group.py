@@ -1,0 +1,139 @@
+"""Group commit for new tokens, shared by every backend.
+
+Concurrent creators hand their rows to one committer, which inserts everything pending in a
+single transaction: threads through :class:`GroupWriter` (one writer thread per store), coroutines
+through :class:`LoopBatcher` (the commit runs on the event loop's own thread between turns, which
+is cheaper than handing work to a thread that must win the GIL back at every database call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from ..errors import StoreUnavailable
+from .base import NewContact
+
+__all__ = ["GroupWriter", "LoopBatcher"]
+
+C = TypeVar("C")
+Found = dict[bytes, str]
+# Rows per grouped transaction: large enough to amortize the commit, small enough to bound latency.
+MAX_GROUP_ROWS = 20_000
+
+
+def _share(requests: Sequence[tuple[Sequence[NewContact], object]], found: Found) -> list[Found]:
+    return [{row.bidx: found[row.bidx] for row in rows if row.bidx in found} for rows, _ in requests]
+
+
+class GroupWriter(Generic[C]):
+    """One thread that commits every pending insert request in a single transaction."""
+
+    def __init__(
+        self,
+        connect: Callable[[], C],
+        commit: Callable[[C, list[NewContact]], Found],
+        close: Callable[[C], None],
+        name: str,
+    ) -> None:
+        self._connect = connect
+        self._commit = commit
+        self._close = close
+        self._queue: queue.SimpleQueue[tuple[Sequence[NewContact], Future[Found]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: Sequence[NewContact]) -> Found:
+        """Queue ``rows`` and wait for the commit that includes them."""
+        future: Future[Found] = Future()
+        self._queue.put((rows, future))
+        return future.result()
+
+    def stop(self) -> None:
+        """Finish the current group, fail anything queued after it, and end the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        conn: C | None = None
+        stopping = False
+        while not stopping:
+            group, stopping = self._collect()
+            if not group:
+                break
+            try:
+                if conn is None:
+                    conn = self._connect()
+                found = self._commit(conn, [row for rows, _ in group for row in rows])
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers, not swallowed
+                for _, future in group:
+                    future.set_exception(exc)
+            else:
+                for (_, future), share in zip(group, _share(group, found), strict=True):
+                    future.set_result(share)
+        # Fail anything that raced with stop() rather than leaving callers waiting forever.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].set_exception(StoreUnavailable("store is closed"))
+        if conn is not None:
+            self._close(conn)
+
+    def _collect(self) -> tuple[list[tuple[Sequence[NewContact], Future[Found]]], bool]:
+        """Block for one request, then take every other pending one up to the group limit."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        group = [first]
+        size = len(first[0])
+        while size < MAX_GROUP_ROWS:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return group, True
+            group.append(more)
+            size += len(more[0])
+        return group, False
+
+
+class LoopBatcher(Generic[C]):
+    """Group commit for one event loop: inserts requested in one loop turn share a transaction."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, conn: C, commit: Callable[[C, list[NewContact]], Found]
+    ) -> None:
+        self._loop = loop
+        self._conn = conn
+        self._commit = commit
+        self._pending: list[tuple[Sequence[NewContact], asyncio.Future[Found]]] = []
+
+    def submit(self, rows: Sequence[NewContact]) -> asyncio.Future[Found]:
+        """A future for ``rows``' share of the next commit on this loop."""
+        future: asyncio.Future[Found] = self._loop.create_future()
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append((rows, future))
+        return future
+
+    def _flush(self) -> None:
+        group, self._pending = self._pending, []
+        live = [(rows, f) for rows, f in group if not f.cancelled()]
+        try:
+            found = self._commit(self._conn, [row for rows, _ in live for row in rows])
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting callers, not swallowed
+            for _, future in live:
+                future.set_exception(exc)
+            return
+        for (_, future), share in zip(live, _share(live, found), strict=True):
+            future.set_result(share)

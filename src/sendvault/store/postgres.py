@@ -1,0 +1,272 @@
+"""The PostgreSQL store, for any number of stateless sendvault replicas sharing one database.
+
+Same contract and same test suite as the SQLite store. Batches use ``= ANY(array)`` and
+``unnest`` so one query serves a whole batch; concurrent creators share transactions through
+the same group-commit helpers. Schema changes are serialized with an advisory lock, so replicas
+starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+from ..errors import ConfigError, StoreError, StoreUnavailable
+from ._group import GroupWriter, LoopBatcher
+from .base import ContactRow, KeyRecord, NewContact
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - exercised only without the extra
+    psycopg = None  # type: ignore[assignment]
+
+__all__ = ["PostgresStore"]
+
+# Any fixed 64-bit number: the advisory lock that serializes migrations across replicas.
+_MIGRATION_LOCK = 0x5E_4D_56_41_55_4C_54
+_Conn = Any  # psycopg.Connection[tuple[Any, ...]]; Any keeps the extra optional for type checks
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("sendvault.store") / "migrations" / "postgres"
+    scripts = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in scripts]
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        # Connection-level failures: the server is down, restarting or unreachable. psycopg's
+        # messages name hosts and states, never our bound values.
+        raise StoreUnavailable(f"postgres: {type(exc).__name__}") from None
+    except psycopg.Error as exc:
+        raise StoreError(f"postgres: {type(exc).__name__}: {exc.sqlstate or ''}") from None
+
+
+class PostgresStore:
+    """A :class:`~sendvault.store.base.Store` on a PostgreSQL database."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time, connect_timeout: int = 5) -> None:
+        if psycopg is None:
+            raise ConfigError(
+                "database_url", "PostgreSQL needs the postgres extra: pip install 'sendvault[postgres]'"
+            )
+        self._url = url
+        self._clock = clock
+        self._connect_timeout = connect_timeout
+        self._local = threading.local()
+        self._connections: list[_Conn] = []
+        self._conn_lock = threading.Lock()
+        self._writer: GroupWriter[_Conn] | None = None
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBatcher[_Conn]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closed = False
+
+    def _connect(self) -> _Conn:
+        with _errors():
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
+        with self._conn_lock:
+            self._connections.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> _Conn:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            if self._closed:
+                raise StoreUnavailable("store is closed")
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _tx(self, conn: _Conn | None = None) -> Iterator[_Conn]:
+        conn = conn or self._conn
+        with _errors(), conn.transaction():
+            yield conn
+
+    def migrate(self) -> None:
+        """Apply pending migrations under an advisory lock."""
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS sv_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM sv_schema").fetchone()
+            version = row[0] or 0
+            for number, script in _migrations():
+                if number > version:
+                    conn.execute(script)
+                    conn.execute("INSERT INTO sv_schema (version) VALUES (%s)", (number,))
+
+    def get_meta(self, name: str) -> str | None:
+        """A vault-wide setting recorded at creation, or None."""
+        with _errors():
+            row = self._conn.execute("SELECT value FROM sv_meta WHERE name = %s", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def claim_meta(self, name: str, value: str) -> str:
+        """Record ``value`` unless ``name`` is set; return what is recorded now."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO sv_meta (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, value)
+            )
+            return str(conn.execute("SELECT value FROM sv_meta WHERE name = %s", (name,)).fetchone()[0])
+
+    def _load_keys(self, conn: _Conn) -> list[KeyRecord]:
+        rows = conn.execute("SELECT id, purpose, provider, wrapped FROM sv_data_keys ORDER BY id").fetchall()
+        return [KeyRecord(int(i), str(p), str(v), bytes(w)) for i, p, v, w in rows]
+
+    def ensure_keys(self, make: Callable[[], Iterable[KeyRecord]]) -> list[KeyRecord]:
+        """Return all keys; when there are none, store what ``make()`` returns, atomically."""
+        with _errors():
+            keys = self._load_keys(self._conn)
+        if keys:
+            return keys
+        with self._tx() as conn:
+            conn.execute("LOCK TABLE sv_data_keys IN EXCLUSIVE MODE")
+            keys = self._load_keys(conn)
+            if not keys:
+                now = int(self._clock())
+                for record in make():
+                    conn.execute(
+                        "INSERT INTO sv_data_keys (id, purpose, provider, wrapped, created_at) "
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        (*record, now),
+                    )
+                keys = self._load_keys(conn)
+        return keys
+
+    def add_key(self, purpose: str, provider: str, wrap: Callable[[int], bytes]) -> int:
+        """Store a new key; ``wrap`` receives the new id. Returns the id."""
+        with self._tx() as conn:
+            conn.execute("LOCK TABLE sv_data_keys IN EXCLUSIVE MODE")
+            (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM sv_data_keys").fetchone()
+            key_id = int(last) + 1
+            conn.execute(
+                "INSERT INTO sv_data_keys (id, purpose, provider, wrapped, created_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (key_id, purpose, provider, wrap(key_id), int(self._clock())),
+            )
+        return key_id
+
+    def fetch_by_tokens(self, tokens: Sequence[str]) -> list[ContactRow]:
+        """The rows of the given tokens that exist; one query."""
+        with _errors():
+            rows = self._conn.execute(
+                "SELECT token, kind, value_ct, attrs_ct FROM sv_contacts WHERE token = ANY(%s)",
+                (list(tokens),),
+            ).fetchall()
+        return [(t, int(k), _b(v), _b(a)) for t, k, v, a in rows]
+
+    def fetch_by_bidx(self, bidxs: Sequence[bytes]) -> dict[bytes, str]:
+        """Blind index to token for those that exist; one query."""
+        with _errors():
+            return _fetch_by_bidx(self._conn, bidxs)
+
+    def insert_new(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        """Insert-or-get through the process's group writer."""
+        if not rows:
+            return {}
+        writer = self._writer
+        if writer is None:
+            with self._conn_lock:
+                if self._writer is None:
+                    if self._closed:
+                        raise StoreUnavailable("store is closed")
+                    self._writer = GroupWriter(
+                        self._connect, self._commit, _close, "sendvault-postgres-writer"
+                    )
+                writer = self._writer
+        return writer.submit(rows)
+
+    async def insert_new_async(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        """Insert-or-get, grouped with the other inserts of this event loop's current turn."""
+        if not rows:
+            return {}
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = LoopBatcher(loop, self._connect(), self._commit)
+        return await batcher.submit(rows)
+
+    def _commit(self, conn: _Conn, rows: list[NewContact]) -> dict[bytes, str]:
+        now = int(self._clock())
+        with self._tx(conn):
+            conn.execute(
+                "INSERT INTO sv_contacts (token, kind, bidx, value_ct, created_at) "
+                "SELECT t, k, b, v, %s FROM unnest(%s::text[], %s::smallint[], %s::bytea[], %s::bytea[]) "
+                "AS u(t, k, b, v) ON CONFLICT DO NOTHING",
+                (
+                    now,
+                    [r.token for r in rows],
+                    [r.kind for r in rows],
+                    [r.bidx for r in rows],
+                    [r.value_ct for r in rows],
+                ),
+            )
+            return _fetch_by_bidx(conn, list({r.bidx for r in rows}))
+
+    def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
+        """Replace a live token's attribute ciphertext."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE sv_contacts SET attrs_ct = %s WHERE token = %s AND erased_at IS NULL",
+                (attrs_ct, token),
+            )
+            return bool(cur.rowcount == 1)
+
+    def erase(self, token: str) -> bool:
+        """Drop value, attributes and blind index; keep the tombstone."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE sv_contacts SET bidx = NULL, value_ct = NULL, attrs_ct = NULL, erased_at = %s "
+                "WHERE token = %s AND erased_at IS NULL",
+                (int(self._clock()), token),
+            )
+            return bool(cur.rowcount == 1)
+
+    def count(self) -> int:
+        """Number of live tokens."""
+        with _errors():
+            (n,) = self._conn.execute("SELECT count(*) FROM sv_contacts WHERE erased_at IS NULL").fetchone()
+        return int(n)
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the database cannot answer a trivial query."""
+        with _errors():
+            self._conn.execute("SELECT 1").fetchall()
+
+    def close(self) -> None:
+        """Stop the writer and close every connection this store opened."""
+        self._closed = True
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        with self._conn_lock:
+            for conn in self._connections:
+                _close(conn)
+            self._connections.clear()
+        self._batchers.clear()
+        self._local = threading.local()
+
+
+def _b(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _close(conn: _Conn) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def _fetch_by_bidx(conn: _Conn, bidxs: Sequence[bytes]) -> dict[bytes, str]:
+    rows = conn.execute("SELECT bidx, token FROM sv_contacts WHERE bidx = ANY(%s)", (list(bidxs),)).fetchall()
+    return {bytes(b): str(t) for b, t in rows}
