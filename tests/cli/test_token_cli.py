@@ -122,3 +122,10 @@ def test_config_show_masks_the_master_key(home: Path) -> None:
     out = run(home, "config", "show", env={"SENDVAULT_MASTER_KEY": "c2VjcmV0"})
     doc = json.loads(out.stdout)
     assert doc["master_key"] == "***"
+
+
+def test_cli_reference_is_current() -> None:
+    from sendvault.cli.reference import cli_reference
+
+    docs = Path(__file__).parent.parent.parent / "docs" / "cli.md"
+    assert docs.read_text() == cli_reference(), "regenerate: python -m sendvault.cli.reference > docs/cli.md"

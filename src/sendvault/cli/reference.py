@@ -1,0 +1,43 @@
+"""Generate docs/cli.md from the commands' own --help: `python -m sendvault.cli.reference`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import cli
+
+__all__ = ["cli_reference"]
+
+
+def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
+    found = [(path, command)]
+    if isinstance(command, click.Group):
+        for name in sorted(command.commands):
+            found += _walk(command.commands[name], [*path, name])
+    return found
+
+
+def cli_reference() -> str:
+    """Markdown with the --help text of every command and subcommand."""
+    parts = [
+        "# Command-line reference",
+        "",
+        "Generated from `--help` by `python -m sendvault.cli.reference`; a test fails when it is stale.",
+        "",
+    ]
+    for path, command in _walk(cli, ["sendvault"]):
+        ctx = click.Context(
+            command,
+            info_name=" ".join(path),
+            terminal_width=100,
+            max_content_width=100,
+            help_option_names=["-h", "--help"],
+        )
+        parts += [f"## `{' '.join(path)}`", "", "```text", command.get_help(ctx), "```", ""]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation generator
+    sys.stdout.write(cli_reference())
