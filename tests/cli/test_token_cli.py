@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sendvault.cli.reference import cli_reference
+
 
 def run(
     home: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
@@ -125,7 +127,5 @@ def test_config_show_masks_the_master_key(home: Path) -> None:
 
 
 def test_cli_reference_is_current() -> None:
-    from sendvault.cli.reference import cli_reference
-
     docs = Path(__file__).parent.parent.parent / "docs" / "cli.md"
     assert docs.read_text() == cli_reference(), "regenerate: python -m sendvault.cli.reference > docs/cli.md"
