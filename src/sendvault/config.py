@@ -119,10 +119,92 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc("Megabytes of the SQLite file read through mmap (0 turns it off).", ge=0, le=1_048_576),
     ] = 1024
 
+    # -- server ------------------------------------------------------------------------------
+    host: Annotated[str, _doc("Address the HTTPS and HTTP listeners bind to (0.0.0.0 for all).")] = (
+        "127.0.0.1"
+    )
+    https_port: Annotated[int, _doc("HTTPS port of the token API.", ge=1, le=65535)] = 8443
+    http_port: Annotated[
+        int,
+        _doc("Plain HTTP port that answers every request with 308 to HTTPS; 0 turns it off.", ge=0, le=65535),
+    ] = 8080
+    admin_host: Annotated[str, _doc("Address of the admin listener (Prometheus metrics).")] = "127.0.0.1"
+    admin_port: Annotated[int, _doc("Admin listener port; 0 turns it off.", ge=0, le=65535)] = 9464
+    workers: Annotated[int, _doc("Worker processes sharing the HTTPS socket and the store.", ge=1, le=64)] = 1
+    public_host: Annotated[
+        str | None,
+        _doc("Host name used in 308 redirects; when unset, the request's Host header (validated) is used."),
+    ] = None
+    tls_cert_file: Annotated[
+        str | None,
+        _doc("PEM certificate chain of the HTTPS listener (default: `$SENDVAULT_HOME/certs/server.pem`)."),
+    ] = None
+    tls_key_file: Annotated[
+        str | None,
+        _doc(
+            "PEM private key of the HTTPS listener, mode 0600 (default: `$SENDVAULT_HOME/certs/server.key`)."
+        ),
+    ] = None
+    tls_min_version: Annotated[
+        Literal["1.2", "1.3"], _doc("Oldest TLS version accepted. Below 1.2 is refused at start-up.")
+    ] = "1.2"
+    tls_client_ca_file: Annotated[
+        str | None, _doc("PEM CA bundle for client certificates (mutual TLS); set with `tls_client_cert`.")
+    ] = None
+    tls_client_cert: Annotated[
+        Literal["none", "optional", "required"], _doc("Whether callers must present a client certificate.")
+    ] = "none"
+    allow_cidrs: Annotated[
+        str,
+        _doc("Server-wide allowlist of caller networks (space-separated CIDRs); empty allows any address."),
+    ] = ""
+    trusted_proxies: Annotated[
+        str,
+        _doc(
+            "Load balancers whose X-Forwarded-For is believed (space-separated CIDRs); the caller is the "
+            "right-most address not in this list."
+        ),
+    ] = ""
+    max_batch: Annotated[int, _doc("Most items in one call; more gets 413.", ge=1, le=100_000)] = 500
+    max_body_bytes: Annotated[int, _doc("Largest request body; more gets 413.", ge=1024)] = 4 * 1024 * 1024
+    max_inflight: Annotated[
+        int, _doc("Requests one worker serves at once; more get 503 with Retry-After.", ge=1)
+    ] = 256
+    retry_after_seconds: Annotated[int, _doc("Retry-After of 503 answers.", ge=1, le=3600)] = 5
+    token_lifetime_seconds: Annotated[int, _doc("Lifetime of OAuth access tokens.", ge=60, le=86_400)] = 3600
+    auth_cache_seconds: Annotated[
+        float,
+        _doc("How long a successful Basic check and a client record are cached per worker.", ge=0, le=600),
+    ] = 30.0
+    auth_max_failures: Annotated[
+        int, _doc("Failed authentications per client id or address before 429.", ge=1)
+    ] = 10
+    auth_failure_window_seconds: Annotated[int, _doc("Window of `auth_max_failures`.", ge=1)] = 300
+    hsts_max_age: Annotated[
+        int, _doc("Strict-Transport-Security max-age on every HTTPS answer (with includeSubDomains).", ge=0)
+    ] = 63_072_000
+    compat_echo_token: Annotated[bool, _doc("Compatibility: also return `token` in each resolved item.")] = (
+        False
+    )
+    compat_status_code: Annotated[
+        bool,
+        _doc("Compatibility: add top-level `statusCode` (and resolve counts) to Marketing Cloud answers."),
+    ] = False
+
     @property
     def home_path(self) -> Path:
         """The data directory as an absolute path."""
         return Path(self.home).expanduser().absolute()
+
+    @property
+    def cert_path(self) -> Path:
+        """The HTTPS certificate file."""
+        return Path(self.tls_cert_file) if self.tls_cert_file else self.home_path / "certs" / "server.pem"
+
+    @property
+    def key_path(self) -> Path:
+        """The HTTPS private key file."""
+        return Path(self.tls_key_file) if self.tls_key_file else self.home_path / "certs" / "server.key"
 
     @property
     def sqlite_path(self) -> Path:
@@ -187,10 +269,15 @@ _MSGSPEC_PATH = re.compile(r"at `\$\.(\w+)")
 _QUOTED = re.compile(r"'[^']*'")
 
 
-def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from defaults, the TOML file and the environment.
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, the TOML file, the environment and ``overrides``.
 
-    Raises :class:`ConfigError` naming the first bad setting.
+    ``overrides`` are command-line options (``--https-port``); they win over everything else and
+    are checked like the rest. Raises :class:`ConfigError` naming the first bad setting.
     """
     env = os.environ if env is None else env
     types = _field_types()
@@ -209,6 +296,7 @@ def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None:
             data[name] = _coerce_env(name, raw, annotation)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:

@@ -13,12 +13,14 @@ reason code, never the data. Callers may log any of these messages as they are.
     ├── StoreError             the store could not be read or written
     │   └── StoreUnavailable   the store is down or busy; the request may be retried (HTTP 503)
     ├── InvalidValue           a value failed normalization; carries a reason code and position
-    └── NotFound               a token or client the caller named does not exist
+    ├── NotFound               a token or client the caller named does not exist
+    └── AuthError              credentials missing, wrong, expired, or not allowed (HTTP 401/403/429)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "CryptoError",
     "InvalidValue",
@@ -78,3 +80,16 @@ class InvalidValue(SendvaultError):
 
 class NotFound(SendvaultError):
     """The token, contact or client named by the caller does not exist."""
+
+
+class AuthError(SendvaultError):
+    """Authentication or authorization failed.
+
+    ``status`` is the HTTP status the API answers with (401, 403 or 429); the message is safe to
+    show the caller and never says whether a client id exists.
+    """
+
+    def __init__(self, message: str, status: int = 401, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after

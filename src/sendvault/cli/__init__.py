@@ -13,6 +13,7 @@ from ..config import load_settings, settings_reference
 from ..errors import ConfigError, InvalidValue, SendvaultError
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, hint_for, pass_app
 from .contact import contact, erase
+from .serve import certs, clients, serve
 from .token import token
 
 __all__ = ["cli", "main"]
@@ -96,6 +97,9 @@ def keys_rotate(app: AppContext) -> None:
 cli.add_command(token)
 cli.add_command(contact)
 cli.add_command(erase)
+cli.add_command(serve)
+cli.add_command(clients)
+cli.add_command(certs)
 
 
 def main() -> None:

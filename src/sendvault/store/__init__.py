@@ -1,6 +1,6 @@
 """The Store protocol and its backends (SQLite; PostgreSQL follows)."""
 
-from .base import ContactRow, KeyRecord, NewContact, Store
+from .base import ClientRecord, ContactRow, KeyRecord, NewContact, Store
 from .sqlite import SQLiteStore
 
-__all__ = ["ContactRow", "KeyRecord", "NewContact", "SQLiteStore", "Store"]
+__all__ = ["ClientRecord", "ContactRow", "KeyRecord", "NewContact", "SQLiteStore", "Store"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
-__all__ = ["ContactRow", "KeyRecord", "NewContact", "Store"]
+__all__ = ["CLIENT_COLUMNS", "ClientRecord", "ContactRow", "KeyRecord", "NewContact", "Store"]
 
 
 class KeyRecord(NamedTuple):
@@ -34,6 +34,22 @@ class NewContact(NamedTuple):
     kind: int
     bidx: bytes
     value_ct: bytes
+
+
+# Column order of ClientRecord in every backend's client table.
+CLIENT_COLUMNS = "client_id, secret_hash, scopes, allow_cidrs, tokenize_rate, created_at, rotated_at"
+
+
+class ClientRecord(NamedTuple):
+    """An API client as stored: the secret only as a slow hash."""
+
+    client_id: str
+    secret_hash: str
+    scopes: str
+    allow_cidrs: str
+    tokenize_rate: float
+    created_at: int
+    rotated_at: int
 
 
 class Store(Protocol):
@@ -86,6 +102,22 @@ class Store(Protocol):
 
     def erase(self, token: str) -> bool:
         """Drop value, attributes and blind index, keep a tombstone; False if nothing to erase."""
+        ...
+
+    def put_client(self, record: ClientRecord) -> None:
+        """Insert or replace an API client."""
+        ...
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        """One API client, or None."""
+        ...
+
+    def list_clients(self) -> list[ClientRecord]:
+        """Every API client, by id."""
+        ...
+
+    def delete_client(self, client_id: str) -> bool:
+        """Remove an API client; False if there was none."""
         ...
 
     def count(self) -> int:

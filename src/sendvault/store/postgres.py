@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ._group import GroupWriter, LoopBatcher
-from .base import ContactRow, KeyRecord, NewContact
+from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact
 
 try:
     import psycopg
@@ -233,6 +233,36 @@ class PostgresStore:
             )
             return bool(cur.rowcount == 1)
 
+    def put_client(self, record: ClientRecord) -> None:
+        """Insert or replace an API client."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO sv_api_clients VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, "
+                "scopes = EXCLUDED.scopes, allow_cidrs = EXCLUDED.allow_cidrs, "
+                "tokenize_rate = EXCLUDED.tokenize_rate, rotated_at = EXCLUDED.rotated_at",
+                tuple(record),
+            )
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        """One API client, or None."""
+        with _errors():
+            row = self._conn.execute(f"{_CLIENT_SELECT} WHERE client_id = %s", (client_id,)).fetchone()
+        return None if row is None else _client(row)
+
+    def list_clients(self) -> list[ClientRecord]:
+        """Every API client, by id."""
+        with _errors():
+            rows = self._conn.execute(f"{_CLIENT_SELECT} ORDER BY client_id").fetchall()
+        return [_client(r) for r in rows]
+
+    def delete_client(self, client_id: str) -> bool:
+        """Remove an API client."""
+        with self._tx() as conn:
+            return bool(
+                conn.execute("DELETE FROM sv_api_clients WHERE client_id = %s", (client_id,)).rowcount == 1
+            )
+
     def count(self) -> int:
         """Number of live tokens."""
         with _errors():
@@ -256,6 +286,14 @@ class PostgresStore:
             self._connections.clear()
         self._batchers.clear()
         self._local = threading.local()
+
+
+_CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM sv_api_clients"  # noqa: S608 - constant column list
+
+
+def _client(row: Any) -> ClientRecord:
+    c, h, s, a, r, created, rotated = row
+    return ClientRecord(str(c), str(h), str(s), str(a), float(r), int(created), int(rotated))
 
 
 def _b(value: Any) -> bytes | None:

@@ -22,7 +22,9 @@ import msgspec
 
 from ..errors import StoreError, StoreUnavailable
 from ._group import GroupWriter, LoopBatcher
-from .base import ContactRow, KeyRecord, NewContact
+from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact
+
+_CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM api_clients"  # noqa: S608 - constant column list
 
 __all__ = ["SQLiteStore"]
 
@@ -267,6 +269,30 @@ class SQLiteStore:
                 (int(self._clock()), token),
             )
             return cur.rowcount == 1
+
+    # -- API clients -----------------------------------------------------------------------
+
+    def put_client(self, record: ClientRecord) -> None:
+        """Insert or replace an API client."""
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO api_clients VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(record))
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        """One API client, or None."""
+        with _errors():
+            row = self._conn.execute(f"{_CLIENT_SELECT} WHERE client_id = ?", (client_id,)).fetchone()
+        return None if row is None else ClientRecord._make(row)
+
+    def list_clients(self) -> list[ClientRecord]:
+        """Every API client, by id."""
+        with _errors():
+            rows = self._conn.execute(f"{_CLIENT_SELECT} ORDER BY client_id").fetchall()
+        return [ClientRecord._make(r) for r in rows]
+
+    def delete_client(self, client_id: str) -> bool:
+        """Remove an API client."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM api_clients WHERE client_id = ?", (client_id,)).rowcount == 1
 
     def count(self) -> int:
         """Number of live tokens."""

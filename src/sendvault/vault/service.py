@@ -9,6 +9,7 @@ email-validator or phonenumbers.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -310,6 +311,17 @@ class Vault:
         key_id = self.store.add_key("data", provider.name, lambda new_id: provider.wrap("data", new_id, key))
         self._keyring = self._keyring.with_key(key_id, key)
         return key_id
+
+    def shared_key(self, purpose: str) -> bytes:
+        """A random key every process and replica shares (e.g. for signing access tokens).
+
+        Created once, stored wrapped by the key-encryption key; the first writer wins.
+        """
+        if self._provider is None:
+            raise CryptoError("this vault was opened without a key provider")
+        candidate = base64.b64encode(self._provider.wrap(purpose, 0, new_key())).decode()
+        stored = self.store.claim_meta(f"key:{purpose}", candidate)
+        return self._provider.unwrap(purpose, 0, base64.b64decode(stored))
 
     def close(self) -> None:
         """Close the store."""

@@ -1,0 +1,503 @@
+"""The token API as one raw ASGI application: Marketing Cloud routes, OAuth, health, OpenAPI.
+
+Raw ASGI rather than a framework: six routes, and on the hot path every microsecond of routing
+and header handling is paid 1,000 times a second. Bodies are decoded with msgspec into the wire
+structs of :mod:`sendvault.api.schemas` and answers encoded once.
+
+Status codes (PRODUCT.md): 200 whenever the request was understood, even if nothing resolved;
+400 for a body that is not JSON or lacks the expected array; 401 bad or missing credentials;
+403 address or scope not allowed; 413 body or batch too large; 429 too many failed logins or
+Get Token over the client's rate; 503 with Retry-After when the store or audit log is unavailable
+or the worker is saturated; 500 only for bugs. Answers carry HSTS and ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from ..config import Settings
+from ..errors import AuthError, InvalidValue, SendvaultError, StoreError, StoreUnavailable
+from ..vault import Vault, parse_kind
+from . import schemas as s
+from .auth import Authenticator, Principal, parse_networks
+from .limits import RateLimiter
+from .metrics import METRICS
+
+__all__ = ["AuditHook", "TokenApi"]
+
+log = logging.getLogger("sendvault.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+# (event, principal id, address, route, status, latency, tls, request, response) -> None
+AuditHook = Callable[..., None]
+
+_UNRESOLVED_MESSAGE = {
+    "unknown-token": "token not found",
+    "erased": "token not found",
+    "unreadable": "token could not be resolved",
+    "invalid-token": "invalid token",
+}
+
+
+class _HttpError(Exception):
+    def __init__(
+        self, status: int, error: str, reason: str, headers: list[tuple[bytes, bytes]] | None = None
+    ):
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+        self.headers = headers or []
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one request carried, for handlers and the audit hook."""
+
+    scope: Scope
+    address: str
+    principal: Principal | None = None
+    request_doc: object = None
+    response_doc: object = None
+
+
+class TokenApi:
+    """The ASGI app. One instance per worker process."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        auth: Authenticator,
+        settings: Settings,
+        *,
+        audit: AuditHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.vault = vault
+        self.auth = auth
+        self.settings = settings
+        self.audit = audit
+        self._clock = clock
+        self._allow = parse_networks(settings.allow_cidrs)
+        self._proxies = parse_networks(settings.trusted_proxies)
+        self._inflight = 0
+        self._tokenize_limits = RateLimiter()
+        hsts = f"max-age={settings.hsts_max_age}; includeSubDomains".encode()
+        self._base_headers = [
+            (b"strict-transport-security", hsts),
+            (b"cache-control", b"no-store"),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        self._openapi = msgspec.json.encode(s.openapi_document())
+        self._routes: dict[str, tuple[str, Callable[[_Call, bytes], Awaitable[bytes]] | None, str | None]] = {
+            "/v1/mc/resolve": ("POST", self._resolve, "resolve"),
+            "/v1/mc/tokens": ("POST", self._get_token, "tokenize"),
+            "/v1/mc": ("POST", self._dispatch, None),
+            "/oauth/token": ("POST", self._oauth, None),
+            "/healthz": ("GET", None, None),
+            "/openapi.json": ("GET", None, None),
+        }
+
+    # -- ASGI entry ------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = self._clock()
+        path = scope["path"]
+        route = self._routes.get(path)
+        label = path if route is not None else "other"
+        call = _Call(scope, self._address(scope))
+        status = 500
+        try:
+            status, body, extra = await self._serve(call, route, receive)
+        except _HttpError as exc:
+            status, extra = exc.status, exc.headers
+            problem: s.Problem | s.OAuthError = (
+                s.OAuthError(exc.error, exc.reason)
+                if path == "/oauth/token"
+                else s.Problem(exc.error, exc.reason)
+            )
+            body = s.encoder.encode(problem)
+        except Exception:
+            log.exception("unexpected error on %s", label)  # route only: payloads never reach logs
+            status, extra = 500, []
+            body = s.encoder.encode(s.Problem("internal", "unexpected error; it has been logged"))
+        await self._send(send, status, body, extra)
+        elapsed = self._clock() - started
+        METRICS.observe(label, status, elapsed)
+        if self.audit is not None and route is not None and path not in ("/healthz", "/openapi.json"):
+            self._record(call, label, status, elapsed)
+
+    async def _serve(
+        self,
+        call: _Call,
+        route: tuple[str, Callable[[_Call, bytes], Awaitable[bytes]] | None, str | None] | None,
+        receive: Receive,
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if route is None:
+            raise _HttpError(404, "not-found", "no such route")
+        method, handler, scope_needed = route
+        if call.scope["method"] != method:
+            raise _HttpError(405, "method-not-allowed", f"use {method}", [(b"allow", method.encode())])
+        if call.scope["path"] == "/healthz":
+            return self._health()
+        if call.scope["path"] == "/openapi.json":
+            return 200, self._openapi, []
+        assert handler is not None
+        self._check_address(call.address, self._allow)
+        if self._inflight >= self.settings.max_inflight:
+            raise self._unavailable("server saturated")
+        self._inflight += 1
+        try:
+            body = await self._read_body(call.scope, receive)
+            if call.scope["path"] != "/oauth/token":
+                call.principal = self._authenticate(call, scope_needed)
+            return 200, await handler(call, body), []
+        finally:
+            self._inflight -= 1
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _send(self, send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *self._base_headers,
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _unavailable(self, reason: str) -> _HttpError:
+        return _HttpError(
+            503, "unavailable", reason, [(b"retry-after", str(self.settings.retry_after_seconds).encode())]
+        )
+
+    # -- request plumbing ------------------------------------------------------------------
+
+    def _address(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else "0.0.0.0"  # noqa: S104 - a missing peer, not a bind address
+        if not self._proxies or not _in(peer, self._proxies):
+            return str(peer)
+        # Walk X-Forwarded-For from the right: the first hop not run by us is the caller.
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                for raw_hop in reversed(value.decode("latin-1").split(",")):
+                    hop = raw_hop.strip()
+                    if hop and not _in(hop, self._proxies):
+                        return str(hop)
+        return str(peer)
+
+    def _check_address(self, address: str, networks: tuple[Any, ...]) -> None:
+        if networks and not _in(address, networks):
+            raise _HttpError(403, "forbidden", "address not allowed")
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _HttpError(413, "too-large", f"body over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _HttpError(413, "too-large", f"body over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _authenticate(self, call: _Call, scope_needed: str | None) -> Principal:
+        try:
+            principal = self._credentials(call)
+        except AuthError as exc:
+            headers = [(b"www-authenticate", b'Basic realm="sendvault", Bearer')] if exc.status == 401 else []
+            if exc.retry_after:
+                headers.append((b"retry-after", str(exc.retry_after).encode()))
+            error = "unauthorized" if exc.status == 401 else "too-many"
+            raise _HttpError(exc.status, error, str(exc), headers) from None
+        self._check_address(call.address, parse_networks(principal.record.allow_cidrs))
+        if scope_needed is not None and scope_needed not in principal.scopes:
+            raise _HttpError(403, "forbidden", f"credential lacks the {scope_needed} scope")
+        return principal
+
+    def _credentials(self, call: _Call) -> Principal:
+        header = _header(call.scope, b"authorization")
+        if header is None:
+            raise AuthError("credentials required")
+        kind, _, value = header.partition(" ")
+        if kind.lower() == "basic":
+            client_id, secret = _basic_pair(value)
+            return self.auth.basic(client_id, secret, call.address)
+        if kind.lower() == "bearer":
+            return self.auth.bearer(value.strip(), call.address)
+        raise AuthError("unsupported authorization scheme")
+
+    def _health(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        try:
+            self.vault.store.ping()
+        except StoreError:
+            return 503, b'{"status":"unavailable","store":"down"}', [(b"retry-after", b"5")]
+        return 200, b'{"status":"ok","store":"up"}', []
+
+    # -- Marketing Cloud routes ------------------------------------------------------------
+
+    async def _dispatch(self, call: _Call, body: bytes) -> bytes:
+        doc = _decode_any(body)
+        if isinstance(doc, dict) and isinstance(doc.get("tokens"), list):
+            self._require(call, "resolve")
+            return await self._resolve(call, body)
+        if isinstance(doc, dict) and isinstance(doc.get("tokenValues"), list):
+            self._require(call, "tokenize")
+            return await self._get_token(call, body)
+        raise _HttpError(400, "bad-request", "body needs a tokens or tokenValues array")
+
+    def _require(self, call: _Call, needed: str) -> None:
+        if call.principal is None or needed not in call.principal.scopes:
+            raise _HttpError(403, "forbidden", f"credential lacks the {needed} scope")
+
+    async def _resolve(self, call: _Call, body: bytes) -> bytes:
+        items = _resolve_items(body)
+        self._check_batch(len(items))
+        METRICS.batch("/v1/mc/resolve", len(items))
+        unique: dict[str | int, str | None] = {}
+        for request_id, token in items:
+            unique.setdefault(request_id, token)
+        wanted = [t for t in unique.values() if t is not None]
+        try:
+            outcomes = iter(self.vault.resolve_many(wanted))
+        except StoreUnavailable as exc:
+            raise self._unavailable("store unavailable") from exc
+        echo = self.settings.compat_echo_token
+        resolved: list[s.ResolvedToken] = []
+        unresolved: list[s.UnresolvedToken] = []
+        for request_id, token in unique.items():
+            if token is None:
+                unresolved.append(s.UnresolvedToken(request_id, _UNRESOLVED_MESSAGE["invalid-token"]))
+                continue
+            r = next(outcomes)
+            if r.value is None:
+                unresolved.append(
+                    s.UnresolvedToken(request_id, _UNRESOLVED_MESSAGE.get(r.reason or "", "token not found"))
+                )
+            else:
+                attrs = [s.Attribute(k, v) for k, v in r.attributes.items()]
+                resolved.append(s.ResolvedToken(request_id, r.value, attrs, token if echo else None))
+        METRICS.tokens("resolved", len(resolved))
+        METRICS.tokens("unresolved", len(unresolved))
+        answer = s.ResolveAnswer(resolved, unresolved)
+        if self.settings.compat_status_code:
+            answer.statusCode, answer.resolvedCount, answer.unresolvedCount = (
+                200,
+                len(resolved),
+                len(unresolved),
+            )
+        call.request_doc, call.response_doc = body, answer
+        return s.encoder.encode(answer)
+
+    async def _get_token(self, call: _Call, body: bytes) -> bytes:
+        items = _get_token_items(body)
+        self._check_batch(len(items))
+        METRICS.batch("/v1/mc/tokens", len(items))
+        assert call.principal is not None
+        rate = call.principal.record.tokenize_rate
+        if rate > 0:
+            wait = self._tokenize_limits.take(call.principal.client_id, len(items), rate, self._clock())
+            if wait:
+                raise _HttpError(
+                    429, "rate-limited", "Get Token rate exceeded", [(b"retry-after", str(wait).encode())]
+                )
+        unique: dict[str | int, tuple[str | None, str | None]] = {}
+        for request_id, value, kind_name in items:
+            unique.setdefault(request_id, (value, kind_name))
+        ids: list[str | int] = []
+        pairs = []
+        for request_id, (value, kind_name) in unique.items():
+            if value is None or kind_name is None:
+                continue
+            try:
+                pairs.append((parse_kind(kind_name), value))
+            except InvalidValue:
+                continue  # an unknown tokenType is left out, like an invalid value
+            ids.append(request_id)
+        try:
+            outcomes = await self.vault.tokenize_many_async(pairs)
+        except StoreUnavailable as exc:
+            raise self._unavailable("store unavailable") from exc
+        tokens = [s.TokenAnswerItem(rid, o.token) for rid, o in zip(ids, outcomes, strict=True) if o.token]
+        METRICS.tokens("created", sum(1 for o in outcomes if o.created))
+        METRICS.tokens("invalid", len(unique) - len(tokens))
+        answer = s.GetTokenAnswer(tokens, 200 if self.settings.compat_status_code else None)
+        call.request_doc, call.response_doc = body, answer
+        return s.encoder.encode(answer)
+
+    def _check_batch(self, size: int) -> None:
+        if size > self.settings.max_batch:
+            raise _HttpError(413, "too-large", f"batch over {self.settings.max_batch} items")
+
+    # -- OAuth -----------------------------------------------------------------------------
+
+    async def _oauth(self, call: _Call, body: bytes) -> bytes:
+        form = _oauth_form(call.scope, body)
+        if form.get("grant_type") != "client_credentials":
+            raise _HttpError(400, "unsupported_grant_type", "only client_credentials is supported")
+        client_id = form.get("client_id") or form.get("username")
+        secret = form.get("client_secret") or form.get("password")
+        header = _header(call.scope, b"authorization")
+        if header and header.lower().startswith("basic "):
+            client_id, secret = _basic_pair(header[6:])
+        if not client_id or not secret:
+            raise _HttpError(401, "invalid_client", "client credentials required")
+        try:
+            principal = self.auth.basic(client_id, secret, call.address)
+            self._check_address(call.address, parse_networks(principal.record.allow_cidrs))
+            token, expires_in, scope = self.auth.issue(principal, form.get("scope"))
+        except AuthError as exc:
+            error = "invalid_scope" if exc.status == 400 else "invalid_client"
+            raise _HttpError(exc.status, error, str(exc)) from None
+        call.principal = principal
+        call.response_doc = {"token_type": "Bearer", "expires_in": expires_in, "scope": scope}
+        return s.encoder.encode(s.OAuthToken(token, "Bearer", expires_in, scope))
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def _record(self, call: _Call, route: str, status: int, elapsed: float) -> None:
+        assert self.audit is not None
+        try:
+            self.audit(
+                route=route,
+                status=status,
+                latency_ms=round(elapsed * 1000, 3),
+                client=call.principal.client_id if call.principal else None,
+                address=call.address,
+                tls=call.scope.get("extensions", {}).get("tls"),
+                request=call.request_doc,
+                response=call.response_doc,
+            )
+        except SendvaultError:
+            log.exception("audit record failed for %s", route)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _in(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _basic_pair(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise AuthError("malformed Basic credentials") from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise AuthError("malformed Basic credentials")
+    return client_id, secret
+
+
+def _decode_any(body: bytes) -> object:
+    try:
+        return s.any_decoder.decode(body)
+    except msgspec.DecodeError:
+        raise _HttpError(400, "bad-request", "body is not JSON") from None
+
+
+def _rid(item: dict[str, Any]) -> str | int | None:
+    rid = item.get("tokenRequestId")
+    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
+def _resolve_items(body: bytes) -> list[tuple[str | int, str | None]]:
+    """(request id, token or None when malformed) per item; items without an id are dropped."""
+    try:
+        return [(i.tokenRequestId, i.token) for i in s.resolve_decoder.decode(body).tokens]
+    except msgspec.ValidationError:
+        pass  # some item is malformed: fall back to item-by-item reading below
+    except msgspec.DecodeError:
+        raise _HttpError(400, "bad-request", "body is not JSON") from None
+    doc = _decode_any(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list):
+        raise _HttpError(400, "bad-request", "body needs a tokens array")
+    out: list[tuple[str | int, str | None]] = []
+    for item in doc["tokens"]:
+        if isinstance(item, dict) and (rid := _rid(item)) is not None:
+            token = item.get("token")
+            out.append((rid, token if isinstance(token, str) else None))
+    return out
+
+
+def _get_token_items(body: bytes) -> list[tuple[str | int, str | None, str | None]]:
+    """(request id, value, type) per item; malformed fields become None; no id, dropped."""
+    try:
+        return [
+            (i.tokenRequestId, i.tokenValue, i.tokenType)
+            for i in s.get_token_decoder.decode(body).tokenValues
+        ]
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        raise _HttpError(400, "bad-request", "body is not JSON") from None
+    doc = _decode_any(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("tokenValues"), list):
+        raise _HttpError(400, "bad-request", "body needs a tokenValues array")
+    out: list[tuple[str | int, str | None, str | None]] = []
+    for item in doc["tokenValues"]:
+        if isinstance(item, dict) and (rid := _rid(item)) is not None:
+            value, kind = item.get("tokenValue"), item.get("tokenType")
+            out.append(
+                (rid, value if isinstance(value, str) else None, kind if isinstance(kind, str) else None)
+            )
+    return out
+
+
+def _oauth_form(scope: Scope, body: bytes) -> dict[str, str]:
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        doc = _decode_any(body)
+        if not isinstance(doc, dict):
+            raise _HttpError(400, "invalid_request", "body must be an object")
+        return {k: v for k, v in doc.items() if isinstance(v, str)}
+    try:
+        return dict(parse_qsl(body.decode(), keep_blank_values=False, strict_parsing=False))
+    except UnicodeDecodeError:
+        raise _HttpError(400, "invalid_request", "body is not UTF-8") from None

@@ -1,0 +1,308 @@
+"""Who is calling: API clients, their secrets, Basic and Bearer (JWT) checks, failure limits.
+
+Secrets are stored as scrypt hashes. A successful Basic check is cached briefly (keyed by a
+SHA-256 of the presented secret, never the secret) so the hot path does not pay scrypt per
+request. Bearer tokens are HS256 JWTs signed with a key every replica shares through the store
+(wrapped by the key-encryption key), so any replica can check them without a session store.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+from cryptography.exceptions import InvalidKey, InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from ..errors import AuthError, InvalidValue, NotFound
+from ..store.base import ClientRecord, Store
+
+__all__ = ["SCOPES", "Authenticator", "Principal", "hash_secret", "new_secret", "verify_secret"]
+
+SCOPES = ("resolve", "tokenize")
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+_JWT_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+_claims_decoder = msgspec.json.Decoder(dict[str, object])
+
+
+def new_secret() -> str:
+    """A fresh client secret: 32 random bytes, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
+    """``scrypt$N$r$p$salt$hash`` of a client secret."""
+    salt = salt or os.urandom(16)
+    digest = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P).derive(secret.encode())
+    return "$".join(
+        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt).decode(), _b64(digest).decode()]
+    )
+
+
+def verify_secret(secret: str, stored: str) -> None:
+    """Raise :class:`AuthError` unless ``secret`` matches the stored hash (constant time)."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        raise AuthError("invalid credentials")
+    _, n, r, p, salt, digest = parts
+    try:
+        Scrypt(salt=_unb64(salt), length=32, n=int(n), r=int(r), p=int(p)).verify(
+            secret.encode(), _unb64(digest)
+        )
+    except (InvalidKey, ValueError) as exc:
+        raise AuthError("invalid credentials") from exc
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _unb64(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    client_id: str
+    scopes: frozenset[str]
+    record: ClientRecord
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    """Space- or comma-separated scope names; unknown names are refused."""
+    names = frozenset(text.replace(",", " ").split())
+    unknown = names - set(SCOPES)
+    if unknown:
+        raise InvalidValue("unknown-scope")
+    return names
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Space- or comma-separated CIDRs (a bare address is a /32 or /128)."""
+    try:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in text.replace(",", " ").split())
+    except ValueError:
+        raise InvalidValue("invalid-network") from None
+
+
+@dataclass(slots=True)
+class _Failures:
+    times: list[float] = field(default_factory=list)
+
+
+class Authenticator:
+    """Checks credentials against the client store; one per worker process."""
+
+    def __init__(
+        self,
+        store: Store,
+        jwt_key: bytes,
+        *,
+        cache_seconds: float = 30.0,
+        token_seconds: int = 3600,
+        max_failures: int = 10,
+        failure_window: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._jwt_key = jwt_key
+        self._cache_seconds = cache_seconds
+        self.token_seconds = token_seconds
+        self._max_failures = max_failures
+        self._failure_window = failure_window
+        self._clock = clock
+        self._basic_cache: dict[tuple[str, bytes], tuple[float, Principal]] = {}
+        self._client_cache: dict[str, tuple[float, ClientRecord | None]] = {}
+        self._failures: dict[str, _Failures] = {}
+
+    # -- failed attempts ---------------------------------------------------------------------
+
+    def _check_not_blocked(self, keys: Iterable[str]) -> None:
+        now = self._clock()
+        for key in keys:
+            entry = self._failures.get(key)
+            if entry is None:
+                continue
+            entry.times = [t for t in entry.times if now - t < self._failure_window]
+            if len(entry.times) >= self._max_failures:
+                retry = int(self._failure_window - (now - entry.times[0])) + 1
+                raise AuthError("too many failed attempts; retry later", status=429, retry_after=retry)
+
+    def _fail(self, keys: Iterable[str]) -> None:
+        now = self._clock()
+        if len(self._failures) > 100_000:  # bound memory under a spray of made-up client ids
+            self._failures.clear()
+        for key in keys:
+            self._failures.setdefault(key, _Failures()).times.append(now)
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def client(self, client_id: str) -> ClientRecord | None:
+        """A client record, cached as long as a successful check."""
+        now = self._clock()
+        hit = self._client_cache.get(client_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = self._store.get_client(client_id)
+        if len(self._client_cache) > 10_000:
+            self._client_cache.clear()
+        self._client_cache[client_id] = (now + self._cache_seconds, record)
+        return record
+
+    def _principal(self, record: ClientRecord, scopes: frozenset[str] | None = None) -> Principal:
+        allowed = parse_scopes(record.scopes)
+        return Principal(record.client_id, allowed if scopes is None else scopes & allowed, record)
+
+    # -- Basic -----------------------------------------------------------------------------
+
+    def basic(self, client_id: str, secret: str, address: str) -> Principal:
+        """Check a client id and secret; raise :class:`AuthError` (401 or 429)."""
+        keys = (f"c:{client_id}", f"a:{address}")
+        self._check_not_blocked(keys)
+        fingerprint = hashlib.sha256(secret.encode()).digest()
+        now = self._clock()
+        cached = self._basic_cache.get((client_id, fingerprint))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = self.client(client_id)
+        if record is None:
+            # Spend the same effort as a real check so timing does not reveal unknown ids.
+            with contextlib.suppress(AuthError):
+                verify_secret(secret, _DUMMY_HASH)
+            self._fail(keys)
+            raise AuthError("invalid credentials")
+        try:
+            verify_secret(secret, record.secret_hash)
+        except AuthError:
+            self._fail(keys)
+            raise
+        principal = self._principal(record)
+        if len(self._basic_cache) > 10_000:
+            self._basic_cache.clear()
+        self._basic_cache[(client_id, fingerprint)] = (now + self._cache_seconds, principal)
+        return principal
+
+    # -- Bearer (JWT) ----------------------------------------------------------------------
+
+    def issue(self, principal: Principal, requested: str | None) -> tuple[str, int, str]:
+        """A signed access token for ``principal``: (token, expires_in, scope).
+
+        Without ``requested`` scopes the token carries all of the client's scopes; asking for a
+        scope the client lacks is refused (RFC 6749 ``invalid_scope``).
+        """
+        scopes = principal.scopes if requested is None else parse_scopes(requested)
+        if not scopes <= principal.scopes or not scopes:
+            raise AuthError("invalid_scope", status=400)
+        now = int(self._clock())
+        claims = {
+            "iss": "sendvault",
+            "sub": principal.client_id,
+            "scope": " ".join(sorted(scopes)),
+            "iat": now,
+            "exp": now + self.token_seconds,
+            "jti": secrets.token_hex(8),
+        }
+        body = _JWT_HEADER + b"." + _b64(msgspec.json.encode(claims))
+        return (body + b"." + _b64(self._sign(body))).decode(), self.token_seconds, claims["scope"]  # type: ignore[return-value]
+
+    def bearer(self, token: str, address: str) -> Principal:
+        """Check an access token; raise :class:`AuthError` (401 or 429)."""
+        keys = (f"a:{address}",)
+        self._check_not_blocked(keys)
+        try:
+            principal = self._from_claims(self._open(token))
+        except (AuthError, InvalidValue, ValueError, TypeError):
+            self._fail(keys)
+            raise AuthError("invalid token") from None
+        return principal
+
+    def _from_claims(self, claims: dict[str, object]) -> Principal:
+        record = self.client(str(claims.get("sub")))
+        issued = claims.get("iat")
+        # A secret rotation revokes every token issued before it.
+        if record is None or not isinstance(issued, int) or issued < record.rotated_at:
+            raise AuthError("invalid token")
+        return self._principal(record, parse_scopes(str(claims.get("scope", ""))))
+
+    def _sign(self, body: bytes) -> bytes:
+        mac = crypto_hmac.HMAC(self._jwt_key, hashes.SHA256())
+        mac.update(body)
+        return mac.finalize()
+
+    def _open(self, token: str) -> dict[str, object]:
+        raw = token.encode()
+        if raw.count(b".") != 2:
+            raise AuthError("invalid token")
+        body, _, signature = raw.rpartition(b".")
+        if not body.startswith(_JWT_HEADER + b"."):
+            raise AuthError("invalid token")  # only HS256 tokens we made; never alg=none
+        mac = crypto_hmac.HMAC(self._jwt_key, hashes.SHA256())
+        mac.update(body)
+        try:
+            mac.verify(_unb64(signature))
+        except (InvalidSignature, ValueError):
+            raise AuthError("invalid token") from None
+        claims = _claims_decoder.decode(_unb64(body.split(b".")[1]))
+        exp = claims.get("exp")
+        if claims.get("iss") != "sendvault" or not isinstance(exp, int) or exp <= self._clock():
+            raise AuthError("invalid token")
+        return claims
+
+
+def register_client(
+    store: Store,
+    client_id: str,
+    *,
+    scopes: str = "resolve tokenize",
+    allow: str = "",
+    tokenize_rate: float = 0.0,
+    secret: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """Create or replace a client; returns its secret (the only time it is visible)."""
+    if not client_id or len(client_id) > 128 or any(c in client_id for c in ":\r\n\t "):
+        raise InvalidValue("invalid-client-id")
+    parse_scopes(scopes)
+    parse_networks(allow)
+    secret = secret or new_secret()
+    now = int(clock())
+    existing = store.get_client(client_id)
+    created = existing.created_at if existing else now
+    store.put_client(
+        ClientRecord(
+            client_id,
+            hash_secret(secret),
+            " ".join(sorted(parse_scopes(scopes))),
+            allow,
+            tokenize_rate,
+            created,
+            now,
+        )
+    )
+    return secret
+
+
+def rotate_secret(store: Store, client_id: str, *, clock: Callable[[], float] = time.time) -> str:
+    """A new secret for an existing client; tokens issued before now stop working."""
+    record = store.get_client(client_id)
+    if record is None:
+        raise NotFound("no such client")
+    secret = new_secret()
+    store.put_client(record._replace(secret_hash=hash_secret(secret), rotated_at=int(clock())))
+    return secret
+
+
+_DUMMY_HASH = hash_secret("not-a-real-secret", salt=b"\0" * 16)

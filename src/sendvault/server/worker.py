@@ -1,0 +1,70 @@
+"""One worker process: open the vault, build the app, serve HTTPS on the inherited socket."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from ..api import Authenticator, TokenApi
+from ..api.metrics import METRICS
+from ..config import Settings
+from ..vault import open_vault
+from .tls import server_context
+
+__all__ = ["build_app", "run_worker"]
+
+
+def build_app(settings: Settings) -> TokenApi:
+    """The ASGI app with its vault and authenticator, ready to serve."""
+    vault = open_vault(settings)
+    auth = Authenticator(
+        vault.store,
+        vault.shared_key("jwt"),
+        cache_seconds=settings.auth_cache_seconds,
+        token_seconds=settings.token_lifetime_seconds,
+        max_failures=settings.auth_max_failures,
+        failure_window=settings.auth_failure_window_seconds,
+    )
+    return TokenApi(vault, auth, settings)
+
+
+def _context_factory(
+    settings: Settings,
+) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
+    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return server_context(
+            settings.cert_path,
+            settings.key_path,
+            min_version=settings.tls_min_version,
+            client_ca_file=Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+            client_cert=settings.tls_client_cert,
+            on_failure=METRICS.tls_failure,
+        )
+
+    return factory
+
+
+def run_worker(settings: Settings, sock: socket.socket) -> None:
+    """Serve until the main process stops us."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        timeout_keep_alive=75,
+        ssl_context_factory=_context_factory(settings),
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        app.vault.close()
