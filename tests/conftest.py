@@ -21,7 +21,7 @@ PG_ADMIN_URL = os.environ.get("SENDVAULT_TEST_PG_URL", "postgresql://postgres@12
 def _pg_available() -> str | None:
     """None when the test PostgreSQL answers, else why not."""
     try:
-        import psycopg  # noqa: PLC0415 - optional for a SQLite-only run
+        import psycopg
 
         psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
     except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported below
@@ -41,7 +41,7 @@ def pg_url() -> Iterator[str]:
         if os.environ.get("SENDVAULT_TEST_REQUIRE_PG"):
             pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required but unreachable ({problem})")
         pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} unreachable ({problem})")
-    import psycopg  # noqa: PLC0415
+    import psycopg
 
     schema = f"sv_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:

@@ -136,6 +136,11 @@ class TokenApi:
                 else s.Problem(exc.error, exc.reason)
             )
             body = s.encoder.encode(problem)
+        except StoreUnavailable:
+            # Anywhere in the request (credentials, lookups, inserts): Marketing Cloud retries later.
+            error = self._unavailable("store unavailable")
+            status, extra = error.status, error.headers
+            body = s.encoder.encode(s.Problem(error.error, error.reason))
         except Exception:
             log.exception("unexpected error on %s", label)  # route only: payloads never reach logs
             status, extra = 500, []
@@ -292,10 +297,7 @@ class TokenApi:
         for request_id, token in items:
             unique.setdefault(request_id, token)
         wanted = [t for t in unique.values() if t is not None]
-        try:
-            outcomes = iter(self.vault.resolve_many(wanted))
-        except StoreUnavailable as exc:
-            raise self._unavailable("store unavailable") from exc
+        outcomes = iter(self.vault.resolve_many(wanted))
         echo = self.settings.compat_echo_token
         resolved: list[s.ResolvedToken] = []
         unresolved: list[s.UnresolvedToken] = []
@@ -348,10 +350,7 @@ class TokenApi:
             except InvalidValue:
                 continue  # an unknown tokenType is left out, like an invalid value
             ids.append(request_id)
-        try:
-            outcomes = await self.vault.tokenize_many_async(pairs)
-        except StoreUnavailable as exc:
-            raise self._unavailable("store unavailable") from exc
+        outcomes = await self.vault.tokenize_many_async(pairs)
         tokens = [s.TokenAnswerItem(rid, o.token) for rid, o in zip(ids, outcomes, strict=True) if o.token]
         METRICS.tokens("created", sum(1 for o in outcomes if o.created))
         METRICS.tokens("invalid", len(unique) - len(tokens))

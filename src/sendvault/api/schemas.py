@@ -63,7 +63,7 @@ class ResolvedToken(msgspec.Struct, omit_defaults=True):
 
     tokenRequestId: RequestId
     tokenValue: str
-    attributes: list[Attribute] = msgspec.field(default_factory=list)
+    attributes: list[Attribute]
     token: str | None = None
 
 

@@ -1,0 +1,95 @@
+"""OAuth 2.0 client credentials: form and JSON bodies, Basic or body credentials, scopes, JWTs."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from tests.api.conftest import ApiEnv
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def _token(api: ApiEnv, body: str, headers: dict[str, str]) -> dict[str, object]:
+    answer = api.call("POST", "/oauth/token", body, headers)
+    assert answer.status == 200, answer.body
+    return dict(answer.json())
+
+
+def test_form_with_basic_header(api: ApiEnv) -> None:
+    doc = _token(api, "grant_type=client_credentials", {**FORM, **api.basic("mc")})
+    assert doc["token_type"] == "Bearer"
+    assert doc["expires_in"] == 3600
+    assert doc["scope"] == "resolve tokenize"
+
+
+def test_form_with_body_credentials_and_username_password(api: ApiEnv) -> None:
+    secret = api.secrets["mc"]
+    _token(api, f"grant_type=client_credentials&client_id=mc&client_secret={secret}", FORM)
+    _token(api, f"grant_type=client_credentials&username=mc&password={secret}", FORM)
+
+
+def test_json_body(api: ApiEnv) -> None:
+    body = json.dumps(
+        {"grant_type": "client_credentials", "client_id": "mc", "client_secret": api.secrets["mc"]}
+    )
+    _token(api, body, {"content-type": "application/json"})
+
+
+def test_bearer_token_works_and_carries_scope(api: ApiEnv) -> None:
+    doc = _token(api, "grant_type=client_credentials&scope=resolve", {**FORM, **api.basic("mc")})
+    bearer = {"authorization": f"Bearer {doc['access_token']}"}
+    assert api.call("POST", "/v1/mc/resolve", {"tokens": []}, bearer).status == 200
+    assert api.call("POST", "/v1/mc/tokens", {"tokenValues": []}, bearer).status == 403
+
+
+def test_scope_beyond_the_client_is_invalid_scope(api: ApiEnv) -> None:
+    answer = api.call(
+        "POST",
+        "/oauth/token",
+        "grant_type=client_credentials&scope=tokenize",
+        {**FORM, **api.basic("reader")},
+    )
+    assert answer.status == 400
+    assert answer.json()["error"] == "invalid_scope"
+
+
+def test_wrong_grant_and_bad_client(api: ApiEnv) -> None:
+    wrong = api.call("POST", "/oauth/token", "grant_type=password", {**FORM, **api.basic("mc")})
+    assert wrong.status == 400
+    assert wrong.json()["error"] == "unsupported_grant_type"
+    bad = api.call("POST", "/oauth/token", "grant_type=client_credentials&client_id=mc&client_secret=x", FORM)
+    assert bad.status == 401
+    assert bad.json()["error"] == "invalid_client"
+
+
+def test_tampered_or_foreign_tokens_are_refused(api: ApiEnv) -> None:
+    token = str(_token(api, "grant_type=client_credentials", {**FORM, **api.basic("mc")})["access_token"])
+    header, claims, sig = token.split(".")
+    forged_claims = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {"iss": "sendvault", "sub": "mc", "scope": "resolve tokenize", "iat": 0, "exp": 2**40}
+            ).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
+    none_alg = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    for bad in (f"{header}.{forged_claims}.{sig}", f"{none_alg}.{claims}.", token[:-2] + "AA"):
+        assert (
+            api.call("POST", "/v1/mc/resolve", {"tokens": []}, {"authorization": f"Bearer {bad}"}).status
+            == 401
+        )
+
+
+def test_rotating_the_secret_revokes_earlier_tokens(api: ApiEnv) -> None:
+    from sendvault.api import rotate_secret
+
+    token = _token(api, "grant_type=client_credentials", {**FORM, **api.basic("mc")})["access_token"]
+    api.app.auth._client_cache.clear()
+    rotate_secret(api.app.vault.store, "mc", clock=lambda: 2**40 - 10)
+    api.app.auth._client_cache.clear()
+    assert (
+        api.call("POST", "/v1/mc/resolve", {"tokens": []}, {"authorization": f"Bearer {token}"}).status == 401
+    )

@@ -1,0 +1,105 @@
+"""A real `sendvault serve --dev` on free 127.0.0.1 ports, shared by the transport tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class DevServer:
+    home: Path
+    https_port: int
+    http_port: int
+    admin_port: int
+    client: dict[str, Any]
+    proc: subprocess.Popen[bytes]
+
+
+def start_dev_server(home: Path, *extra: str) -> DevServer:
+    https_port, http_port, admin_port = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sendvault",
+            "serve",
+            "--dev",
+            "--host",
+            "127.0.0.1",
+            "--https-port",
+            str(https_port),
+            "--http-port",
+            str(http_port),
+            "--admin-port",
+            str(admin_port),
+            *extra,
+        ],
+        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    path = home / "dev-client.json"
+    deadline = time.monotonic() + 60
+    while not (path.exists() and path.stat().st_size):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.communicate()[0].decode()[-2000:]
+            raise RuntimeError(f"server did not start: {out}")
+        time.sleep(0.1)
+    client = json.loads(path.read_text())
+    server = DevServer(home, https_port, http_port, admin_port, client, proc)
+    _wait_ready(server)
+    return server
+
+
+def _wait_ready(server: DevServer) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", server.https_port), timeout=1) as sock:
+                sock.sendall(b"")
+            from tests.server.helpers import https_request
+
+            if https_request(server, "GET", "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server never became healthy")
+
+
+def stop_dev_server(server: DevServer) -> str:
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        out = server.proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        out = server.proc.communicate()[0]
+    if server.proc.stdout:
+        server.proc.stdout.close()
+    return out.decode()
+
+
+@pytest.fixture(scope="session")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    server = start_dev_server(tmp_path_factory.mktemp("devserver") / "home")
+    yield server
+    stop_dev_server(server)

@@ -1,0 +1,107 @@
+"""`sendvault serve`: dev mode files, restarts, workers, refusals of unsafe settings, clients CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.server.conftest import free_port, start_dev_server, stop_dev_server
+from tests.server.helpers import auth_header, https_request
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sendvault", *args],
+        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_dev_mode_files_restart_keeps_the_secret_and_two_workers_serve(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = start_dev_server(home)
+    out = stop_dev_server(first)
+    assert "curl --cacert" in out
+    client = json.loads((home / "dev-client.json").read_text())
+    assert set(client) >= {"url", "username", "password", "ca_file", "token_url"}
+    assert client["url"] == f"https://127.0.0.1:{first.https_port}"
+    assert client["token_url"] == client["url"] + "/oauth/token"
+    assert Path(client["ca_file"]).is_absolute()
+    for private in ("dev-client.json", "certs/server.key", "certs/ca.key", "keys/master.key"):
+        assert stat.S_IMODE((home / private).stat().st_mode) == 0o600, private
+
+    second = start_dev_server(home, "--workers", "2")
+    try:
+        assert second.client["password"] == client["password"]
+        headers = {"Authorization": auth_header(second), "Content-Type": "application/json"}
+        for i in range(6):
+            body = {
+                "tokenValues": [
+                    {"tokenRequestId": "1", "tokenValue": f"w{i}@example.com", "tokenType": "Email"}
+                ]
+            }
+            assert https_request(second, "POST", "/v1/mc/tokens", body, headers)[0] == 200
+    finally:
+        stop_dev_server(second)
+
+
+def test_serve_refuses_a_world_readable_key(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = start_dev_server(home)
+    stop_dev_server(server)
+    (home / "certs" / "server.key").chmod(0o644)
+    result = _cli(home, "serve", "--https-port", str(free_port()), "--http-port", "0", "--admin-port", "0")
+    assert result.returncode == 2
+    assert "tls_key_file" in result.stderr
+    assert "chmod 600" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_dev_needs_a_client(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = start_dev_server(home)
+    stop_dev_server(server)
+    assert _cli(home, "clients", "remove", "dev").returncode == 0
+    result = _cli(home, "serve", "--https-port", str(free_port()), "--http-port", "0", "--admin-port", "0")
+    assert result.returncode == 2
+    assert "clients add" in result.stderr
+
+
+def test_clients_cli(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    added = _cli(home, "clients", "add", "mc", "--scopes", "resolve", "--allow", "192.0.2.0/24", "--json")
+    assert added.returncode == 0, added.stderr
+    secret = json.loads(added.stdout)["client_secret"]
+    assert len(secret) >= 40
+    assert _cli(home, "clients", "add", "mc").returncode == 1
+    listed = json.loads(_cli(home, "clients", "list", "--json").stdout)
+    assert listed == [{"client_id": "mc", "scopes": "resolve", "allow": "192.0.2.0/24", "tokenize_rate": 0.0}]
+    assert secret not in _cli(home, "clients", "list").stdout
+    rotated = _cli(home, "clients", "rotate-secret", "mc")
+    assert rotated.returncode == 0
+    assert rotated.stdout.strip() != secret
+    bad_scope = _cli(home, "clients", "add", "x", "--scopes", "admin")
+    assert bad_scope.returncode == 1
+    assert "unknown-scope" in bad_scope.stderr
+    assert _cli(home, "clients", "remove", "mc").returncode == 0
+    assert _cli(home, "clients", "remove", "mc").returncode == 1
+
+
+def test_certs_cli_issues_server_and_client_certificates(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert _cli(home, "certs", "server", "api.example.org", "10.0.0.5").returncode == 0
+    assert _cli(home, "certs", "client", "mc-prod").returncode == 0
+    for key in ("server.key", "mc-prod.key", "ca.key"):
+        assert stat.S_IMODE((home / "certs" / key).stat().st_mode) == 0o600
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((home / "certs" / "server.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "api.example.org" in names.get_values_for_type(x509.DNSName)
