@@ -31,7 +31,7 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings", "settings_reference"]
 ENV_PREFIX = "SENDVAULT_"
 _CONFIG_FILE_NAME = "sendvault.toml"
 # Settings that are secrets: never printed by `config show`, and recommended via env only.
-_SECRET_SETTINGS = frozenset({"master_key"})
+_SECRET_SETTINGS = frozenset({"master_key", "audit_key"})
 
 
 def _doc(text: str, **constraints: Any) -> msgspec.Meta:
@@ -118,6 +118,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         int,
         _doc("Megabytes of the SQLite file read through mmap (0 turns it off).", ge=0, le=1_048_576),
     ] = 1024
+
+    audit_key: Annotated[
+        str | None,
+        _doc(
+            "Base64 of the 32-byte key that seals clear values inside audit records. When unset, "
+            "`$SENDVAULT_HOME/keys/audit.key` (created on first use, mode 0600). Keep it apart from the "
+            "master key: whoever holds it can read audited payloads."
+        ),
+    ] = None
 
     # -- server ------------------------------------------------------------------------------
     host: Annotated[str, _doc("Address the HTTPS and HTTP listeners bind to (0.0.0.0 for all).")] = (

@@ -12,6 +12,7 @@ reason code, never the data. Callers may log any of these messages as they are.
     │   └── KeyProviderError   the key-encryption key is unusable (missing, unsafe file mode, wrong)
     ├── StoreError             the store could not be read or written
     │   └── StoreUnavailable   the store is down or busy; the request may be retried (HTTP 503)
+    ├── AuditUnavailable       audit records cannot be written; requests are refused (HTTP 503)
     ├── InvalidValue           a value failed normalization; carries a reason code and position
     ├── NotFound               a token or client the caller named does not exist
     └── AuthError              credentials missing, wrong, expired, or not allowed (HTTP 401/403/429)
@@ -20,6 +21,7 @@ reason code, never the data. Callers may log any of these messages as they are.
 from __future__ import annotations
 
 __all__ = [
+    "AuditUnavailable",
     "AuthError",
     "ConfigError",
     "CryptoError",
@@ -62,6 +64,10 @@ class StoreError(SendvaultError):
 
 class StoreUnavailable(StoreError):
     """The store is down or too busy right now; the same request may succeed later."""
+
+
+class AuditUnavailable(SendvaultError):
+    """Audit records cannot be written now; the log is mandatory, so the request is refused."""
 
 
 class InvalidValue(SendvaultError):

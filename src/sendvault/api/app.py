@@ -25,15 +25,16 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from ..audit import AuditLog, Event
 from ..config import Settings
-from ..errors import AuthError, InvalidValue, SendvaultError, StoreError, StoreUnavailable
+from ..errors import AuditUnavailable, AuthError, InvalidValue, StoreError, StoreUnavailable
 from ..vault import Vault, parse_kind
 from . import schemas as s
 from .auth import Authenticator, Principal, parse_networks
 from .limits import RateLimiter
 from .metrics import METRICS
 
-__all__ = ["AuditHook", "TokenApi"]
+__all__ = ["TokenApi"]
 
 log = logging.getLogger("sendvault.api")
 
@@ -41,9 +42,12 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-# (event, principal id, address, route, status, latency, tls, request, response) -> None
-AuditHook = Callable[..., None]
 
+_ROUTE_EVENTS = {
+    "/v1/mc/resolve": Event.MC_RESOLVE,
+    "/v1/mc/tokens": Event.MC_GET_TOKEN,
+    "/oauth/token": Event.OAUTH_TOKEN,
+}
 _UNRESOLVED_MESSAGE = {
     "unknown-token": "token not found",
     "erased": "token not found",
@@ -70,8 +74,10 @@ class _Call:
     scope: Scope
     address: str
     principal: Principal | None = None
+    event: Event = Event.API_REQUEST
     request_doc: object = None
     response_doc: object = None
+    counts: dict[str, int] | None = None
 
 
 class TokenApi:
@@ -83,7 +89,7 @@ class TokenApi:
         auth: Authenticator,
         settings: Settings,
         *,
-        audit: AuditHook | None = None,
+        audit: AuditLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.vault = vault
@@ -124,7 +130,7 @@ class TokenApi:
         path = scope["path"]
         route = self._routes.get(path)
         label = path if route is not None else "other"
-        call = _Call(scope, self._address(scope))
+        call = _Call(scope, self._address(scope), event=_ROUTE_EVENTS.get(path, Event.API_REQUEST))
         status = 500
         try:
             status, body, extra = await self._serve(call, route, receive)
@@ -145,11 +151,17 @@ class TokenApi:
             log.exception("unexpected error on %s", label)  # route only: payloads never reach logs
             status, extra = 500, []
             body = s.encoder.encode(s.Problem("internal", "unexpected error; it has been logged"))
-        await self._send(send, status, body, extra)
         elapsed = self._clock() - started
-        METRICS.observe(label, status, elapsed)
         if self.audit is not None and route is not None and path not in ("/healthz", "/openapi.json"):
-            self._record(call, label, status, elapsed)
+            try:
+                await self._record(call, label, status, elapsed)
+            except AuditUnavailable:
+                # The log is mandatory: an answer that cannot be recorded is not given.
+                error = self._unavailable("audit log unavailable")
+                status, extra = error.status, error.headers
+                body = s.encoder.encode(s.Problem(error.error, error.reason))
+        await self._send(send, status, body, extra)
+        METRICS.observe(label, status, elapsed)
 
     async def _serve(
         self,
@@ -167,6 +179,11 @@ class TokenApi:
         if call.scope["path"] == "/openapi.json":
             return 200, self._openapi, []
         assert handler is not None
+        if self.audit is not None:
+            try:
+                self.audit.check()
+            except AuditUnavailable as exc:
+                raise self._unavailable("audit log unavailable") from exc
         self._check_address(call.address, self._allow)
         if self._inflight >= self.settings.max_inflight:
             raise self._unavailable("server saturated")
@@ -322,7 +339,8 @@ class TokenApi:
                 len(resolved),
                 len(unresolved),
             )
-        call.request_doc, call.response_doc = body, answer
+        call.event, call.request_doc, call.response_doc = Event.MC_RESOLVE, body, answer
+        call.counts = {"items": len(items), "resolved": len(resolved), "unresolved": len(unresolved)}
         return s.encoder.encode(answer)
 
     async def _get_token(self, call: _Call, body: bytes) -> bytes:
@@ -355,7 +373,12 @@ class TokenApi:
         METRICS.tokens("created", sum(1 for o in outcomes if o.created))
         METRICS.tokens("invalid", len(unique) - len(tokens))
         answer = s.GetTokenAnswer(tokens, 200 if self.settings.compat_status_code else None)
-        call.request_doc, call.response_doc = body, answer
+        call.event, call.request_doc, call.response_doc = Event.MC_GET_TOKEN, body, answer
+        call.counts = {
+            "items": len(items),
+            "tokens": len(tokens),
+            "created": sum(1 for o in outcomes if o.created),
+        }
         return s.encoder.encode(answer)
 
     def _check_batch(self, size: int) -> None:
@@ -365,6 +388,7 @@ class TokenApi:
     # -- OAuth -----------------------------------------------------------------------------
 
     async def _oauth(self, call: _Call, body: bytes) -> bytes:
+        call.event = Event.OAUTH_TOKEN
         form = _oauth_form(call.scope, body)
         if form.get("grant_type") != "client_credentials":
             raise _HttpError(400, "unsupported_grant_type", "only client_credentials is supported")
@@ -388,21 +412,21 @@ class TokenApi:
 
     # -- audit -----------------------------------------------------------------------------
 
-    def _record(self, call: _Call, route: str, status: int, elapsed: float) -> None:
+    async def _record(self, call: _Call, route: str, status: int, elapsed: float) -> None:
         assert self.audit is not None
-        try:
-            self.audit(
-                route=route,
-                status=status,
-                latency_ms=round(elapsed * 1000, 3),
-                client=call.principal.client_id if call.principal else None,
-                address=call.address,
-                tls=call.scope.get("extensions", {}).get("tls"),
-                request=call.request_doc,
-                response=call.response_doc,
-            )
-        except SendvaultError:
-            log.exception("audit record failed for %s", route)
+        event = Event.AUTH_FAIL if status in (401, 429) else call.event
+        await self.audit.record_async(
+            event,
+            actor=call.principal.client_id if call.principal else None,
+            source=call.address,
+            route=route,
+            status=status,
+            latency_ms=round(elapsed * 1000, 3),
+            tls=call.scope.get("extensions", {}).get("tls"),
+            counts=call.counts,
+            request=call.request_doc if status == 200 else None,
+            response=call.response_doc if status == 200 else None,
+        )
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -11,13 +11,15 @@ import base64
 import binascii
 import os
 import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from ..errors import ConfigError, KeyProviderError
 from ._aead import KEY_BYTES, NONCE_BYTES, InvalidTag, new_aead, new_key, new_nonce
 
-__all__ = ["KeyProvider", "LocalKeyProvider", "load_local_kek"]
+__all__ = ["KeyProvider", "LocalKeyProvider", "load_key", "load_local_kek", "private_file"]
 
 _WRAP_VERSION = b"\x01"
 
@@ -76,25 +78,21 @@ def _decode_kek(text: str, setting: str) -> bytes:
     return kek
 
 
-def load_local_kek(home: Path, master_key: str | None) -> bytes:
-    """The local KEK: from ``master_key`` if given, else the key file, created on first use.
+def private_file(path: Path, create: Callable[[], bytes]) -> bytes:
+    """The content of a secret file, created with ``create()`` and mode 0600 on first use.
 
-    Refuses a key file that group or others may read or write, as OpenSSH does for private keys.
+    Refuses a file that group or others may access, as OpenSSH does for private keys. Two
+    processes starting together agree on one file (O_EXCL), the loser waiting for the content.
     """
-    if master_key is not None:
-        return _decode_kek(master_key, "master_key")
-    key_dir = home / "keys"
-    path = key_dir / "master.key"
     if not path.exists():
-        key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # O_EXCL: two processes starting together must not both write a key.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
         else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(base64.b64encode(new_key()).decode() + "\n")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(create())
                 fh.flush()
                 os.fsync(fh.fileno())
     mode = path.stat().st_mode
@@ -102,10 +100,25 @@ def load_local_kek(home: Path, master_key: str | None) -> bytes:
         raise KeyProviderError(
             f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
         )
-    text = path.read_text()
-    if not text.strip():
-        raise KeyProviderError(f"{path} is empty")
+    for _ in range(50):
+        data = path.read_bytes()
+        if data.strip():
+            return data
+        time.sleep(0.02)  # another process created it and is still writing
+    raise KeyProviderError(f"{path} is empty")
+
+
+def load_key(path: Path, given: str | None, setting: str) -> bytes:
+    """A 32-byte key: base64 ``given`` (a setting) if set, else the key file at ``path``."""
+    if given is not None:
+        return _decode_kek(given, setting)
+    text = private_file(path, lambda: base64.b64encode(new_key()) + b"\n").decode()
     try:
-        return _decode_kek(text, "master key file")
+        return _decode_kek(text, setting)
     except ConfigError as exc:
         raise KeyProviderError(f"{path} {exc.problem}") from None
+
+
+def load_local_kek(home: Path, master_key: str | None) -> bytes:
+    """The local KEK: from ``master_key`` if given, else ``keys/master.key``, created on first use."""
+    return load_key(home / "keys" / "master.key", master_key, "master_key")

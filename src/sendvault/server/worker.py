@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -9,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..api import Authenticator, TokenApi
 from ..api.metrics import METRICS
+from ..audit import open_audit
 from ..config import Settings
 from ..vault import open_vault
 from .tls import server_context
@@ -19,8 +22,27 @@ from .tls import server_context
 __all__ = ["build_app", "run_worker"]
 
 
+class TlsAwareProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol plus the ASGI TLS extension (version and cipher) for the audit log."""
+
+    _tls: dict[str, str] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        obj = transport.get_extra_info("ssl_object")
+        cipher = obj.cipher() if obj is not None else None
+        self._tls = (
+            {"version": str(obj.version()), "cipher": cipher[0]} if obj is not None and cipher else None
+        )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._tls is not None:
+            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
+
+
 def build_app(settings: Settings) -> TokenApi:
-    """The ASGI app with its vault and authenticator, ready to serve."""
+    """The ASGI app with its vault, authenticator and audit log, ready to serve."""
     vault = open_vault(settings)
     auth = Authenticator(
         vault.store,
@@ -30,7 +52,7 @@ def build_app(settings: Settings) -> TokenApi:
         max_failures=settings.auth_max_failures,
         failure_window=settings.auth_failure_window_seconds,
     )
-    return TokenApi(vault, auth, settings)
+    return TokenApi(vault, auth, settings, audit=open_audit(settings))
 
 
 def _context_factory(
@@ -55,7 +77,7 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
     app = build_app(settings)
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=TlsAwareProtocol,
         loop="uvloop",
         lifespan="on",
         access_log=False,
@@ -68,3 +90,5 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         app.vault.close()
+        if app.audit is not None:
+            app.audit.close()

@@ -1,0 +1,28 @@
+"""The closed vocabulary of audit events. Every record names one; nothing else is accepted."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["Event"]
+
+
+class Event(enum.StrEnum):
+    """What happened. Values are stored; never rename one."""
+
+    MC_RESOLVE = "mc:resolve"
+    MC_GET_TOKEN = "mc:get-token"
+    OAUTH_TOKEN = "oauth:token"
+    AUTH_FAIL = "auth:fail"
+    API_REQUEST = "api:request"
+    CLIENT_ADD = "client:add"
+    CLIENT_REMOVE = "client:remove"
+    CLIENT_ROTATE = "client:rotate-secret"
+    KEY_ROTATE = "key:rotate"
+    TOKEN_CREATE = "token:create"
+    TOKEN_RESOLVE = "token:resolve"
+    CONTACT_ATTRS = "contact:attrs"
+    CONTACT_ERASE = "contact:erase"
+    EXCHANGE_TRANSFER = "exchange:transfer"
+    EXCHANGE_SWEEP = "exchange:sweep"
+    AUDIT_PURGE = "audit:purge"

@@ -1,0 +1,205 @@
+"""The audit log: one entry point, a bounded queue, one writer thread, grouped transactions.
+
+``record`` never blocks: it queues and returns, or raises :class:`AuditUnavailable` when the
+queue is full or the last write failed. ``record_async`` waits for the commit that holds the
+record, so the API sends no answer that is not in the log; when the write fails, the API answers
+503 instead. The reason is logged (without payloads); nothing is dropped silently: every record
+either commits or its caller is told it did not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+import msgspec
+
+from ..errors import AuditUnavailable
+from .events import Event
+from .record import Sealer, canonical, redact
+from .store import AuditStore, Pending
+
+__all__ = ["AuditLog"]
+
+log = logging.getLogger("sendvault.audit")
+_any = msgspec.json.Decoder(Any)
+_MAX_GROUP = 500
+
+
+class _Entry:
+    __slots__ = ("done", "fields")
+
+    def __init__(self, fields: dict[str, Any], done: Callable[[BaseException | None], None] | None) -> None:
+        self.fields = fields
+        self.done = done
+
+
+class AuditLog:
+    """Writes audit records for this process."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        sealer: Sealer,
+        *,
+        max_queue: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sealer = sealer
+        self._clock = clock
+        self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=max_queue)
+        self._failure: str | None = None
+        self._thread = threading.Thread(target=self._run, name="sendvault-audit-writer", daemon=True)
+        self._thread.start()
+
+    # -- entry points ----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise :class:`AuditUnavailable` if records cannot be written right now."""
+        if self._failure is not None:
+            raise AuditUnavailable(f"audit log unavailable: {self._failure}")
+
+    def record(
+        self, event: Event, *, done: Callable[[BaseException | None], None] | None = None, **fields: Any
+    ) -> None:
+        """Queue one record (see :meth:`_body` for the fields); never blocks."""
+        self.check()
+        fields["event"] = Event(event).value
+        fields.setdefault("ts", self._clock())
+        try:
+            self._queue.put_nowait(_Entry(fields, done))
+        except queue.Full:
+            raise AuditUnavailable("audit log unavailable: queue full") from None
+
+    def record_sync(self, event: Event, timeout: float = 10.0, **fields: Any) -> None:
+        """Record and wait for the commit (CLI commands that change state)."""
+        future: Future[None] = Future()
+
+        def done(error: BaseException | None) -> None:
+            future.set_exception(error) if error else future.set_result(None)
+
+        self.record(event, done=done, **fields)
+        try:
+            future.result(timeout=timeout)
+        except TimeoutError:
+            raise AuditUnavailable("audit log unavailable: write timed out") from None
+
+    async def record_async(self, event: Event, **fields: Any) -> None:
+        """Record and wait, without blocking the event loop, for the commit that holds it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def done(error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, future, error)
+
+        self.record(event, done=done, **fields)
+        await future
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is written (or failed)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, close the store."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self.store.close()
+
+    # -- writer ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                return
+            group = [first]
+            while len(group) < _MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this group
+                    self._queue.task_done()
+                    break
+                group.append(more)
+            error: BaseException | None = None
+            try:
+                self.store.append([self._pending(e.fields) for e in group])
+            except Exception as exc:  # noqa: BLE001 - reported to every waiting caller below
+                self._failure = f"{type(exc).__name__}: {exc}"
+                log.error("audit write failed (%s); requests are refused until it succeeds", self._failure)  # noqa: TRY400 - no payload in the message, and no traceback wanted
+                error = AuditUnavailable(f"audit log unavailable: {self._failure}")
+            else:
+                if self._failure is not None:
+                    log.warning("audit writes succeed again")
+                self._failure = None
+            for entry in group:
+                if entry.done is not None:
+                    entry.done(error)
+                self._queue.task_done()
+
+    def _pending(self, fields: dict[str, Any]) -> Pending:
+        values: list[str] = []
+        request, _ = redact(_builtins(fields.get("request")), values)
+        response, _ = redact(_builtins(fields.get("response")), values)
+        fingerprints = tuple(self.sealer.fingerprint(v) for v in dict.fromkeys(values))
+        body = {
+            "v": 1,
+            "ts_us": int(fields["ts"] * 1_000_000),
+            "event": fields["event"],
+            "actor": fields.get("actor"),
+            "source": fields.get("source"),
+            "route": fields.get("route"),
+            "status": fields.get("status"),
+            "latency_ms": fields.get("latency_ms"),
+            "tls": fields.get("tls"),
+            "counts": fields.get("counts"),
+            "meta": _builtins(fields.get("meta")),
+            "request": request,
+            "response": response,
+            "sealed": self.sealer.seal(values) if values else None,
+            "fingerprints": list(fingerprints),
+        }
+        return Pending(
+            body["ts_us"],
+            body["event"],
+            body["actor"],
+            body["route"],
+            body["status"],
+            canonical(body),
+            fingerprints,
+        )
+
+
+def _builtins(value: object) -> Any:
+    """JSON-like form of a payload: raw JSON bytes are decoded, structs turned into dicts."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return _any.decode(bytes(value))
+        except msgspec.DecodeError:
+            return {"$unparsed_bytes": len(value)}  # never stored raw: it could hold anything
+    if isinstance(value, Mapping):
+        return msgspec.to_builtins(dict(value))
+    return msgspec.to_builtins(value)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

@@ -1,0 +1,90 @@
+"""Turning a payload into an audit record body with no clear PII, and the chain hash.
+
+PII rule: every string under the keys ``tokenValue``, ``value`` and ``values`` (which covers the
+``value`` of each item in an ``attributes`` list) is personal data. Each is replaced by a
+placeholder ``{"$pii": N}``; the clear values of a record are sealed together with AES-256-GCM
+under the audit key, bound to the record's random id, and each gets a keyed fingerprint (HMAC
+under a key derived from the audit key) so an investigator can find records by value. Tokens,
+request ids, types, ``sendKey`` and messages are not personal data and stay as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Any
+
+import msgspec
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import CryptoError
+
+__all__ = ["GENESIS", "PII_KEYS", "Sealer", "chain_hash", "redact"]
+
+PII_KEYS = frozenset({"tokenValue", "value", "values"})
+GENESIS = b"\0" * 32
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def redact(doc: Any, values: list[str] | None = None) -> tuple[Any, list[str]]:
+    """``doc`` with every PII string replaced by ``{"$pii": index}``, and the clear values."""
+    values = [] if values is None else values
+    return _walk(doc, values, pii=False), values
+
+
+def _walk(node: Any, values: list[str], *, pii: bool) -> Any:
+    if isinstance(node, str):
+        if pii:
+            values.append(node)
+            return {"$pii": len(values) - 1}
+        return node
+    if isinstance(node, dict):
+        return {k: _walk(v, values, pii=k in PII_KEYS) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk(v, values, pii=pii) for v in node]
+    return node
+
+
+def chain_hash(prev: bytes, seq: int, body: bytes) -> bytes:
+    """SHA-256 over the previous hash, this record's number and its canonical body."""
+    return hashlib.sha256(prev + seq.to_bytes(8, "big") + body).digest()
+
+
+def canonical(doc: dict[str, Any]) -> bytes:
+    """The one byte encoding of a record body (JSON, sorted keys)."""
+    return _encoder.encode(doc)
+
+
+class Sealer:
+    """Seals a record's clear values and fingerprints them, under the audit key."""
+
+    def __init__(self, audit_key: bytes) -> None:
+        self._aead = AESGCM(audit_key)
+        fp_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"sendvault audit fingerprint").derive(audit_key)
+        self._fp = hmac.HMAC(fp_key, hashes.SHA256())
+
+    def fingerprint(self, value: str) -> str:
+        """Keyed fingerprint of one clear value (hex, 128 bits)."""
+        mac = self._fp.copy()
+        mac.update(value.encode())
+        return mac.finalize()[:16].hex()
+
+    def seal(self, values: list[str]) -> dict[str, str]:
+        """``{"id", "ct"}``: the values sealed together, bound to a fresh record id."""
+        record_id = os.urandom(12)
+        nonce = os.urandom(12)
+        ct = self._aead.encrypt(nonce, msgspec.json.encode(values), b"sendvault-audit|" + record_id)
+        return {"id": base64.b64encode(record_id).decode(), "ct": base64.b64encode(nonce + ct).decode()}
+
+    def open(self, sealed: dict[str, str]) -> list[str]:
+        """The clear values of a sealed record (an investigator holding the audit key)."""
+        try:
+            record_id = base64.b64decode(sealed["id"])
+            blob = base64.b64decode(sealed["ct"])
+            data = self._aead.decrypt(blob[:12], blob[12:], b"sendvault-audit|" + record_id)
+            return list(msgspec.json.decode(data, type=list[str]))
+        except Exception:  # noqa: BLE001 - every failure is the same opaque answer
+            raise CryptoError("audit record could not be opened") from None

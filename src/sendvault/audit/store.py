@@ -1,0 +1,262 @@
+"""The audit database: an append-only, hash-chained, signed log in its own SQLite file.
+
+Its own file (``$SENDVAULT_HOME/audit.db``) so audit writes never wait for the vault's write lock.
+Appends from every process go through ``BEGIN IMMEDIATE``: read the head, chain the new records,
+sign the new head, commit. So the chain stays linear with several workers and CLI commands
+writing at once. Every ``checkpoint_every`` records a signed checkpoint is kept; a purge leaves a
+signed anchor (the last removed record's number and hash) that the remaining chain starts from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..errors import AuditUnavailable
+from .record import GENESIS, chain_hash
+
+__all__ = ["AuditStore", "Pending", "Stored", "check_signature", "head_message", "now_us"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_records (
+    seq       INTEGER PRIMARY KEY,
+    ts_us     INTEGER NOT NULL,
+    event     TEXT    NOT NULL,
+    actor     TEXT,
+    route     TEXT,
+    status    INTEGER,
+    body      BLOB    NOT NULL,
+    prev_hash BLOB    NOT NULL,
+    hash      BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts_us);
+CREATE TABLE IF NOT EXISTS audit_fingerprints (fp TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_fingerprints_fp ON audit_fingerprints (fp);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, sig BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_marks (
+    kind TEXT PRIMARY KEY CHECK (kind IN ('head', 'anchor')),
+    seq  INTEGER NOT NULL,
+    hash BLOB    NOT NULL,
+    sig  BLOB    NOT NULL
+)
+"""
+
+
+def head_message(kind: str, seq: int, digest: bytes) -> bytes:
+    """What a head, anchor or checkpoint signature covers."""
+    return b"sendvault-audit|" + kind.encode() + b"|" + seq.to_bytes(8, "big") + digest
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One record as stored."""
+
+    seq: int
+    ts_us: int
+    event: str
+    actor: str | None
+    route: str | None
+    status: int | None
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A record ready to chain: its columns, canonical body and fingerprints."""
+
+    ts_us: int
+    event: str
+    actor: str | None
+    route: str | None
+    status: int | None
+    body: bytes
+    fingerprints: tuple[str, ...]
+
+
+class AuditStore:
+    """The audit SQLite file; safe for several processes."""
+
+    def __init__(
+        self,
+        path: Path,
+        signer: Ed25519PrivateKey | None,
+        public_key: Ed25519PublicKey,
+        *,
+        checkpoint_every: int = 1000,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        self.path = path
+        self._signer = signer
+        self.public_key = public_key
+        self._checkpoint_every = checkpoint_every
+        self._busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+
+    def connect(self) -> sqlite3.Connection:
+        """The connection of the calling thread's user (one per store instance)."""
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                with contextlib.suppress(FileExistsError):
+                    self.path.touch(mode=0o600, exist_ok=False)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _sign(self, kind: str, seq: int, digest: bytes) -> bytes:
+        if self._signer is None:
+            raise AuditUnavailable("this process holds no audit signing key")
+        return self._signer.sign(head_message(kind, seq, digest))
+
+    def append(self, records: Sequence[Pending]) -> list[int]:
+        """Chain and store ``records`` in one transaction; returns their numbers."""
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq, prev = self._head(conn)
+            numbers = []
+            for rec in records:
+                seq += 1
+                digest = chain_hash(prev, seq, rec.body)
+                conn.execute(
+                    "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, rec.ts_us, rec.event, rec.actor, rec.route, rec.status, rec.body, prev, digest),
+                )
+                if rec.fingerprints:
+                    conn.executemany(
+                        "INSERT INTO audit_fingerprints VALUES (?, ?)",
+                        [(fp, seq) for fp in set(rec.fingerprints)],
+                    )
+                if seq % self._checkpoint_every == 0:
+                    conn.execute(
+                        "INSERT INTO audit_checkpoints VALUES (?, ?, ?)",
+                        (seq, digest, self._sign("checkpoint", seq, digest)),
+                    )
+                prev = digest
+                numbers.append(seq)
+            conn.execute(
+                "INSERT OR REPLACE INTO audit_marks VALUES ('head', ?, ?, ?)",
+                (seq, prev, self._sign("head", seq, prev)),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return numbers
+
+    def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
+        row = conn.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None:
+            return int(row[0]), bytes(row[1])
+        anchor = conn.execute("SELECT seq, hash FROM audit_marks WHERE kind = 'anchor'").fetchone()
+        return (int(anchor[0]), bytes(anchor[1])) if anchor else (0, GENESIS)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: a consistent view while writers append."""
+        conn = self.connect()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def marks(self, conn: sqlite3.Connection) -> dict[str, tuple[int, bytes, bytes]]:
+        """The signed head and anchor: kind -> (seq, hash, signature)."""
+        return {k: (int(s), bytes(h), bytes(g)) for k, s, h, g in conn.execute("SELECT * FROM audit_marks")}
+
+    def checkpoints(self, conn: sqlite3.Connection) -> dict[int, tuple[bytes, bytes]]:
+        """Signed checkpoints: seq -> (hash, signature)."""
+        return {int(s): (bytes(h), bytes(g)) for s, h, g in conn.execute("SELECT * FROM audit_checkpoints")}
+
+    def records(
+        self,
+        conn: sqlite3.Connection,
+        where: str = "",
+        params: Sequence[object] = (),
+        limit: int | None = None,
+    ) -> Iterator[Stored]:
+        """Records in order, optionally filtered (``where`` is built by our own code only)."""
+        # `where` comes from our own filter builder with bound parameters, never from input text.
+        sql = "SELECT * FROM audit_records" + (f" WHERE {where}" if where else "") + " ORDER BY seq"  # noqa: S608
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        for row in conn.execute(sql, tuple(params)):
+            yield Stored(
+                int(row[0]),
+                int(row[1]),
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                bytes(row[6]),
+                bytes(row[7]),
+                bytes(row[8]),
+            )
+
+    def seqs_with_fingerprint(self, conn: sqlite3.Connection, fingerprint: str) -> list[int]:
+        """Record numbers whose sealed values include one with this fingerprint."""
+        return [
+            int(s) for (s,) in conn.execute("SELECT seq FROM audit_fingerprints WHERE fp = ?", (fingerprint,))
+        ]
+
+    def purge(self, before_us: int) -> tuple[int, int]:
+        """Remove records older than ``before_us``; leave a signed anchor. Returns (count, last seq)."""
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT seq, hash FROM audit_records WHERE ts_us < ? ORDER BY seq DESC LIMIT 1", (before_us,)
+            ).fetchone()
+            # Never remove the newest record: the head must stay anchored to a stored record.
+            last = conn.execute("SELECT max(seq) FROM audit_records").fetchone()[0]
+            if row is None or int(row[0]) >= int(last):
+                conn.execute("ROLLBACK")
+                return 0, 0
+            seq, digest = int(row[0]), bytes(row[1])
+            count = conn.execute("DELETE FROM audit_records WHERE seq <= ?", (seq,)).rowcount
+            conn.execute("DELETE FROM audit_fingerprints WHERE seq <= ?", (seq,))
+            conn.execute("DELETE FROM audit_checkpoints WHERE seq <= ?", (seq,))
+            conn.execute(
+                "INSERT OR REPLACE INTO audit_marks VALUES ('anchor', ?, ?, ?)",
+                (seq, digest, self._sign("anchor", seq, digest)),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return int(count), seq
+
+
+def check_signature(public_key: Ed25519PublicKey, kind: str, seq: int, digest: bytes, sig: bytes) -> None:
+    """Raise InvalidSignature unless ``sig`` signs (kind, seq, digest) under ``public_key``."""
+    public_key.verify(sig, head_message(kind, seq, digest))
+
+
+def now_us(clock: Callable[[], float] = time.time) -> int:
+    """Microseconds since the epoch."""
+    return int(clock() * 1_000_000)
