@@ -60,15 +60,18 @@ def _resolve_bodies(tokens: list[str], rng: random.Random) -> list[str]:
     return bodies
 
 
-def bench_sendvault(home: Path, tokens: list[str], args: argparse.Namespace, rng: random.Random) -> WrkResult:
+def bench_sendvault(
+    home: Path, tokens: list[str], args: argparse.Namespace, rng: random.Random, *, audit: bool = True
+) -> WrkResult:
     """Start `sendvault serve --dev --workers N` on the store and load it."""
     port = free_port()
     (home / "dev-client.json").unlink(missing_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sendvault", "serve", "--dev", "--https-port", str(port), "--http-port", "0",
          "--admin-port", "0", "--workers", str(args.workers)],
-        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        env={**os.environ, "SENDVAULT_HOME": str(home), "SENDVAULT_AUDIT": "on" if audit else "off"},
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         _wait_for(home / "dev-client.json", proc)
@@ -168,19 +171,24 @@ def main() -> None:
     rng = random.Random(11)
 
     ours = bench_sendvault(args.home, tokens, args, rng)
+    unaudited = bench_sendvault(args.home, tokens, args, rng, audit=False)
     with tempfile.TemporaryDirectory() as tmp:
         peer = bench_openbao(Path(tmp), args, rng)
     naive = None if args.skip_naive else bench_naive(args.home, tokens, args, rng)
 
     print(f"50 connections, 500 items per request, {args.seconds} s each, 2-core machine, wrk -t2:")
-    print(f"{'server':44} {'items/s':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}")
-    rows = [(f"sendvault resolve (--workers {args.workers})", ours), ("OpenBao transit decrypt", peer)]
+    print(f"{'server':52} {'items/s':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}")
+    rows = [
+        (f"sendvault resolve (--workers {args.workers}, audit on)", ours),
+        (f"sendvault resolve (--workers {args.workers}, audit off)", unaudited),
+        ("OpenBao transit decrypt", peer),
+    ]
     if naive is not None:
         rows.append(("naive FastAPI + pydantic resolve", naive))
     for name, r in rows:
         bad = r.bad + r.non2xx + r.socket_errors
         print(
-            f"{name:44} {r.items_per_s:10,.0f} {r.requests / r.seconds:8,.0f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {bad:5}"
+            f"{name:52} {r.items_per_s:10,.0f} {r.requests / r.seconds:8,.0f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {bad:5}"
         )
     print(
         f"ratio sendvault / OpenBao: {ours.items_per_s / peer.items_per_s:.2f}x (target >= 2x, p99 <= 150 ms)"

@@ -119,6 +119,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc("Megabytes of the SQLite file read through mmap (0 turns it off).", ge=0, le=1_048_576),
     ] = 1024
 
+    audit: Annotated[
+        Literal["on", "off"],
+        _doc(
+            "Record every API call in the audit log. Marketing Cloud requires the log; `off` exists only "
+            "to measure its cost (benchmarks/bench_api_resolve.py) and is announced at start-up."
+        ),
+    ] = "on"
     audit_key: Annotated[
         str | None,
         _doc(

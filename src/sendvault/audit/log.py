@@ -49,6 +49,7 @@ class AuditLog:
         sealer: Sealer,
         *,
         max_queue: int = 10_000,
+        retry_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -56,14 +57,20 @@ class AuditLog:
         self._clock = clock
         self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=max_queue)
         self._failure: str | None = None
+        self._refuse_until = 0.0
+        self._retry_seconds = retry_seconds
         self._thread = threading.Thread(target=self._run, name="sendvault-audit-writer", daemon=True)
         self._thread.start()
 
     # -- entry points ----------------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise :class:`AuditUnavailable` if records cannot be written right now."""
-        if self._failure is not None:
+        """Raise :class:`AuditUnavailable` if records cannot be written right now.
+
+        After a failed write, requests are refused for ``retry_seconds``; then the next record is
+        let through as a probe, and a successful write ends the refusal.
+        """
+        if self._failure is not None and time.monotonic() < self._refuse_until:
             raise AuditUnavailable(f"audit log unavailable: {self._failure}")
 
     def record(
@@ -138,6 +145,7 @@ class AuditLog:
                 self.store.append([self._pending(e.fields) for e in group])
             except Exception as exc:  # noqa: BLE001 - reported to every waiting caller below
                 self._failure = f"{type(exc).__name__}: {exc}"
+                self._refuse_until = time.monotonic() + self._retry_seconds
                 log.error("audit write failed (%s); requests are refused until it succeeds", self._failure)  # noqa: TRY400 - no payload in the message, and no traceback wanted
                 error = AuditUnavailable(f"audit log unavailable: {self._failure}")
             else:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
+import unicodedata
 from typing import Any
 
 import msgspec
@@ -48,6 +50,14 @@ def _walk(node: Any, values: list[str], *, pii: bool) -> Any:
     return node
 
 
+_PHONE_LIKE = re.compile(r"[+0-9\s().-]+")
+
+
+def _search_form(value: str) -> str:
+    text = unicodedata.normalize("NFC", value.strip()).lower()
+    return re.sub(r"[^0-9]", "", text) if _PHONE_LIKE.fullmatch(text) else text
+
+
 def chain_hash(prev: bytes, seq: int, body: bytes) -> bytes:
     """SHA-256 over the previous hash, this record's number and its canonical body."""
     return hashlib.sha256(prev + seq.to_bytes(8, "big") + body).digest()
@@ -67,9 +77,14 @@ class Sealer:
         self._fp = hmac.HMAC(fp_key, hashes.SHA256())
 
     def fingerprint(self, value: str) -> str:
-        """Keyed fingerprint of one clear value (hex, 128 bits)."""
+        """Keyed fingerprint of one clear value (hex, 128 bits), over its search form.
+
+        The search form ignores case, surrounding space and phone punctuation, so an investigator
+        finds ``Some.One@Example.com`` by ``some.one@example.com`` and ``+1 212-555-0123`` by
+        ``12125550123``.
+        """
         mac = self._fp.copy()
-        mac.update(value.encode())
+        mac.update(_search_form(value).encode())
         return mac.finalize()[:16].hex()
 
     def seal(self, values: list[str]) -> dict[str, str]:

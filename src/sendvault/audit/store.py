@@ -213,9 +213,9 @@ class AuditStore:
                 row[3],
                 row[4],
                 row[5],
-                bytes(row[6]),
-                bytes(row[7]),
-                bytes(row[8]),
+                _blob(row[6]),
+                _blob(row[7]),
+                _blob(row[8]),
             )
 
     def seqs_with_fingerprint(self, conn: sqlite3.Connection, fingerprint: str) -> list[int]:
@@ -250,6 +250,13 @@ class AuditStore:
             raise
         conn.execute("COMMIT")
         return int(count), seq
+
+
+def _blob(value: object) -> bytes:
+    # A tampered row may hold text or a number where bytes belong; compare it as bytes.
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return str(value).encode()
 
 
 def check_signature(public_key: Ed25519PublicKey, kind: str, seq: int, digest: bytes, sig: bytes) -> None:

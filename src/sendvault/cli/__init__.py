@@ -9,9 +9,11 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..audit import Event
 from ..config import load_settings, settings_reference
 from ..errors import ConfigError, InvalidValue, SendvaultError
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, hint_for, pass_app
+from .audit import audit
 from .contact import contact, erase
 from .serve import certs, clients, serve
 from .token import token
@@ -91,6 +93,7 @@ def keys() -> None:
 def keys_rotate(app: AppContext) -> None:
     """Add a new data key: new ciphertexts use it, existing ones still open."""
     key_id = app.vault.rotate_data_key()
+    app.record(Event.KEY_ROTATE, meta={"key_id": key_id})
     click.echo(f"new data key {key_id}", err=True)
 
 
@@ -100,6 +103,7 @@ cli.add_command(erase)
 cli.add_command(serve)
 cli.add_command(clients)
 cli.add_command(certs)
+cli.add_command(audit)
 
 
 def main() -> None:

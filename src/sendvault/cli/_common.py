@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import msgspec
 
+from ..audit import AuditLog, Event, open_audit
 from ..config import Settings, load_settings
 from ..errors import ConfigError, CryptoError, KeyProviderError, SendvaultError, StoreError
 from ..vault import Vault, open_vault
@@ -37,6 +39,7 @@ class AppContext:
         self.config_file = config_file
         self._settings: Settings | None = None
         self._vault: Vault | None = None
+        self._audit: AuditLog | None = None
 
     @property
     def settings(self) -> Settings:
@@ -52,6 +55,18 @@ class AppContext:
             self._vault = open_vault(self.settings)
             click.get_current_context().call_on_close(self._vault.close)
         return self._vault
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log, opened once and closed (after writing) when the command ends."""
+        if self._audit is None:
+            self._audit = open_audit(self.settings)
+            click.get_current_context().call_on_close(self._audit.close)
+        return self._audit
+
+    def record(self, event: Event, **fields: Any) -> None:
+        """Record a state change made by this command and wait until it is written."""
+        self.audit.record_sync(event, actor=f"cli:{getpass.getuser()}", **fields)
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..audit import Event
 from ..errors import NotFound
 from ..vault import parse_kind
 from ._common import AppContext, emit_json, fail, pass_app
@@ -39,10 +40,20 @@ def _parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @pass_app
 def attrs_set(app: AppContext, replace: bool, token: str, pairs: tuple[str, ...]) -> None:
     """Set attributes NAME=VALUE on TOKEN (merged with existing ones unless --replace)."""
+    attributes = _parse_pairs(pairs)
     try:
-        now = app.vault.set_attributes(token, _parse_pairs(pairs), replace=replace)
+        now = app.vault.set_attributes(token, attributes, replace=replace)
     except NotFound:
         fail("no live token by that name", "check the token; erased tokens keep no attributes")
+    app.record(
+        Event.CONTACT_ATTRS,
+        request={
+            "token": token,
+            "replace": replace,
+            "attributes": [{"name": k, "value": v} for k, v in attributes.items()],
+        },
+        counts={"set": len(attributes), "now": len(now)},
+    )
     click.echo(f"{len(now)} attribute(s) set", err=True)
 
 
@@ -76,6 +87,7 @@ def attrs_delete(app: AppContext, delete_all: bool, token: str, names: tuple[str
         left = app.vault.delete_attributes(token, None if delete_all else list(names))
     except NotFound:
         fail("no live token by that name", "check the token; erased tokens keep no attributes")
+    app.record(Event.CONTACT_ATTRS, request={"token": token, "delete": "all" if delete_all else list(names)})
     click.echo(f"{len(left)} attribute(s) left", err=True)
 
 
@@ -98,6 +110,11 @@ def erase(app: AppContext, token_: str | None, value: str | None, kind_name: str
             fail("--value needs --type email|mobile", code=2)
         assert value is not None
         erased = app.vault.erase_value(parse_kind(kind_name), value)
+    app.record(
+        Event.CONTACT_ERASE,
+        request={"token": token_} if token_ is not None else {"type": kind_name, "value": value},
+        counts={"erased": int(erased)},
+    )
     if not erased:
         fail("nothing to erase: no live token matched", "it may be erased already")
     click.echo("erased", err=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..api.auth import SCOPES, register_client, rotate_secret
+from ..audit import Event
 from ..config import load_settings
 from ..errors import NotFound
 from ..vault import open_store
@@ -130,6 +131,7 @@ def clients_remove(app: AppContext, name: str) -> None:
             fail(f"no client {name}", "see `sendvault clients list`")
     finally:
         store.close()
+    app.record(Event.CLIENT_REMOVE, meta={"client": name})
     click.echo(f"client {name} removed", err=True)
 
 
@@ -145,6 +147,7 @@ def clients_rotate(app: AppContext, name: str) -> None:
         fail(f"no client {name}", "see `sendvault clients list`")
     finally:
         store.close()
+    app.record(Event.CLIENT_ROTATE, meta={"client": name})
     click.echo(secret)
     click.echo(f"client {name}: new secret above, shown only once", err=True)
 

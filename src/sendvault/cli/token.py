@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..audit import Event
 from ..errors import InvalidValue
 from ..vault import parse_kind
 from ._common import EXIT_FAILURE, AppContext, emit_json, pass_app, read_args
@@ -44,6 +45,14 @@ def get(app: AppContext, kind_name: str, no_create: bool, as_json: bool, values:
         raise click.BadParameter("unknown type") from None
     items = [(kind, v) for v in read_args(values)]
     results = app.vault.tokenize_many(items, create=not no_create)
+    created = sum(1 for r in results if r.created)
+    if created:
+        app.record(
+            Event.TOKEN_CREATE,
+            request={"type": kind_name, "values": [v for _, v in items]},
+            response={"tokens": [r.token for r in results]},
+            counts={"items": len(items), "created": created},
+        )
     bad = 0
     for position, result in enumerate(results, start=1):
         if result.token is None:
@@ -76,6 +85,12 @@ def resolve(app: AppContext, as_json: bool, tokens: tuple[str, ...]) -> None:
     """
     batch = list(read_args(tokens))
     results = app.vault.resolve_many(batch)
+    app.record(
+        Event.TOKEN_RESOLVE,
+        request={"tokens": batch},
+        response={"values": [r.value for r in results if r.value is not None]},
+        counts={"items": len(batch), "resolved": sum(1 for r in results if r.value is not None)},
+    )
     if as_json:
         emit_json(
             [

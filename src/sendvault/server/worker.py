@@ -52,7 +52,9 @@ def build_app(settings: Settings) -> TokenApi:
         max_failures=settings.auth_max_failures,
         failure_window=settings.auth_failure_window_seconds,
     )
-    return TokenApi(vault, auth, settings, audit=open_audit(settings))
+    if settings.audit == "off":
+        logging.getLogger("sendvault.server").warning("audit is off: API calls are not recorded")
+    return TokenApi(vault, auth, settings, audit=open_audit(settings) if settings.audit == "on" else None)
 
 
 def _context_factory(

@@ -139,4 +139,27 @@ class Normalizer:
             raise InvalidValue("invalid-mobile") from None
         if not phonenumbers.is_possible_number(number):
             raise InvalidValue("invalid-mobile")
-        return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)).removeprefix("+")
+        as_given = region is None and candidate.removeprefix("+").isdigit()
+        return _canonical_digits(number, candidate, as_given=as_given)
+
+
+def _canonical_digits(number: phonenumbers.PhoneNumber, candidate: str, *, as_given: bool) -> str:
+    """E.164 digits of a parsed number, refused unless they read back as themselves.
+
+    Idempotence matters: the vault looks values up before normalizing them, so a form that
+    normalized differently a second time could give one number two tokens.
+    """
+    digits = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)).removeprefix("+")
+    if as_given:
+        # E.164 digits never carry a trunk prefix: if phonenumbers stripped one (e.g. 31 0... for
+        # the Netherlands), the input is not a number in Marketing Cloud's form.
+        if digits != candidate.removeprefix("+"):
+            raise InvalidValue("invalid-mobile")
+        return digits
+    try:
+        again = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidValue("invalid-mobile") from None
+    if phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != "+" + digits:
+        raise InvalidValue("invalid-mobile")
+    return digits

@@ -1,0 +1,127 @@
+"""Every API call and CLI state change lands in the log; the API answers 503 without the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.api.conftest import ApiEnv
+
+from sendvault.api import Authenticator, TokenApi, register_client
+from sendvault.audit import open_audit, verify_store
+from sendvault.config import load_settings
+from sendvault.vault import open_vault
+
+
+@pytest.fixture
+def audited(tmp_path: Path) -> Iterator[ApiEnv]:
+    settings = load_settings(env={"SENDVAULT_HOME": str(tmp_path / "home")})
+    vault = open_vault(settings)
+    log = open_audit(settings)
+    env = ApiEnv(TokenApi(vault, Authenticator(vault.store, vault.shared_key("jwt")), settings, audit=log))
+    env.secrets["mc"] = register_client(vault.store, "mc")
+    yield env
+    log.close()
+    vault.close()
+
+
+def _records(env: ApiEnv) -> list[dict[str, object]]:
+    assert env.app.audit is not None
+    with env.app.audit.store.snapshot() as conn:
+        return [json.loads(r.body) for r in env.app.audit.store.records(conn)]
+
+
+def test_each_call_is_recorded_with_its_metadata_and_no_clear_values(audited: ApiEnv, tmp_path: Path) -> None:
+    body = {
+        "tokenValues": [{"tokenRequestId": "g", "tokenValue": "findme@example.com", "tokenType": "Email"}]
+    }
+    token = audited.call("POST", "/v1/mc/tokens", body, audited.basic("mc")).json()["tokens"][0]["token"]
+    audited.app.vault.set_attributes(token, {"FirstName": "Zebulon"})
+    resolve = {"tokens": [{"tokenRequestId": "r", "token": token}], "sendKey": "s1"}
+    assert audited.call("POST", "/v1/mc/resolve", resolve, audited.basic("mc")).status == 200
+    assert audited.call("POST", "/v1/mc/resolve", resolve).status == 401
+    records = _records(audited)
+    assert [r["event"] for r in records] == ["mc:get-token", "mc:resolve", "auth:fail"]
+    get, res, fail = records
+    assert get["actor"] == "mc"
+    assert get["source"] == "127.0.0.1"
+    assert get["status"] == 200
+    assert get["counts"] == {"items": 1, "tokens": 1, "created": 1}
+    assert res["request"] == {"tokens": [{"tokenRequestId": "r", "token": token}], "sendKey": "s1"}
+    assert res["response"]["resolvedTokens"][0]["tokenValue"] == {"$pii": 0}
+    assert fail["status"] == 401
+    assert fail["actor"] is None
+    assert audited.app.audit is not None
+    assert audited.app.audit.sealer.open(res["sealed"]) == ["findme@example.com", "Zebulon"]
+    verify_store(audited.app.audit.store)
+    for path in (tmp_path / "home").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"findme@" not in data
+            assert b"Zebulon" not in data
+
+
+def test_api_answers_503_when_the_log_cannot_be_written(audited: ApiEnv, tmp_path: Path) -> None:
+    log = audited.app.audit
+    assert log is not None
+    log.store._busy_timeout_ms = 100
+    log.store.close()
+    blocker = sqlite3.connect(tmp_path / "home" / "audit.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        first = audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc"))
+        assert first.status == 503
+        assert first.json()["reason"] == "audit log unavailable"
+        assert "retry-after" in first.headers
+        assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 503
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sendvault", *args],
+        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_changes_are_recorded_searchable_exportable_and_verifiable(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    token = _cli(home, "token", "get", "--type", "email", "Audit.Me@example.com").stdout.strip()
+    assert _cli(home, "contact", "attrs", "set", token, "FirstName=Ann").returncode == 0
+    assert _cli(home, "erase", "--token", token).returncode == 0
+    assert _cli(home, "keys", "rotate").returncode == 0
+    shown = json.loads(_cli(home, "audit", "show", "--json").stdout)
+    assert [r["event"] for r in shown] == ["token:create", "contact:attrs", "contact:erase", "key:rotate"]
+    found = json.loads(
+        _cli(home, "audit", "search", "--value", "audit.me@example.com", "--type", "email", "--json").stdout
+    )
+    assert [r["event"] for r in found] == ["token:create"]
+    assert (
+        json.loads(_cli(home, "audit", "search", "--token", token, "--json").stdout)[0]["event"]
+        == "token:create"
+    )
+    ok = _cli(home, "audit", "verify", "--json")
+    assert ok.returncode == 0
+    assert json.loads(ok.stdout)["records"] == 4
+    export = tmp_path / "export.jsonl"
+    assert _cli(home, "audit", "export", "--output", str(export)).returncode == 0
+    assert _cli(home, "audit", "verify", "--file", str(export)).returncode == 0
+    export.write_text(export.read_text().replace("key:rotate", "key:rotatE"))
+    broken = _cli(home, "audit", "verify", "--file", str(export))
+    assert broken.returncode == 1
+    assert "BROKEN at record 4" in broken.stderr
+    assert _cli(home, "audit", "verify", "--file", str(tmp_path / "missing.jsonl")).returncode == 2
+    assert b"Audit.Me" not in (home / "audit.db").read_bytes()
+    assert b"audit.me" not in (home / "audit.db").read_bytes()
