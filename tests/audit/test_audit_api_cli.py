@@ -53,12 +53,21 @@ def test_each_call_is_recorded_with_its_metadata_and_no_clear_values(audited: Ap
     assert get["source"] == "127.0.0.1"
     assert get["status"] == 200
     assert get["counts"] == {"items": 1, "tokens": 1, "created": 1}
-    assert res["request"] == {"tokens": [{"tokenRequestId": "r", "token": token}], "sendKey": "s1"}
-    assert res["response"]["resolvedTokens"][0]["tokenValue"] == {"$pii": 0}
+    assert json.loads(str(res["request_json"])) == {
+        "tokens": [{"tokenRequestId": "r", "token": token}],
+        "sendKey": "s1",
+    }
+    assert "response_json" not in res
     assert fail["status"] == 401
     assert fail["actor"] is None
-    assert audited.app.audit is not None
-    assert audited.app.audit.sealer.open(res["sealed"]) == ["findme@example.com", "Zebulon"]
+    log = audited.app.audit
+    assert log is not None
+    answer = json.loads(log.sealer.open_bytes(res["response_sealed"]))  # type: ignore[arg-type]
+    assert answer["resolvedTokens"][0]["tokenValue"] == "findme@example.com"
+    assert answer["resolvedTokens"][0]["attributes"] == [{"name": "FirstName", "value": "Zebulon"}]
+    assert json.loads(log.sealer.open_bytes(get["request_sealed"])) == body  # type: ignore[arg-type]
+    assert json.loads(str(get["response_json"]))["tokens"][0]["token"] == token
+    assert get["fingerprints"] == [log.sealer.fingerprint("findme@example.com")]
     verify_store(audited.app.audit.store)
     for path in (tmp_path / "home").rglob("*"):
         if path.is_file():

@@ -77,6 +77,12 @@ class _Call:
     event: Event = Event.API_REQUEST
     request_doc: object = None
     response_doc: object = None
+    # Marketing Cloud payloads go to the log as the exact bytes exchanged; the side holding
+    # clear values is sealed whole, the other (ids and tokens only) kept readable.
+    request_raw: bytes | None = None
+    response_raw: bytes | None = None
+    sealed_side: str | None = None
+    fingerprint_values: list[str] | None = None
     counts: dict[str, int] | None = None
 
 
@@ -339,9 +345,15 @@ class TokenApi:
                 len(resolved),
                 len(unresolved),
             )
-        call.event, call.request_doc, call.response_doc = Event.MC_RESOLVE, body, answer
+        encoded = s.encoder.encode(answer)
+        call.event, call.request_raw, call.response_raw, call.sealed_side = (
+            Event.MC_RESOLVE,
+            body,
+            encoded,
+            "response",
+        )
         call.counts = {"items": len(items), "resolved": len(resolved), "unresolved": len(unresolved)}
-        return s.encoder.encode(answer)
+        return encoded
 
     async def _get_token(self, call: _Call, body: bytes) -> bytes:
         items = _get_token_items(body)
@@ -373,13 +385,20 @@ class TokenApi:
         METRICS.tokens("created", sum(1 for o in outcomes if o.created))
         METRICS.tokens("invalid", len(unique) - len(tokens))
         answer = s.GetTokenAnswer(tokens, 200 if self.settings.compat_status_code else None)
-        call.event, call.request_doc, call.response_doc = Event.MC_GET_TOKEN, body, answer
+        encoded = s.encoder.encode(answer)
+        call.event, call.request_raw, call.response_raw, call.sealed_side = (
+            Event.MC_GET_TOKEN,
+            body,
+            encoded,
+            "request",
+        )
+        call.fingerprint_values = [value for _, value in pairs]
         call.counts = {
             "items": len(items),
             "tokens": len(tokens),
             "created": sum(1 for o in outcomes if o.created),
         }
-        return s.encoder.encode(answer)
+        return encoded
 
     def _check_batch(self, size: int) -> None:
         if size > self.settings.max_batch:
@@ -426,6 +445,10 @@ class TokenApi:
             counts=call.counts,
             request=call.request_doc if status == 200 else None,
             response=call.response_doc if status == 200 else None,
+            request_raw=call.request_raw if status == 200 else None,
+            response_raw=call.response_raw if status == 200 else None,
+            sealed_side=call.sealed_side,
+            fingerprint_values=call.fingerprint_values if status == 200 else None,
         )
 
 

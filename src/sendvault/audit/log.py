@@ -161,7 +161,8 @@ class AuditLog:
         values: list[str] = []
         request, _ = redact(_builtins(fields.get("request")), values)
         response, _ = redact(_builtins(fields.get("response")), values)
-        fingerprints = tuple(self.sealer.fingerprint(v) for v in dict.fromkeys(values))
+        extra = fields.get("fingerprint_values") or []
+        fingerprints = tuple(self.sealer.fingerprint(v) for v in dict.fromkeys([*values, *extra]))
         body = {
             "v": 1,
             "ts_us": int(fields["ts"] * 1_000_000),
@@ -179,6 +180,15 @@ class AuditLog:
             "sealed": self.sealer.seal(values) if values else None,
             "fingerprints": list(fingerprints),
         }
+        # Marketing Cloud payloads arrive as the exact bytes exchanged: the side with clear values
+        # is sealed whole (one AES-GCM call), the other kept as readable JSON text.
+        for side in ("request", "response"):
+            raw = fields.get(f"{side}_raw")
+            if raw is not None:
+                if fields.get("sealed_side") == side:
+                    body[f"{side}_sealed"] = self.sealer.seal_bytes(bytes(raw))
+                else:
+                    body[f"{side}_json"] = bytes(raw).decode("utf-8", "replace")
         return Pending(
             body["ts_us"],
             body["event"],

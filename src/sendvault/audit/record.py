@@ -89,17 +89,27 @@ class Sealer:
 
     def seal(self, values: list[str]) -> dict[str, str]:
         """``{"id", "ct"}``: the values sealed together, bound to a fresh record id."""
+        return self.seal_bytes(msgspec.json.encode(values))
+
+    def seal_bytes(self, data: bytes) -> dict[str, str]:
+        """``{"id", "ct"}``: ``data`` sealed, bound to a fresh random id."""
         record_id = os.urandom(12)
         nonce = os.urandom(12)
-        ct = self._aead.encrypt(nonce, msgspec.json.encode(values), b"sendvault-audit|" + record_id)
+        ct = self._aead.encrypt(nonce, data, b"sendvault-audit|" + record_id)
         return {"id": base64.b64encode(record_id).decode(), "ct": base64.b64encode(nonce + ct).decode()}
+
+    def open_bytes(self, sealed: dict[str, str]) -> bytes:
+        """What :meth:`seal_bytes` sealed (an investigator holding the audit key)."""
+        try:
+            record_id = base64.b64decode(sealed["id"])
+            blob = base64.b64decode(sealed["ct"])
+            return self._aead.decrypt(blob[:12], blob[12:], b"sendvault-audit|" + record_id)
+        except Exception:  # noqa: BLE001 - every failure is the same opaque answer
+            raise CryptoError("audit record could not be opened") from None
 
     def open(self, sealed: dict[str, str]) -> list[str]:
         """The clear values of a sealed record (an investigator holding the audit key)."""
         try:
-            record_id = base64.b64decode(sealed["id"])
-            blob = base64.b64decode(sealed["ct"])
-            data = self._aead.decrypt(blob[:12], blob[12:], b"sendvault-audit|" + record_id)
-            return list(msgspec.json.decode(data, type=list[str]))
-        except Exception:  # noqa: BLE001 - every failure is the same opaque answer
+            return list(msgspec.json.decode(self.open_bytes(sealed), type=list[str]))
+        except msgspec.DecodeError:
             raise CryptoError("audit record could not be opened") from None

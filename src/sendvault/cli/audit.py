@@ -69,8 +69,14 @@ def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str
         row = {"seq": rec.seq, "time": dt.datetime.fromtimestamp(rec.ts_us / 1e6, dt.UTC).isoformat(), **body}
         row.pop("v", None)
         row.pop("ts_us", None)
-        if filters.get("reveal") and body.get("sealed"):
-            row["revealed"] = log.sealer.open(body["sealed"])
+        if filters.get("reveal"):
+            if body.get("sealed"):
+                row["revealed"] = log.sealer.open(body["sealed"])
+            for side in ("request", "response"):
+                if body.get(f"{side}_sealed"):
+                    row[f"revealed_{side}"] = msgspec.json.decode(
+                        log.sealer.open_bytes(body[f"{side}_sealed"])
+                    )
         out.append(row)
     return out
 
