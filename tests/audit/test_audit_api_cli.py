@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,22 +77,37 @@ def test_each_call_is_recorded_with_its_metadata_and_no_clear_values(audited: Ap
             assert b"Zebulon" not in data
 
 
-def test_api_answers_503_when_the_log_cannot_be_written(audited: ApiEnv, tmp_path: Path) -> None:
+def test_api_answers_503_while_the_log_cannot_be_written_and_keeps_queued_records(
+    audited: ApiEnv, tmp_path: Path
+) -> None:
     log = audited.app.audit
     assert log is not None
     log.store._busy_timeout_ms = 100
     log.store.close()
+    log._retry_seconds = 0.2
     blocker = sqlite3.connect(tmp_path / "home" / "audit.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
-        first = audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc"))
-        assert first.status == 503
-        assert first.json()["reason"] == "audit log unavailable"
-        assert "retry-after" in first.headers
-        assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 503
+        # Answered and queued; its write fails behind the blocker and is retried.
+        assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 200
+        deadline = time.monotonic() + 10
+        while log._failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc"))
+        assert refused.status == 503
+        assert refused.json()["reason"] == "audit log unavailable"
+        assert "retry-after" in refused.headers
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+    deadline = time.monotonic() + 10
+    while log._failure is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 200
+    log.flush()
+    assert [r["status"] for r in _records(audited)] == [200, 200]
+    verify_store(log.store)
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

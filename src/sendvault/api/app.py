@@ -160,9 +160,9 @@ class TokenApi:
         elapsed = self._clock() - started
         if self.audit is not None and route is not None and path not in ("/healthz", "/openapi.json"):
             try:
-                await self._record(call, label, status, elapsed)
+                self._record(call, label, status, elapsed)
             except AuditUnavailable:
-                # The log is mandatory: an answer that cannot be recorded is not given.
+                # The log is mandatory: an answer that cannot be queued for it is not given.
                 error = self._unavailable("audit log unavailable")
                 status, extra = error.status, error.headers
                 body = s.encoder.encode(s.Problem(error.error, error.reason))
@@ -431,10 +431,10 @@ class TokenApi:
 
     # -- audit -----------------------------------------------------------------------------
 
-    async def _record(self, call: _Call, route: str, status: int, elapsed: float) -> None:
+    def _record(self, call: _Call, route: str, status: int, elapsed: float) -> None:
         assert self.audit is not None
         event = Event.AUTH_FAIL if status in (401, 429) else call.event
-        await self.audit.record_async(
+        self.audit.record(
             event,
             actor=call.principal.client_id if call.principal else None,
             source=call.address,

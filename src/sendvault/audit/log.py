@@ -1,10 +1,11 @@
 """The audit log: one entry point, a bounded queue, one writer thread, grouped transactions.
 
 ``record`` never blocks: it queues and returns, or raises :class:`AuditUnavailable` when the
-queue is full or the last write failed. ``record_async`` waits for the commit that holds the
-record, so the API sends no answer that is not in the log; when the write fails, the API answers
-503 instead. The reason is logged (without payloads); nothing is dropped silently: every record
-either commits or its caller is told it did not.
+queue is full or a recent write failed; the API then answers 503. A queued record whose write
+fails is kept and retried until it is written (and the reason logged, without payloads); a
+caller that waits (``record_sync``, ``record_async``) is told of the failure instead. Nothing is
+dropped silently: only a process that dies with records still queued loses them, and the
+signed head then shows exactly where the log ends.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ _MAX_GROUP = 500
 
 
 class _Entry:
-    __slots__ = ("done", "fields")
+    __slots__ = ("done", "fields", "pending")
 
     def __init__(self, fields: dict[str, Any], done: Callable[[BaseException | None], None] | None) -> None:
         self.fields = fields
         self.done = done
+        self.pending: Pending | None = None
 
 
 class AuditLog:
@@ -124,38 +126,67 @@ class AuditLog:
     # -- writer ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                self._queue.task_done()
-                return
-            group = [first]
-            while len(group) < _MAX_GROUP:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this group
-                    self._queue.task_done()
-                    break
-                group.append(more)
-            error: BaseException | None = None
+        # Records whose callers did not wait (the API's) are kept and retried after a failed
+        # write until they are written; callers that wait are told of the failure instead.
+        retry: list[_Entry] = []
+        stopping = False
+        while not (stopping and not retry):
+            group, stopping = self._collect(retry, stopping)
+            if not group:
+                continue
             try:
-                self.store.append([self._pending(e.fields) for e in group])
-            except Exception as exc:  # noqa: BLE001 - reported to every waiting caller below
-                self._failure = f"{type(exc).__name__}: {exc}"
-                self._refuse_until = time.monotonic() + self._retry_seconds
-                log.error("audit write failed (%s); requests are refused until it succeeds", self._failure)  # noqa: TRY400 - no payload in the message, and no traceback wanted
-                error = AuditUnavailable(f"audit log unavailable: {self._failure}")
+                self.store.append([e.pending or self._prepare(e) for e in group])
+            except Exception as exc:  # noqa: BLE001 - reported to callers, retried for the rest
+                self._fail(exc)  # logs the reason only: no payload, no traceback
+                retry = [e for e in group if e.done is None]
+                for entry in group:
+                    if entry.done is not None:
+                        entry.done(AuditUnavailable(f"audit log unavailable: {self._failure}"))
+                if stopping and retry:
+                    log.error("audit: %d record(s) could not be written before shutdown", len(retry))  # noqa: TRY400 - a count, no traceback wanted
+                    retry = []
+                time.sleep(min(self._retry_seconds, 1.0))
             else:
+                retry = []
                 if self._failure is not None:
                     log.warning("audit writes succeed again")
                 self._failure = None
+                for entry in group:
+                    if entry.done is not None:
+                        entry.done(None)
             for entry in group:
-                if entry.done is not None:
-                    entry.done(error)
+                if entry not in retry:
+                    self._queue.task_done()
+
+    def _collect(self, retry: list[_Entry], stopping: bool) -> tuple[list[_Entry], bool]:
+        """The failed records still to write, then whatever is queued, up to the group limit."""
+        group = list(retry)
+        if not group and not stopping:
+            first = self._queue.get()
+            if first is None:
                 self._queue.task_done()
+                return [], True
+            group.append(first)
+        while len(group) < _MAX_GROUP:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self._queue.task_done()
+                return group, True
+            group.append(more)
+        return group, stopping
+
+    def _fail(self, exc: Exception) -> None:
+        self._failure = f"{type(exc).__name__}: {exc}"
+        self._refuse_until = time.monotonic() + self._retry_seconds
+        # The reason only: no payload, and no traceback for an operational failure.
+        log.error("audit write failed (%s); requests are refused until it succeeds", self._failure)
+
+    def _prepare(self, entry: _Entry) -> Pending:
+        entry.pending = self._pending(entry.fields)
+        return entry.pending
 
     def _pending(self, fields: dict[str, Any]) -> Pending:
         values: list[str] = []
