@@ -77,6 +77,7 @@ def test_no_clear_value_in_any_file(audit_log: AuditLog, settings: Settings) -> 
             "changed",
         ),
         ("UPDATE audit_records SET actor = 'x', body = body || ' ' WHERE seq = 7", 7, "changed"),
+        ("UPDATE audit_records SET response = x'00' WHERE seq = 3", 3, "changed"),
         ("DELETE FROM audit_records WHERE seq = 5", 5, "missing"),
         ("DELETE FROM audit_records WHERE seq >= 9", 9, "truncated"),
         ("UPDATE audit_checkpoints SET sig = zeroblob(64) WHERE seq = 5", 5, "signature"),

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.api.conftest import ApiEnv
@@ -32,10 +33,13 @@ def audited(tmp_path: Path) -> Iterator[ApiEnv]:
     vault.close()
 
 
-def _records(env: ApiEnv) -> list[dict[str, object]]:
+def _records(env: ApiEnv) -> list[dict[str, Any]]:
     assert env.app.audit is not None
     with env.app.audit.store.snapshot() as conn:
-        return [json.loads(r.body) for r in env.app.audit.store.records(conn)]
+        return [
+            {**json.loads(r.body), "_request": r.request, "_response": r.response}
+            for r in env.app.audit.store.records(conn)
+        ]
 
 
 def test_each_call_is_recorded_with_its_metadata_and_no_clear_values(audited: ApiEnv, tmp_path: Path) -> None:
@@ -54,20 +58,21 @@ def test_each_call_is_recorded_with_its_metadata_and_no_clear_values(audited: Ap
     assert get["source"] == "127.0.0.1"
     assert get["status"] == 200
     assert get["counts"] == {"items": 1, "tokens": 1, "created": 1}
-    assert json.loads(str(res["request_json"])) == {
+    assert res["request_form"] == "json"
+    assert json.loads(res["_request"]) == {
         "tokens": [{"tokenRequestId": "r", "token": token}],
         "sendKey": "s1",
     }
-    assert "response_json" not in res
+    assert res["response_form"] == "sealed"
     assert fail["status"] == 401
     assert fail["actor"] is None
     log = audited.app.audit
     assert log is not None
-    answer = json.loads(log.sealer.open_bytes(res["response_sealed"]))  # type: ignore[arg-type]
+    answer = json.loads(log.sealer.open_blob(res["_response"]))
     assert answer["resolvedTokens"][0]["tokenValue"] == "findme@example.com"
     assert answer["resolvedTokens"][0]["attributes"] == [{"name": "FirstName", "value": "Zebulon"}]
-    assert json.loads(log.sealer.open_bytes(get["request_sealed"])) == body  # type: ignore[arg-type]
-    assert json.loads(str(get["response_json"]))["tokens"][0]["token"] == token
+    assert json.loads(log.sealer.open_blob(get["_request"])) == body
+    assert json.loads(get["_response"])["tokens"][0]["token"] == token
     assert get["fingerprints"] == [log.sealer.fingerprint("findme@example.com")]
     verify_store(audited.app.audit.store)
     for path in (tmp_path / "home").rglob("*"):

@@ -211,15 +211,16 @@ class AuditLog:
             "sealed": self.sealer.seal(values) if values else None,
             "fingerprints": list(fingerprints),
         }
-        # Marketing Cloud payloads arrive as the exact bytes exchanged: the side with clear values
-        # is sealed whole (one AES-GCM call), the other kept as readable JSON text.
+        # Marketing Cloud payloads arrive as the exact bytes exchanged and are kept in their own
+        # columns (covered by the chain hash): the side with clear values sealed whole with one
+        # AES-GCM call, the other (ids and tokens) as the JSON sent.
+        blobs = {}
         for side in ("request", "response"):
             raw = fields.get(f"{side}_raw")
             if raw is not None:
-                if fields.get("sealed_side") == side:
-                    body[f"{side}_sealed"] = self.sealer.seal_bytes(bytes(raw))
-                else:
-                    body[f"{side}_json"] = bytes(raw).decode("utf-8", "replace")
+                sealed = fields.get("sealed_side") == side
+                blobs[side] = self.sealer.seal_blob(bytes(raw)) if sealed else bytes(raw)
+                body[f"{side}_form"] = "sealed" if sealed else "json"
         return Pending(
             body["ts_us"],
             body["event"],
@@ -228,6 +229,8 @@ class AuditLog:
             body["status"],
             canonical(body),
             fingerprints,
+            blobs.get("request", b""),
+            blobs.get("response", b""),
         )
 
 

@@ -58,9 +58,16 @@ def _search_form(value: str) -> str:
     return re.sub(r"[^0-9]", "", text) if _PHONE_LIKE.fullmatch(text) else text
 
 
-def chain_hash(prev: bytes, seq: int, body: bytes) -> bytes:
-    """SHA-256 over the previous hash, this record's number and its canonical body."""
-    return hashlib.sha256(prev + seq.to_bytes(8, "big") + body).digest()
+def chain_hash(prev: bytes, seq: int, body: bytes, request: bytes = b"", response: bytes = b"") -> bytes:
+    """SHA-256 over the previous hash, the record's number, its body and its payload blobs.
+
+    Each part is length-prefixed, so no byte can move from one part to another unnoticed.
+    """
+    digest = hashlib.sha256(prev + seq.to_bytes(8, "big"))
+    for part in (body, request, response):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
 
 
 def canonical(doc: dict[str, Any]) -> bytes:
@@ -93,19 +100,29 @@ class Sealer:
 
     def seal_bytes(self, data: bytes) -> dict[str, str]:
         """``{"id", "ct"}``: ``data`` sealed, bound to a fresh random id."""
+        blob = self.seal_blob(data)
+        return {"id": base64.b64encode(blob[:12]).decode(), "ct": base64.b64encode(blob[12:]).decode()}
+
+    def seal_blob(self, data: bytes) -> bytes:
+        """``id (12) | nonce (12) | ciphertext``: ``data`` sealed and bound to a fresh random id."""
         record_id = os.urandom(12)
         nonce = os.urandom(12)
-        ct = self._aead.encrypt(nonce, data, b"sendvault-audit|" + record_id)
-        return {"id": base64.b64encode(record_id).decode(), "ct": base64.b64encode(nonce + ct).decode()}
+        return record_id + nonce + self._aead.encrypt(nonce, data, b"sendvault-audit|" + record_id)
 
-    def open_bytes(self, sealed: dict[str, str]) -> bytes:
-        """What :meth:`seal_bytes` sealed (an investigator holding the audit key)."""
+    def open_blob(self, blob: bytes) -> bytes:
+        """What :meth:`seal_blob` sealed (an investigator holding the audit key)."""
         try:
-            record_id = base64.b64decode(sealed["id"])
-            blob = base64.b64decode(sealed["ct"])
-            return self._aead.decrypt(blob[:12], blob[12:], b"sendvault-audit|" + record_id)
+            return self._aead.decrypt(blob[12:24], blob[24:], b"sendvault-audit|" + blob[:12])
         except Exception:  # noqa: BLE001 - every failure is the same opaque answer
             raise CryptoError("audit record could not be opened") from None
+
+    def open_bytes(self, sealed: dict[str, str]) -> bytes:
+        """What :meth:`seal_bytes` sealed."""
+        try:
+            blob = base64.b64decode(sealed["id"]) + base64.b64decode(sealed["ct"])
+        except (KeyError, ValueError):
+            raise CryptoError("audit record could not be opened") from None
+        return self.open_blob(blob)
 
     def open(self, sealed: dict[str, str]) -> list[str]:
         """The clear values of a sealed record (an investigator holding the audit key)."""

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS audit_records (
     status    INTEGER,
     body      BLOB    NOT NULL,
     prev_hash BLOB    NOT NULL,
-    hash      BLOB    NOT NULL
+    hash      BLOB    NOT NULL,
+    request   BLOB    NOT NULL DEFAULT x'',
+    response  BLOB    NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts_us);
 CREATE TABLE IF NOT EXISTS audit_fingerprints (fp TEXT NOT NULL, seq INTEGER NOT NULL);
@@ -66,6 +68,8 @@ class Stored:
     body: bytes
     prev_hash: bytes
     hash: bytes
+    request: bytes = b""
+    response: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,8 @@ class Pending:
     status: int | None
     body: bytes
     fingerprints: tuple[str, ...]
+    request: bytes = b""
+    response: bytes = b""
 
 
 class AuditStore:
@@ -139,11 +145,14 @@ class AuditStore:
             numbers = []
             for rec in records:
                 seq += 1
-                digest = chain_hash(prev, seq, rec.body)
+                digest = chain_hash(prev, seq, rec.body, rec.request, rec.response)
                 conn.execute(
-                    "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, rec.ts_us, rec.event, rec.actor, rec.route, rec.status, rec.body, prev, digest),
-                )
+                    "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq, rec.ts_us, rec.event, rec.actor, rec.route, rec.status, rec.body, prev, digest,
+                        rec.request, rec.response,
+                    ),
+                )  # fmt: skip
                 if rec.fingerprints:
                     conn.executemany(
                         "INSERT INTO audit_fingerprints VALUES (?, ?)",
@@ -216,6 +225,8 @@ class AuditStore:
                 _blob(row[6]),
                 _blob(row[7]),
                 _blob(row[8]),
+                _blob(row[9]),
+                _blob(row[10]),
             )
 
     def seqs_with_fingerprint(self, conn: sqlite3.Connection, fingerprint: str) -> list[int]:

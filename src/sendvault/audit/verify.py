@@ -68,7 +68,7 @@ def _links(
             raise ChainBroken(rec.seq, "out of order")
         if rec.prev_hash != prev:
             raise ChainBroken(rec.seq, "previous-hash link broken (records deleted, swapped or inserted)")
-        if chain_hash(prev, rec.seq, rec.body) != rec.hash:
+        if chain_hash(prev, rec.seq, rec.body, rec.request, rec.response) != rec.hash:
             raise ChainBroken(rec.seq, "content changed (hash mismatch)")
         if rec.seq in checkpoints:
             digest, sig = checkpoints[rec.seq]
@@ -161,6 +161,8 @@ def export_jsonl(store: AuditStore, output: Path | None, stream: TextIO | None =
                         "body": rec.body.decode(),
                         "prev_hash": _b64(rec.prev_hash),
                         "hash": _b64(rec.hash),
+                        "request": _b64(rec.request),
+                        "response": _b64(rec.response),
                     }
                 )
             )
@@ -219,6 +221,8 @@ def verify_export(path: Path, key: Ed25519PublicKey) -> Verified:
                         Stored(
                             int(doc["seq"]), 0, "", None, None, None, doc["body"].encode(),
                             base64.b64decode(doc["prev_hash"]), base64.b64decode(doc["hash"]),
+                            base64.b64decode(doc.get("request", "")),
+                            base64.b64decode(doc.get("response", "")),
                         )
                     )  # fmt: skip
                 elif kind in ("anchor", "head"):

@@ -53,8 +53,9 @@ def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str
         clauses.append("ts_us < ?")
         params.append(filters["until"])
     if filters.get("token"):
-        clauses.append("instr(body, ?) > 0")
-        params.append(msgspec.json.encode(filters["token"]))
+        clauses.append("(instr(body, ?) > 0 OR instr(request, ?) > 0 OR instr(response, ?) > 0)")
+        quoted = msgspec.json.encode(filters["token"])
+        params.extend([quoted, quoted, quoted])
     with log.store.snapshot() as conn:
         if filters.get("fingerprints") is not None:
             seqs = sorted(
