@@ -86,6 +86,7 @@ def test_no_clear_value_in_any_file(audit_log: AuditLog, settings: Settings) -> 
     ids=[
         "changed-field",
         "changed-byte",
+        "changed-payload",
         "deleted-row",
         "truncated-tail",
         "forged-checkpoint",
