@@ -35,6 +35,7 @@ def audited(tmp_path: Path) -> Iterator[ApiEnv]:
 
 def _records(env: ApiEnv) -> list[dict[str, Any]]:
     assert env.app.audit is not None
+    env.app.audit.flush()  # the API queues records and answers; wait for the writer
     with env.app.audit.store.snapshot() as conn:
         return [
             {**json.loads(r.body), "_request": r.request, "_response": r.response}

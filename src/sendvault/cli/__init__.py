@@ -15,6 +15,7 @@ from ..errors import ConfigError, InvalidValue, SendvaultError
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, hint_for, pass_app
 from .audit import audit
 from .contact import contact, erase
+from .scan import scan
 from .serve import certs, clients, serve
 from .token import token
 
@@ -104,6 +105,7 @@ cli.add_command(serve)
 cli.add_command(clients)
 cli.add_command(certs)
 cli.add_command(audit)
+cli.add_command(scan)
 
 
 def main() -> None:

@@ -1,0 +1,80 @@
+"""`sendvault scan tls|http`: am I affected by the platforms' TLS and HTTPS changes?"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..scan import CheckResult, Severity, exit_code, scan_http, scan_tls, to_json
+from ._common import EXIT_USAGE, emit_json, fail
+
+__all__ = ["scan"]
+
+_SEVERITIES = [s.label for s in Severity]
+
+
+def _finish(results: list[CheckResult], as_json: bool, fail_on: str) -> None:
+    if as_json:
+        emit_json(to_json(results))
+    else:
+        from rich.console import Console  # noqa: PLC0415
+
+        from ..scan.report import to_table  # noqa: PLC0415
+
+        Console().print(to_table(results))
+    sys.exit(exit_code(results, Severity[fail_on.upper()]))
+
+
+def _host_port(target: str, default: int) -> tuple[str, int]:
+    if target.startswith("["):  # [IPv6]:port
+        host, sep, port = target[1:].partition("]:")
+        host = host.rstrip("]")
+    else:
+        host, sep, port = target.rpartition(":") if target.count(":") == 1 else (target, "", "")
+    if not sep:
+        return target.strip("[]"), default
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        fail(
+            "the port must be a number from 1 to 65535",
+            "write HOST:PORT, e.g. api.example.com:443",
+            code=EXIT_USAGE,
+        )
+    return host, int(port)
+
+
+@click.group()
+def scan() -> None:
+    """Check endpoints against the platforms' security changes (exit 1 affected, 2 unknown)."""
+
+
+@scan.command("tls")
+@click.argument("target")
+@click.option("--sni", help="Name to send and to match the certificate against (default: HOST).")
+@click.option(
+    "--starttls", type=click.Choice(["mysql", "postgres"]), help="Speak this protocol's SSL request first."
+)
+@click.option(
+    "--ca", "ca_file", type=click.Path(dir_okay=False, exists=True), help="CA bundle (default: system)."
+)
+@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+def scan_tls_cmd(
+    target: str, sni: str | None, starttls: str | None, ca_file: str | None, fail_on: str, as_json: bool
+) -> None:
+    """TLS versions, key exchange and ciphers, and the certificate of HOST[:PORT]."""
+    default = {"mysql": 3306, "postgres": 5432}.get(starttls or "", 443)
+    host, port = _host_port(target, default)
+    _finish([scan_tls(host, port, sni=sni, starttls=starttls, ca_file=ca_file)], as_json, fail_on)
+
+
+@scan.command("http")
+@click.argument("url")
+@click.option(
+    "--ca", "ca_file", type=click.Path(dir_okay=False, exists=True), help="CA bundle for the HTTPS side."
+)
+@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+def scan_http_cmd(url: str, ca_file: str | None, fail_on: str, as_json: bool) -> None:
+    """HTTP to HTTPS redirect (code, permanence, method) and HSTS of URL."""
+    _finish([scan_http(url, ca_file=ca_file)], as_json, fail_on)
