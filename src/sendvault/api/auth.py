@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import os
@@ -181,7 +182,7 @@ class Authenticator:
         if record is None:
             # Spend the same effort as a real check so timing does not reveal unknown ids.
             with contextlib.suppress(AuthError):
-                verify_secret(secret, _DUMMY_HASH)
+                verify_secret(secret, _dummy_hash())
             self._fail(keys)
             raise AuthError("invalid credentials")
         try:
@@ -305,4 +306,7 @@ def rotate_secret(store: Store, client_id: str, *, clock: Callable[[], float] = 
     return secret
 
 
-_DUMMY_HASH = hash_secret("not-a-real-secret", salt=b"\0" * 16)
+@functools.cache
+def _dummy_hash() -> str:
+    # Computed on first use, not at import: scrypt costs ~50 ms and every CLI command imports us.
+    return hash_secret("not-a-real-secret", salt=b"\0" * 16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,21 +10,39 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..audit import Event
 from ..config import load_settings, settings_reference
 from ..errors import ConfigError, InvalidValue, SendvaultError
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, hint_for, pass_app
-from .audit import audit
-from .contact import contact, erase
-from .scan import scan
-from .serve import certs, clients, serve
-from .token import token
 
 __all__ = ["cli", "main"]
 
+# Subcommands load on first use: `sendvault scan` need not import the vault, the API server or
+# the audit log, and a CI job's scan starts in a fraction of the time.
+_LAZY = {
+    "audit": "audit:audit",
+    "certs": "serve:certs",
+    "clients": "serve:clients",
+    "contact": "contact:contact",
+    "erase": "contact:erase",
+    "scan": "scan:scan",
+    "serve": "serve:serve",
+    "token": "token:token",
+}
+
 
 class _Group(click.Group):
-    """Turns sendvault errors into one line plus a hint and an exit code, never a traceback."""
+    """Lazy subcommands, and sendvault errors as one line plus a hint and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            module, attr = _LAZY[cmd_name].split(":")
+            command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -93,19 +112,11 @@ def keys() -> None:
 @pass_app
 def keys_rotate(app: AppContext) -> None:
     """Add a new data key: new ciphertexts use it, existing ones still open."""
+    from ..audit import Event  # noqa: PLC0415
+
     key_id = app.vault.rotate_data_key()
     app.record(Event.KEY_ROTATE, meta={"key_id": key_id})
     click.echo(f"new data key {key_id}", err=True)
-
-
-cli.add_command(token)
-cli.add_command(contact)
-cli.add_command(erase)
-cli.add_command(serve)
-cli.add_command(clients)
-cli.add_command(certs)
-cli.add_command(audit)
-cli.add_command(scan)
 
 
 def main() -> None:

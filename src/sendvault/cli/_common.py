@@ -6,15 +6,17 @@ import getpass
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import msgspec
 
-from ..audit import AuditLog, Event, open_audit
 from ..config import Settings, load_settings
 from ..errors import ConfigError, CryptoError, KeyProviderError, SendvaultError, StoreError
-from ..vault import Vault, open_vault
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog, Event
+    from ..vault import Vault
 
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "AppContext", "emit_json", "fail", "pass_app", "read_args"]
 
@@ -52,6 +54,8 @@ class AppContext:
     def vault(self) -> Vault:
         """The vault, opened once and closed when the command ends."""
         if self._vault is None:
+            from ..vault import open_vault  # noqa: PLC0415 - each command loads only what it uses
+
             self._vault = open_vault(self.settings)
             click.get_current_context().call_on_close(self._vault.close)
         return self._vault
@@ -60,6 +64,8 @@ class AppContext:
     def audit(self) -> AuditLog:
         """The audit log, opened once and closed (after writing) when the command ends."""
         if self._audit is None:
+            from ..audit import open_audit  # noqa: PLC0415
+
             self._audit = open_audit(self.settings)
             click.get_current_context().call_on_close(self._audit.close)
         return self._audit
