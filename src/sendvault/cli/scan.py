@@ -78,3 +78,28 @@ def scan_tls_cmd(
 def scan_http_cmd(url: str, ca_file: str | None, fail_on: str, as_json: bool) -> None:
     """HTTP to HTTPS redirect (code, permanence, method) and HSTS of URL."""
     _finish([scan_http(url, ca_file=ca_file)], as_json, fail_on)
+
+
+@scan.command("content")
+@click.argument("target")
+@click.option(
+    "--crawl", type=int, default=0, show_default=True, help="Follow same-host links this many levels."
+)
+@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+def scan_content_cmd(target: str, crawl: int, fail_on: str, as_json: bool) -> None:
+    """http:// scripts, styles, frames, images and media in pages: a URL, a file or a directory."""
+    from ..scan.content import scan_content  # noqa: PLC0415
+
+    _finish([scan_content(target, crawl=crawl)], as_json, fail_on)
+
+
+@scan.command("code")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+def scan_code_cmd(path: str, fail_on: str, as_json: bool) -> None:
+    """http:// endpoints in source and configuration files (respects .gitignore)."""
+    from ..scan.code import scan_code  # noqa: PLC0415
+
+    _finish([scan_code(path)], as_json, fail_on)

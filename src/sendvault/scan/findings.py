@@ -77,6 +77,20 @@ RULES: dict[str, Rule] = {
         Rule("http.hsts-missing", Severity.MEDIUM, "No Strict-Transport-Security on HTTPS", "000, 003"),
         Rule("http.hsts-short", Severity.LOW, "HSTS max-age under one year", "000, 003"),
         Rule("http.unknown", Severity.INFO, "An HTTP check could not be made", "all"),
+        Rule(
+            "content.mixed-blockable",
+            Severity.HIGH,
+            "http:// script, style, frame, object or form in a page",
+            "Qualifio (003)",
+        ),
+        Rule(
+            "content.mixed-upgradable",
+            Severity.MEDIUM,
+            "http:// image, audio or video in a page",
+            "Qualifio (003)",
+        ),
+        Rule("content.unknown", Severity.INFO, "A page or file could not be read", "003"),
+        Rule("code.insecure-url", Severity.MEDIUM, "http:// endpoint in source or configuration", "000, 004"),
     )
 }
 
