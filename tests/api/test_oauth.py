@@ -93,3 +93,12 @@ def test_rotating_the_secret_revokes_earlier_tokens(api: ApiEnv) -> None:
     assert (
         api.call("POST", "/v1/mc/resolve", {"tokens": []}, {"authorization": f"Bearer {token}"}).status == 401
     )
+
+
+def test_unknown_scope_is_invalid_scope_not_a_server_error(api: ApiEnv) -> None:
+    # Found by schemathesis: an unknown scope name used to raise out of the handler (500).
+    answer = api.call(
+        "POST", "/oauth/token", "grant_type=client_credentials&scope=admin", {**FORM, **api.basic("mc")}
+    )
+    assert answer.status == 400
+    assert answer.json()["error"] == "invalid_scope"

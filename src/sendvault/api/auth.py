@@ -204,7 +204,10 @@ class Authenticator:
         Without ``requested`` scopes the token carries all of the client's scopes; asking for a
         scope the client lacks is refused (RFC 6749 ``invalid_scope``).
         """
-        scopes = principal.scopes if requested is None else parse_scopes(requested)
+        try:
+            scopes = principal.scopes if requested is None else parse_scopes(requested)
+        except InvalidValue:
+            raise AuthError("invalid_scope", status=400) from None
         if not scopes <= principal.scopes or not scopes:
             raise AuthError("invalid_scope", status=400)
         now = int(self._clock())
