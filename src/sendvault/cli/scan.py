@@ -103,3 +103,31 @@ def scan_code_cmd(path: str, fail_on: str, as_json: bool) -> None:
     from ..scan.code import scan_code  # noqa: PLC0415
 
     _finish([scan_code(path)], as_json, fail_on)
+
+
+@scan.command("db")
+@click.argument("kind", type=click.Choice(["mysql", "postgres"]))
+@click.argument("target")
+@click.option(
+    "--ca", "ca_file", type=click.Path(dir_okay=False, exists=True), help="CA the link verifies with."
+)
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True), help="Client certificate.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help="Client key.")
+@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+def scan_db_cmd(
+    kind: str,
+    target: str,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+    fail_on: str,
+    as_json: bool,
+) -> None:
+    """Whether a MySQL/MariaDB or PostgreSQL server offers and requires TLS, and accepts your files."""
+    from ..scan.db import scan_db  # noqa: PLC0415
+
+    host, port = _host_port(target, 3306 if kind == "mysql" else 5432)
+    _finish(
+        [scan_db(kind, host, port, ca_file=ca_file, cert_file=cert_file, key_file=key_file)], as_json, fail_on
+    )

@@ -91,6 +91,12 @@ RULES: dict[str, Rule] = {
         ),
         Rule("content.unknown", Severity.INFO, "A page or file could not be read", "003"),
         Rule("code.insecure-url", Severity.MEDIUM, "http:// endpoint in source or configuration", "000, 004"),
+        Rule("db.tls-not-required", Severity.HIGH, "Database accepts logins without TLS", "Maropost (000)"),
+        Rule("db.tls-unavailable", Severity.HIGH, "Database does not offer TLS", "000"),
+        Rule(
+            "db.tls-files-rejected", Severity.HIGH, "Given CA, certificate or key do not complete TLS", "000"
+        ),
+        Rule("db.unknown", Severity.INFO, "A database check could not be made", "000"),
     )
 }
 

@@ -1,0 +1,130 @@
+"""`scan db` against a MariaDB the test starts (with and without require_secure_transport) and
+the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from tests.conftest import PG_ADMIN_URL
+from tests.server.conftest import free_port
+
+from sendvault.scan.db import scan_db
+
+MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+INSTALL_DB = shutil.which("mariadb-install-db")
+
+
+@pytest.fixture(scope="module")
+def mariadb_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, trustme.CA]:
+    if not (Path(MARIADBD).exists() and INSTALL_DB):
+        pytest.skip("MariaDB server binaries are not installed")
+    base = tmp_path_factory.mktemp("mariadb")
+    subprocess.run(
+        [INSTALL_DB, "--no-defaults", f"--datadir={base / 'data'}", "--user=root", "--skip-test-db"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(base / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(base / "cert.pem")
+    ca.cert_pem.write_to_path(base / "ca.pem")
+    return base, ca
+
+
+@pytest.fixture(params=["required", "optional"])
+def mariadb(
+    request: pytest.FixtureRequest, mariadb_files: tuple[Path, trustme.CA]
+) -> Iterator[tuple[int, Path, str]]:
+    base, _ = mariadb_files
+    port = free_port()
+    proc = subprocess.Popen(
+        [MARIADBD, "--no-defaults", f"--datadir={base / 'data'}", f"--port={port}",
+         "--bind-address=127.0.0.1", f"--socket={base / 'sock'}", "--user=root", f"--pid-file={base / 'pid'}",
+         f"--log-error={base / 'err.log'}",
+         f"--ssl-cert={base / 'cert.pem'}", f"--ssl-key={base / 'key.pem'}", f"--ssl-ca={base / 'ca.pem'}",
+         f"--require-secure-transport={'ON' if request.param == 'required' else 'OFF'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mariadbd did not start: " + (base / "err.log").read_text()[-500:])
+            time.sleep(0.2)
+    if not (base / "user-made").exists():
+        # root logs in over the socket (unix_socket auth); make a TCP account for the probe.
+        client = shutil.which("mariadb") or "mysql"
+        # Host-specific entries: an anonymous ''@'localhost' would otherwise win over 'scan'@'%'.
+        sql = "".join(
+            f"CREATE USER 'scan'@'{h}' IDENTIFIED BY 'scan-pw';" for h in ("%", "localhost", "127.0.0.1")
+        )
+        subprocess.run([client, f"--socket={base / 'sock'}", "-u", "root", "-e", sql], check=True, timeout=60)
+        (base / "user-made").touch()
+    yield port, base, request.param
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def test_mariadb_tls_offered_and_required_or_not(mariadb: tuple[int, Path, str]) -> None:
+    port, base, mode = mariadb
+    anonymous = scan_db("mysql", "127.0.0.1", port, ca_file=str(base / "ca.pem"))
+    assert "db.tls-not-required" not in {f.rule for f in anonymous.findings}
+    assert anonymous.unknown  # without an account, MariaDB's 1045 cannot tell; never a pass
+    result = scan_db(
+        "mysql", "127.0.0.1", port, ca_file=str(base / "ca.pem"), user="scan", password="scan-pw"
+    )
+    rules = {f.rule for f in result.findings}
+    assert not result.unknown
+    assert "db.tls-unavailable" not in rules
+    assert result.facts["tls"]["TLSv1.2"] == "accepted"  # type: ignore[index]
+    if mode == "required":
+        assert "db.tls-not-required" not in rules
+    else:
+        assert "db.tls-not-required" in rules
+    assert "db.tls-files-rejected" not in rules
+
+
+def test_mariadb_wrong_ca_is_rejected(mariadb: tuple[int, Path, str], tmp_path: Path) -> None:
+    port, _, mode = mariadb
+    if mode != "required":
+        pytest.skip("one server is enough")
+    other = trustme.CA()
+    other.cert_pem.write_to_path(tmp_path / "other.pem")
+    result = scan_db("mysql", "127.0.0.1", port, ca_file=str(tmp_path / "other.pem"))
+    assert "db.tls-files-rejected" in {f.rule for f in result.findings}
+
+
+def test_machine_postgres_without_tls_is_reported() -> None:
+    from tests.conftest import _pg_available
+
+    if _pg_available() is not None:
+        if os.environ.get("SENDVAULT_TEST_REQUIRE_PG"):
+            pytest.fail("PostgreSQL is required but unreachable")
+        pytest.skip("PostgreSQL unreachable")
+    host_port = PG_ADMIN_URL.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.split(":")
+    result = scan_db("postgres", host, int(port))
+    rules = {f.rule for f in result.findings}
+    # This machine's PostgreSQL runs without TLS, with trust authentication on 127.0.0.1.
+    assert rules == {"db.tls-unavailable", "db.tls-not-required"}
+
+
+def test_cli_db_exit_code() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "scan", "db", "postgres", "127.0.0.1:5432", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode in (1, 2)
+    assert "Traceback" not in run.stderr
