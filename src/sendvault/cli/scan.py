@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
+import msgspec
 
 from ..scan import CheckResult, Severity, exit_code, scan_http, scan_tls, to_json
 from ._common import EXIT_USAGE, emit_json, fail
@@ -14,7 +16,19 @@ __all__ = ["scan"]
 _SEVERITIES = [s.label for s in Severity]
 
 
-def _finish(results: list[CheckResult], as_json: bool, fail_on: str) -> None:
+def _finish(
+    results: list[CheckResult],
+    as_json: bool,
+    fail_on: str,
+    sarif: Path | None = None,
+    html: Path | None = None,
+) -> None:
+    from ..scan.report import to_html, to_sarif  # noqa: PLC0415
+
+    if sarif is not None:
+        _write(sarif, msgspec.json.format(msgspec.json.encode(to_sarif(results)), indent=2))
+    if html is not None:
+        _write(html, to_html(results).encode())
     if as_json:
         emit_json(to_json(results))
     else:
@@ -24,6 +38,13 @@ def _finish(results: list[CheckResult], as_json: bool, fail_on: str) -> None:
 
         Console().print(to_table(results))
     sys.exit(exit_code(results, Severity[fail_on.upper()]))
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write a report atomically: a temporary file renamed over the target."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def _host_port(target: str, default: int) -> tuple[str, int]:
@@ -131,3 +152,34 @@ def scan_db_cmd(
     _finish(
         [scan_db(kind, host, port, ca_file=ca_file, cert_file=cert_file, key_file=key_file)], as_json, fail_on
     )
+
+
+@scan.command("client")
+@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+def scan_client_cmd(fail_on: str, as_json: bool) -> None:
+    """Can this host's Python, curl and openssl still connect once TLS 1.2+ with ECDHE is required?"""
+    from ..scan.client import scan_client  # noqa: PLC0415
+
+    _finish([scan_client()], as_json, fail_on)
+
+
+@scan.command("all")
+@click.option(
+    "--targets", "targets", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--sarif", type=click.Path(dir_okay=False, path_type=Path), help="Also write a SARIF 2.1.0 report."
+)
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+def scan_all_cmd(targets: Path, sarif: Path | None, html: Path | None, fail_on: str, as_json: bool) -> None:
+    """Every target of a TOML file (tls, http, content, code, db, client): one report."""
+    from ..scan.targets import scan_targets  # noqa: PLC0415
+
+    try:
+        results = scan_targets(targets)
+    except ValueError as exc:
+        fail(str(exc), "see docs/scan.md for the targets file format", code=EXIT_USAGE)
+    _finish(results, as_json, fail_on, sarif, html)

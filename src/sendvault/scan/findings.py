@@ -97,6 +97,12 @@ RULES: dict[str, Rule] = {
             "db.tls-files-rejected", Severity.HIGH, "Given CA, certificate or key do not complete TLS", "000"
         ),
         Rule("db.unknown", Severity.INFO, "A database check could not be made", "000"),
+        Rule(
+            "client.cannot-connect",
+            Severity.HIGH,
+            "A local client cannot complete a TLS 1.2+ ECDHE handshake",
+            "001, 002",
+        ),
     )
 }
 

@@ -6,7 +6,16 @@ from typing import Any
 
 from .findings import RULES, CheckResult, Severity
 
-__all__ = ["EXIT_AFFECTED", "EXIT_CLEAN", "EXIT_UNKNOWN", "exit_code", "to_json", "to_table"]
+__all__ = [
+    "EXIT_AFFECTED",
+    "EXIT_CLEAN",
+    "EXIT_UNKNOWN",
+    "exit_code",
+    "to_html",
+    "to_json",
+    "to_sarif",
+    "to_table",
+]
 
 EXIT_CLEAN, EXIT_AFFECTED, EXIT_UNKNOWN = 0, 1, 2
 
@@ -58,3 +67,68 @@ def to_table(results: list[CheckResult]) -> Any:
         for f in r.findings:
             table.add_row(r.target, f.rule, f.severity.label, f.detail)
     return table
+
+
+def to_sarif(results: list[CheckResult]) -> dict[str, Any]:
+    """SARIF 2.1.0, for code-scanning dashboards: one run, rules from the registry."""
+    level = {Severity.INFO: "note", Severity.LOW: "note", Severity.MEDIUM: "warning"}
+    used = sorted({f.rule for r in results for f in r.findings})
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "sendvault scan",
+                        "rules": [
+                            {
+                                "id": rule,
+                                "shortDescription": {"text": RULES[rule].title},
+                                "properties": {
+                                    "severity": RULES[rule].severity.label,
+                                    "notice": RULES[rule].notice,
+                                },
+                            }
+                            for rule in used
+                        ],
+                    }
+                },
+                "results": [
+                    {
+                        "ruleId": f.rule,
+                        "level": level.get(f.severity, "error"),
+                        "message": {"text": f.detail},
+                        "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.target}}}],
+                    }
+                    for r in results
+                    for f in r.findings
+                ],
+            }
+        ],
+    }
+
+
+def to_html(results: list[CheckResult]) -> str:
+    """A self-contained HTML report (no external resources: it passes its own content check)."""
+    from html import escape  # noqa: PLC0415
+
+    rows = []
+    for r in results:
+        for f in r.findings:
+            rows.append(
+                f"<tr class='{f.severity.label}'><td>{escape(r.check)}</td><td>{escape(r.target)}</td>"
+                f"<td>{escape(f.rule)}</td><td>{f.severity.label}</td><td>{escape(f.detail)}</td></tr>"
+            )
+        if not r.findings:
+            rows.append(
+                f"<tr class='ok'><td>{escape(r.check)}</td><td>{escape(r.target)}</td><td>-</td><td>ok</td>"
+                f"<td>{r.passed} passed, {len(r.unknown)} unknown</td></tr>"
+            )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sendvault scan</title><style>"
+        "body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
+        ".high,.critical{background:#fdd}.medium{background:#ffe9c6}.ok{background:#e8f6e8}</style></head><body>"
+        "<h1>sendvault scan</h1><table><tr><th>check</th><th>target</th><th>rule</th><th>severity</th>"
+        "<th>detail</th></tr>" + "".join(rows) + "</table></body></html>\n"
+    )
