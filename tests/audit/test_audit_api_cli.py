@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +11,7 @@ from typing import Any
 
 import pytest
 from tests.api.conftest import ApiEnv
+from tests.helpers import run_cli as _cli
 
 from sendvault.api import Authenticator, TokenApi, register_client
 from sendvault.audit import open_audit, verify_store
@@ -114,17 +112,6 @@ def test_api_answers_503_while_the_log_cannot_be_written_and_keeps_queued_record
     log.flush()
     assert [r["status"] for r in _records(audited)] == [200, 200]
     verify_store(log.store)
-
-
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sendvault", *args],
-        env={**os.environ, "SENDVAULT_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_cli_changes_are_recorded_searchable_exportable_and_verifiable(tmp_path: Path) -> None:

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import run_cli as run
 
 from sendvault.cli.reference import cli_reference
-
-
-def run(
-    home: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sendvault", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SENDVAULT_HOME": str(home), **(env or {})},
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.helpers import run_cli as _cli
 from tests.server.conftest import free_port, start_dev_server, stop_dev_server
 from tests.server.helpers import auth_header, https_request
-
-
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sendvault", *args],
-        env={**os.environ, "SENDVAULT_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_dev_mode_files_restart_keeps_the_secret_and_two_workers_serve(tmp_path: Path) -> None:

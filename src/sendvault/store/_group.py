@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -18,7 +19,7 @@ from typing import Generic, TypeVar
 from ..errors import StoreUnavailable
 from .base import NewContact
 
-__all__ = ["GroupWriter", "LoopBatcher"]
+__all__ = ["ConnectionsBase", "GroupWriter", "LoopBatcher"]
 
 C = TypeVar("C")
 Found = dict[bytes, str]
@@ -137,3 +138,95 @@ class LoopBatcher(Generic[C]):
             return
         for (_, future), share in zip(live, _share(live, found), strict=True):
             future.set_result(share)
+
+
+class ConnectionsBase(Generic[C]):
+    """What every backend shares: a connection per thread, and group commit for new tokens.
+
+    Subclasses open and close their kind of connection and commit a group of new rows; the
+    thread-local connections, the writer thread, the per-loop batchers and shutdown live here.
+    """
+
+    _writer_name = "sendvault-store-writer"
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._connections: list[C] = []
+        self._conn_lock = threading.Lock()
+        self._writer: GroupWriter[C] | None = None
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBatcher[C]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closed = False
+
+    # -- for subclasses --------------------------------------------------------------------
+
+    def _open_connection(self) -> C:
+        raise NotImplementedError
+
+    def _close_connection(self, conn: C) -> None:
+        raise NotImplementedError
+
+    def _usable(self, conn: C) -> bool:
+        """Whether a thread's cached connection can still be used."""
+        return True
+
+    def _commit(self, conn: C, rows: list[NewContact]) -> Found:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def _connect(self) -> C:
+        conn = self._open_connection()
+        with self._conn_lock:
+            self._connections.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> C:
+        conn: C | None = getattr(self._local, "conn", None)
+        if conn is None or not self._usable(conn):
+            if self._closed:
+                raise StoreUnavailable("store is closed")
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def insert_new(self, rows: Sequence[NewContact]) -> Found:
+        """Insert-or-get through this process's group writer (see the module docstring)."""
+        if not rows:
+            return {}
+        writer = self._writer
+        if writer is None:
+            with self._conn_lock:
+                if self._writer is None:
+                    if self._closed:
+                        raise StoreUnavailable("store is closed")
+                    self._writer = GroupWriter(
+                        self._connect, self._commit, self._close_connection, self._writer_name
+                    )
+                writer = self._writer
+        return writer.submit(rows)
+
+    async def insert_new_async(self, rows: Sequence[NewContact]) -> Found:
+        """Insert-or-get, grouped with the other inserts of this event loop's current turn."""
+        if not rows:
+            return {}
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = LoopBatcher(loop, self._connect(), self._commit)
+        return await batcher.submit(rows)
+
+    def close(self) -> None:
+        """Stop the writer and close every connection this store opened."""
+        self._closed = True
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        with self._conn_lock:
+            for conn in self._connections:
+                self._close_connection(conn)
+            self._connections.clear()
+        self._batchers.clear()
+        self._local = threading.local()

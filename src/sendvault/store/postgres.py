@@ -8,17 +8,14 @@ starting together migrate once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from ._group import GroupWriter, LoopBatcher
+from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact
 
 try:
@@ -51,7 +48,7 @@ def _errors() -> Iterator[None]:
         raise StoreError(f"postgres: {type(exc).__name__}: {exc.sqlstate or ''}") from None
 
 
-class PostgresStore:
+class PostgresStore(ConnectionsBase[Any]):
     """A :class:`~sendvault.store.base.Store` on a PostgreSQL database."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time, connect_timeout: int = 5) -> None:
@@ -59,34 +56,22 @@ class PostgresStore:
             raise ConfigError(
                 "database_url", "PostgreSQL needs the postgres extra: pip install 'sendvault[postgres]'"
             )
+        super().__init__()
         self._url = url
         self._clock = clock
         self._connect_timeout = connect_timeout
-        self._local = threading.local()
-        self._connections: list[_Conn] = []
-        self._conn_lock = threading.Lock()
-        self._writer: GroupWriter[_Conn] | None = None
-        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBatcher[_Conn]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._closed = False
 
-    def _connect(self) -> _Conn:
+    _writer_name = "sendvault-postgres-writer"
+
+    def _open_connection(self) -> _Conn:
         with _errors():
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
-        with self._conn_lock:
-            self._connections.append(conn)
-        return conn
+            return psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
 
-    @property
-    def _conn(self) -> _Conn:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            if self._closed:
-                raise StoreUnavailable("store is closed")
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
+    def _close_connection(self, conn: _Conn) -> None:
+        _close(conn)
+
+    def _usable(self, conn: _Conn) -> bool:
+        return not conn.closed
 
     @contextlib.contextmanager
     def _tx(self, conn: _Conn | None = None) -> Iterator[_Conn]:
@@ -171,32 +156,6 @@ class PostgresStore:
         with _errors():
             return _fetch_by_bidx(self._conn, bidxs)
 
-    def insert_new(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
-        """Insert-or-get through the process's group writer."""
-        if not rows:
-            return {}
-        writer = self._writer
-        if writer is None:
-            with self._conn_lock:
-                if self._writer is None:
-                    if self._closed:
-                        raise StoreUnavailable("store is closed")
-                    self._writer = GroupWriter(
-                        self._connect, self._commit, _close, "sendvault-postgres-writer"
-                    )
-                writer = self._writer
-        return writer.submit(rows)
-
-    async def insert_new_async(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
-        """Insert-or-get, grouped with the other inserts of this event loop's current turn."""
-        if not rows:
-            return {}
-        loop = asyncio.get_running_loop()
-        batcher = self._batchers.get(loop)
-        if batcher is None:
-            batcher = self._batchers[loop] = LoopBatcher(loop, self._connect(), self._commit)
-        return await batcher.submit(rows)
-
     def _commit(self, conn: _Conn, rows: list[NewContact]) -> dict[bytes, str]:
         now = int(self._clock())
         with self._tx(conn):
@@ -273,19 +232,6 @@ class PostgresStore:
         """Raise StoreUnavailable if the database cannot answer a trivial query."""
         with _errors():
             self._conn.execute("SELECT 1").fetchall()
-
-    def close(self) -> None:
-        """Stop the writer and close every connection this store opened."""
-        self._closed = True
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        with self._conn_lock:
-            for conn in self._connections:
-                _close(conn)
-            self._connections.clear()
-        self._batchers.clear()
-        self._local = threading.local()
 
 
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM sv_api_clients"  # noqa: S608 - constant column list

@@ -8,12 +8,9 @@ write lock and ``busy_timeout`` serialize those grouped transactions.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from ..errors import StoreError, StoreUnavailable
-from ._group import GroupWriter, LoopBatcher
+from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact
 
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM api_clients"  # noqa: S608 - constant column list
@@ -56,7 +53,7 @@ def _errors() -> Iterator[None]:
         raise _translate(exc) from None
 
 
-class SQLiteStore:
+class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
     """A :class:`~sendvault.store.base.Store` on one SQLite file."""
 
     def __init__(
@@ -67,22 +64,17 @@ class SQLiteStore:
         mmap_mb: int = 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self._path = path
         self._mmap_bytes = mmap_mb * 1024 * 1024
         self._busy_timeout_ms = busy_timeout_ms
         self._clock = clock
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._conn_lock = threading.Lock()
-        self._writer: GroupWriter[sqlite3.Connection] | None = None
-        self._batchers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, LoopBatcher[sqlite3.Connection]
-        ] = weakref.WeakKeyDictionary()
-        self._closed = False
 
     # -- connections -----------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    _writer_name = "sendvault-sqlite-writer"
+
+    def _open_connection(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self._path,
@@ -107,19 +99,11 @@ class SQLiteStore:
             conn.execute("PRAGMA temp_store = MEMORY")
         except sqlite3.Error as exc:
             raise _translate(exc) from None
-        with self._conn_lock:
-            self._connections.append(conn)
         return conn
 
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise StoreUnavailable("store is closed")
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
+    def _close_connection(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     @contextlib.contextmanager
     def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
@@ -221,32 +205,6 @@ class SQLiteStore:
         """Blind index to token for those that exist; one query per 10,000 indexes."""
         return _fetch_by_bidx(self._conn, bidxs)
 
-    def insert_new(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
-        """Insert-or-get through the process's group writer (see module docstring)."""
-        if not rows:
-            return {}
-        writer = self._writer
-        if writer is None:
-            with self._conn_lock:
-                if self._writer is None:
-                    if self._closed:
-                        raise StoreUnavailable("store is closed")
-                    self._writer = GroupWriter(
-                        self._connect, self._commit, sqlite3.Connection.close, "sendvault-sqlite-writer"
-                    )
-                writer = self._writer
-        return writer.submit(rows)
-
-    async def insert_new_async(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
-        """Insert-or-get, grouped with the other inserts of this event loop's current turn."""
-        if not rows:
-            return {}
-        loop = asyncio.get_running_loop()
-        batcher = self._batchers.get(loop)
-        if batcher is None:
-            batcher = self._batchers[loop] = LoopBatcher(loop, self._connect(), self._commit)
-        return await batcher.submit(rows)
-
     def _commit(self, conn: sqlite3.Connection, rows: list[NewContact]) -> dict[bytes, str]:
         return _commit_group(conn, rows, int(self._clock()))
 
@@ -304,20 +262,6 @@ class SQLiteStore:
         """Raise StoreUnavailable if the database cannot answer a trivial query."""
         with _errors():
             self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
-
-    def close(self) -> None:
-        """Stop the writer and close every connection this store opened."""
-        self._closed = True
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        with self._conn_lock:
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
-        self._batchers.clear()
-        self._local = threading.local()
 
 
 def _fetch_by_bidx(conn: sqlite3.Connection, bidxs: Sequence[bytes]) -> dict[bytes, str]:
