@@ -33,7 +33,7 @@ class DevServer:
     proc: subprocess.Popen[bytes]
 
 
-def start_dev_server(home: Path, *extra: str) -> DevServer:
+def start_dev_server(home: Path, *extra: str, env: dict[str, str] | None = None) -> DevServer:
     https_port, http_port, admin_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -52,7 +52,7 @@ def start_dev_server(home: Path, *extra: str) -> DevServer:
             str(admin_port),
             *extra,
         ],
-        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        env={**os.environ, "SENDVAULT_HOME": str(home), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -66,7 +66,9 @@ def start_dev_server(home: Path, *extra: str) -> DevServer:
         time.sleep(0.1)
     client = json.loads(path.read_text())
     server = DevServer(home, https_port, http_port, admin_port, client, proc)
-    _wait_ready(server)
+    # With client certificates required, the caller waits with its own certificate.
+    if (env or {}).get("SENDVAULT_TLS_CLIENT_CERT") != "required":
+        _wait_ready(server)
     return server
 
 

@@ -6,6 +6,7 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 from tests.helpers import run_cli as _cli
 from tests.server.conftest import free_port, start_dev_server, stop_dev_server
 from tests.server.helpers import auth_header, https_request
@@ -92,3 +93,35 @@ def test_certs_cli_issues_server_and_client_certificates(tmp_path: Path) -> None
     cert = x509.load_pem_x509_certificate((home / "certs" / "server.pem").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "api.example.org" in names.get_values_for_type(x509.DNSName)
+
+
+def test_client_certificates_when_required(tmp_path: Path) -> None:
+    import ssl
+    import time
+
+    from tests.server.helpers import client_context
+
+    home = tmp_path / "home"
+    assert _cli(home, "certs", "client", "mc-prod").returncode == 0
+    certs = home / "certs"
+    server = start_dev_server(
+        home,
+        env={"SENDVAULT_TLS_CLIENT_CERT": "required", "SENDVAULT_TLS_CLIENT_CA_FILE": str(certs / "ca.pem")},
+    )
+    try:
+        with_cert = client_context(server)
+        with_cert.load_cert_chain(certs / "mc-prod.pem", certs / "mc-prod.key")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status = https_request(server, "GET", "/healthz", context=with_cert)[0]
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert status == 200
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            https_request(server, "GET", "/healthz", context=client_context(server))
+    finally:
+        stop_dev_server(server)
