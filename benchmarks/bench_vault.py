@@ -134,6 +134,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--per-caller", type=int, default=200)
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="Also measure creation on an empty store (no random-page misses).",
+    )
     args = parser.parse_args()
 
     settings = load_settings(env={"SENDVAULT_HOME": str(args.home)})
@@ -176,6 +181,18 @@ def main() -> None:
             )
     naive.close()
     vault.close()
+    if args.fresh:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = open_vault(load_settings(env={"SENDVAULT_HOME": tmp}))
+            for label, batch, per in (
+                ("1 value per call", 1, args.per_caller),
+                ("50 values per call", 50, 20),
+            ):
+                rate = creation_async(fresh, f"f{tag}{batch}", args.callers, per, batch)
+                print(f"  empty store, {label:18} event loop: grouped commits {rate:8,.0f}/s")
+            fresh.close()
 
 
 if __name__ == "__main__":
