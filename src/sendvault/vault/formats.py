@@ -21,7 +21,7 @@ _EMAIL_RANDOM_BYTES = 15
 
 @dataclass(frozen=True, slots=True)
 class TokenFormat:
-    """Makes new tokens and recognizes the shape of existing ones."""
+    """Makes new tokens. Lookups never rely on a token's shape: the domain or prefix may change."""
 
     token_domain: str = "tokens.sendvault.invalid"
     mobile_prefix: str = "999"
@@ -36,18 +36,3 @@ class TokenFormat:
         if kind is Kind.EMAIL:
             return f"{secrets.token_hex(_EMAIL_RANDOM_BYTES)}@{self.token_domain}"
         return self.mobile_prefix + str(secrets.randbelow(10**self.mobile_digits)).zfill(self.mobile_digits)
-
-    def kind_of(self, token: str) -> Kind | None:
-        """The kind a token's shape says it is, or None when it is not one of ours."""
-        if token.endswith("@" + self.token_domain) and len(token) == 2 * _EMAIL_RANDOM_BYTES + 1 + len(
-            self.token_domain
-        ):
-            return Kind.EMAIL
-        if (
-            len(token) == len(self.mobile_prefix) + self.mobile_digits
-            and token.startswith(self.mobile_prefix)
-            and token.isdigit()
-            and token.isascii()
-        ):
-            return Kind.MOBILE
-        return None
