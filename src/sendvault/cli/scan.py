@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import msgspec
 
+from .._fs import write_atomic
 from ..scan import CheckResult, Severity, exit_code, scan_http, scan_tls, to_json
 from ._common import EXIT_USAGE, emit_json, fail
 
@@ -26,9 +27,9 @@ def _finish(
     from ..scan.report import to_html, to_sarif  # noqa: PLC0415
 
     if sarif is not None:
-        _write(sarif, msgspec.json.format(msgspec.json.encode(to_sarif(results)), indent=2))
+        write_atomic(sarif, msgspec.json.format(msgspec.json.encode(to_sarif(results)), indent=2), mode=0o644)
     if html is not None:
-        _write(html, to_html(results).encode())
+        write_atomic(html, to_html(results).encode(), mode=0o644)
     if as_json:
         emit_json(to_json(results))
     else:
@@ -38,13 +39,6 @@ def _finish(
 
         Console().print(to_table(results))
     sys.exit(exit_code(results, Severity[fail_on.upper()]))
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write a report atomically: a temporary file renamed over the target."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _host_port(target: str, default: int) -> tuple[str, int]:

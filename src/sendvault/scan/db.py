@@ -17,7 +17,7 @@ import struct
 from cryptography.hazmat.primitives import hashes
 
 from .findings import CheckResult
-from .tls import NoTLS, connect, scan_tls
+from .tls import NoTLS, connect, recv_exact, scan_tls
 
 __all__ = ["scan_db"]
 
@@ -25,16 +25,6 @@ _PROBE_USER = b"sendvault_scan"
 # ER_SECURE_TRANSPORT_REQUIRED: 3159 in MySQL, 4151 in MariaDB.
 _MYSQL_TLS_REQUIRED = {3159, 4151}
 _MYSQL_ACCESS_DENIED = 1045
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        data += chunk
-    return data
 
 
 def _native_password(password: bytes, scramble: bytes) -> bytes:
@@ -65,8 +55,8 @@ def _mysql_login(
 ) -> tuple[int, str]:
     """One login attempt: (0, "") on success, else (error code, message). Never sends a query."""
     with socket.create_connection((host, port), timeout=timeout) as raw:
-        header = _recv_exact(raw, 4)
-        greeting = _recv_exact(raw, int.from_bytes(header[:3], "little"))
+        header = recv_exact(raw, 4)
+        greeting = recv_exact(raw, int.from_bytes(header[:3], "little"))
         seq = header[3] + 1
         flags = 0x0200 | 0x8000 | 0x00080000  # PROTOCOL_41, SECURE_CONNECTION, PLUGIN_AUTH
         sock: socket.socket | ssl.SSLSocket = raw
@@ -86,8 +76,8 @@ def _mysql_login(
                 + user + b"\0" + bytes([len(auth)]) + auth + b"mysql_native_password\0"
             )  # fmt: skip
             sock.sendall(len(body).to_bytes(3, "little") + bytes([seq]) + body)
-            reply_header = _recv_exact(sock, 4)
-            reply = _recv_exact(sock, int.from_bytes(reply_header[:3], "little"))
+            reply_header = recv_exact(sock, 4)
+            reply = recv_exact(sock, int.from_bytes(reply_header[:3], "little"))
         finally:
             if sock is not raw:
                 sock.close()
@@ -126,9 +116,9 @@ def _postgres_plain_refused(host: str, port: int, timeout: float) -> tuple[bool 
     params = b"user\0" + _PROBE_USER + b"\0database\0postgres\0\0"
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(struct.pack("!II", 8 + len(params), 196608) + params)
-        kind = _recv_exact(sock, 1)
-        length = struct.unpack("!I", _recv_exact(sock, 4))[0]
-        payload = _recv_exact(sock, min(length - 4, 65536))
+        kind = recv_exact(sock, 1)
+        length = struct.unpack("!I", recv_exact(sock, 4))[0]
+        payload = recv_exact(sock, min(length - 4, 65536))
     if kind != b"E":
         return False, "plain login went on to authentication"
     fields = {chunk[:1]: chunk[1:].decode("utf-8", "replace") for chunk in payload.split(b"\0") if chunk}

@@ -69,19 +69,20 @@ def _probe_context(version: ssl.TLSVersion, ciphers: str = "ALL:@SECLEVEL=0") ->
 # -- transport --------------------------------------------------------------------------------
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    """Exactly ``size`` bytes from ``sock``; ConnectionError if it closes first."""
     data = b""
     while len(data) < size:
         chunk = sock.recv(size - len(data))
         if not chunk:
-            raise ConnectionError("connection closed during STARTTLS")
+            raise ConnectionError("connection closed")
         data += chunk
     return data
 
 
 def _starttls_postgres(sock: socket.socket) -> None:
     sock.sendall(struct.pack("!II", 8, 80877103))  # SSLRequest
-    if _recv_exact(sock, 1) != b"S":
+    if recv_exact(sock, 1) != b"S":
         raise NoTLS("PostgreSQL server does not offer TLS")
 
 
@@ -91,8 +92,8 @@ _MYSQL_SECURE_CONNECTION = 0x8000
 
 
 def _starttls_mysql(sock: socket.socket) -> None:
-    header = _recv_exact(sock, 4)
-    payload = _recv_exact(sock, int.from_bytes(header[:3], "little"))
+    header = recv_exact(sock, 4)
+    payload = recv_exact(sock, int.from_bytes(header[:3], "little"))
     if not payload or payload[0] != 10:
         raise ConnectionError("not a MySQL protocol 10 greeting")
     end = payload.index(b"\0", 1)

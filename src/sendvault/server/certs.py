@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -18,23 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertAuthority", "write_private"]
+from .._fs import write_atomic
 
-
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` atomically with ``mode`` (the file never exists with other permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["CertAuthority"]
 
 
 def _now() -> dt.datetime:
@@ -81,8 +65,8 @@ class CertAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        write_private(key_path, _key_pem(key))
-        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        write_atomic(key_path, _key_pem(key))
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return cls(cert, key, cert_path)
 
     def issue(
@@ -113,8 +97,8 @@ class CertAuthority:
             )
             .sign(self.key, hashes.SHA256())
         )
-        write_private(key_path, _key_pem(key))
-        write_private(
+        write_atomic(key_path, _key_pem(key))
+        write_atomic(
             cert_path,
             cert.public_bytes(serialization.Encoding.PEM)
             + self.cert.public_bytes(serialization.Encoding.PEM),

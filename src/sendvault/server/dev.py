@@ -11,11 +11,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from .._fs import write_atomic
 from ..api.auth import register_client, verify_secret
 from ..config import Settings
 from ..errors import AuthError
 from ..vault import open_store
-from .certs import CertAuthority, write_private
+from .certs import CertAuthority
 
 __all__ = ["DEV_CLIENT", "curl_example", "prepare_dev", "write_dev_client"]
 
@@ -72,7 +73,7 @@ def prepare_dev(settings: Settings) -> dict[str, Any]:
 def write_dev_client(settings: Settings, content: dict[str, Any]) -> Path:
     """Write dev-client.json (0600, atomically) and return its path."""
     path = settings.home_path / "dev-client.json"
-    write_private(path, (json.dumps(content, indent=2) + "\n").encode())
+    write_atomic(path, (json.dumps(content, indent=2) + "\n").encode())
     return path
 
 
