@@ -136,11 +136,21 @@ class AuditStore:
             raise AuditUnavailable("this process holds no audit signing key")
         return self._signer.sign(head_message(kind, seq, digest))
 
-    def append(self, records: Sequence[Pending]) -> list[int]:
-        """Chain and store ``records`` in one transaction; returns their numbers."""
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction under SQLite's lock: every process appends in turn."""
         conn = self.connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def append(self, records: Sequence[Pending]) -> list[int]:
+        """Chain and store ``records`` in one transaction; returns their numbers."""
+        with self._write() as conn:
             seq, prev = self._head(conn)
             numbers = []
             for rec in records:
@@ -169,10 +179,6 @@ class AuditStore:
                 "INSERT OR REPLACE INTO audit_marks VALUES ('head', ?, ?, ?)",
                 (seq, prev, self._sign("head", seq, prev)),
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return numbers
 
     def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
@@ -237,16 +243,13 @@ class AuditStore:
 
     def purge(self, before_us: int) -> tuple[int, int]:
         """Remove records older than ``before_us``; leave a signed anchor. Returns (count, last seq)."""
-        conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as conn:
             row = conn.execute(
                 "SELECT seq, hash FROM audit_records WHERE ts_us < ? ORDER BY seq DESC LIMIT 1", (before_us,)
             ).fetchone()
             # Never remove the newest record: the head must stay anchored to a stored record.
             last = conn.execute("SELECT max(seq) FROM audit_records").fetchone()[0]
             if row is None or int(row[0]) >= int(last):
-                conn.execute("ROLLBACK")
                 return 0, 0
             seq, digest = int(row[0]), bytes(row[1])
             count = conn.execute("DELETE FROM audit_records WHERE seq <= ?", (seq,)).rowcount
@@ -256,10 +259,6 @@ class AuditStore:
                 "INSERT OR REPLACE INTO audit_marks VALUES ('anchor', ?, ?, ?)",
                 (seq, digest, self._sign("anchor", seq, digest)),
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return int(count), seq
 
 
