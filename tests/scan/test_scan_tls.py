@@ -132,3 +132,51 @@ def test_mixed_content_and_tls_rules_are_at_least_medium() -> None:
             "tls.unknown",
         ):
             assert rule.severity >= Severity.MEDIUM, rule.id
+
+
+def test_verified_and_unverified_readings_of_a_certificate_agree(tmp_path: Path) -> None:
+    # A trusted endpoint is judged from getpeercert(), an untrusted one from its DER bytes:
+    # both must see the same subject, validity and names.
+    import ssl
+
+    from sendvault.scan.tls import _Cert, _Target
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert(
+        "127.0.0.1",
+        "api.example.test",
+        "*.cdn.example.test",
+        common_name="api.example.test",
+        organization_name="Example, Inc.",
+        organization_unit_name="Mail+SMS",
+    )
+    with tls_server(_modern, leaf) as server:
+        target = _Target("127.0.0.1", server.port, "127.0.0.1")
+        verify = ssl.create_default_context(cafile=ca_file(ca, tmp_path))
+        verify.check_hostname = False
+        verified = _Cert.from_verified(target.peer_certificate(verify))
+        plain = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        plain.check_hostname = False
+        plain.verify_mode = ssl.CERT_NONE
+        unverified = _Cert.from_der(target.handshake(plain)[2])
+    assert verified == unverified
+    assert "O=Example\\, Inc." in verified.subject
+    assert verified.names("127.0.0.1")
+    assert verified.names("edge.cdn.example.test")
+    assert not verified.names("a.b.cdn.example.test")
+    assert not verified.names("other.example.test")
+
+
+def test_a_refusal_the_local_stack_cannot_prove_is_unknown_not_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sendvault.scan.tls as tls
+
+    cannot = {"TLSv1.0": False, "TLSv1.1": False, "TLSv1.2": True, "TLSv1.3": True}
+    monkeypatch.setattr(tls, "local_support", lambda: cannot)
+    ca = trustme.CA()
+    with tls_server(_modern, ca.issue_cert("127.0.0.1")) as server:
+        result = scan_tls("127.0.0.1", server.port, ca_file=ca_file(ca, tmp_path))
+    assert result.facts["TLSv1.0"] == result.facts["TLSv1.1"] == "unknown"
+    assert _rules(result) == {"tls.unknown"}
+    assert exit_code([result], Severity.MEDIUM) == 2

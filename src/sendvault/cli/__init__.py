@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import load_settings, settings_reference
 from ..errors import ConfigError, InvalidValue, SendvaultError
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, hint_for, pass_app
 
@@ -93,6 +92,8 @@ def config_show(app: AppContext) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path))
 def config_check(config_file: Path | None) -> None:
     """Validate settings and exit 0, or print the first bad setting and exit 2."""
+    from ..config import load_settings  # noqa: PLC0415 - `scan` starts without the settings module
+
     load_settings(config_file)
     click.echo("settings ok", err=True)
 
@@ -100,6 +101,8 @@ def config_check(config_file: Path | None) -> None:
 @config.command("reference")
 def config_reference() -> None:
     """Print the Markdown reference of every setting."""
+    from ..config import settings_reference  # noqa: PLC0415
+
     click.echo(settings_reference(), nl=False)
 
 
