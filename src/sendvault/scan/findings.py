@@ -113,6 +113,9 @@ class Finding:
 
     rule: str
     detail: str
+    # Where in a file the finding is (content and code checks), for SARIF and editors.
+    file: str | None = None
+    line: int | None = None
 
     @property
     def severity(self) -> Severity:
@@ -131,11 +134,11 @@ class CheckResult:
     unknown: list[str] = field(default_factory=list)
     facts: dict[str, object] = field(default_factory=dict)
 
-    def fail(self, rule: str, detail: str) -> None:
-        """Record a finding."""
+    def fail(self, rule: str, detail: str, *, file: str | None = None, line: int | None = None) -> None:
+        """Record a finding (with its file and line, where it has one)."""
         if rule not in RULES:
             raise KeyError(rule)
-        self.findings.append(Finding(rule, detail))
+        self.findings.append(Finding(rule, detail, file, line))
 
     def ok(self, count: int = 1) -> None:
         """Count passed checks."""
