@@ -43,3 +43,33 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreUnavailable):
         store.count()
+
+
+def _rows(start: int, count: int) -> list[NewContact]:
+    return [
+        NewContact(f"tok-{i:08d}", 1, i.to_bytes(4, "big") * 8, b"v" * 60) for i in range(start, start + count)
+    ]
+
+
+def test_creating_tokens_checkpoints_off_the_commit_path_and_keeps_the_wal_bounded(tmp_path: Path) -> None:
+    import time
+
+    store = SQLiteStore(tmp_path / "s.db", checkpoint_soft_bytes=64 << 10, checkpoint_hard_bytes=2 << 20)
+    store.migrate()
+    largest = 0
+    for start in range(0, 40_000, 500):
+        store.insert_new(_rows(start, 500))
+        largest = max(largest, (tmp_path / "s.db-wal").stat().st_size)
+        time.sleep(0.002)  # let the checkpointer run between groups, as traffic would
+    writer = store._writer
+    assert writer is not None
+    # The group commits' own connection no longer checkpoints inline ...
+    (commit_conn,) = store._commit_conns
+    assert commit_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    store.close()
+    # ... yet the WAL stayed within the hard bound plus the groups that arrived while it ran,
+    assert largest < 8 << 20
+    # and every row is in the database.
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 40_000
+    conn.close()

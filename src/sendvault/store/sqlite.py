@@ -9,7 +9,9 @@ write lock and ``busy_timeout`` serialize those grouped transactions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
@@ -24,6 +26,8 @@ from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContac
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM api_clients"  # noqa: S608 - constant column list
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("sendvault.store")
 
 # SQLite's default limit on bound parameters is 32766; stay well under it per statement.
 _MAX_PARAMS = 10_000
@@ -62,6 +66,8 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         *,
         busy_timeout_ms: int = 10_000,
         mmap_mb: int = 1024,
+        checkpoint_soft_bytes: int = 40 << 20,
+        checkpoint_hard_bytes: int = 400 << 20,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -69,6 +75,9 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         self._mmap_bytes = mmap_mb * 1024 * 1024
         self._busy_timeout_ms = busy_timeout_ms
         self._clock = clock
+        self._commit_conns: set[sqlite3.Connection] = set()
+        self._checkpointer: _Checkpointer | None = None
+        self._checkpoint_bytes = (checkpoint_soft_bytes, checkpoint_hard_bytes)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -90,8 +99,11 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
             # Erased ciphertexts are overwritten on disk rather than left in free pages.
             conn.execute("PRAGMA secure_delete = ON")
             # New tokens land on random B-tree pages; checkpointing every 10,000 pages instead of
-            # 1,000 lets pages dirtied by many commits be written back to the database once.
+            # 1,000 lets pages dirtied by many commits be written back to the database once. A
+            # process that creates tokens moves its checkpoints to a thread (_Checkpointer).
             conn.execute("PRAGMA wal_autocheckpoint = 10000")
+            # Once checkpointed, a WAL that grew under a burst shrinks back to 64 MiB.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
             conn.execute("PRAGMA cache_size = -32768")
             # Memory-mapped reads skip a read() syscall per page on the resolve path; the map is
             # shared through the OS page cache by every connection.
@@ -206,7 +218,32 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         return _fetch_by_bidx(self._conn, bidxs)
 
     def _commit(self, conn: sqlite3.Connection, rows: list[NewContact]) -> dict[bytes, str]:
+        if conn not in self._commit_conns:
+            # Group commits no longer checkpoint inline: this process's checkpointer does it.
+            with _errors():
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._commit_conns.add(conn)
+            self._start_checkpointer()
         return _commit_group(conn, rows, int(self._clock()))
+
+    def _start_checkpointer(self) -> None:
+        with self._conn_lock:
+            if self._checkpointer is None and not self._closed:
+                soft, hard = self._checkpoint_bytes
+                self._checkpointer = _Checkpointer(
+                    self._open_connection,
+                    self._close_connection,
+                    Path(f"{self._path}-wal"),
+                    soft_bytes=soft,
+                    hard_bytes=hard,
+                )
+
+    def close(self) -> None:
+        """Stop the checkpointer and the writer; close every connection this store opened."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+        super().close()
 
     # -- single-token changes --------------------------------------------------------------
 
@@ -319,3 +356,61 @@ def _commit_group(conn: sqlite3.Connection, rows: list[NewContact], now: int) ->
             raise
         conn.execute("COMMIT")
     return found
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database off the commit path, with the WAL kept bounded.
+
+    With SQLite's automatic checkpoints the connection that commits copies WAL pages back into
+    the database itself, and every creator of new tokens waits for that I/O. Here one thread per
+    process that creates tokens checkpoints PASSIVE (it never blocks readers or writers) once the
+    WAL passes ``soft_bytes``; pages that many commits dirtied are written back once. Under
+    sustained writes a passive checkpoint never catches up with the end of the WAL, so past
+    ``hard_bytes`` it checkpoints RESTART: it waits for the writer of the moment, holds new ones
+    back while it finishes, and the next writer starts the WAL from its beginning again.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        close: Callable[[sqlite3.Connection], None],
+        wal: Path,
+        *,
+        soft_bytes: int = 40 << 20,
+        hard_bytes: int = 400 << 20,
+        poll_seconds: float = 0.05,
+    ) -> None:
+        self._connect, self._close, self._wal = connect, close, wal
+        self._soft, self._hard, self._poll = soft_bytes, hard_bytes, poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sendvault-sqlite-checkpointer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread after its current checkpoint."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        failing = False
+        while not self._stop.wait(self._poll):
+            try:
+                size = self._wal.stat().st_size
+            except OSError:
+                continue
+            if size <= self._soft:
+                continue
+            mode = "RESTART" if size > self._hard else "PASSIVE"
+            try:
+                conn = conn or self._connect()
+                conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            except (sqlite3.Error, StoreError) as exc:
+                # Reported once per failing spell; the next poll tries again.
+                if not failing:
+                    log.warning("sqlite checkpoint failed (%s); retrying", exc)
+                failing = True
+            else:
+                failing = False
+        if conn is not None:
+            self._close(conn)
