@@ -47,7 +47,8 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
 
 def _rows(start: int, count: int) -> list[NewContact]:
     return [
-        NewContact(f"tok-{i:08d}", 1, i.to_bytes(4, "big") * 8, b"v" * 60) for i in range(start, start + count)
+        NewContact(f"tok-{i:08d}", 1, i.to_bytes(4, "big") * 8, b"v" * 60)
+        for i in range(start, start + count)
     ]
 
 
