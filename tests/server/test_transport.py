@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
+import os
 import ssl
 import urllib.request
 import warnings
@@ -155,3 +157,24 @@ def test_metrics_on_admin_listener_only(dev_server: DevServer) -> None:
     assert 'sendvault_requests_total{route="/healthz",status="200"}' in text
     assert 'sendvault_tls_handshake_failures_total{reason="no-shared-cipher"}' in text
     assert https_request(dev_server, "GET", "/metrics")[0] == 404
+
+
+def test_a_forged_forwarded_for_does_not_pass_the_allowlist(dev_server: DevServer) -> None:
+    # No trusted proxies are configured: the TCP peer (127.0.0.1) is the caller, whatever
+    # X-Forwarded-For claims, and it is outside this client's network.
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sendvault", "clients", "add", "branch", "--allow", "10.0.0.0/8", "--json"],
+        env={**os.environ, "SENDVAULT_HOME": str(dev_server.home)},
+        capture_output=True,
+        check=True,
+    )
+    secret = json.loads(done.stdout)["client_secret"]
+    basic = "Basic " + base64.b64encode(f"branch:{secret}".encode()).decode()
+    body = {"tokens": [{"tokenRequestId": "r", "token": "x@tokens.sendvault.invalid"}]}
+    for extra in ({}, {"X-Forwarded-For": "10.1.1.1"}, {"Forwarded": "for=10.1.1.1"}):
+        headers = {"Authorization": basic, "Content-Type": "application/json", **extra}
+        assert https_request(dev_server, "POST", "/v1/mc/resolve", body, headers)[0] == 403, extra

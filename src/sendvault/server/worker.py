@@ -85,6 +85,9 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
         access_log=False,
         log_level="warning",
         server_header=False,
+        # uvicorn would otherwise take X-Forwarded-For from any loopback peer as the caller's
+        # address, before the app's allowlists see it: `trusted_proxies` alone decides that.
+        proxy_headers=False,
         timeout_keep_alive=75,
         ssl_context_factory=_context_factory(settings),
     )
