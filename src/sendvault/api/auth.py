@@ -8,15 +8,17 @@ request. Bearer tokens are HS256 JWTs signed with a key every replica shares thr
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import functools
 import hashlib
 import ipaddress
 import os
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import msgspec
@@ -28,7 +30,15 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from ..errors import AuthError, InvalidValue, NotFound
 from ..store.base import ClientRecord, Store
 
-__all__ = ["SCOPES", "Authenticator", "Principal", "hash_secret", "new_secret", "verify_secret"]
+__all__ = [
+    "SCOPES",
+    "Authenticator",
+    "Principal",
+    "address_key",
+    "hash_secret",
+    "new_secret",
+    "verify_secret",
+]
 
 SCOPES = ("resolve", "tokenize")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -104,8 +114,31 @@ class _Failures:
     times: list[float] = field(default_factory=list)
 
 
+# Failure counters kept per worker; past this many keys the least recently failed are forgotten.
+_MAX_FAILURE_KEYS = 100_000
+
+
+def address_key(address: str) -> str:
+    """The unit failures are counted by: an IPv4 address, or an IPv6 /64 (one subscriber's LAN)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class Authenticator:
-    """Checks credentials against the client store; one per worker process."""
+    """Checks credentials against the client store; one per worker process.
+
+    Failed attempts are counted per caller address and per (client, address), never per client
+    alone: a stranger's wrong guesses must not lock Marketing Cloud out of its own client. A
+    secret found in the success cache is never refused; a blocked address gets 429 before any
+    scrypt is spent on it.
+    """
 
     def __init__(
         self,
@@ -127,9 +160,16 @@ class Authenticator:
         self._clock = clock
         self._basic_cache: dict[tuple[str, bytes], tuple[float, Principal]] = {}
         self._client_cache: dict[str, tuple[float, ClientRecord | None]] = {}
-        self._failures: dict[str, _Failures] = {}
+        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        # scrypt releases the GIL: on the API's event loop it runs here, not on the loop.
+        self._kdf_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sendvault-scrypt")
 
     # -- failed attempts ---------------------------------------------------------------------
+
+    @staticmethod
+    def _failure_keys(client_id: str | None, address: str) -> tuple[str, ...]:
+        where = address_key(address)
+        return (f"a:{where}",) if client_id is None else (f"a:{where}", f"p:{client_id}|{where}")
 
     def _check_not_blocked(self, keys: Iterable[str]) -> None:
         now = self._clock()
@@ -144,10 +184,11 @@ class Authenticator:
 
     def _fail(self, keys: Iterable[str]) -> None:
         now = self._clock()
-        if len(self._failures) > 100_000:  # bound memory under a spray of made-up client ids
-            self._failures.clear()
         for key in keys:
             self._failures.setdefault(key, _Failures()).times.append(now)
+            self._failures.move_to_end(key)
+        while len(self._failures) > _MAX_FAILURE_KEYS:
+            self._failures.popitem(last=False)
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -171,30 +212,48 @@ class Authenticator:
 
     def basic(self, client_id: str, secret: str, address: str) -> Principal:
         """Check a client id and secret; raise :class:`AuthError` (401 or 429)."""
-        keys = (f"c:{client_id}", f"a:{address}")
-        self._check_not_blocked(keys)
-        fingerprint = hashlib.sha256(secret.encode()).digest()
-        now = self._clock()
-        cached = self._basic_cache.get((client_id, fingerprint))
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        record = self.client(client_id)
-        if record is None:
-            # Spend the same effort as a real check so timing does not reveal unknown ids.
-            with contextlib.suppress(AuthError):
-                verify_secret(secret, _dummy_hash())
-            self._fail(keys)
+        principal, record = self._basic_precheck(client_id, secret, address)
+        if principal is not None:
+            return principal
+        return self._basic_settle(client_id, secret, address, record, _secret_matches(secret, record))
+
+    async def basic_async(self, client_id: str, secret: str, address: str) -> Principal:
+        """:meth:`basic` for the event loop: the scrypt of an uncached secret runs off the loop."""
+        principal, record = self._basic_precheck(client_id, secret, address)
+        if principal is not None:
+            return principal
+        loop = asyncio.get_running_loop()
+        matches = await loop.run_in_executor(self._kdf_pool, _secret_matches, secret, record)
+        return self._basic_settle(client_id, secret, address, record, matches)
+
+    def _basic_precheck(
+        self, client_id: str, secret: str, address: str
+    ) -> tuple[Principal | None, ClientRecord | None]:
+        """A cached principal, or 429 for a blocked caller, or the record to check against."""
+        cached = self._basic_cache.get((client_id, _fingerprint(secret)))
+        if cached is not None and cached[0] > self._clock():
+            return cached[1], None
+        self._check_not_blocked(self._failure_keys(client_id, address))
+        return None, self.client(client_id)
+
+    def _basic_settle(
+        self, client_id: str, secret: str, address: str, record: ClientRecord | None, matches: bool
+    ) -> Principal:
+        if record is None or not matches:
+            self._fail(self._failure_keys(client_id, address))
             raise AuthError("invalid credentials")
-        try:
-            verify_secret(secret, record.secret_hash)
-        except AuthError:
-            self._fail(keys)
-            raise
         principal = self._principal(record)
         if len(self._basic_cache) > 10_000:
             self._basic_cache.clear()
-        self._basic_cache[(client_id, fingerprint)] = (now + self._cache_seconds, principal)
+        self._basic_cache[(client_id, _fingerprint(secret))] = (
+            self._clock() + self._cache_seconds,
+            principal,
+        )
         return principal
+
+    def close(self) -> None:
+        """Stop the scrypt threads."""
+        self._kdf_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- Bearer (JWT) ----------------------------------------------------------------------
 
@@ -224,7 +283,7 @@ class Authenticator:
 
     def bearer(self, token: str, address: str) -> Principal:
         """Check an access token; raise :class:`AuthError` (401 or 429)."""
-        keys = (f"a:{address}",)
+        keys = self._failure_keys(None, address)
         self._check_not_blocked(keys)
         try:
             principal = self._from_claims(self._open(token))
@@ -307,6 +366,19 @@ def rotate_secret(store: Store, client_id: str, *, clock: Callable[[], float] = 
     secret = new_secret()
     store.put_client(record._replace(secret_hash=hash_secret(secret), rotated_at=int(clock())))
     return secret
+
+
+def _fingerprint(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _secret_matches(secret: str, record: ClientRecord | None) -> bool:
+    """scrypt of ``secret`` against the client's hash; an unknown client costs the same."""
+    try:
+        verify_secret(secret, record.secret_hash if record is not None else _dummy_hash())
+    except AuthError:
+        return False
+    return record is not None
 
 
 @functools.cache

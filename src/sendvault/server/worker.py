@@ -94,6 +94,7 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        app.auth.close()
         app.vault.close()
         if app.audit is not None:
             app.audit.close()
