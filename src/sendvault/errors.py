@@ -63,7 +63,14 @@ class StoreError(SendvaultError):
 
 
 class StoreUnavailable(StoreError):
-    """The store is down or too busy right now; the same request may succeed later."""
+    """The store is down or too busy right now; the same request may succeed later.
+
+    ``busy`` marks a lock held by another writer: worth retrying in a moment.
+    """
+
+    def __init__(self, message: str = "store unavailable", *, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 class AuditUnavailable(SendvaultError):

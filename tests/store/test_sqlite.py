@@ -74,3 +74,45 @@ def test_creating_tokens_checkpoints_off_the_commit_path_and_keeps_the_wal_bound
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 40_000
     conn.close()
+
+
+def test_on_an_event_loop_a_held_write_lock_is_waited_out_without_stalling_the_loop(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    store = SQLiteStore(tmp_path / "s.db", busy_timeout_ms=5_000)
+    store.migrate()
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    async def run() -> tuple[dict[bytes, str], float]:
+        insert = asyncio.ensure_future(store.insert_new_async(_rows(0, 1)))
+        # While the insert waits for the lock, the loop keeps serving: ticks arrive on time.
+        started = time.monotonic()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        ticking = time.monotonic() - started
+        blocker.execute("ROLLBACK")
+        return await insert, ticking
+
+    found, ticking = asyncio.run(run())
+    blocker.close()
+    store.close()
+    assert found == {(0).to_bytes(4, "big") * 8: "tok-00000000"}
+    assert ticking < 1.0
+
+
+def test_on_an_event_loop_a_lock_held_past_the_busy_timeout_is_unavailable(tmp_path: Path) -> None:
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "s.db", busy_timeout_ms=200)
+    store.migrate()
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(store.insert_new_async(_rows(0, 1)))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.close()

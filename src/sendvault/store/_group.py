@@ -108,36 +108,76 @@ class GroupWriter(Generic[C]):
         return group, False
 
 
+# A request waiting on an event loop: its rows, its future, when it was submitted (loop time).
+_Waiting = tuple[Sequence[NewContact], "asyncio.Future[Found]", float]
+
+
 class LoopBatcher(Generic[C]):
-    """Group commit for one event loop: inserts requested in one loop turn share a transaction."""
+    """Group commit for one event loop: inserts requested in one loop turn share a transaction.
+
+    The commit runs on the loop's own thread, so it must never wait for a lock there: a backend
+    whose connection reports a held write lock at once (``StoreUnavailable(busy=True)``) gets the
+    group retried a moment later, with new requests joining it, for up to ``wait_seconds`` per
+    request; meanwhile every other request on the loop is served.
+    """
+
+    _FIRST_DELAY, _MAX_DELAY = 0.001, 0.05
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, conn: C, commit: Callable[[C, list[NewContact]], Found]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: C,
+        commit: Callable[[C, list[NewContact]], Found],
+        *,
+        wait_seconds: float = 0.0,
     ) -> None:
         self._loop = loop
         self._conn = conn
         self._commit = commit
-        self._pending: list[tuple[Sequence[NewContact], asyncio.Future[Found]]] = []
+        self._wait = wait_seconds
+        self._pending: list[_Waiting] = []
+        self._delay = 0.0  # > 0 while a busy group waits for its retry
 
     def submit(self, rows: Sequence[NewContact]) -> asyncio.Future[Found]:
         """A future for ``rows``' share of the next commit on this loop."""
         future: asyncio.Future[Found] = self._loop.create_future()
-        if not self._pending:
+        if not self._pending and not self._delay:
             self._loop.call_soon(self._flush)
-        self._pending.append((rows, future))
+        self._pending.append((rows, future, self._loop.time()))
         return future
 
     def _flush(self) -> None:
-        group, self._pending = self._pending, []
-        live = [(rows, f) for rows, f in group if not f.cancelled()]
+        group, self._pending = [e for e in self._pending if not e[1].cancelled()], []
+        if not group:
+            self._delay = 0.0
+            return
         try:
-            found = self._commit(self._conn, [row for rows, _ in live for row in rows])
+            found = self._commit(self._conn, [row for rows, _, _ in group for row in rows])
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting callers, not swallowed
-            for _, future in live:
+            if isinstance(exc, StoreUnavailable) and exc.busy:
+                group = self._retry_later(group)
+            else:
+                self._delay = 0.0
+            for _, future, _ in group:
                 future.set_exception(exc)
             return
+        self._delay = 0.0
+        live = [(rows, future) for rows, future, _ in group]
         for (_, future), share in zip(live, _share(live, found), strict=True):
             future.set_result(share)
+
+    def _retry_later(self, group: list[_Waiting]) -> list[_Waiting]:
+        """Keep the requests that may still wait for another try; return those that may not."""
+        now = self._loop.time()
+        expired = [entry for entry in group if now - entry[2] >= self._wait]
+        keep = [entry for entry in group if now - entry[2] < self._wait]
+        if not keep:
+            self._delay = 0.0
+            return expired
+        self._pending = keep + self._pending
+        self._delay = min(self._MAX_DELAY, self._delay * 2 or self._FIRST_DELAY)
+        self._loop.call_later(self._delay, self._flush)
+        return expired
 
 
 class ConnectionsBase(Generic[C]):
@@ -173,6 +213,11 @@ class ConnectionsBase(Generic[C]):
 
     def _commit(self, conn: C, rows: list[NewContact]) -> Found:
         raise NotImplementedError
+
+    def _loop_connection(self) -> tuple[C, float]:
+        """A connection for an event loop's group commits, and how long a request may wait for
+        the write lock there (0: the backend waits inside the commit)."""
+        return self._connect(), 0.0
 
     # -- shared ----------------------------------------------------------------------------
 
@@ -215,7 +260,8 @@ class ConnectionsBase(Generic[C]):
         loop = asyncio.get_running_loop()
         batcher = self._batchers.get(loop)
         if batcher is None:
-            batcher = self._batchers[loop] = LoopBatcher(loop, self._connect(), self._commit)
+            conn, wait = self._loop_connection()
+            batcher = self._batchers[loop] = LoopBatcher(loop, conn, self._commit, wait_seconds=wait)
         return await batcher.submit(rows)
 
     def close(self) -> None:

@@ -42,9 +42,9 @@ def _migrations() -> list[tuple[int, str]]:
 def _translate(exc: sqlite3.Error) -> StoreError:
     # SQLite messages name tables and constraints, never bound values, so they are safe to keep.
     text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in text or "busy" in text or "unable to open" in text or "disk I/O" in text
-    ):
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return StoreUnavailable(f"sqlite: {text}", busy=True)
+    if isinstance(exc, sqlite3.OperationalError) and ("unable to open" in text or "disk I/O" in text):
         return StoreUnavailable(f"sqlite: {text}")
     return StoreError(f"sqlite: {text}")
 
@@ -225,6 +225,14 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
             self._commit_conns.add(conn)
             self._start_checkpointer()
         return _commit_group(conn, rows, int(self._clock()))
+
+    def _loop_connection(self) -> tuple[sqlite3.Connection, float]:
+        # On an event loop a held write lock is reported at once and the group retried later
+        # (see LoopBatcher): waiting inside SQLite would stall every request on the loop.
+        conn = self._connect()
+        with _errors():
+            conn.execute("PRAGMA busy_timeout = 0")
+        return conn, self._busy_timeout_ms / 1000
 
     def _start_checkpointer(self) -> None:
         with self._conn_lock:
