@@ -150,12 +150,11 @@ def _canonical_digits(number: phonenumbers.PhoneNumber, candidate: str, *, as_gi
     normalized differently a second time could give one number two tokens.
     """
     digits = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)).removeprefix("+")
-    if as_given:
-        # E.164 digits never carry a trunk prefix: if phonenumbers stripped one (e.g. 31 0... for
-        # the Netherlands), the input is not a number in Marketing Cloud's form.
-        if digits != candidate.removeprefix("+"):
-            raise InvalidValue("invalid-mobile")
+    if as_given and digits == candidate.removeprefix("+"):
         return digits
+    # A national form, or E.164 digits that still carried a trunk prefix after the country code
+    # (82 0 10... for a Korean mobile): the number phonenumbers made is accepted only if it reads
+    # back as itself; forms that do not settle (31 0000000) are refused.
     try:
         again = phonenumbers.parse("+" + digits, None)
     except phonenumbers.NumberParseException:
