@@ -113,3 +113,16 @@ def test_config_show_masks_the_master_key(home: Path) -> None:
 def test_cli_reference_is_current() -> None:
     docs = Path(__file__).parent.parent.parent / "docs" / "cli.md"
     assert docs.read_text() == cli_reference(), "regenerate: python -m sendvault.cli.reference > docs/cli.md"
+
+
+def test_cli_reference_covers_every_command_including_lazy_ones() -> None:
+    import click
+
+    from sendvault.cli import cli
+
+    text = cli_reference()
+    ctx = click.Context(cli, info_name="sendvault")
+    for name in cli.list_commands(ctx):
+        assert f"## `sendvault {name}`" in text, name
+    for nested in ("token get", "audit verify", "scan tls", "clients add", "contact attrs set"):
+        assert f"## `sendvault {nested}`" in text, nested

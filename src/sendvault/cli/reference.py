@@ -11,11 +11,17 @@ from . import cli
 __all__ = ["cli_reference"]
 
 
-def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
+def _walk(
+    command: click.Command, path: list[str], parent: click.Context | None = None
+) -> list[tuple[list[str], click.Command]]:
+    # list_commands/get_command, not .commands: subcommands load lazily (see cli._Group).
     found = [(path, command)]
     if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            found += _walk(command.commands[name], [*path, name])
+        ctx = click.Context(command, info_name=path[-1], parent=parent)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is not None:
+                found += _walk(sub, [*path, name], ctx)
     return found
 
 
