@@ -125,3 +125,70 @@ def test_client_certificates_when_required(tmp_path: Path) -> None:
             https_request(server, "GET", "/healthz", context=client_context(server))
     finally:
         stop_dev_server(server)
+
+
+def _ports(*busy: str) -> tuple[list[str], list[object]]:
+    """serve's port options on free ports, except those named, which are held by a listener."""
+    import socket
+
+    args, held = [], []
+    for option in ("--https-port", "--http-port", "--admin-port"):
+        if option.removeprefix("--") in busy:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(1)
+            held.append(sock)
+            args += [option, str(sock.getsockname()[1])]
+        else:
+            args += [option, str(free_port())]
+    return args, held
+
+
+def test_a_world_readable_master_key_stops_start_up_before_serving(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    stop_dev_server(start_dev_server(home))
+    (home / "keys" / "master.key").chmod(0o644)
+    args, _ = _ports()
+    result = _cli(home, "serve", "--dev", "--host", "127.0.0.1", *args)
+    assert result.returncode != 0
+    assert "master.key" in result.stderr
+    assert "serving" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("busy", ["http-port", "admin-port"])
+def test_a_busy_port_is_named_in_one_line(tmp_path: Path, busy: str) -> None:
+    args, held = _ports(busy)
+    try:
+        result = _cli(tmp_path / "home", "serve", "--dev", "--host", "127.0.0.1", *args)
+    finally:
+        for sock in held:
+            sock.close()  # type: ignore[attr-defined]
+    assert result.returncode == 2
+    assert f"setting {busy.replace('-', '_')}: cannot listen" in result.stderr
+    assert "serving" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_dies_stops_the_server_with_an_error(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    server = start_dev_server(tmp_path / "home")
+    try:
+        listed = subprocess.run(
+            ["pgrep", "-P", str(server.proc.pid)], check=False, capture_output=True, text=True
+        )
+        commands = {int(pid): Path(f"/proc/{pid}/cmdline").read_text() for pid in listed.stdout.split()}
+        workers = [
+            pid for pid, cmd in commands.items() if "spawn_main" in cmd and "resource_tracker" not in cmd
+        ]
+        assert workers
+        os.kill(workers[0], signal.SIGKILL)
+        out = server.proc.communicate(timeout=60)[0].decode()
+    finally:
+        if server.proc.poll() is None:
+            stop_dev_server(server)
+    assert server.proc.returncode != 0
+    assert "a worker exited" in out

@@ -75,7 +75,12 @@ def server_context(
     if client_cert != "none":
         if client_ca_file is None:
             raise ConfigError("tls_client_ca_file", "needed when tls_client_cert is optional or required")
-        ctx.load_verify_locations(str(client_ca_file))
+        try:
+            ctx.load_verify_locations(str(client_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "tls_client_ca_file", f"CA file could not be loaded ({type(exc).__name__})"
+            ) from None
         ctx.verify_mode = ssl.CERT_REQUIRED if client_cert == "required" else ssl.CERT_OPTIONAL
     ctx.set_alpn_protocols(["http/1.1"])
     if on_failure is not None:

@@ -73,8 +73,23 @@ def _context_factory(
     return factory
 
 
-def run_worker(settings: Settings, sock: socket.socket) -> None:
-    """Serve until the main process stops us."""
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the main process once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+
+def run_worker(
+    settings: Settings, sock: socket.socket, *, on_started: Callable[[], None] | None = None
+) -> None:
+    """Serve until the main process stops us; ``on_started`` runs once connections are accepted."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(settings)
     config = uvicorn.Config(
@@ -92,7 +107,7 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
         ssl_context_factory=_context_factory(settings),
     )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        _Server(config, on_started).run(sockets=[sock])
     finally:
         app.auth.close()
         app.vault.close()

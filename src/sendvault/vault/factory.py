@@ -46,7 +46,10 @@ def open_store(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 def open_vault(settings: Settings, *, clock: Callable[[], float] = time.time) -> Vault:
     """A ready vault; creates the data directory, KEK, schema and first keys on first use."""
     home = settings.home_path
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError("home", f"the data directory cannot be created ({exc.strerror})") from None
     provider = LocalKeyProvider(load_local_kek(home, settings.master_key))
     store = open_store(settings, clock=clock)
     try:
