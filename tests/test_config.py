@@ -77,3 +77,12 @@ def test_config_show_hides_a_database_password() -> None:
 def test_unknown_database_scheme_is_refused() -> None:
     with pytest.raises(ConfigError, match="database_url"):
         load_settings(env={"SENDVAULT_DATABASE_URL": "mysql://x"})
+
+
+def test_a_choice_setting_lists_what_it_accepts_and_old_tls_is_named() -> None:
+    with pytest.raises(ConfigError) as bad:
+        load_settings(env={"SENDVAULT_AUDIT": "maybe"})
+    assert str(bad.value) == "setting audit: Invalid enum value (allowed: on, off)"
+    with pytest.raises(ConfigError) as old:
+        load_settings(env={"SENDVAULT_TLS_MIN_VERSION": "1.0"})
+    assert "TLS below 1.2 is refused (allowed: 1.2, 1.3)" in str(old.value)

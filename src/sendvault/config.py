@@ -19,7 +19,8 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -324,7 +325,25 @@ def load_settings(
         else:
             setting, problem = "config", message
         # msgspec quotes rejected enum values; drop every quoted part so no value is echoed.
-        raise ConfigError(setting, _QUOTED.sub("", problem).strip()) from None
+        problem = _QUOTED.sub("", problem).strip()
+        allowed = _allowed_values(types.get(setting))
+        if setting == "tls_min_version" and str(data.get(setting, "")).strip() in ("1", "1.0", "1.1"):
+            problem = "TLS below 1.2 is refused"
+        if allowed:
+            # The allowed values are part of the documentation, never the caller's data.
+            problem += f" (allowed: {', '.join(allowed)})"
+        raise ConfigError(setting, problem) from None
+
+
+def _allowed_values(annotation: Any) -> list[str]:
+    """The choices of a ``Literal`` setting (also inside ``Optional``), else nothing."""
+    kind = _base_type(annotation)
+    if get_origin(kind) is Literal:
+        return [str(v) for v in get_args(kind)]
+    for arm in get_args(kind) if get_origin(kind) in (Union, UnionType) else ():
+        if get_origin(arm) is Literal:
+            return [str(v) for v in get_args(arm)]
+    return []
 
 
 def settings_reference() -> str:
