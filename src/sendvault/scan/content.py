@@ -1,10 +1,21 @@
 """`scan content`: http:// subresources in campaign pages and templates (W3C Mixed Content).
 
-Blockable content (scripts, stylesheets and CSS ``@import``, fonts, iframes, objects, embeds,
-form actions, URLs built in inline scripts) is refused by browsers on an HTTPS page; upgradable
-content (images, ``srcset``, audio, video, CSS ``url()`` images) is upgraded or warned about.
-Template syntax (AMPscript ``%%=...=%%``, Liquid/Handlebars ``{{ }}``) is tolerated, and an
-http:// URL it builds is reported. Links (``<a href>``) are navigation, not mixed content.
+Each URL a page loads is classified as the Mixed Content spec (Level 2, §4.1 "upgrade a mixed
+content request") does. A request is *upgradable* (the browser retries it over https) only when
+its destination is image, audio or video, its host is not an IP address, and it is not an image
+chosen from an image set (``srcset``, or any ``<img>`` that has one or sits in ``<picture>``: the
+HTML standard gives those the initiator "imageset"). Every other subresource is *blockable*
+(refused on an HTTPS page). `_FETCHES` gives each element attribute's destination and `_verdict`
+applies the spec's conditions; nothing else decides.
+
+Links (``<a href>``) are navigation, not mixed content; ``<script>`` blocks that are not
+JavaScript (JSON-LD, templates) load nothing; standards URLs in scripts (``www.w3.org`` namespaces)
+are names, not requests. An attribute counts only when its URL starts with http:// (after
+whitespace and template syntax), so an https URL carrying http:// in its query string is fine.
+Template syntax (AMPscript ``%%=...=%%`` and ``%%[ ]%%``, Liquid and Handlebars ``{{ }}`` and
+``{% %}``) is hidden from the HTML parser, so its quotes cannot end an attribute, and an http://
+URL it builds, directly or through an AMPscript ``SET`` or Liquid ``assign`` variable that an
+attribute then uses, is reported.
 """
 
 from __future__ import annotations
@@ -15,115 +26,310 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from .code import STANDARDS_HOSTS, strip_comments
 from .findings import CheckResult
 
 __all__ = ["scan_content", "scan_text"]
 
 _PAGE_SUFFIXES = {".html", ".htm", ".xhtml", ".tpl", ".liquid", ".hbs", ".handlebars", ".amp", ".css"}
-# An http:// URL, including template expressions inside it ({{ host }}, %%=v(@host)=%%).
-_HTTP = re.compile(r"""http://(?:\{\{[^}]*\}\}|%%[^%]*%%|[^\s"'<>()\\])*""", re.IGNORECASE)
-_CSS_IMPORT = re.compile(r"""@import\s+(?:url\()?\s*["']?(http://[^"')\s;]+)""", re.IGNORECASE)
-_CSS_URL = re.compile(r"""url\(\s*["']?(http://[^"')\s]+)""", re.IGNORECASE)
-_FONT_FACE = re.compile(r"@font-face\s*{[^}]*}", re.IGNORECASE | re.DOTALL)
 
-# (tag, attribute) -> blockable?
-_ATTRS: dict[tuple[str, str], bool] = {
-    ("script", "src"): True,
-    ("iframe", "src"): True,
-    ("frame", "src"): True,
-    ("object", "data"): True,
-    ("embed", "src"): True,
-    ("form", "action"): True,
-    ("button", "formaction"): True,
-    ("input", "formaction"): True,
-    ("applet", "code"): True,
-    ("img", "src"): False,
-    ("img", "srcset"): False,
-    ("source", "srcset"): False,
-    ("source", "src"): False,
-    ("audio", "src"): False,
-    ("video", "src"): False,
-    ("video", "poster"): False,
-    ("track", "src"): True,
-    ("input", "src"): False,
+# (tag, attribute) -> (fetch destination, initiator), from the HTML, SVG and Fetch standards.
+# Form submissions are navigations, but browsers warn before sending a form in clear from an
+# HTTPS page and some refuse to, so they are blockable like every non-media destination.
+_FETCHES: dict[tuple[str, str], tuple[str, str]] = {
+    ("script", "src"): ("script", ""),
+    ("script", "href"): ("script", ""),  # SVG <script>
+    ("script", "xlink:href"): ("script", ""),
+    ("iframe", "src"): ("iframe", ""),
+    ("frame", "src"): ("frame", ""),
+    ("object", "data"): ("object", ""),
+    ("embed", "src"): ("embed", ""),
+    ("applet", "code"): ("object", ""),
+    ("form", "action"): ("form", ""),
+    ("button", "formaction"): ("form", ""),
+    ("input", "formaction"): ("form", ""),
+    ("track", "src"): ("track", ""),
+    ("img", "src"): ("image", ""),  # "imageset" when the <img> has a srcset or is in <picture>
+    ("img", "srcset"): ("image", "imageset"),
+    ("source", "srcset"): ("image", "imageset"),
+    # The HTML standard gives a preload's imagesrcset no "imageset" initiator (nor does Chromium).
+    ("link", "imagesrcset"): ("image", ""),
+    ("source", "src"): ("video", ""),  # "audio" inside <audio>
+    ("audio", "src"): ("audio", ""),
+    ("video", "src"): ("video", ""),
+    ("video", "poster"): ("image", ""),
+    ("input", "src"): ("image", ""),
+    ("image", "href"): ("image", ""),  # SVG <image>
+    ("image", "xlink:href"): ("image", ""),
+    ("feimage", "href"): ("image", ""),
+    ("feimage", "xlink:href"): ("image", ""),
+    # The legacy background= attribute (common in email HTML) is a CSS background image.
+    **{(tag, "background"): ("image", "") for tag in ("body", "table", "thead", "tbody", "tr", "td", "th")},
 }
-_BLOCKABLE_LINKS = {"stylesheet", "import", "preload", "modulepreload", "prefetch", "manifest", "icon"}
+_SRCSET_ATTRIBUTES = {"srcset", "imagesrcset"}
+# <link rel=...> -> destination of the href; rel=preload takes its destination from as=.
+_LINK_RELS: dict[str, str] = {
+    "stylesheet": "style",
+    "icon": "image",
+    "apple-touch-icon": "image",
+    "modulepreload": "script",
+    "manifest": "manifest",
+    "prefetch": "",
+    "import": "document",
+    "preload": "",
+}
+_UPGRADABLE_DESTINATIONS = {"image", "audio", "video"}
+# <script type> values that are JavaScript (an import map lists scripts too); others are data.
+_SCRIPT_TYPES = {
+    "", "module", "importmap", "text/javascript", "application/javascript", "application/ecmascript",
+    "application/x-ecmascript", "application/x-javascript", "text/ecmascript", "text/jscript",
+    "text/livescript", "text/x-ecmascript", "text/x-javascript",
+}  # fmt: skip
+
+# An http:// URL, including template expressions inside it ({{ host }}, %%=v(@host)=%%).
+_HTTP = re.compile(r"""http://(?:\{\{[^}]*\}\}|%%[^%]*%%|[^\s"'<>()`\\])*""", re.IGNORECASE)
+_TEMPLATE = re.compile(r"%%\[.*?\]%%|%%=.*?=%%|\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_PLACEHOLDER = re.compile("\ue000(\\d+)\n*\ue001")
+# What may precede the URL inside an attribute: whitespace, whole control tags ({% if %}), then
+# an output tag with the calls and quotes before its first argument (%%=Concat('http://…).
+_LEAD = re.compile(
+    r"""(?:\s+|\{%.*?%\}|%%\[.*?\]%%)*(?:(?:%%=|\{\{\{?-?)(?:\s|[A-Za-z_][\w.]*\s*\(|["'])*)?""",
+    re.DOTALL,
+)
+_JOINED = re.compile(r"""["'`]\s*\+""")  # "http://" + host
+_VARIABLE = re.compile(r"@\w+|[A-Za-z_]\w*")
+_AMPSCRIPT_BLOCK = re.compile(r"%%\[(.*?)\]%%", re.DOTALL)
+_AMPSCRIPT_SET = re.compile(r"""\bSET\s+(@\w+)\s*=\s*(?:\w+\(\s*)*["'](http://[^"']*)""", re.IGNORECASE)
+_LIQUID_ASSIGN = re.compile(r"""\{%-?\s*assign\s+(\w+)\s*=\s*(?:\w+\(\s*)*["'](http://[^"']*)""")
+_CSS = re.compile(
+    r"""(?P<comment>/\*.*?(?:\*/|\Z))"""
+    r"""|(?P<namespace>@namespace\b[^;]*)"""
+    r"""|@import\s+(?:url\(\s*)?(?P<style>"[^"]*"|'[^']*'|[^\s;)]+)"""
+    r"""|(?P<font>@font-face\s*\{[^}]*\})"""
+    r"""|(?:-webkit-)?image-set\((?P<set>(?:[^()]|\([^()]*\))*)\)"""
+    r"""|url\(\s*(?P<image>"[^"]*"|'[^']*'|[^\s)]*)""",
+    re.IGNORECASE | re.DOTALL,
+)
+# CSS construct (a group of _CSS) -> (destination, label). CSS image-set() candidates are plain
+# CSS images: only HTML's srcset and <picture> give a request the initiator "imageset".
+_CSS_LOADS = {
+    "style": ("style", "@import"),
+    "font": ("font", "@font-face"),
+    "set": ("image", "image-set()"),
+    "image": ("image", "url()"),
+}
+_CSS_ARGUMENT = re.compile(r"""url\(\s*("[^"]*"|'[^']*'|[^\s)]*)|("[^"]*"|'[^']*')""", re.IGNORECASE)
+
+
+def _verdict(destination: str, initiator: str, url: str) -> tuple[bool, str]:
+    """(blockable, why) for an http:// request, as Mixed Content §4.1 decides."""
+    if destination not in _UPGRADABLE_DESTINATIONS:
+        return True, ""
+    if destination == "image" and initiator == "imageset":
+        return True, " (from an image set: never upgraded)"
+    if _ip_host(url):
+        return True, " (IP address host: never upgraded)"
+    return False, ""
+
+
+def _authority(url: str) -> str:
+    """The host and port of an http:// URL, as written."""
+    return re.split(r"[/?#\\]", url[len("http://") :], maxsplit=1)[0].rpartition("@")[2]
+
+
+def _ip_host(url: str) -> bool:
+    """Whether the URL's host is an IP address, by the URL standard ("ends in a number")."""
+    authority = _authority(url)
+    if authority.startswith("["):
+        return True
+    last = authority.partition(":")[0].removesuffix(".").rpartition(".")[2]
+    return re.fullmatch(r"\d+|0[xX][0-9a-fA-F]*", last) is not None
+
+
+class _Templates:
+    """A page with its template syntax replaced by placeholders, and the variables it sets."""
+
+    def __init__(self, text: str) -> None:
+        self.blocks: list[str] = []
+        self.text = _TEMPLATE.sub(self._hide, text)
+        self.variables: dict[str, tuple[str, int]] = {}  # name -> (http:// URL, line)
+        assignments = [
+            (m.start(1) + s.start(), s.group(1).lower(), s.group(2))
+            for m in _AMPSCRIPT_BLOCK.finditer(text)
+            for s in _AMPSCRIPT_SET.finditer(m.group(1))
+        ] + [(m.start(), m.group(1), m.group(2)) for m in _LIQUID_ASSIGN.finditer(text)]
+        for offset, name, url in assignments:
+            self.variables.setdefault(name, (url, text.count("\n", 0, offset) + 1))
+
+    def _hide(self, match: re.Match[str]) -> str:
+        # No quotes or angle brackets, and the same newlines: the parser's line numbers stay true.
+        self.blocks.append(match.group(0))
+        return f"\ue000{len(self.blocks) - 1}" + "\n" * match.group(0).count("\n") + "\ue001"
+
+    def restore(self, text: str) -> str:
+        """``text`` with its placeholders turned back into the template syntax."""
+        return _PLACEHOLDER.sub(lambda m: self.blocks[int(m.group(1))], text)
+
+    def url_at(self, raw: str) -> tuple[str, str, str] | None:
+        """(url, shown, note) when the value loads an http:// URL; None otherwise."""
+        value = self.restore(raw).strip()
+        lead = _LEAD.match(value)
+        start = lead.end() if lead else 0
+        if value[start : start + 7].lower() == "http://":
+            if start == 0:
+                whole = _HTTP.match(value)
+                shown = whole.group(0) if whole else value
+                # Personalisation in the path or query (?id=%%_subscriberkey%%) builds no URL.
+                host = _authority(shown)
+                templated = "{{" in host or "%%" in host
+                return shown, shown, " (built by template syntax)" if templated else ""
+            return value[start:], value, " (built by template syntax)"
+        name = _VARIABLE.match(value, start) if start else None
+        if name is not None:
+            key = name.group(0).lower() if name.group(0).startswith("@") else name.group(0)
+            if key in self.variables:
+                url, line = self.variables[key]
+                return url, value, f" (built by template syntax: {name.group(0)} = {url} on line {line})"
+        return None
+
+
+# (blockable, line, element, shown url + notes)
+_Found = tuple[bool, int, str, str]
+
+
+def _srcset(value: str) -> Iterator[str]:
+    """The URLs of a srcset (placeholders count as URL characters, their commas are hidden)."""
+    for candidate in re.finditer(r"[\s,]*((?:\ue000\d+\n*\ue001|\S)+)[^,]*", value):
+        yield candidate.group(1).rstrip(",")
+
+
+def _css_urls(css: str, templates: _Templates, line: int = 1) -> Iterator[_Found]:
+    """(blockable, line, construct, url) for each http:// URL a stylesheet loads from line ``line`` on."""
+    for match in _CSS.finditer(css):
+        construct = match.lastgroup
+        if construct not in _CSS_LOADS:
+            continue  # a comment or an @namespace: names, not requests
+        destination, label = _CSS_LOADS[construct]
+        if construct in ("style", "image"):
+            arguments = [match.group(construct)]
+        else:  # the url()s and strings of an @font-face rule or an image-set()
+            arguments = [a.group(1) or a.group(2) for a in _CSS_ARGUMENT.finditer(match.group(construct))]
+        for argument in arguments:
+            found = templates.url_at(argument.strip("\"'"))
+            if found is not None:
+                url, shown, note = found
+                blockable, why = _verdict(destination, "", url)
+                yield blockable, line + css.count("\n", 0, match.start()), label, shown + note + why
 
 
 class _Page(html.parser.HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, templates: _Templates) -> None:
         super().__init__(convert_charrefs=True)
-        self.found: list[tuple[bool, int, str, str]] = []  # (blockable, line, where, url)
-        self._in: str | None = None
+        self.templates = templates
+        self.found: list[_Found] = []
+        self._in: str | None = None  # "style", "script", or "data" for a non-JavaScript script
+        self._picture = 0
+        self._media = "video"
+
+    def _add(self, line: int, element: str, destination: str, initiator: str, raw: str) -> None:
+        found = self.templates.url_at(raw)
+        if found is not None:
+            url, shown, note = found
+            blockable, why = _verdict(destination, initiator, url)
+            self.found.append((blockable, line, element, shown + note + why))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         line = self.getpos()[0]
         values = {k.lower(): v or "" for k, v in attrs}
-        if tag == "link":
-            rel = set(values.get("rel", "").lower().split())
-            href = values.get("href", "")
-            if rel & _BLOCKABLE_LINKS and _HTTP.search(href):
-                self.found.append((True, line, f"<link rel={'/'.join(sorted(rel))}>", _first(href)))
-        for (wanted_tag, attr), blockable in _ATTRS.items():
-            if tag == wanted_tag and attr in values:
-                value = values[attr]
-                for url in _HTTP.findall(value):
-                    # A template that assembles the URL: report the whole expression.
-                    shown = (
-                        value if ("%%" in value or "{{" in value) and len(url) <= len("http://") + 1 else url
-                    )
-                    self.found.append((blockable, line, f"<{tag} {attr}>", shown))
-        style = values.get("style")
-        if style:
-            self.found.extend((b, line, f"<{tag} style>", u) for b, u in css_urls(style))
-        if tag in ("script", "style"):
-            self._in = tag
+        if tag == "picture":
+            self._picture += 1
+        elif tag in ("audio", "video"):
+            self._media = tag
+        elif tag == "link":
+            self._link(line, values)
+        # The HTML standard: an <img> that uses srcset or <picture> fetches with initiator "imageset".
+        imageset = tag == "img" and ("srcset" in values or self._picture > 0)
+        for attr, value in values.items():
+            destination, initiator = _FETCHES.get((tag, attr), (None, ""))
+            if destination is None:
+                continue
+            if (tag, attr) == ("source", "src"):
+                destination = self._media
+            initiator = "imageset" if imageset else initiator
+            urls = _srcset(value) if attr in _SRCSET_ATTRIBUTES else [value]
+            for url in urls:
+                self._add(line, f"<{tag} {attr}>", destination, initiator, url)
+        if values.get("style"):
+            self.found.extend(
+                (b, at, f"<{tag} style> {kind}", url)
+                for b, at, kind, url in _css_urls(values["style"], self.templates, line)
+            )
+        if tag == "style":
+            self._in = "style"
+        elif tag == "script":
+            kind = values.get("type", "").partition(";")[0].strip().lower()
+            self._in = "script" if kind in _SCRIPT_TYPES else "data"
+
+    def _link(self, line: int, values: dict[str, str]) -> None:
+        rels = values.get("rel", "").lower().split()
+        rel = next((r for r in rels if r in _LINK_RELS), None)
+        if rel is None:
+            return
+        destination = _LINK_RELS[rel]
+        if rel == "preload":
+            kind = values.get("as", "").strip().lower()
+            destination = "" if kind == "fetch" else kind
+        shown = f"<link rel={rel} as={destination or 'fetch'}>" if rel == "preload" else f"<link rel={rel}>"
+        self._add(line, shown, destination, "", values.get("href", ""))
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == self._in:
+        if tag == "picture":
+            self._picture = max(0, self._picture - 1)
+        elif tag in ("script", "style") and self._in is not None:
             self._in = None
 
     def handle_data(self, data: str) -> None:
         line = self.getpos()[0]
         if self._in == "style":
-            self.found.extend((b, line, "<style>", u) for b, u in css_urls(data))
+            self.found.extend(
+                (b, at, f"<style> {kind}", url) for b, at, kind, url in _css_urls(data, self.templates, line)
+            )
         elif self._in == "script":
-            self.found.extend((True, line, "inline <script>", u) for u in _HTTP.findall(data))
+            self._script(line, strip_comments(self.templates.restore(data), ".js"))
+
+    def _script(self, line: int, code: str) -> None:
+        for match in _HTTP.finditer(code):
+            host = _authority(match.group(0)).partition(":")[0].lower()
+            # A bare "http://" counts only where a host is joined to it ("http://" + host), not in
+            # a scheme test such as url.startsWith("http://").
+            joined = _JOINED.match(code, match.end()) is not None
+            if (host or joined) and host not in STANDARDS_HOSTS:
+                at = line + code.count("\n", 0, match.start())
+                self.found.append((True, at, "inline <script>", match.group(0)))
 
 
-def _first(text: str) -> str:
-    match = _HTTP.search(text)
-    return match.group(0) if match else text
+def scan_text(
+    text: str, where: str, result: CheckResult, *, css: bool = False, file: str | None = None
+) -> list[str]:
+    """Add the mixed content of one page or stylesheet to ``result``; returns its links.
 
-
-def css_urls(css: str) -> Iterator[tuple[bool, str]]:
-    """(blockable, url) for every http:// URL a stylesheet loads."""
-    fonts = {m for block in _FONT_FACE.findall(css) for m in _CSS_URL.findall(block)}
-    imports = set(_CSS_IMPORT.findall(css))
-    for url in imports:
-        yield True, url
-    for url in _CSS_URL.findall(css):
-        if url not in imports:
-            yield url in fonts, url
-
-
-def scan_text(text: str, where: str, result: CheckResult, *, css: bool = False) -> list[str]:
-    """Add the mixed content of one page or stylesheet to ``result``; returns its https links."""
-    found: list[tuple[bool, int, str, str]]
+    ``where`` names the page in each finding's detail; ``file`` is the finding's file location.
+    """
+    templates = _Templates(text)
     links: list[str] = []
     if css:
-        found = [(b, 0, "stylesheet", u) for b, u in css_urls(text)]
+        found = [
+            (b, at, f"stylesheet {kind}", url) for b, at, kind, url in _css_urls(templates.text, templates)
+        ]
     else:
-        page = _Page()
-        page.feed(text)
+        page = _Page(templates)
+        page.feed(templates.text)
         page.close()
         found = page.found
         links = re.findall(r"""<a\s[^>]*href=["']([^"'#]+)""", text, re.IGNORECASE)
     for blockable, line, element, url in found:
-        template = " (built by template syntax)" if ("{{" in url or "%%" in url) else ""
         rule = "content.mixed-blockable" if blockable else "content.mixed-upgradable"
-        at = f"{where}:{line}" if line else where
-        result.fail(rule, f"{at} {element} {url}{template}")
+        result.fail(rule, f"{where}:{line} {element} {url}", file=file, line=line)
     if not found:
         result.ok()
     return links
@@ -137,38 +343,47 @@ def _read_url(url: str, timeout: float) -> str:
         return str(resp.read(5_000_000).decode("utf-8", "replace"))
 
 
+def _scan_url(target: str, crawl: int, timeout: float, result: CheckResult) -> None:
+    host = urlsplit(target).hostname
+    queue, seen = [(target, 0)], set()
+    while queue:
+        url, depth = queue.pop(0)
+        if url in seen:
+            continue
+        seen.add(url)
+        try:
+            text = _read_url(url, timeout)
+        except (OSError, ValueError) as exc:
+            result.cannot(f"{url}: {type(exc).__name__}")
+            result.fail("content.unknown", f"{url} could not be read ({type(exc).__name__})")
+            continue
+        for link in scan_text(text, url, result, css=url.endswith(".css")):
+            absolute = urljoin(url, link)
+            if depth < crawl and urlsplit(absolute).hostname == host:
+                queue.append((absolute, depth + 1))
+
+
 def scan_content(target: str, *, crawl: int = 0, timeout: float = 10.0) -> CheckResult:
     """Scan a URL (following same-host links ``crawl`` levels deep), a file or a directory."""
     result = CheckResult("content", target)
     if target.startswith(("http://", "https://")):
-        host = urlsplit(target).hostname
-        queue, seen = [(target, 0)], set()
-        while queue:
-            url, depth = queue.pop(0)
-            if url in seen:
-                continue
-            seen.add(url)
-            try:
-                text = _read_url(url, timeout)
-            except (OSError, ValueError) as exc:
-                result.cannot(f"{url}: {type(exc).__name__}")
-                result.fail("content.unknown", f"{url} could not be read ({type(exc).__name__})")
-                continue
-            for link in scan_text(text, url, result, css=url.endswith(".css")):
-                absolute = urljoin(url, link)
-                if depth < crawl and urlsplit(absolute).hostname == host:
-                    queue.append((absolute, depth + 1))
+        _scan_url(target, crawl, timeout, result)
         return result
-    path = Path(target)
-    files = (
-        sorted(p for p in path.rglob("*") if p.suffix.lower() in _PAGE_SUFFIXES) if path.is_dir() else [path]
-    )
-    for file in files:
+    root = Path(target)
+    if root.is_dir():
+        pages = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _PAGE_SUFFIXES)
+        files = [(p, p.relative_to(root).as_posix()) for p in pages]
+        if not files:
+            result.cannot(f"{target}: no pages, templates or stylesheets to scan")
+            result.fail("content.unknown", f"{target} has no pages, templates or stylesheets to scan")
+    else:
+        files = [(root, target)]
+    for file, shown in files:
         try:
             text = file.read_text(errors="replace")
         except OSError as exc:
-            result.cannot(f"{file}: {type(exc).__name__}")
-            result.fail("content.unknown", f"{file} could not be read")
+            result.cannot(f"{shown}: {type(exc).__name__}")
+            result.fail("content.unknown", f"{shown} could not be read", file=shown)
             continue
-        scan_text(text, str(file), result, css=file.suffix.lower() == ".css")
+        scan_text(text, shown, result, css=file.suffix.lower() == ".css", file=shown)
     return result
