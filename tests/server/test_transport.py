@@ -155,6 +155,14 @@ def test_metrics_on_admin_listener_only(dev_server: DevServer) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{dev_server.admin_port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     assert 'sendvault_requests_total{route="/healthz",status="200"}' in text
+    assert 'sendvault_request_seconds_count{route="/healthz",status_class="2xx"}' in text
+    if local_support()["TLSv1.1"]:
+        # A client that offers nothing newer than TLS 1.1 is counted as protocol-too-old.
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            handshake(dev_server.https_port, _legacy_client(dev_server, ssl.TLSVersion.TLSv1_1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{dev_server.admin_port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert 'sendvault_tls_handshake_failures_total{reason="protocol-too-old"}' in text
     assert 'sendvault_tls_handshake_failures_total{reason="no-shared-cipher"}' in text
     assert https_request(dev_server, "GET", "/metrics")[0] == 404
 

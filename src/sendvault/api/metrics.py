@@ -19,8 +19,13 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests = Counter("sendvault_requests", "Requests by route and status.", ["route", "status"])
+        # Latency by status class, not exact status: 2xx, 4xx and 5xx answers take different
+        # paths (a refused request is fast), and classes keep the series few.
         self.latency = Histogram(
-            "sendvault_request_seconds", "Request latency by route.", ["route"], buckets=_LATENCY_BUCKETS
+            "sendvault_request_seconds",
+            "Request latency by route and status class.",
+            ["route", "status_class"],
+            buckets=_LATENCY_BUCKETS,
         )
         self.batch_items = Histogram(
             "sendvault_batch_items", "Items per Marketing Cloud call.", ["route"], buckets=_BATCH_BUCKETS
@@ -33,7 +38,7 @@ class Metrics:
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Count one request."""
         self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        self.latency.labels(route, f"{status // 100}xx").observe(seconds)
 
     def batch(self, route: str, size: int) -> None:
         """Record a batch size."""
