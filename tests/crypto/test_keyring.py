@@ -79,3 +79,20 @@ def test_blind_index_is_keyed_and_separates_kinds() -> None:
     assert index.digest(1, "a@example.com") != index.digest(2, "a@example.com")
     assert index.digest(1, "a@example.com") != BlindIndex(os.urandom(32)).digest(1, "a@example.com")
     assert len(index.digest(1, "x")) == 32
+
+
+def test_open_many_opens_what_open_opens_and_fails_closed_item_by_item(keyring: Keyring) -> None:
+    good = keyring.seal(b"a@example.com", b"t1")
+    flipped = bytearray(keyring.seal(b"b@example.com", b"t2"))
+    flipped[-1] ^= 1
+    foreign = Keyring([(7, os.urandom(32))]).seal(b"c@example.com", b"t3")
+    other_key_id = Keyring([(8, os.urandom(32))]).seal(b"d@example.com", b"t4")
+    items = [
+        (good, b"t1"),
+        (bytes(flipped), b"t2"),
+        (good, b"t2"),  # moved to another row
+        (foreign, b"t3"),
+        (other_key_id, b"t4"),
+        (good[:20], b"t1"),  # truncated
+    ]
+    assert keyring.open_many(items) == [b"a@example.com", None, None, None, None, None]

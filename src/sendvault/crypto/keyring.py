@@ -69,6 +69,32 @@ class Keyring:
         except InvalidTag:
             raise CryptoError() from None
 
+    def open_many(self, items: Iterable[tuple[bytes, bytes]]) -> list[bytes | None]:
+        """:meth:`open` for each ``(ciphertext, context)``: the plaintext, or None where it fails.
+
+        The resolve hot path opens 500 values per call; one loop here spares a call and an
+        exception per value. A failure is still only ever an opaque None.
+        """
+        by_header = self._by_header
+        out: list[bytes | None] = []
+        for ciphertext, context in items:
+            header = ciphertext[:_HEADER_LEN]
+            aead = by_header.get(header)
+            if aead is None or len(ciphertext) < _MIN_LEN:
+                out.append(None)
+                continue
+            try:
+                out.append(
+                    aead.decrypt(
+                        ciphertext[_HEADER_LEN : _HEADER_LEN + NONCE_BYTES],
+                        ciphertext[_HEADER_LEN + NONCE_BYTES :],
+                        header + context,
+                    )
+                )
+            except InvalidTag:
+                out.append(None)
+        return out
+
     def with_key(self, key_id: int, key: bytes) -> Keyring:
         """A new keyring that also holds ``key``; it becomes current if its id is the highest."""
         clone = Keyring.__new__(Keyring)
