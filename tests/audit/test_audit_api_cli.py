@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import time
@@ -14,9 +15,9 @@ from tests.api.conftest import ApiEnv
 from tests.helpers import run_cli as _cli
 
 from sendvault.api import Authenticator, TokenApi, register_client
-from sendvault.audit import open_audit, verify_store
+from sendvault.audit import Event, open_audit, verify_store
 from sendvault.config import load_settings
-from sendvault.vault import open_vault
+from sendvault.vault import open_vault, parse_kind
 
 
 @pytest.fixture
@@ -143,3 +144,174 @@ def test_cli_changes_are_recorded_searchable_exportable_and_verifiable(tmp_path:
     assert _cli(home, "audit", "verify", "--file", str(tmp_path / "missing.jsonl")).returncode == 2
     assert b"Audit.Me" not in (home / "audit.db").read_bytes()
     assert b"audit.me" not in (home / "audit.db").read_bytes()
+
+
+def _disclosed(env: ApiEnv) -> tuple[Path, str]:
+    """A Get Token and the resolve that disclosed the value (with an attribute) again."""
+    body = {"tokenValues": [{"tokenRequestId": "g", "tokenValue": "seen@example.com", "tokenType": "Email"}]}
+    token = env.call("POST", "/v1/mc/tokens", body, env.basic("mc")).json()["tokens"][0]["token"]
+    env.app.vault.set_attributes(token, {"FirstName": "Zanzibarian"})
+    resolve = {"tokens": [{"tokenRequestId": "r", "token": token}]}
+    assert env.call("POST", "/v1/mc/resolve", resolve, env.basic("mc")).status == 200
+    assert env.app.audit is not None
+    env.app.audit.flush()
+    return env.app.settings.home_path, token
+
+
+def test_show_prints_the_readable_side_of_a_resolve_and_keeps_the_answer_sealed(audited: ApiEnv) -> None:
+    home, token = _disclosed(audited)
+    out = _cli(home, "audit", "show", "--event", "mc:resolve", "--json").stdout
+    (row,) = json.loads(out)
+    assert row["request"] == {"tokens": [{"tokenRequestId": "r", "token": token}]}
+    assert set(row["response"]) == {"$sealed"}
+    assert "seen@" not in out
+    assert "Zanzibarian" not in out
+
+
+def test_show_reveal_opens_the_sealed_answer_of_a_resolve(audited: ApiEnv) -> None:
+    home, _ = _disclosed(audited)
+    (row,) = json.loads(_cli(home, "audit", "show", "--event", "mc:resolve", "--reveal", "--json").stdout)
+    (resolved,) = row["revealed_response"]["resolvedTokens"]
+    assert resolved["tokenValue"] == "seen@example.com"
+    assert resolved["attributes"] == [{"name": "FirstName", "value": "Zanzibarian"}]
+
+
+def test_show_reveal_opens_the_sealed_request_of_a_get_token(audited: ApiEnv) -> None:
+    home, _ = _disclosed(audited)
+    (row,) = json.loads(_cli(home, "audit", "show", "--event", "mc:get-token", "--reveal", "--json").stdout)
+    assert row["revealed_request"]["tokenValues"][0]["tokenValue"] == "seen@example.com"
+
+
+def test_search_by_value_and_type_finds_the_resolve_that_disclosed_it(audited: ApiEnv) -> None:
+    home, _ = _disclosed(audited)
+    found = _cli(home, "audit", "search", "--value", "Seen@Example.com", "--type", "email", "--json")
+    assert [r["event"] for r in json.loads(found.stdout)] == ["mc:get-token", "mc:resolve"]
+
+
+def test_search_by_value_does_not_create_a_token(audited: ApiEnv) -> None:
+    home, _ = _disclosed(audited)
+    found = _cli(home, "audit", "search", "--value", "never@example.com", "--type", "email", "--json")
+    assert json.loads(found.stdout) == []
+    (outcome,) = audited.app.vault.tokenize_many([(parse_kind("email"), "never@example.com")], create=False)
+    assert outcome.token is None
+
+
+def test_clients_add_is_recorded_without_the_secret(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    added = _cli(home, "clients", "add", "mcx", "--scopes", "resolve", "--allow", "192.0.2.0/24", "--json")
+    secret = json.loads(added.stdout)["client_secret"]
+    (row,) = json.loads(_cli(home, "audit", "show", "--event", "client:add", "--json").stdout)
+    assert row["meta"] == {
+        "client": "mcx",
+        "scopes": "resolve",
+        "allow": "192.0.2.0/24",
+        "tokenize_rate": 0.0,
+    }
+    assert row["actor"].startswith("cli:")
+    assert secret.encode() not in (home / "audit.db").read_bytes()
+
+
+def test_the_dev_client_creation_is_recorded_once(tmp_path: Path) -> None:
+    from sendvault.server.dev import prepare_dev, write_dev_client
+
+    settings = load_settings(env={"SENDVAULT_HOME": str(tmp_path / "home")})
+    write_dev_client(settings, prepare_dev(settings))
+    write_dev_client(settings, prepare_dev(settings))  # a restart keeps the client and its secret
+    log = open_audit(settings)
+    with log.store.snapshot() as conn:
+        records = [json.loads(r.body) for r in log.store.records(conn)]
+    log.close()
+    assert [(r["event"], r["meta"]["client"]) for r in records] == [("client:add", "dev")]
+
+
+def test_purge_after_the_newest_record_removes_all_but_the_newest(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for _ in range(3):
+        assert _cli(home, "keys", "rotate").returncode == 0
+    purged = _cli(home, "audit", "purge", "--before", "2099-01-01")
+    assert "2 record(s) removed through record 2" in purged.stderr
+    verdict = json.loads(_cli(home, "audit", "verify", "--json").stdout)
+    assert (verdict["first"], verdict["last"]) == (3, 4)  # the newest rotation, then the purge
+
+
+def test_api_refuses_every_call_until_a_write_succeeds(audited: ApiEnv, tmp_path: Path) -> None:
+    log = audited.app.audit
+    assert log is not None
+    assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 200
+    log.flush()  # the log exists: each try below waits for the lock
+    # Each try waits longer for the lock than the pause between tries, as with the default
+    # 5 s busy timeout and 1 s pause: calls made while a retry waits must be refused too.
+    log.store._busy_timeout_ms = 300
+    log.store.close()
+    log._retry_seconds = 0.2
+    blocker = sqlite3.connect(tmp_path / "home" / "audit.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 200
+        deadline = time.monotonic() + 10
+        while log._failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        statuses = []
+        until = time.monotonic() + 1.5  # three tries, each failing behind the blocker
+        while time.monotonic() < until:
+            statuses.append(
+                audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status
+            )
+            time.sleep(0.05)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert set(statuses) == {503}
+    deadline = time.monotonic() + 10
+    while log._failure is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 200
+
+
+def test_a_record_that_cannot_be_encoded_does_not_hold_the_log(audited: ApiEnv) -> None:
+    log = audited.app.audit
+    assert log is not None
+    log.record(Event.API_REQUEST, meta={"unencodable": object()})
+    log.flush()
+    log.check()
+    assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, audited.basic("mc")).status == 200
+    records = _records(audited)
+    assert records[0]["meta"] == {"unencodable": "TypeError"}
+    assert records[1]["event"] == "mc:resolve"
+
+
+def test_a_refused_call_keeps_its_error_answer_and_its_request_sealed(audited: ApiEnv) -> None:
+    raw = b'{"tokenValues": [{"tokenRequestId": "1", "tokenValue": "bad.json@example.com"'
+    answer = audited.call("POST", "/v1/mc/tokens", raw, audited.basic("mc"))
+    assert answer.status == 400
+    (record,) = _records(audited)
+    assert (record["request_form"], record["response_form"]) == ("sealed", "json")
+    assert json.loads(record["_response"]) == answer.json()
+    log = audited.app.audit
+    assert log is not None
+    assert log.sealer.open_blob(record["_request"]) == raw
+    assert b"bad.json" not in (audited.app.settings.home_path / "audit.db").read_bytes()
+
+
+def test_a_failed_login_records_the_claimed_client_but_not_as_actor(audited: ApiEnv) -> None:
+    header = {"authorization": "Basic " + base64.b64encode(b"mallory:guess-Secret-123").decode()}
+    assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, header).status == 401
+    (record,) = _records(audited)
+    assert record["event"] == "auth:fail"
+    assert record["actor"] is None
+    assert record["meta"] == {"claimed_client_id": "mallory"}
+    assert b"guess-Secret-123" not in (audited.app.settings.home_path / "audit.db").read_bytes()
+
+
+def test_a_failed_oauth_login_records_the_claimed_client_and_the_form_without_its_secret(
+    audited: ApiEnv,
+) -> None:
+    form = "grant_type=client_credentials&client_id=mallory&client_secret=guess-Secret-123"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert audited.call("POST", "/oauth/token", form, headers).status == 401
+    (record,) = _records(audited)
+    assert record["meta"] == {"claimed_client_id": "mallory"}
+    log = audited.app.audit
+    assert log is not None
+    sealed = json.loads(log.sealer.open_blob(record["_request"]))
+    assert sealed == {"grant_type": "client_credentials", "client_id": "mallory"}

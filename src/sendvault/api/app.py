@@ -48,6 +48,8 @@ _ROUTE_EVENTS = {
     "/v1/mc/tokens": Event.MC_GET_TOKEN,
     "/oauth/token": Event.OAUTH_TOKEN,
 }
+_SECRET_FIELDS = frozenset({"client_secret", "password"})
+_MAX_CLAIMED_ID = 128  # client ids are at most 128 characters; a longer claim is cut there
 _UNRESOLVED_MESSAGE = {
     "unknown-token": "token not found",
     "erased": "token not found",
@@ -84,6 +86,9 @@ class _Call:
     sealed_side: str | None = None
     fingerprint_values: list[str] | None = None
     counts: dict[str, int] | None = None
+    # For the record of a refused call: the request as read, and the client id it claimed.
+    body: bytes | None = None
+    claimed_client: str | None = None
 
 
 class TokenApi:
@@ -160,7 +165,7 @@ class TokenApi:
         elapsed = self._clock() - started
         if self.audit is not None and route is not None and path not in ("/healthz", "/openapi.json"):
             try:
-                self._record(call, label, status, elapsed)
+                self._record(call, label, status, elapsed, body)
             except AuditUnavailable:
                 # The log is mandatory: an answer that cannot be queued for it is not given.
                 error = self._unavailable("audit log unavailable")
@@ -197,6 +202,7 @@ class TokenApi:
         try:
             body = await self._read_body(call.scope, receive)
             if call.scope["path"] != "/oauth/token":
+                call.body = body  # an OAuth form holds a secret: _oauth keeps it without
                 call.principal = self._authenticate(call, scope_needed)
             return 200, await handler(call, body), []
         finally:
@@ -284,6 +290,7 @@ class TokenApi:
         kind, _, value = header.partition(" ")
         if kind.lower() == "basic":
             client_id, secret = _basic_pair(value)
+            call.claimed_client = client_id
             return self.auth.basic(client_id, secret, call.address)
         if kind.lower() == "bearer":
             return self.auth.bearer(value.strip(), call.address)
@@ -409,6 +416,8 @@ class TokenApi:
     async def _oauth(self, call: _Call, body: bytes) -> bytes:
         call.event = Event.OAUTH_TOKEN
         form = _oauth_form(call.scope, body)
+        # A refused call's record keeps the form, but never the secret.
+        call.body = msgspec.json.encode({k: v for k, v in form.items() if k not in _SECRET_FIELDS})
         if form.get("grant_type") != "client_credentials":
             raise _HttpError(400, "unsupported_grant_type", "only client_credentials is supported")
         client_id = form.get("client_id") or form.get("username")
@@ -416,6 +425,7 @@ class TokenApi:
         header = _header(call.scope, b"authorization")
         if header and header.lower().startswith("basic "):
             client_id, secret = _basic_pair(header[6:])
+        call.claimed_client = client_id
         if not client_id or not secret:
             raise _HttpError(401, "invalid_client", "client credentials required")
         try:
@@ -431,9 +441,33 @@ class TokenApi:
 
     # -- audit -----------------------------------------------------------------------------
 
-    def _record(self, call: _Call, route: str, status: int, elapsed: float) -> None:
+    def _record(self, call: _Call, route: str, status: int, elapsed: float, answer: bytes) -> None:
         assert self.audit is not None
         event = Event.AUTH_FAIL if status in (401, 429) else call.event
+        meta = None
+        if call.principal is None and call.claimed_client is not None and status in (401, 429):
+            # Who the caller said it was: unproven, so never the actor (nor, ever, the secret).
+            meta = {"claimed_client_id": call.claimed_client[:_MAX_CLAIMED_ID]}
+        if status == 200:
+            self.audit.record(
+                event,
+                actor=call.principal.client_id if call.principal else None,
+                source=call.address,
+                route=route,
+                status=status,
+                latency_ms=round(elapsed * 1000, 3),
+                tls=call.scope.get("extensions", {}).get("tls"),
+                counts=call.counts,
+                request=call.request_doc,
+                response=call.response_doc,
+                request_raw=call.request_raw,
+                response_raw=call.response_raw,
+                sealed_side=call.sealed_side,
+                fingerprint_values=call.fingerprint_values,
+            )
+            return
+        # A refused or failed call: the answer is our own problem document (no personal data),
+        # the request as read is sealed whole (it may hold anything).
         self.audit.record(
             event,
             actor=call.principal.client_id if call.principal else None,
@@ -443,12 +477,10 @@ class TokenApi:
             latency_ms=round(elapsed * 1000, 3),
             tls=call.scope.get("extensions", {}).get("tls"),
             counts=call.counts,
-            request=call.request_doc if status == 200 else None,
-            response=call.response_doc if status == 200 else None,
-            request_raw=call.request_raw if status == 200 else None,
-            response_raw=call.response_raw if status == 200 else None,
-            sealed_side=call.sealed_side,
-            fingerprint_values=call.fingerprint_values if status == 200 else None,
+            meta=meta,
+            request_raw=call.body,
+            response_raw=answer,
+            sealed_side="request",
         )
 
 

@@ -13,19 +13,32 @@ from ..crypto.keys import load_key, private_file
 from .events import Event
 from .log import AuditLog
 from .record import Sealer
-from .store import AuditStore
-from .verify import ChainBroken, Verified, export_jsonl, verify_export, verify_store
+from .store import AuditStore, Mark
+from .verify import (
+    ChainBroken,
+    Verified,
+    export_jsonl,
+    head_document,
+    parse_head,
+    signed_head,
+    verify_export,
+    verify_store,
+)
 
 __all__ = [
     "AuditLog",
     "AuditStore",
     "ChainBroken",
     "Event",
+    "Mark",
     "Verified",
     "export_jsonl",
+    "head_document",
     "load_public_key",
     "open_audit",
     "open_audit_store",
+    "parse_head",
+    "signed_head",
     "verify_export",
     "verify_store",
 ]

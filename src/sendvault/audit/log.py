@@ -1,11 +1,14 @@
 """The audit log: one entry point, a bounded queue, one writer thread, grouped transactions.
 
 ``record`` never blocks: it queues and returns, or raises :class:`AuditUnavailable` when the
-queue is full or a recent write failed; the API then answers 503. A queued record whose write
-fails is kept and retried until it is written (and the reason logged, without payloads); a
-caller that waits (``record_sync``, ``record_async``) is told of the failure instead. Nothing is
-dropped silently: only a process that dies with records still queued loses them, and the
-signed head then shows exactly where the log ends.
+queue is full or writes are failing; the API then answers 503. From a failed write until a write
+succeeds every record is refused. A queued record whose write fails is kept and retried until it
+is written (and the reason logged, without payloads): that retry is the probe that ends the
+refusal; with nothing to retry, the writer signs the head again as its probe. A caller that waits
+(``record_sync``, ``record_async``) is told of the failure instead. Each try is bounded by the
+store's busy timeout, so a write stuck behind a lock fails in time rather than holding the log.
+Nothing is dropped silently: only a process that dies with records still queued loses them, and
+the signed head then shows exactly where the log ends.
 """
 
 from __future__ import annotations
@@ -59,7 +62,6 @@ class AuditLog:
         self._clock = clock
         self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=max_queue)
         self._failure: str | None = None
-        self._refuse_until = 0.0
         self._retry_seconds = retry_seconds
         self._thread = threading.Thread(target=self._run, name="sendvault-audit-writer", daemon=True)
         self._thread.start()
@@ -69,10 +71,10 @@ class AuditLog:
     def check(self) -> None:
         """Raise :class:`AuditUnavailable` if records cannot be written right now.
 
-        After a failed write, requests are refused for ``retry_seconds``; then the next record is
-        let through as a probe, and a successful write ends the refusal.
+        From a failed write until the writer's next successful one (it retries every
+        ``retry_seconds``), every record is refused.
         """
-        if self._failure is not None and time.monotonic() < self._refuse_until:
+        if self._failure is not None:
             raise AuditUnavailable(f"audit log unavailable: {self._failure}")
 
     def record(
@@ -133,24 +135,19 @@ class AuditLog:
         while not (stopping and not retry):
             group, stopping = self._collect(retry, stopping)
             if not group:
+                if self._failure is not None and not stopping:
+                    self._probe()
+                continue
+            group = self._encoded(group)
+            if not group:
                 continue
             try:
-                self.store.append([e.pending or self._prepare(e) for e in group])
+                self.store.append([e.pending for e in group if e.pending is not None])
             except Exception as exc:  # noqa: BLE001 - reported to callers, retried for the rest
-                self._fail(exc)  # logs the reason only: no payload, no traceback
-                retry = [e for e in group if e.done is None]
-                for entry in group:
-                    if entry.done is not None:
-                        entry.done(AuditUnavailable(f"audit log unavailable: {self._failure}"))
-                if stopping and retry:
-                    log.error("audit: %d record(s) could not be written before shutdown", len(retry))  # noqa: TRY400 - a count, no traceback wanted
-                    retry = []
-                time.sleep(min(self._retry_seconds, 1.0))
+                retry = self._failed(group, exc, stopping)
             else:
                 retry = []
-                if self._failure is not None:
-                    log.warning("audit writes succeed again")
-                self._failure = None
+                self._recovered()
                 for entry in group:
                     if entry.done is not None:
                         entry.done(None)
@@ -158,11 +155,32 @@ class AuditLog:
                 if entry not in retry:
                     self._queue.task_done()
 
+    def _failed(self, group: list[_Entry], exc: Exception, stopping: bool) -> list[_Entry]:
+        """Tell waiting callers; return the records to retry after a pause."""
+        self._fail(exc)  # logs the reason only: no payload, no traceback
+        retry = [e for e in group if e.done is None]
+        for entry in group:
+            if entry.done is not None:
+                entry.done(AuditUnavailable(f"audit log unavailable: {self._failure}"))
+        if stopping and retry:
+            log.error("audit: %d record(s) could not be written before shutdown", len(retry))
+            return []
+        if retry:
+            time.sleep(self._retry_seconds)  # with nothing to retry, _collect's wait is the pause
+        return retry
+
     def _collect(self, retry: list[_Entry], stopping: bool) -> tuple[list[_Entry], bool]:
-        """The failed records still to write, then whatever is queued, up to the group limit."""
+        """The failed records still to write, then whatever is queued, up to the group limit.
+
+        While writes fail with nothing to retry, the wait for a record ends after
+        ``retry_seconds`` with an empty group: time to probe.
+        """
         group = list(retry)
         if not group and not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._retry_seconds if self._failure is not None else None)
+            except queue.Empty:
+                return [], False
             if first is None:
                 self._queue.task_done()
                 return [], True
@@ -178,15 +196,58 @@ class AuditLog:
             group.append(more)
         return group, stopping
 
-    def _fail(self, exc: Exception) -> None:
-        self._failure = f"{type(exc).__name__}: {exc}"
-        self._refuse_until = time.monotonic() + self._retry_seconds
-        # The reason only: no payload, and no traceback for an operational failure.
-        log.error("audit write failed (%s); requests are refused until it succeeds", self._failure)
+    def _encoded(self, group: list[_Entry]) -> list[_Entry]:
+        """The group with each record encoded once (a retry reuses the encoding).
 
-    def _prepare(self, entry: _Entry) -> Pending:
-        entry.pending = self._pending(entry.fields)
-        return entry.pending
+        A record that cannot be encoded is a bug in its caller; it must not hold the log (it
+        would be retried, and every answer refused, forever). A caller that waits is told and
+        its record left out; for the others a record of the failure, with the event and the
+        time, is written in its place.
+        """
+        kept = []
+        for entry in group:
+            if entry.pending is None:
+                try:
+                    entry.pending = self._pending(entry.fields)
+                except Exception as exc:  # noqa: BLE001 - any encoding failure is handled alike
+                    if not self._unencodable(entry, type(exc).__name__):
+                        continue
+            kept.append(entry)
+        return kept
+
+    def _unencodable(self, entry: _Entry, error: str) -> bool:
+        """Handle a record that failed to encode; whether a record of the failure stands in."""
+        # The error's class only: its text or a traceback could show the payload.
+        log.error("audit: a %s record could not be encoded (%s)", entry.fields["event"], error)
+        if entry.done is not None:
+            entry.done(AuditUnavailable(f"audit record could not be encoded ({error})"))
+            self._queue.task_done()
+            return False
+        entry.pending = self._pending(
+            {"event": entry.fields["event"], "ts": self._clock(), "meta": {"unencodable": error}}
+        )
+        return True
+
+    def _probe(self) -> None:
+        try:
+            self.store.probe()
+        except Exception as exc:  # noqa: BLE001 - the failure goes on; logged once per reason
+            self._fail(exc)
+        else:
+            self._recovered()
+
+    def _fail(self, exc: Exception) -> None:
+        failure = f"{type(exc).__name__}: {exc}"
+        if failure != self._failure:
+            # The reason only: no payload, and no traceback for an operational failure. Logged
+            # when it starts or changes, not at every retry.
+            log.error("audit write failed (%s); requests are refused until a write succeeds", failure)
+        self._failure = failure
+
+    def _recovered(self) -> None:
+        if self._failure is not None:
+            log.warning("audit writes succeed again; requests are accepted")
+        self._failure = None
 
     def _pending(self, fields: dict[str, Any]) -> Pending:
         values: list[str] = []

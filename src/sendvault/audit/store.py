@@ -3,8 +3,11 @@
 Its own file (``$SENDVAULT_HOME/audit.db``) so audit writes never wait for the vault's write lock.
 Appends from every process go through ``BEGIN IMMEDIATE``: read the head, chain the new records,
 sign the new head, commit. So the chain stays linear with several workers and CLI commands
-writing at once. Every ``checkpoint_every`` records a signed checkpoint is kept; a purge leaves a
-signed anchor (the last removed record's number and hash) that the remaining chain starts from.
+writing at once. The head's signature covers the time it was written, so a copy of it kept
+elsewhere (``sendvault audit head``) dates the log. A new file starts with a signed head at record 0,
+so an emptied log is told from a new one. Every ``checkpoint_every`` records a signed checkpoint
+is kept; a purge leaves a signed anchor (the last removed record's number and hash) that the
+remaining chain starts from.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ..errors import AuditUnavailable
 from .record import GENESIS, chain_hash
 
-__all__ = ["AuditStore", "Pending", "Stored", "check_signature", "head_message", "now_us"]
+__all__ = ["AuditStore", "Mark", "Pending", "Stored", "check_signature", "head_message", "now_us"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -42,22 +45,35 @@ CREATE TABLE IF NOT EXISTS audit_fingerprints (fp TEXT NOT NULL, seq INTEGER NOT
 CREATE INDEX IF NOT EXISTS audit_fingerprints_fp ON audit_fingerprints (fp);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, sig BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_marks (
-    kind TEXT PRIMARY KEY CHECK (kind IN ('head', 'anchor')),
-    seq  INTEGER NOT NULL,
-    hash BLOB    NOT NULL,
-    sig  BLOB    NOT NULL
+    kind  TEXT PRIMARY KEY CHECK (kind IN ('head', 'anchor')),
+    seq   INTEGER NOT NULL,
+    hash  BLOB    NOT NULL,
+    sig   BLOB    NOT NULL,
+    ts_us INTEGER NOT NULL DEFAULT 0
 )
 """
 
 
-def head_message(kind: str, seq: int, digest: bytes) -> bytes:
-    """What a head, anchor or checkpoint signature covers."""
-    return b"sendvault-audit|" + kind.encode() + b"|" + seq.to_bytes(8, "big") + digest
+def head_message(kind: str, seq: int, digest: bytes, ts_us: int | None = None) -> bytes:
+    """What a head (with the time it was written), anchor or checkpoint signature covers."""
+    message = b"sendvault-audit|" + kind.encode() + b"|" + seq.to_bytes(8, "big") + digest
+    return message if ts_us is None else message + ts_us.to_bytes(8, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A signed head or anchor: a record's number and hash (and, for a head, when it was written)."""
+
+    seq: int
+    hash: bytes
+    sig: bytes
+    ts_us: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """One record as stored."""
+    """One record as stored. The indexed columns are read as they are (a tampered row may hold
+    text where a number belongs), so verification can compare them with the hashed body."""
 
     seq: int
     ts_us: int
@@ -98,12 +114,15 @@ class AuditStore:
         *,
         checkpoint_every: int = 1000,
         busy_timeout_ms: int = 5000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
         self._signer = signer
         self.public_key = public_key
         self._checkpoint_every = checkpoint_every
+        # Bounds each write's wait for SQLite's lock, so a failing write is known within it.
         self._busy_timeout_ms = busy_timeout_ms
+        self._clock = clock
         self._conn: sqlite3.Connection | None = None
 
     def connect(self) -> sqlite3.Connection:
@@ -122,12 +141,35 @@ class AuditStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            try:
+                self._create_schema(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                conn.close()
+                raise
             conn.execute("COMMIT")
             self._conn = conn
         return self._conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        new = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_marks'").fetchone() is None
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        if not new and "ts_us" not in {r[1] for r in conn.execute("PRAGMA table_info(audit_marks)")}:
+            # A log from before heads were dated; its head is signed anew by the next append.
+            conn.execute("ALTER TABLE audit_marks ADD COLUMN ts_us INTEGER NOT NULL DEFAULT 0")
+        if new and self._signer is not None:
+            # A signed head at record 0: a log whose records and marks were all deleted then
+            # fails verification instead of passing as a new, empty one.
+            self._put_head(conn, 0, GENESIS)
+
+    def _put_head(self, conn: sqlite3.Connection, seq: int, digest: bytes) -> None:
+        ts_us = now_us(self._clock)
+        conn.execute(
+            "INSERT OR REPLACE INTO audit_marks (kind, seq, hash, sig, ts_us) VALUES ('head', ?, ?, ?, ?)",
+            (seq, digest, self._sign("head", seq, digest, ts_us), ts_us),
+        )
 
     def close(self) -> None:
         """Close the connection."""
@@ -135,10 +177,10 @@ class AuditStore:
             self._conn.close()
             self._conn = None
 
-    def _sign(self, kind: str, seq: int, digest: bytes) -> bytes:
+    def _sign(self, kind: str, seq: int, digest: bytes, ts_us: int | None = None) -> bytes:
         if self._signer is None:
             raise AuditUnavailable("this process holds no audit signing key")
-        return self._signer.sign(head_message(kind, seq, digest))
+        return self._signer.sign(head_message(kind, seq, digest, ts_us))
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -179,11 +221,12 @@ class AuditStore:
                     )
                 prev = digest
                 numbers.append(seq)
-            conn.execute(
-                "INSERT OR REPLACE INTO audit_marks VALUES ('head', ?, ?, ?)",
-                (seq, prev, self._sign("head", seq, prev)),
-            )
+            self._put_head(conn, seq, prev)
         return numbers
+
+    def probe(self) -> None:
+        """Sign the head again, dated now: a real write, to learn whether writes succeed again."""
+        self.append([])
 
     def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
         row = conn.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
@@ -204,9 +247,10 @@ class AuditStore:
         finally:
             conn.execute("COMMIT")
 
-    def marks(self, conn: sqlite3.Connection) -> dict[str, tuple[int, bytes, bytes]]:
-        """The signed head and anchor: kind -> (seq, hash, signature)."""
-        return {k: (int(s), bytes(h), bytes(g)) for k, s, h, g in conn.execute("SELECT * FROM audit_marks")}
+    def marks(self, conn: sqlite3.Connection) -> dict[str, Mark]:
+        """The signed head and anchor, by kind."""
+        rows = conn.execute("SELECT kind, seq, hash, sig, ts_us FROM audit_marks")
+        return {k: Mark(int(s), _blob(h), _blob(g), int(t)) for k, s, h, g, t in rows}
 
     def checkpoints(self, conn: sqlite3.Connection) -> dict[int, tuple[bytes, bytes]]:
         """Signed checkpoints: seq -> (hash, signature)."""
@@ -227,7 +271,7 @@ class AuditStore:
         for row in conn.execute(sql, tuple(params)):
             yield Stored(
                 int(row[0]),
-                int(row[1]),
+                row[1],
                 row[2],
                 row[3],
                 row[4],
@@ -239,6 +283,16 @@ class AuditStore:
                 _blob(row[10]),
             )
 
+    def fingerprint_rows(
+        self, conn: sqlite3.Connection, first: int | None = None
+    ) -> Iterator[tuple[int, str]]:
+        """Every (seq, fingerprint) row from record ``first`` on, in record order."""
+        where, params = ("WHERE seq >= ?", (first,)) if first is not None else ("", ())
+        # `where` is one of two constants above.
+        sql = f"SELECT seq, fp FROM audit_fingerprints {where} ORDER BY seq"  # noqa: S608
+        for seq, fp in conn.execute(sql, params):
+            yield int(seq), str(fp)
+
     def seqs_with_fingerprint(self, conn: sqlite3.Connection, fingerprint: str) -> list[int]:
         """Record numbers whose sealed values include one with this fingerprint."""
         return [
@@ -248,19 +302,21 @@ class AuditStore:
     def purge(self, before_us: int) -> tuple[int, int]:
         """Remove records older than ``before_us``; leave a signed anchor. Returns (count, last seq)."""
         with self._write() as conn:
+            # Never remove the newest record: the head must stay anchored to a stored record. A
+            # date after the newest record removes all the others.
             row = conn.execute(
-                "SELECT seq, hash FROM audit_records WHERE ts_us < ? ORDER BY seq DESC LIMIT 1", (before_us,)
+                "SELECT seq, hash FROM audit_records WHERE ts_us < ?"
+                " AND seq < (SELECT max(seq) FROM audit_records) ORDER BY seq DESC LIMIT 1",
+                (before_us,),
             ).fetchone()
-            # Never remove the newest record: the head must stay anchored to a stored record.
-            last = conn.execute("SELECT max(seq) FROM audit_records").fetchone()[0]
-            if row is None or int(row[0]) >= int(last):
+            if row is None:
                 return 0, 0
             seq, digest = int(row[0]), bytes(row[1])
             count = conn.execute("DELETE FROM audit_records WHERE seq <= ?", (seq,)).rowcount
             conn.execute("DELETE FROM audit_fingerprints WHERE seq <= ?", (seq,))
             conn.execute("DELETE FROM audit_checkpoints WHERE seq <= ?", (seq,))
             conn.execute(
-                "INSERT OR REPLACE INTO audit_marks VALUES ('anchor', ?, ?, ?)",
+                "INSERT OR REPLACE INTO audit_marks (kind, seq, hash, sig) VALUES ('anchor', ?, ?, ?)",
                 (seq, digest, self._sign("anchor", seq, digest)),
             )
         return int(count), seq
@@ -273,9 +329,11 @@ def _blob(value: object) -> bytes:
     return str(value).encode()
 
 
-def check_signature(public_key: Ed25519PublicKey, kind: str, seq: int, digest: bytes, sig: bytes) -> None:
-    """Raise InvalidSignature unless ``sig`` signs (kind, seq, digest) under ``public_key``."""
-    public_key.verify(sig, head_message(kind, seq, digest))
+def check_signature(
+    public_key: Ed25519PublicKey, kind: str, seq: int, digest: bytes, sig: bytes, *, ts_us: int | None = None
+) -> None:
+    """Raise InvalidSignature unless ``sig`` signs (kind, seq, digest[, time]) under ``public_key``."""
+    public_key.verify(sig, head_message(kind, seq, digest, ts_us))
 
 
 def now_us(clock: Callable[[], float] = time.time) -> int:

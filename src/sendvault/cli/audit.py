@@ -1,4 +1,4 @@
-"""`sendvault audit show|search|export|verify|purge`."""
+"""`sendvault audit show|search|export|verify|head|purge`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,20 @@ from typing import Any
 import click
 import msgspec
 
-from ..audit import ChainBroken, Event, export_jsonl, load_public_key, verify_export, verify_store
+from ..audit import (
+    ChainBroken,
+    Event,
+    Mark,
+    Verified,
+    export_jsonl,
+    head_document,
+    load_public_key,
+    parse_head,
+    signed_head,
+    verify_export,
+    verify_store,
+)
+from ..audit.store import Stored
 from ..errors import InvalidValue
 from ..vault import Normalizer, parse_kind
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, fail, pass_app
@@ -38,6 +51,11 @@ def audit() -> None:
     """Read, search, export, verify and purge the tamper-evident audit log."""
 
 
+def _token_clause(token: str) -> tuple[str, list[Any]]:
+    quoted = msgspec.json.encode(token)
+    return "(instr(body, ?) > 0 OR instr(request, ?) > 0 OR instr(response, ?) > 0)", [quoted] * 3
+
+
 def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     log = app.audit
     clauses: list[str] = []
@@ -53,33 +71,53 @@ def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str
         clauses.append("ts_us < ?")
         params.append(filters["until"])
     if filters.get("token"):
-        clauses.append("(instr(body, ?) > 0 OR instr(request, ?) > 0 OR instr(response, ?) > 0)")
-        quoted = msgspec.json.encode(filters["token"])
-        params.extend([quoted, quoted, quoted])
+        clause, values = _token_clause(filters["token"])
+        clauses.append(clause)
+        params.extend(values)
     with log.store.snapshot() as conn:
         if filters.get("fingerprints") is not None:
+            # A value matches by its fingerprint (records holding it sealed) or by its token
+            # (resolve records, which carry the token readable and the value sealed whole).
             seqs = sorted(
                 {s for fp in filters["fingerprints"] for s in log.store.seqs_with_fingerprint(conn, fp)}
             )
-            clauses.append(f"seq IN ({','.join('?' * len(seqs))})" if seqs else "0")
+            either = [f"seq IN ({','.join('?' * len(seqs))})"] if seqs else []
             params.extend(seqs)
+            for token in filters.get("value_tokens") or []:
+                clause, values = _token_clause(token)
+                either.append(clause)
+                params.extend(values)
+            clauses.append(f"({' OR '.join(either)})" if either else "0")
         records = list(log.store.records(conn, " AND ".join(clauses), params, limit=limit))
-    out = []
-    for rec in records:
-        body = msgspec.json.decode(rec.body)
-        row = {"seq": rec.seq, "time": dt.datetime.fromtimestamp(rec.ts_us / 1e6, dt.UTC).isoformat(), **body}
-        row.pop("v", None)
-        row.pop("ts_us", None)
-        if filters.get("reveal"):
-            if body.get("sealed"):
-                row["revealed"] = log.sealer.open(body["sealed"])
-            for side in ("request", "response"):
-                if body.get(f"{side}_sealed"):
-                    row[f"revealed_{side}"] = msgspec.json.decode(
-                        log.sealer.open_bytes(body[f"{side}_sealed"])
-                    )
-        out.append(row)
-    return out
+    return [_row(app, rec, reveal=bool(filters.get("reveal"))) for rec in records]
+
+
+def _row(app: AppContext, rec: Stored, *, reveal: bool) -> dict[str, Any]:
+    body = msgspec.json.decode(rec.body)
+    row = {"seq": rec.seq, "time": dt.datetime.fromtimestamp(body["ts_us"] / 1e6, dt.UTC).isoformat(), **body}
+    row.pop("v", None)
+    row.pop("ts_us", None)
+    if reveal and body.get("sealed"):
+        row["revealed"] = app.audit.sealer.open(body["sealed"])
+    # Payloads kept in their own columns (Marketing Cloud calls, errors): the readable side as
+    # the JSON it was, the sealed side as a placeholder unless --reveal opens it.
+    for side, blob in (("request", rec.request), ("response", rec.response)):
+        form = body.get(f"{side}_form")
+        if form == "json":
+            row[side] = _decoded(blob)
+        elif form == "sealed":
+            row[side] = {"$sealed": len(blob)}
+            if reveal:
+                row[f"revealed_{side}"] = _decoded(app.audit.sealer.open_blob(blob), opened=True)
+    return row
+
+
+def _decoded(data: bytes, *, opened: bool = False) -> Any:
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        # Not JSON (a malformed request, kept sealed): only an opened payload is shown as text.
+        return {"$unparsed_bytes": len(data), **({"text": data.decode("utf-8", "replace")} if opened else {})}
 
 
 def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -106,9 +144,15 @@ _filter_options = [
     click.option("--event", type=click.Choice([e.value for e in Event]), help="Event name."),
     click.option("--status", type=int, help="HTTP status."),
     click.option("--token", help="Records mentioning this token."),
-    click.option("--value", help="Records holding this clear value (by keyed fingerprint)."),
     click.option(
-        "--type", "kind_name", type=click.Choice(["email", "mobile"]), help="Also match --value normalized."
+        "--value",
+        help="Records holding this clear value (by keyed fingerprint; with --type also by its token).",
+    ),
+    click.option(
+        "--type",
+        "kind_name",
+        type=click.Choice(["email", "mobile"]),
+        help="Kind of --value: also match it normalized, and records of its token (resolve answers).",
     ),
     click.option("--limit", type=int, default=100, show_default=True),
     click.option("--reveal", is_flag=True, help="Open sealed values (needs the audit key)."),
@@ -132,8 +176,13 @@ def _search(app: AppContext, opts: dict[str, Any]) -> None:
         value = opts["value"]
         candidates = {value}
         if opts.get("kind_name"):
+            kind = parse_kind(opts["kind_name"])
             with contextlib.suppress(InvalidValue):
-                candidates.add(Normalizer().normalize(parse_kind(opts["kind_name"]), value))
+                candidates.add(Normalizer().normalize(kind, value))
+            # The value's token, looked up without creating one, finds the resolve records that
+            # disclosed it (they are not fingerprinted: that would cost the hot path).
+            (found,) = app.vault.tokenize_many([(kind, value)], create=False)
+            filters["value_tokens"] = [found.token] if found.token else []
         filters["fingerprints"] = [app.audit.sealer.fingerprint(v) for v in candidates]
     _print(_rows(app, filters, opts["limit"]), opts["as_json"])
 
@@ -165,12 +214,43 @@ def audit_export(app: AppContext, fmt: str, output: Path | None) -> None:
     click.echo(f"{count} record(s) exported", err=True)
 
 
+def _public_key(app: AppContext, path: str | None) -> Any:
+    try:
+        return load_public_key(path, app.settings)
+    except (OSError, ValueError, TypeError):
+        fail("no usable audit public key", "give --public-key FILE (PEM, Ed25519)", code=EXIT_USAGE)
+
+
+def _broken(broken: ChainBroken, as_json: bool) -> None:
+    if as_json:
+        emit_json({"intact": False, "seq": broken.seq, "reason": broken.reason})
+    else:
+        click.echo(f"BROKEN at record {broken.seq}: {broken.reason}", err=True)
+    sys.exit(EXIT_FAILURE)
+
+
+def _known_head(path: Path) -> Mark:
+    try:
+        return parse_head(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        fail(
+            f"--known-head {path} is not a head record ({type(exc).__name__})",
+            "give a file written by `sendvault audit head --json`",
+            code=EXIT_USAGE,
+        )
+
+
 @audit.command("verify")
 @click.option(
     "--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="Verify an export instead."
 )
-@click.option("--from", "first", type=int, help="First record of the range.")
-@click.option("--to", "last", type=int, help="Last record of the range.")
+@click.option("--from", "first", type=int, help="First record of the range (not with --file).")
+@click.option("--to", "last", type=int, help="Last record of the range (not with --file).")
+@click.option(
+    "--known-head",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A head kept elsewhere (`audit head --json`): the chain must still hold that record.",
+)
 @click.option("--public-key", help="Trusted Ed25519 public key (PEM); default keys/audit-signing.pub.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @pass_app
@@ -179,35 +259,77 @@ def audit_verify(
     path: Path | None,
     first: int | None,
     last: int | None,
+    known_head: Path | None,
     public_key: str | None,
     as_json: bool,
 ) -> None:
-    """Check the hash chain and signatures. Exit 0 intact, 1 broken, 2 usage error."""
-    try:
-        key = load_public_key(public_key, app.settings)
-    except (OSError, ValueError, TypeError):
-        fail("no usable audit public key", "give --public-key FILE (PEM, Ed25519)", code=EXIT_USAGE)
+    """Check the hash chain and signatures. Exit 0 intact, 1 broken, 2 usage error.
+
+    Prints the range checked and the signed head reached (record, hash, time written). Without
+    --known-head, a log rolled back whole to an older consistent state still verifies: keep the
+    output of `sendvault audit head` off this host and give it here.
+    """
+    if path is not None and (first is not None or last is not None):
+        fail("--from/--to apply to the database, not to --file", "verify the whole export", code=EXIT_USAGE)
+    if first is not None and last is not None and first > last:
+        fail(f"--from {first} is after --to {last}", code=EXIT_USAGE)
+    if known_head is not None and (first is not None or last is not None):
+        fail("--known-head checks the whole chain", "drop --from/--to", code=EXIT_USAGE)
+    key = _public_key(app, public_key)
+    known = _known_head(known_head) if known_head is not None else None
+    if path is not None and not path.exists():
+        fail(f"{path} does not exist", code=EXIT_USAGE)
     try:
         if path is not None:
-            if not path.exists():
-                fail(f"{path} does not exist", code=EXIT_USAGE)
-            result = verify_export(path, key)
+            result = verify_export(path, key, known=known)
         else:
             store = app.audit.store
             store.public_key = key
-            result = verify_store(store, first=first, last=last)
+            result = verify_store(store, first=first, last=last, known=known)
     except ChainBroken as broken:
-        if as_json:
-            emit_json({"intact": False, "seq": broken.seq, "reason": broken.reason})
-        else:
-            click.echo(f"BROKEN at record {broken.seq}: {broken.reason}", err=True)
-        sys.exit(EXIT_FAILURE)
+        _broken(broken, as_json)
+    except ValueError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    _verdict(result, known, as_json)
+
+
+def _verdict(result: Verified, known: Mark | None, as_json: bool) -> None:
+    head = head_document(result.head) if result.head is not None else None
     if as_json:
-        emit_json({"intact": True, "first": result.first, "last": result.last, "records": result.records,
-                   "checkpoints": result.checkpoints})  # fmt: skip
+        doc = {"intact": True, "first": result.first, "last": result.last, "records": result.records,
+               "checkpoints": result.checkpoints, "head": head}  # fmt: skip
+        if known is not None:
+            doc["known_head"] = known.seq
+        emit_json(doc)
+        return
+    span = f"records {result.first}..{result.last} ({result.records})"
+    click.echo(f"intact: {span}, {result.checkpoints} checkpoint(s)")
+    if head is not None:
+        click.echo(f"signed head: record {head['seq']}, hash {head['hash']}, written {head['time']}")
+    if known is not None:
+        click.echo(f"known head: record {known.seq} is in the chain with the same hash")
+
+
+@audit.command("head")
+@click.option("--public-key", help="Trusted Ed25519 public key (PEM); default keys/audit-signing.pub.")
+@click.option("--json", "as_json", is_flag=True, help="Print the head as JSON, for `verify --known-head`.")
+@pass_app
+def audit_head(app: AppContext, public_key: str | None, as_json: bool) -> None:
+    """Print the current signed head (record, hash, time written). Exit 0, or 1 if it does not verify.
+
+    Ship it off this host (e.g. `sendvault audit head --json | logger -t sendvault-audit`):
+    `audit verify --known-head FILE` then proves the log was not rolled back below it.
+    """
+    store = app.audit.store
+    store.public_key = _public_key(app, public_key)
+    try:
+        head = head_document(signed_head(store))
+    except ChainBroken as broken:
+        _broken(broken, as_json)
+    if as_json:
+        emit_json(head)
     else:
-        span = f"records {result.first}..{result.last} ({result.records})"
-        click.echo(f"intact: {span}, {result.checkpoints} checkpoint(s)")
+        click.echo(f"signed head: record {head['seq']}, hash {head['hash']}, written {head['time']}")
 
 
 @audit.command("purge")

@@ -86,6 +86,9 @@ def clients_add(
         )
     finally:
         store.close()
+    # What the client may do, never its secret.
+    meta = {"client": name, "scopes": scopes, "allow": " ".join(allow), "tokenize_rate": tokenize_rate}
+    app.record(Event.CLIENT_ADD, meta=meta)
     if as_json:
         emit_json({"client_id": name, "client_secret": secret, "scopes": scopes.split()})
     else:

@@ -6,6 +6,7 @@ is kept across restarts (read back from `dev-client.json`, mode 0600) rather tha
 
 from __future__ import annotations
 
+import getpass
 import json
 import shlex
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from .._fs import write_atomic
 from ..api.auth import register_client, verify_secret
+from ..audit import Event, open_audit
 from ..config import Settings
 from ..errors import AuthError
 from ..vault import open_store
@@ -59,6 +61,8 @@ def prepare_dev(settings: Settings) -> dict[str, Any]:
             secret = register_client(store, DEV_CLIENT, scopes="resolve tokenize")
     finally:
         store.close()
+    if not keep:
+        _record_dev_client(settings, replaced=record is not None)
     assert secret is not None
     url = f"https://{_dev_host(settings)}:{settings.https_port}"
     return {
@@ -68,6 +72,24 @@ def prepare_dev(settings: Settings) -> dict[str, Any]:
         "ca_file": str(ca.cert_path.absolute()),
         "token_url": url + "/oauth/token",
     }
+
+
+def _record_dev_client(settings: Settings, *, replaced: bool) -> None:
+    """Record the dev client's creation (or new secret) like `clients add`, before serving."""
+    meta = {
+        "client": DEV_CLIENT,
+        "scopes": "resolve tokenize",
+        "allow": "",
+        "tokenize_rate": 0.0,
+        "dev": True,
+    }
+    if replaced:
+        meta["replaced"] = True  # its secret was lost with dev-client.json: a new one was made
+    log = open_audit(settings)
+    try:
+        log.record_sync(Event.CLIENT_ADD, actor=f"cli:{getpass.getuser()}", meta=meta)
+    finally:
+        log.close()
 
 
 def write_dev_client(settings: Settings, content: dict[str, Any]) -> Path:
