@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from tests.api.conftest import ApiEnv
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -102,3 +103,30 @@ def test_unknown_scope_is_invalid_scope_not_a_server_error(api: ApiEnv) -> None:
     )
     assert answer.status == 400
     assert answer.json()["error"] == "invalid_scope"
+
+
+@pytest.mark.parametrize("header", ["Basic !!!!", "Basic " + base64.b64encode(b"no-colon").decode()])
+def test_a_malformed_basic_header_is_invalid_client_not_a_server_error(api: ApiEnv, header: str) -> None:
+    answer = api.call(
+        "POST", "/oauth/token", "grant_type=client_credentials", {**FORM, "Authorization": header}
+    )
+    assert answer.status == 401
+    assert answer.json()["error"] == "invalid_client"
+    assert answer.headers["www-authenticate"].startswith("Basic")
+
+
+def test_a_wrong_secret_is_invalid_client_with_a_challenge(api: ApiEnv) -> None:
+    body = "grant_type=client_credentials&client_id=mc&client_secret=wrong"
+    answer = api.call("POST", "/oauth/token", body, FORM)
+    assert answer.status == 401
+    assert answer.headers["www-authenticate"].startswith("Basic")
+
+
+def test_a_json_body_without_its_content_type_is_read_as_json(api: ApiEnv) -> None:
+    body = json.dumps(
+        {"grant_type": "client_credentials", "client_id": "mc", "client_secret": api.secrets["mc"]}
+    )
+    for headers in ({}, {"Content-Type": "text/plain"}):
+        answer = api.call("POST", "/oauth/token", body, headers)
+        assert answer.status == 200, headers
+        assert answer.json()["token_type"] == "Bearer"

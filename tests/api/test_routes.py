@@ -193,3 +193,28 @@ def test_openapi_document_in_docs_is_current() -> None:
     assert json.loads(docs.read_text()) == openapi_document(), (
         "regenerate: python -m sendvault.api > docs/openapi.json"
     )
+
+
+def test_a_mobile_number_sent_as_a_json_number_still_gets_its_token(api: ApiEnv) -> None:
+    body = '{"tokenValues":[{"tokenRequestId":"stop","tokenValue":12125550123,"tokenType":"MobileNumber"}]}'
+    answer = api.call("POST", "/v1/mc/tokens", body, api.basic("mc"))
+    assert answer.status == 200
+    (item,) = answer.json()["tokens"]
+    assert item["tokenRequestId"] == "stop"
+    as_text = '{"tokenValues":[{"tokenRequestId":"s","tokenValue":"12125550123","tokenType":"MobileNumber"}]}'
+    assert (
+        api.call("POST", "/v1/mc/tokens", as_text, api.basic("mc")).json()["tokens"][0]["token"]
+        == item["token"]
+    )
+
+
+def test_an_ipv4_caller_on_a_dual_stack_listener_matches_ipv4_allowlists(api: ApiEnv) -> None:
+    body = {"tokens": []}
+    assert (
+        api.call("POST", "/v1/mc/resolve", body, api.basic("office"), client="::ffff:192.0.2.10").status
+        == 200
+    )
+    assert (
+        api.call("POST", "/v1/mc/resolve", body, api.basic("office"), client="::ffff:203.0.113.9").status
+        == 403
+    )

@@ -102,6 +102,10 @@ def test_api_answers_503_while_the_log_cannot_be_written_and_keeps_queued_record
         assert refused.status == 503
         assert refused.json()["reason"] == "audit log unavailable"
         assert "retry-after" in refused.headers
+        # Readiness says so too, so a load balancer stops sending calls that would get 503.
+        health = audited.call("GET", "/healthz")
+        assert health.status == 503
+        assert health.json()["audit"] == "down"
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()

@@ -203,7 +203,7 @@ class TokenApi:
             body = await self._read_body(call.scope, receive)
             if call.scope["path"] != "/oauth/token":
                 call.body = body  # an OAuth form holds a secret: _oauth keeps it without
-                call.principal = self._authenticate(call, scope_needed)
+                call.principal = await self._authenticate(call, scope_needed)
             return 200, await handler(call, body), []
         finally:
             self._inflight -= 1
@@ -269,9 +269,9 @@ class TokenApi:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _authenticate(self, call: _Call, scope_needed: str | None) -> Principal:
+    async def _authenticate(self, call: _Call, scope_needed: str | None) -> Principal:
         try:
-            principal = self._credentials(call)
+            principal = await self._credentials(call)
         except AuthError as exc:
             headers = [(b"www-authenticate", b'Basic realm="sendvault", Bearer')] if exc.status == 401 else []
             if exc.retry_after:
@@ -283,7 +283,7 @@ class TokenApi:
             raise _HttpError(403, "forbidden", f"credential lacks the {scope_needed} scope")
         return principal
 
-    def _credentials(self, call: _Call) -> Principal:
+    async def _credentials(self, call: _Call) -> Principal:
         header = _header(call.scope, b"authorization")
         if header is None:
             raise AuthError("credentials required")
@@ -291,16 +291,24 @@ class TokenApi:
         if kind.lower() == "basic":
             client_id, secret = _basic_pair(value)
             call.claimed_client = client_id
-            return self.auth.basic(client_id, secret, call.address)
+            # An uncached secret's scrypt runs off the event loop (see Authenticator.basic_async).
+            return await self.auth.basic_async(client_id, secret, call.address)
         if kind.lower() == "bearer":
             return self.auth.bearer(value.strip(), call.address)
         raise AuthError("unsupported authorization scheme")
 
     def _health(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        # Ready only when calls can be answered: the store answers and, when auditing, the log
+        # takes records (every call would get 503 otherwise).
         try:
             self.vault.store.ping()
         except StoreError:
             return 503, b'{"status":"unavailable","store":"down"}', [(b"retry-after", b"5")]
+        if self.audit is not None:
+            try:
+                self.audit.check()
+            except AuditUnavailable:
+                return 503, b'{"status":"unavailable","store":"up","audit":"down"}', [(b"retry-after", b"5")]
         return 200, b'{"status":"ok","store":"up"}', []
 
     # -- Marketing Cloud routes ------------------------------------------------------------
@@ -423,18 +431,25 @@ class TokenApi:
         client_id = form.get("client_id") or form.get("username")
         secret = form.get("client_secret") or form.get("password")
         header = _header(call.scope, b"authorization")
+        challenge = [(b"www-authenticate", b'Basic realm="sendvault"')]  # RFC 6749 section 5.2
         if header and header.lower().startswith("basic "):
-            client_id, secret = _basic_pair(header[6:])
+            try:
+                client_id, secret = _basic_pair(header[6:])
+            except AuthError as exc:
+                raise _HttpError(401, "invalid_client", str(exc), challenge) from None
         call.claimed_client = client_id
         if not client_id or not secret:
-            raise _HttpError(401, "invalid_client", "client credentials required")
+            raise _HttpError(401, "invalid_client", "client credentials required", challenge)
         try:
-            principal = self.auth.basic(client_id, secret, call.address)
+            principal = await self.auth.basic_async(client_id, secret, call.address)
             self._check_address(call.address, parse_networks(principal.record.allow_cidrs))
             token, expires_in, scope = self.auth.issue(principal, form.get("scope"))
         except AuthError as exc:
             error = "invalid_scope" if exc.status == 400 else "invalid_client"
-            raise _HttpError(exc.status, error, str(exc)) from None
+            headers = challenge if exc.status == 401 else []
+            if exc.retry_after:
+                headers = [(b"retry-after", str(exc.retry_after).encode())]
+            raise _HttpError(exc.status, error, str(exc), headers) from None
         call.principal = principal
         call.response_doc = {"token_type": "Bearer", "expires_in": expires_in, "scope": scope}
         return s.encoder.encode(s.OAuthToken(token, "Bearer", expires_in, scope))
@@ -492,6 +507,9 @@ def _in(address: str, networks: tuple[Any, ...]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    # A dual-stack listener (host "::") sees IPv4 callers as ::ffff:a.b.c.d.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return any(ip in n for n in networks)
 
 
@@ -562,6 +580,8 @@ def _get_token_items(body: bytes) -> list[tuple[str | int, str | None, str | Non
     for item in doc["tokenValues"]:
         if isinstance(item, dict) and (rid := _rid(item)) is not None:
             value, kind = item.get("tokenValue"), item.get("tokenType")
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                value = str(value)  # a mobile number sent as a JSON number: a STOP must not be lost
             out.append(
                 (rid, value if isinstance(value, str) else None, kind if isinstance(kind, str) else None)
             )
@@ -570,7 +590,10 @@ def _get_token_items(body: bytes) -> list[tuple[str | int, str | None, str | Non
 
 def _oauth_form(scope: Scope, body: bytes) -> dict[str, str]:
     content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-    if content_type == "application/json":
+    # Lenient: a JSON object sent without (or with a wrong) Content-Type is read as JSON too.
+    if content_type == "application/json" or (
+        content_type != "application/x-www-form-urlencoded" and body.lstrip().startswith(b"{")
+    ):
         doc = _decode_any(body)
         if not isinstance(doc, dict):
             raise _HttpError(400, "invalid_request", "body must be an object")
