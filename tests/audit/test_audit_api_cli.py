@@ -64,6 +64,7 @@ def test_each_call_is_recorded_with_its_metadata_and_no_clear_values(audited: Ap
         "sendKey": "s1",
     }
     assert res["response_form"] == "sealed"
+    assert res["meta"] == {"send_key": "s1"}  # Marketing Cloud's send id, as metadata
     assert fail["status"] == 401
     assert fail["actor"] is None
     log = audited.app.audit
@@ -319,3 +320,14 @@ def test_a_failed_oauth_login_records_the_claimed_client_and_the_form_without_it
     assert log is not None
     sealed = json.loads(log.sealer.open_blob(record["_request"]))
     assert sealed == {"grant_type": "client_credentials", "client_id": "mallory"}
+
+
+def test_search_by_send_key_finds_the_resolves_of_that_send(audited: ApiEnv) -> None:
+    home, token = _disclosed(audited)
+    for key in ("send-1", "send-2"):
+        resolve = {"tokens": [{"tokenRequestId": "r", "token": token}], "sendKey": key}
+        assert audited.call("POST", "/v1/mc/resolve", resolve, audited.basic("mc")).status == 200
+    assert audited.app.audit is not None
+    audited.app.audit.flush()
+    found = json.loads(_cli(home, "audit", "search", "--send-key", "send-2", "--json").stdout)
+    assert [(r["event"], r["meta"]) for r in found] == [("mc:resolve", {"send_key": "send-2"})]

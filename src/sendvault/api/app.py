@@ -50,6 +50,7 @@ _ROUTE_EVENTS = {
 }
 _SECRET_FIELDS = frozenset({"client_secret", "password"})
 _MAX_CLAIMED_ID = 128  # client ids are at most 128 characters; a longer claim is cut there
+_MAX_SEND_KEY = 256
 _UNRESOLVED_MESSAGE = {
     "unknown-token": "token not found",
     "erased": "token not found",
@@ -89,6 +90,7 @@ class _Call:
     # For the record of a refused call: the request as read, and the client id it claimed.
     body: bytes | None = None
     claimed_client: str | None = None
+    meta: dict[str, str] | None = None
 
 
 class TokenApi:
@@ -328,7 +330,10 @@ class TokenApi:
             raise _HttpError(403, "forbidden", f"credential lacks the {needed} scope")
 
     async def _resolve(self, call: _Call, body: bytes) -> bytes:
-        items = _resolve_items(body)
+        items, send_key = _resolve_items(body)
+        if send_key is not None:
+            # Marketing Cloud's id of the send: metadata of the audit record, searchable.
+            call.meta = {"send_key": send_key[:_MAX_SEND_KEY]}
         self._check_batch(len(items))
         METRICS.batch("/v1/mc/resolve", len(items))
         unique: dict[str | int, str | None] = {}
@@ -479,6 +484,7 @@ class TokenApi:
                 response_raw=call.response_raw,
                 sealed_side=call.sealed_side,
                 fingerprint_values=call.fingerprint_values,
+                meta=call.meta,
             )
             return
         # A refused or failed call: the answer is our own problem document (no personal data),
@@ -543,10 +549,14 @@ def _rid(item: dict[str, Any]) -> str | int | None:
     return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
 
 
-def _resolve_items(body: bytes) -> list[tuple[str | int, str | None]]:
-    """(request id, token or None when malformed) per item; items without an id are dropped."""
+def _resolve_items(body: bytes) -> tuple[list[tuple[str | int, str | None]], str | None]:
+    """(request id, token or None when malformed) per item, and the sendKey if one came.
+
+    Items without an id are dropped.
+    """
     try:
-        return [(i.tokenRequestId, i.token) for i in s.resolve_decoder.decode(body).tokens]
+        request = s.resolve_decoder.decode(body)
+        return [(i.tokenRequestId, i.token) for i in request.tokens], request.sendKey
     except msgspec.ValidationError:
         pass  # some item is malformed: fall back to item-by-item reading below
     except msgspec.DecodeError:
@@ -559,7 +569,8 @@ def _resolve_items(body: bytes) -> list[tuple[str | int, str | None]]:
         if isinstance(item, dict) and (rid := _rid(item)) is not None:
             token = item.get("token")
             out.append((rid, token if isinstance(token, str) else None))
-    return out
+    send_key = doc.get("sendKey")
+    return out, send_key if isinstance(send_key, str) else None
 
 
 def _get_token_items(body: bytes) -> list[tuple[str | int, str | None, str | None]]:

@@ -74,6 +74,9 @@ def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str
         clause, values = _token_clause(filters["token"])
         clauses.append(clause)
         params.extend(values)
+    if filters.get("send_key"):
+        clauses.append("instr(body, ?) > 0")  # the body is canonical JSON: the pair is exact
+        params.append(b'"send_key":' + msgspec.json.encode(filters["send_key"]))
     with log.store.snapshot() as conn:
         if filters.get("fingerprints") is not None:
             # A value matches by its fingerprint (records holding it sealed) or by its token
@@ -144,6 +147,7 @@ _filter_options = [
     click.option("--event", type=click.Choice([e.value for e in Event]), help="Event name."),
     click.option("--status", type=int, help="HTTP status."),
     click.option("--token", help="Records mentioning this token."),
+    click.option("--send-key", "send_key", help="Resolve records of this Marketing Cloud sendKey."),
     click.option(
         "--value",
         help="Records holding this clear value (by keyed fingerprint; with --type also by its token).",
@@ -168,7 +172,7 @@ def _with_filters(func: Any) -> Any:
 
 def _search(app: AppContext, opts: dict[str, Any]) -> None:
     filters: dict[str, Any] = {
-        k: opts.get(k) for k in ("client", "route", "event", "status", "token", "reveal")
+        k: opts.get(k) for k in ("client", "route", "event", "status", "token", "send_key", "reveal")
     }
     filters["since"] = _when(opts["since"], "--since") if opts.get("since") else None
     filters["until"] = _when(opts["until"], "--until") if opts.get("until") else None
