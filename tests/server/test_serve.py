@@ -192,3 +192,29 @@ def test_a_worker_that_dies_stops_the_server_with_an_error(tmp_path: Path) -> No
             stop_dev_server(server)
     assert server.proc.returncode != 0
     assert "a worker exited" in out
+
+
+def test_serve_takes_its_own_config_option(tmp_path: Path) -> None:
+    config = tmp_path / "sendvault.toml"
+    config.write_text('tls_min_version = "1.0"\n')
+    args, _ = _ports()
+    result = _cli(tmp_path / "home", "serve", "--dev", "--config", str(config), *args)
+    assert result.returncode == 2
+    assert "setting tls_min_version" in result.stderr  # the file was read
+
+
+def test_a_failed_start_keeps_the_dev_secret(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    stop_dev_server(start_dev_server(home))
+    secret = json.loads((home / "dev-client.json").read_text())["password"]
+    args, held = _ports("https-port")
+    try:
+        assert _cli(home, "serve", "--dev", "--host", "127.0.0.1", *args).returncode == 2
+    finally:
+        for sock in held:
+            sock.close()  # type: ignore[attr-defined]
+    again = start_dev_server(home)
+    try:
+        assert again.client["password"] == secret
+    finally:
+        stop_dev_server(again)

@@ -25,6 +25,12 @@ __all__ = ["certs", "clients", "serve"]
 @click.option("--http-port", type=int, help="Plain HTTP port answering 308 (default 8080; 0 = off).")
 @click.option("--admin-port", type=int, help="Metrics port on admin_host (default 9464; 0 = off).")
 @click.option("--workers", type=int, help="Worker processes (default 1).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML settings file (as `sendvault --config FILE serve`).",
+)
 @pass_app
 def serve(
     app: AppContext,
@@ -34,6 +40,7 @@ def serve(
     http_port: int | None,
     admin_port: int | None,
     workers: int | None,
+    config_file: Path | None,
 ) -> None:
     """Serve the Marketing Cloud token API over HTTPS until interrupted."""
     from ..server.run import serve as run  # noqa: PLC0415 - the server stack loads only here
@@ -45,7 +52,7 @@ def serve(
         "admin_port": admin_port,
         "workers": workers,
     }
-    settings = load_settings(app.config_file, overrides=overrides)
+    settings = load_settings(config_file or app.config_file, overrides=overrides)
     on_ready = None
     if dev:
         from ..server.dev import curl_example, prepare_dev, write_dev_client  # noqa: PLC0415

@@ -23,6 +23,7 @@ from .certs import CertAuthority
 __all__ = ["DEV_CLIENT", "curl_example", "prepare_dev", "write_dev_client"]
 
 DEV_CLIENT = "dev"
+_PREVIOUS = "dev-client.previous.json"  # dev-client.json of the last start, until this one serves
 _DEV_NAMES = ["localhost", "127.0.0.1", "::1"]
 
 
@@ -34,14 +35,18 @@ def prepare_dev(settings: Settings) -> dict[str, Any]:
     """Create what dev mode needs; returns the content of dev-client.json (written once serving)."""
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dev_file = home / "dev-client.json"
+    dev_file, aside = home / "dev-client.json", home / _PREVIOUS
     previous: dict[str, Any] = {}
-    if dev_file.exists():
+    # The secret lives only in this file (the store keeps its hash): read it back, from the file
+    # set aside by an earlier start that then failed if need be, so it is never rotated by one.
+    for source in (dev_file, aside):
         try:
-            previous = json.loads(dev_file.read_text())
+            previous = json.loads(source.read_text())
+            break
         except (OSError, ValueError):
-            previous = {}
-        dev_file.unlink()  # a stale file must not look like a ready server
+            continue
+    if dev_file.exists():
+        dev_file.replace(aside)  # a stale file must not look like a ready server
     ca = CertAuthority.load_or_create(home / "certs")
     if settings.tls_cert_file is None and not (settings.cert_path.exists() and settings.key_path.exists()):
         ca.issue(settings.cert_path, settings.key_path, _DEV_NAMES)
@@ -96,6 +101,7 @@ def write_dev_client(settings: Settings, content: dict[str, Any]) -> Path:
     """Write dev-client.json (0600, atomically) and return its path."""
     path = settings.home_path / "dev-client.json"
     write_atomic(path, (json.dumps(content, indent=2) + "\n").encode())
+    (settings.home_path / _PREVIOUS).unlink(missing_ok=True)
     return path
 
 
