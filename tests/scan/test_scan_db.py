@@ -3,6 +3,7 @@ the machine's PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -128,3 +129,57 @@ def test_cli_db_exit_code() -> None:
     )  # fmt: skip
     assert run.returncode in (1, 2)
     assert "Traceback" not in run.stderr
+
+
+def test_cli_db_takes_the_password_from_the_environment(mariadb: tuple[int, Path, str]) -> None:
+    port, base, mode = mariadb
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "scan", "db", "mysql", f"127.0.0.1:{port}", "--user", "scan",
+         "--ca", str(base / "ca.pem"), "--json", "--fail-on", "high"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "SENDVAULT_SCAN_DB_PASSWORD": "scan-pw"},
+    )  # fmt: skip
+    [target] = json.loads(run.stdout)["targets"]
+    assert target["unknown"] == []
+    rules = {f["rule"] for f in target["findings"]}
+    assert ("db.tls-not-required" in rules) == (mode == "optional")
+    assert run.returncode == (1 if mode == "optional" else 0)  # MariaDB's CBC suites are medium
+    assert "scan-pw" not in run.stdout + run.stderr
+
+
+def test_targets_file_db_password_comes_from_the_environment(
+    mariadb: tuple[int, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sendvault.scan.targets import scan_targets
+
+    port, base, mode = mariadb
+    monkeypatch.setenv("SCAN_PW", "scan-pw")
+    targets = tmp_path / "t.toml"
+    targets.write_text(
+        f'[[db]]\nkind = "mysql"\ntarget = "127.0.0.1:{port}"\nuser = "scan"\npassword_env = "SCAN_PW"\n'
+        f'ca = "{base / "ca.pem"}"\n'
+    )
+    [result] = scan_targets(targets)
+    assert result.unknown == []
+    assert ("db.tls-not-required" in {f.rule for f in result.findings}) == (mode == "optional")
+
+
+def test_cli_db_password_without_user_is_a_usage_error() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "scan", "db", "mysql", "127.0.0.1:9", "--password"],
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: --password needs --user")
+
+
+def test_a_ca_file_that_does_not_load_leaves_the_files_unknown(
+    mariadb: tuple[int, Path, str], tmp_path: Path
+) -> None:
+    port, _, _ = mariadb
+    not_a_ca = tmp_path / "hostname"
+    not_a_ca.write_text("db-1.example\n")
+    result = scan_db("mysql", "127.0.0.1", port, ca_file=str(not_a_ca), user="scan", password="scan-pw")
+    assert any(f.rule == "db.unknown" and "cannot be loaded" in f.detail for f in result.findings)
+    assert "db.tls-files-rejected" not in {f.rule for f in result.findings}
+    assert result.facts["tls"]["TLSv1.2"] == "accepted"  # type: ignore[index]

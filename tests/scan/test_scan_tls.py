@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import socket
 import ssl
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import trustme
-from tests.scan.conftest import ca_file, tls_server
+from tests.scan.conftest import TlsServer, ca_file, http_server, tls_server
 
 from sendvault.scan import Severity, exit_code, scan_tls
 from sendvault.scan.tls import local_support
@@ -83,10 +87,16 @@ def test_rsa_key_exchange_and_cbc_are_reported_beside_ecdhe(tmp_path: Path) -> N
             True,
             "tls.cert-expiring",
         ),
+        (
+            ("127.0.0.1",),
+            {"not_before": dt.datetime.now(dt.UTC) + dt.timedelta(days=1)},
+            True,
+            "tls.cert-expired",
+        ),
         (("other.example",), {}, True, "tls.cert-hostname"),
         (("127.0.0.1",), {}, False, "tls.cert-untrusted"),
     ],
-    ids=["expired", "expiring", "wrong-name", "untrusted"],
+    ids=["expired", "expiring", "not-yet-valid", "wrong-name", "untrusted"],
 )
 def test_certificate_problems(
     tmp_path: Path, names: tuple[str, ...], kwargs: dict[str, object], use_ca: bool, rule: str
@@ -94,7 +104,7 @@ def test_certificate_problems(
     ca = trustme.CA()
     with tls_server(_modern, ca.issue_cert(*names, **kwargs)) as server:  # type: ignore[arg-type]
         result = scan_tls("127.0.0.1", server.port, ca_file=ca_file(ca, tmp_path) if use_ca else None)
-    assert _rules(result) == {rule}
+    assert [f.rule for f in result.findings] == [rule]  # each problem once, under its own rule
 
 
 def test_sni_is_matched_instead_of_the_host(tmp_path: Path) -> None:
@@ -180,3 +190,173 @@ def test_a_refusal_the_local_stack_cannot_prove_is_unknown_not_pass(
     assert result.facts["TLSv1.0"] == result.facts["TLSv1.1"] == "unknown"
     assert _rules(result) == {"tls.unknown"}
     assert exit_code([result], Severity.MEDIUM) == 2
+
+
+def _tls10_only(ciphers: str):  # type: ignore[no-untyped-def]
+    def configure(ctx: ssl.SSLContext) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
+        ctx.set_ciphers(ciphers)
+
+    return configure
+
+
+def test_a_port_that_speaks_no_tls_is_unknown_not_pass() -> None:
+    def plain(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    with http_server(plain) as port:
+        result = scan_tls("127.0.0.1", port, timeout=2)
+    assert [f.rule for f in result.findings] == ["tls.unknown"]
+    assert "no TLS handshake completed" in result.findings[0].detail
+    assert result.passed == 0
+    assert result.facts["TLSv1.2"] == "unknown"
+    assert exit_code([result], Severity.MEDIUM) == 2
+
+
+def test_a_null_suite_is_rsa_key_exchange_without_encryption(tmp_path: Path) -> None:
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+
+    def null(ctx: ssl.SSLContext) -> None:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256:NULL-SHA256:@SECLEVEL=0")
+
+    with tls_server(null, ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA)) as server:
+        result = scan_tls("127.0.0.1", server.port, ca_file=ca_file(ca, tmp_path))
+    details = {f.rule: f.detail for f in result.findings}
+    assert details.keys() == {"tls.rsa-key-exchange", "tls.weak-cipher"}
+    assert "NULL-SHA256" in details["tls.rsa-key-exchange"]
+    assert "NULL-SHA256 (no encryption)" in details["tls.weak-cipher"]
+
+
+def test_an_anonymous_suite_is_weak(tmp_path: Path) -> None:
+    ca = trustme.CA()
+
+    def anonymous(ctx: ssl.SSLContext) -> None:
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:AECDH-AES128-SHA:@SECLEVEL=0")
+
+    with tls_server(anonymous, ca.issue_cert("127.0.0.1")) as server:
+        result = scan_tls("127.0.0.1", server.port, ca_file=ca_file(ca, tmp_path))
+    weak = next(f for f in result.findings if f.rule == "tls.weak-cipher")
+    assert "AECDH-AES128-SHA (no authentication)" in weak.detail
+
+
+def test_anonymous_aead_and_rsa_psk_suites_are_classified() -> None:
+    # Suites a test server cannot easily be made to accept (DH parameters, a PSK) are judged
+    # from the same description OpenSSL gives of an accepted one.
+    from sendvault.scan.tls import _candidate_ciphers, _is_rsa_key_exchange, _weakness
+
+    known = {str(c["name"]): c for c in _candidate_ciphers(ssl.TLSVersion.TLSv1_2)}
+    assert _weakness(known["ADH-AES128-GCM-SHA256"]) == "no authentication"
+    assert _is_rsa_key_exchange(known["RSA-PSK-AES128-GCM-SHA256"])
+    assert not _is_rsa_key_exchange(known["ECDHE-RSA-AES128-GCM-SHA256"])
+    assert _weakness(known["ECDHE-RSA-AES128-GCM-SHA256"]) is None
+
+
+class _PicksTripleDes(TlsServer):
+    """A TLS 1.2 server that, like old ones, picks DES-CBC3-SHA whenever a ClientHello offers it.
+
+    This machine's OpenSSL cannot speak 3DES, so the answer is a bare ServerHello; every other
+    ClientHello gets a real handshake. ``answer`` replaces that ServerHello when set.
+    """
+
+    answer: bytes | None = None
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        hello = b""
+        while len(hello) < 5 or len(hello) < 5 + int.from_bytes(hello[3:5], "big"):
+            peeked = conn.recv(65536, socket.MSG_PEEK)
+            if len(peeked) == len(hello):
+                break
+            hello = peeked
+        version, sid = hello[9:11], hello[43]
+        count = int.from_bytes(hello[44 + sid : 46 + sid], "big")
+        offered = {hello[46 + sid + i : 48 + sid + i] for i in range(0, count, 2)}
+        if b"\x00\x0a" not in offered:
+            super()._serve(conn)
+            return
+        conn.recv(len(hello))
+        body = version + bytes(32) + b"\x00" + b"\x00\x0a" + b"\x00"
+        handshake = b"\x02" + len(body).to_bytes(3, "big") + body
+        conn.sendall(self.answer or b"\x16" + version + len(handshake).to_bytes(2, "big") + handshake)
+        conn.close()
+
+
+def _picks_triple_des(ca: trustme.CA, answer: bytes | None = None) -> _PicksTripleDes:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    _modern(ctx)
+    server = _PicksTripleDes(ctx)
+    server.answer = answer
+    return server
+
+
+def test_a_suite_this_machines_openssl_cannot_offer_is_still_reported(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server = _picks_triple_des(ca)
+    try:
+        result = scan_tls("127.0.0.1", server.port, ca_file=ca_file(ca, tmp_path))
+    finally:
+        server.stop()
+    details = {f.rule: f.detail for f in result.findings}
+    assert details.keys() == {"tls.rsa-key-exchange", "tls.weak-cipher"}
+    assert "DES-CBC3-SHA" in details["tls.rsa-key-exchange"]
+    assert "DES-CBC3-SHA (broken cipher)" in details["tls.weak-cipher"]
+    assert "DES-CBC3-SHA" in result.facts["ciphers"]["TLSv1.2"]  # type: ignore[index]
+
+
+def test_a_suite_that_cannot_be_checked_is_unknown_not_pass(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server = _picks_triple_des(ca, answer=b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    try:
+        result = scan_tls("127.0.0.1", server.port, ca_file=ca_file(ca, tmp_path))
+    finally:
+        server.stop()
+    assert _rules(result) == {"tls.unknown"}
+    assert "RC4, DES, 3DES and export suites" in result.findings[0].detail
+    assert exit_code([result], Severity.MEDIUM) == 2
+
+
+def test_the_certificate_of_a_tls10_only_server_is_judged(tmp_path: Path) -> None:
+    if not local_support()["TLSv1.0"]:
+        pytest.skip("this machine's OpenSSL cannot offer TLS 1.0")
+    ca = trustme.CA()
+    with tls_server(
+        _tls10_only("ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"), ca.issue_cert("other.example")
+    ) as server:
+        result = scan_tls("127.0.0.1", server.port, ca_file=ca_file(ca, tmp_path))
+    assert _rules(result) == {"tls.legacy-protocol", "tls.weak-cipher", "tls.cert-hostname"}
+    assert not result.unknown
+    assert "certificate" in result.facts
+
+
+def test_a_ca_file_that_does_not_load_leaves_only_the_chain_unknown(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    not_a_ca = tmp_path / "hostname"
+    not_a_ca.write_text("db-1.example\n")
+    with tls_server(_modern, ca.issue_cert("127.0.0.1")) as server:
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(not_a_ca))
+    assert [f.rule for f in result.findings] == ["tls.unknown"]
+    assert "cannot be loaded" in result.findings[0].detail
+    assert result.facts["TLSv1.2"] == "accepted"
+    assert "certificate" in result.facts
+    assert exit_code([result], Severity.MEDIUM) == 2
+
+
+@pytest.mark.parametrize("command", [["tls", "127.0.0.1:9"], ["http", "http://127.0.0.1:9/"]])
+def test_cli_a_ca_file_that_does_not_load_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    not_a_ca = tmp_path / "hostname"
+    not_a_ca.write_text("db-1.example\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "scan", *command, "--ca", str(not_a_ca)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"error: the CA file {not_a_ca} cannot be loaded")
+    assert "hint:" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,13 +1,17 @@
-"""`sendvault scan tls|http`: am I affected by the platforms' TLS and HTTPS changes?"""
+"""`sendvault scan tls|http|content|code|db|client|all`: am I affected by the platforms' changes?"""
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ..scan.findings import CheckResult, Severity
+from ..scan.targets import DB_PASSWORD_ENV, host_port
 from ._common import EXIT_USAGE, emit_json, fail
 
 __all__ = ["scan"]
@@ -47,21 +51,51 @@ def _finish(
     sys.exit(exit_code(results, Severity[fail_on.upper()]))
 
 
+def _reported(command: Callable[..., list[CheckResult]]) -> Callable[..., None]:
+    """Give a scan command the shared outputs (--fail-on, --json, --sarif, --html) and exit code."""
+
+    @functools.wraps(command)
+    def run(*, fail_on: str, as_json: bool, sarif: Path | None, html: Path | None, **kwargs: object) -> None:
+        _finish(command(**kwargs), as_json, fail_on, sarif, html)
+
+    options = [
+        click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True),
+        click.option("--json", "as_json", is_flag=True, help="Print the JSON document."),
+        click.option(
+            "--sarif",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Also write a SARIF 2.1.0 report.",
+        ),
+        click.option(
+            "--html", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report."
+        ),
+    ]
+    for option in reversed(options):
+        run = option(run)
+    return run
+
+
 def _host_port(target: str, default: int) -> tuple[str, int]:
-    if target.startswith("["):  # [IPv6]:port
-        host, sep, port = target[1:].partition("]:")
-        host = host.rstrip("]")
-    else:
-        host, sep, port = target.rpartition(":") if target.count(":") == 1 else (target, "", "")
-    if not sep:
-        return target.strip("[]"), default
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        return host_port(target, default)
+    except ValueError:
         fail(
             "the port must be a number from 1 to 65535",
             "write HOST:PORT, e.g. api.example.com:443",
             code=EXIT_USAGE,
         )
-    return host, int(port)
+
+
+def _check_ca(ca_file: str | None) -> None:
+    # Loaded here once, so that a file that is no CA bundle is a usage error, not a traceback.
+    if ca_file is None:
+        return
+    from ..scan.tls import load_ca  # noqa: PLC0415
+
+    try:
+        load_ca(ca_file)
+    except ValueError as exc:
+        fail(str(exc), "give a PEM file of one or more CA certificates", code=EXIT_USAGE)
 
 
 @click.group()
@@ -76,33 +110,33 @@ def scan() -> None:
     "--starttls", type=click.Choice(["mysql", "postgres"]), help="Speak this protocol's SSL request first."
 )
 @click.option(
-    "--ca", "ca_file", type=click.Path(dir_okay=False, exists=True), help="CA bundle (default: system)."
+    "--ca", "ca_file", help="CA bundle (default: system).", type=click.Path(dir_okay=False, exists=True)
 )
-@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+@_reported
 def scan_tls_cmd(
-    target: str, sni: str | None, starttls: str | None, ca_file: str | None, fail_on: str, as_json: bool
-) -> None:
+    target: str, sni: str | None, starttls: str | None, ca_file: str | None
+) -> list[CheckResult]:
     """TLS versions, key exchange and ciphers, and the certificate of HOST[:PORT]."""
     from ..scan.tls import scan_tls  # noqa: PLC0415
 
     default = {"mysql": 3306, "postgres": 5432}.get(starttls or "", 443)
     host, port = _host_port(target, default)
-    _finish([scan_tls(host, port, sni=sni, starttls=starttls, ca_file=ca_file)], as_json, fail_on)
+    _check_ca(ca_file)
+    return [scan_tls(host, port, sni=sni, starttls=starttls, ca_file=ca_file)]
 
 
 @scan.command("http")
 @click.argument("url")
 @click.option(
-    "--ca", "ca_file", type=click.Path(dir_okay=False, exists=True), help="CA bundle for the HTTPS side."
+    "--ca", "ca_file", help="CA bundle for the HTTPS side.", type=click.Path(dir_okay=False, exists=True)
 )
-@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
-def scan_http_cmd(url: str, ca_file: str | None, fail_on: str, as_json: bool) -> None:
-    """HTTP to HTTPS redirect (code, permanence, method) and HSTS of URL."""
+@_reported
+def scan_http_cmd(url: str, ca_file: str | None) -> list[CheckResult]:
+    """HTTP to HTTPS redirect (code, permanence, method, host) of every hop, and HSTS of URL."""
     from ..scan.http import scan_http  # noqa: PLC0415
 
-    _finish([scan_http(url, ca_file=ca_file)], as_json, fail_on)
+    _check_ca(ca_file)
+    return [scan_http(url, ca_file=ca_file)]
 
 
 @scan.command("content")
@@ -110,80 +144,87 @@ def scan_http_cmd(url: str, ca_file: str | None, fail_on: str, as_json: bool) ->
 @click.option(
     "--crawl", type=int, default=0, show_default=True, help="Follow same-host links this many levels."
 )
-@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
-def scan_content_cmd(target: str, crawl: int, fail_on: str, as_json: bool) -> None:
+@_reported
+def scan_content_cmd(target: str, crawl: int) -> list[CheckResult]:
     """http:// scripts, styles, frames, images and media in pages: a URL, a file or a directory."""
     from ..scan.content import scan_content  # noqa: PLC0415
 
-    _finish([scan_content(target, crawl=crawl)], as_json, fail_on)
+    return [scan_content(target, crawl=crawl)]
 
 
 @scan.command("code")
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
-def scan_code_cmd(path: str, fail_on: str, as_json: bool) -> None:
+@_reported
+def scan_code_cmd(path: str) -> list[CheckResult]:
     """http:// endpoints in source and configuration files (respects .gitignore)."""
     from ..scan.code import scan_code  # noqa: PLC0415
 
-    _finish([scan_code(path)], as_json, fail_on)
+    return [scan_code(path)]
 
 
 @scan.command("db")
 @click.argument("kind", type=click.Choice(["mysql", "postgres"]))
 @click.argument("target")
 @click.option(
-    "--ca", "ca_file", type=click.Path(dir_okay=False, exists=True), help="CA the link verifies with."
+    "--ca", "ca_file", help="CA the link verifies with.", type=click.Path(dir_okay=False, exists=True)
 )
 @click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True), help="Client certificate.")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help="Client key.")
-@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+@click.option("--user", help="MySQL/MariaDB account for the plain-login probe (tells 'TLS required' apart).")
+@click.option(
+    "--password",
+    "ask_password",
+    is_flag=True,
+    help=f"Prompt for the --user account's password (or set {DB_PASSWORD_ENV}).",
+)
+@_reported
 def scan_db_cmd(
     kind: str,
     target: str,
     ca_file: str | None,
     cert_file: str | None,
     key_file: str | None,
-    fail_on: str,
-    as_json: bool,
-) -> None:
+    user: str | None,
+    ask_password: bool,
+) -> list[CheckResult]:
     """Whether a MySQL/MariaDB or PostgreSQL server offers and requires TLS, and accepts your files."""
     from ..scan.db import scan_db  # noqa: PLC0415
 
     host, port = _host_port(target, 3306 if kind == "mysql" else 5432)
-    _finish(
-        [scan_db(kind, host, port, ca_file=ca_file, cert_file=cert_file, key_file=key_file)], as_json, fail_on
-    )
+    _check_ca(ca_file)
+    if ask_password and user is None:
+        fail("--password needs --user", "give the account with --user NAME", code=EXIT_USAGE)
+    # The password never travels in argv (where `ps` shows it): the environment, or a prompt.
+    password = os.environ.get(DB_PASSWORD_ENV) if user is not None else None
+    if password is None and ask_password:
+        password = click.prompt("password", hide_input=True, err=True)
+    return [
+        scan_db(
+            kind, host, port, ca_file=ca_file, cert_file=cert_file, key_file=key_file, user=user,
+            password=password,
+        )
+    ]  # fmt: skip
 
 
 @scan.command("client")
-@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
-def scan_client_cmd(fail_on: str, as_json: bool) -> None:
+@_reported
+def scan_client_cmd() -> list[CheckResult]:
     """Can this host's Python, curl and openssl still connect once TLS 1.2+ with ECDHE is required?"""
     from ..scan.client import scan_client  # noqa: PLC0415
 
-    _finish([scan_client()], as_json, fail_on)
+    return [scan_client()]
 
 
 @scan.command("all")
 @click.option(
     "--targets", "targets", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
 )
-@click.option(
-    "--sarif", type=click.Path(dir_okay=False, path_type=Path), help="Also write a SARIF 2.1.0 report."
-)
-@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
-@click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
-def scan_all_cmd(targets: Path, sarif: Path | None, html: Path | None, fail_on: str, as_json: bool) -> None:
+@_reported
+def scan_all_cmd(targets: Path) -> list[CheckResult]:
     """Every target of a TOML file (tls, http, content, code, db, client): one report."""
     from ..scan.targets import scan_targets  # noqa: PLC0415
 
     try:
-        results = scan_targets(targets)
+        return scan_targets(targets)
     except ValueError as exc:
         fail(str(exc), "see docs/scan.md for the targets file format", code=EXIT_USAGE)
-    _finish(results, as_json, fail_on, sarif, html)

@@ -16,8 +16,9 @@ import struct
 
 from cryptography.hazmat.primitives import hashes
 
+from ._wire import NoTLS, connect, recv_exact
 from .findings import CheckResult
-from .tls import NoTLS, connect, recv_exact, scan_tls
+from .tls import load_ca, scan_tls
 
 __all__ = ["scan_db"]
 
@@ -142,9 +143,12 @@ def scan_db(
     """Scan one database server; ``kind`` is ``mysql`` or ``postgres``.
 
     ``user``/``password`` (MySQL/MariaDB) make the plain-login probe a real login attempt, which
-    is the only way to tell "TLS required" from "unknown user" on MariaDB.
+    is the only way to tell "TLS required" from "unknown user" on MariaDB. A ``ca_file`` that
+    cannot be loaded leaves the given files untried (``db.unknown``); the rest of the scan goes on.
     """
     result = CheckResult("db", f"{kind} {host}:{port}")
+    if not _loads(ca_file, result):
+        ca_file = cert_file = key_file = None
     try:
         connect(host, port, kind, timeout).close()
         offered = True
@@ -184,6 +188,19 @@ def scan_db(
     return result
 
 
+def _loads(ca_file: str | None, result: CheckResult) -> bool:
+    """Whether ``ca_file`` (if any) loads; when not, the files are this target's unknown."""
+    if ca_file is None:
+        return True
+    try:
+        load_ca(ca_file)
+    except ValueError as exc:
+        result.cannot(f"files: {exc}")
+        result.fail("db.unknown", f"the given CA, certificate and key were not tried: {exc}")
+        return False
+    return True
+
+
 def _files(
     where: tuple[str, str, int, float],
     ca_file: str | None,
@@ -192,7 +209,7 @@ def _files(
     result: CheckResult,
 ) -> None:
     kind, host, port, timeout = where
-    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx = load_ca(ca_file)  # scan_db has made sure it loads
     ctx.check_hostname = False  # database links often use IPs; the chain is what is checked here
     try:
         if cert_file:

@@ -51,7 +51,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "tls.weak-cipher",
             Severity.MEDIUM,
-            "Non-AEAD (CBC, RC4, 3DES) or NULL cipher accepted",
+            "Non-AEAD (CBC, RC4, 3DES), NULL or anonymous cipher accepted",
             "001, 002",
         ),
         Rule("tls.cert-expired", Severity.HIGH, "Certificate expired or not yet valid", "all"),
@@ -66,7 +66,10 @@ RULES: dict[str, Rule] = {
             "Maropost (000)",
         ),
         Rule(
-            "http.redirect-not-permanent", Severity.MEDIUM, "HTTP redirects with 302/307, not 301/308", "000"
+            "http.redirect-not-permanent",
+            Severity.MEDIUM,
+            "HTTP redirects with 302/303/307, not 301/308",
+            "000",
         ),
         Rule(
             "http.redirect-changes-method",
@@ -74,7 +77,13 @@ RULES: dict[str, Rule] = {
             "Redirect code turns POST into GET (not 307/308)",
             "000",
         ),
-        Rule("http.hsts-missing", Severity.MEDIUM, "No Strict-Transport-Security on HTTPS", "000, 003"),
+        Rule("http.redirect-other-host", Severity.LOW, "HTTP redirects to HTTPS on another host", "000"),
+        Rule(
+            "http.hsts-missing",
+            Severity.MEDIUM,
+            "No Strict-Transport-Security on HTTPS (or max-age=0)",
+            "000, 003",
+        ),
         Rule("http.hsts-short", Severity.LOW, "HSTS max-age under one year", "000, 003"),
         Rule("http.unknown", Severity.INFO, "An HTTP check could not be made", "all"),
         Rule(

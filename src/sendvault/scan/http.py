@@ -1,8 +1,9 @@
 """`scan http`: does plain HTTP send callers to HTTPS, permanently, keeping POST; and HSTS.
 
-Redirect codes (RFC 9110): 301 and 308 are permanent; 302 and 307 are not. For API endpoints
-that take POST (webhooks, Marketing Cloud's token calls), only 307 and 308 keep the method and
-body: a 301/302/303 turns the retried POST into a GET.
+Redirect codes (RFC 9110): 301 and 308 are permanent; 302, 303 and 307 are not. For API
+endpoints that take POST (webhooks, Marketing Cloud's token calls), only 307 and 308 keep the
+method and body: a 301/302/303 turns the retried POST into a GET. Every hop of the chain is
+judged, for GET and for POST alike, and the HTTPS end should be on the host that was asked.
 """
 
 from __future__ import annotations
@@ -13,23 +14,25 @@ import ssl
 from urllib.parse import urljoin, urlsplit
 
 from .findings import CheckResult
+from .tls import load_ca
 
 __all__ = ["scan_http"]
 
 _MAX_HOPS = 5
 _ONE_YEAR = 31_536_000
+_REDIRECTS = (301, 302, 303, 307, 308)
+_NOT_PERMANENT = (302, 303, 307)
+_TO_GET = (301, 302, 303)  # what clients do with a POST that is answered so (RFC 9110 15.4)
+_ERRORS = (OSError, ssl.SSLError, http.client.HTTPException)
 
 
-def _request(url: str, method: str, ca_file: str | None, timeout: float) -> tuple[int, dict[str, str]]:
+def _request(url: str, method: str, ctx: ssl.SSLContext | None, timeout: float) -> tuple[int, dict[str, str]]:
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(
-            parts.hostname or "",
-            parts.port or 443,
-            timeout=timeout,
-            context=ssl.create_default_context(cafile=ca_file),
+            parts.hostname or "", parts.port or 443, timeout=timeout, context=ctx
         )
     else:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
@@ -44,60 +47,99 @@ def _request(url: str, method: str, ca_file: str | None, timeout: float) -> tupl
         conn.close()
 
 
+def _chain(url: str, method: str, timeout: float) -> tuple[list[tuple[int, str, str]], str | None]:
+    """Follow plain-HTTP redirects from ``url``: the hops (code, method, URL) and the https:// URL
+    reached, or None when an answer is not a redirect (or the chain is too long)."""
+    hops: list[tuple[int, str, str]] = []
+    current = url
+    for _ in range(_MAX_HOPS):
+        status, headers = _request(current, method, None, timeout)
+        hops.append((status, method, current))
+        location = headers.get("location")
+        if status not in _REDIRECTS or not location:
+            return hops, None
+        current = urljoin(current, location)
+        if current.startswith("https://"):
+            return hops, current
+        if status in _TO_GET:
+            method = "GET"
+    return hops, None
+
+
 def scan_http(
     url: str, *, ca_file: str | None = None, timeout: float = 10.0, post: bool = True
 ) -> CheckResult:
-    """Check the redirect of the http:// form of ``url`` and HSTS on its https:// form."""
+    """Check the redirect of the http:// form of ``url`` and HSTS on its https:// form.
+
+    A ``ca_file`` that cannot be loaded leaves HSTS unknown (``http.unknown``); the redirect
+    checks, which need no certificate, still run.
+    """
     parts = urlsplit(url if "://" in url else f"http://{url}")
     plain = parts._replace(scheme="http").geturl()
     host = parts.hostname or ""
     result = CheckResult("http", plain)
-    chain: list[str] = []
-    current = plain
     try:
-        for _ in range(_MAX_HOPS):
-            status, headers = _request(current, "GET", ca_file, timeout)
-            location = headers.get("location")
-            chain.append(f"{status} {current}")
-            if status not in (301, 302, 303, 307, 308) or not location:
-                break
-            current = urljoin(current, location)
-            if current.startswith("https://"):
-                break
-    except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+        hops, https = _chain(plain, "GET", timeout)
+    except _ERRORS as exc:
         result.cannot(f"plain HTTP: {type(exc).__name__}")
         result.fail("http.unknown", f"plain HTTP could not be checked ({type(exc).__name__})")
         return result
-    result.facts["chain"] = chain
-    first_code = int(chain[0].split(" ", 1)[0])
-    if not current.startswith("https://"):
-        result.fail("http.no-https-redirect", f"http:// answers {first_code} without reaching https://")
+    result.facts["chain"] = [f"{code} {where}" for code, _, where in hops]
+    if https is None:
+        result.fail("http.no-https-redirect", f"http:// answers {hops[-1][0]} without reaching https://")
         return result
-    if urlsplit(current).hostname != host:
-        result.facts["redirected_host"] = urlsplit(current).hostname
-    if first_code in (302, 303, 307):
-        result.fail("http.redirect-not-permanent", f"first redirect is {first_code}")
+    _judge_hops(hops, result)
+    https_host = urlsplit(https).hostname
+    if https_host != host:
+        result.facts["redirected_host"] = https_host
+        result.fail("http.redirect-other-host", f"https:// is reached on {https_host}, not on {host}")
     else:
         result.ok()
     if post:
-        try:
-            post_code, _ = _request(plain, "POST", ca_file, timeout)
-        except (OSError, http.client.HTTPException):
-            post_code = first_code
-        if post_code in (301, 302, 303):
-            result.fail(
-                "http.redirect-changes-method", f"POST is answered {post_code}; clients retry it as GET"
-            )
-        else:
-            result.ok()
-    _hsts(current, ca_file, timeout, result)
+        _post(plain, timeout, result)
+    try:
+        ctx = load_ca(ca_file)
+    except ValueError as exc:
+        result.cannot(f"HTTPS: {exc}")
+        result.fail("http.unknown", f"HSTS could not be checked: {exc}")
+        return result
+    _hsts(https, ctx, timeout, result)
     return result
 
 
-def _hsts(url: str, ca_file: str | None, timeout: float, result: CheckResult) -> None:
+def _judge_hops(hops: list[tuple[int, str, str]], result: CheckResult) -> None:
+    temporary = [f"{code} at {where}" for code, _, where in hops if code in _NOT_PERMANENT]
+    if temporary:
+        result.fail("http.redirect-not-permanent", "redirect not permanent: " + ", ".join(temporary))
+    else:
+        result.ok()
+
+
+def _post(plain: str, timeout: float, result: CheckResult) -> None:
+    # A POST is sent as an API client sends it; its chain may differ from the GET's.
     try:
-        _, headers = _request(url, "GET", ca_file, timeout)
-    except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+        hops, https = _chain(plain, "POST", timeout)
+    except _ERRORS as exc:
+        result.cannot(f"POST: {type(exc).__name__}")
+        result.fail("http.unknown", f"POST could not be checked ({type(exc).__name__})")
+        return
+    result.facts["post_chain"] = [f"{code} {where}" for code, _, where in hops]
+    if https is None:
+        result.fail(
+            "http.no-https-redirect", f"POST to http:// is answered {hops[-1][0]} without reaching https://"
+        )
+        return
+    changed = next((code for code, method, _ in hops if method == "POST" and code in _TO_GET), None)
+    if changed is not None:
+        result.fail("http.redirect-changes-method", f"POST is answered {changed}; clients retry it as GET")
+    else:
+        result.ok()
+
+
+def _hsts(url: str, ctx: ssl.SSLContext, timeout: float, result: CheckResult) -> None:
+    try:
+        _, headers = _request(url, "GET", ctx, timeout)
+    except _ERRORS as exc:
         result.cannot(f"HTTPS: {type(exc).__name__}")
         result.fail("http.unknown", f"{url} could not be fetched ({type(exc).__name__})")
         return
@@ -107,7 +149,9 @@ def _hsts(url: str, ca_file: str | None, timeout: float, result: CheckResult) ->
         result.fail("http.hsts-missing", "no Strict-Transport-Security header")
         return
     match = re.search(r"max-age\s*=\s*\"?(\d+)", value, re.IGNORECASE)
-    if match is None or int(match.group(1)) < _ONE_YEAR:
+    if match is not None and int(match.group(1)) == 0:
+        result.fail("http.hsts-missing", "Strict-Transport-Security max-age=0 turns HSTS off")
+    elif match is None or int(match.group(1)) < _ONE_YEAR:
         result.fail("http.hsts-short", f"max-age {match.group(1) if match else 'missing'} is under one year")
     else:
         result.ok()

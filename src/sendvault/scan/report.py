@@ -1,10 +1,15 @@
-"""Report writers: a rich table for people, a JSON document for machines, and the exit code."""
+"""Report writers: a rich table for people, JSON, SARIF and HTML for machines, and the exit code.
+
+Every writer shows what could not be checked beside the findings: an unknown is never a pass, so
+no report may leave it out.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path, PurePath
 from typing import Any
 
-from .findings import RULES, CheckResult, Severity
+from .findings import RULES, CheckResult, Finding, Severity
 
 __all__ = [
     "EXIT_AFFECTED",
@@ -20,6 +25,20 @@ __all__ = [
 EXIT_CLEAN, EXIT_AFFECTED, EXIT_UNKNOWN = 0, 1, 2
 
 
+def _finding(f: Finding) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "rule": f.rule,
+        "severity": f.severity.label,
+        "title": RULES[f.rule].title,
+        "detail": f.detail,
+    }
+    if f.file is not None:
+        out["file"] = f.file
+    if f.line is not None:
+        out["line"] = f.line
+    return out
+
+
 def to_json(results: list[CheckResult]) -> dict[str, Any]:
     """The documented JSON document: findings per target; passes only as counts."""
     return {
@@ -28,15 +47,7 @@ def to_json(results: list[CheckResult]) -> dict[str, Any]:
             {
                 "check": r.check,
                 "target": r.target,
-                "findings": [
-                    {
-                        "rule": f.rule,
-                        "severity": f.severity.label,
-                        "title": RULES[f.rule].title,
-                        "detail": f.detail,
-                    }
-                    for f in r.findings
-                ],
+                "findings": [_finding(f) for f in r.findings],
                 "passed": r.passed,
                 "unknown": r.unknown,
                 "facts": r.facts,
@@ -55,80 +66,173 @@ def exit_code(results: list[CheckResult], fail_on: Severity) -> int:
     return EXIT_CLEAN
 
 
+def _summary(r: CheckResult) -> list[tuple[str, str, str]]:
+    """(rule, severity, detail) rows after a target's findings: what was not checked, and the
+    passes of a target without findings."""
+    rows = [("-", "unknown", "could not check: " + "; ".join(r.unknown))] if r.unknown else []
+    if not r.findings:
+        rows.append(("-", "ok" if not r.unknown else "-", f"{r.passed} check(s) passed"))
+    return rows
+
+
 def to_table(results: list[CheckResult]) -> Any:
-    """A rich table of findings (and a line per clean target)."""
+    """A rich table of findings, of what could not be checked, and a line per clean target."""
     from rich.table import Table  # noqa: PLC0415 - rich loads only for people
 
     table = Table("target", "rule", "severity", "detail", title="sendvault scan")
     for r in results:
-        if not r.findings:
-            note = f"{r.passed} check(s) passed" + (f", {len(r.unknown)} unknown" if r.unknown else "")
-            table.add_row(r.target, "-", "ok", note)
         for f in r.findings:
-            table.add_row(r.target, f.rule, f.severity.label, f.detail)
+            where = f" ({_place(f)})" if f.file is not None and f.file not in f.detail else ""
+            table.add_row(r.target, f.rule, f.severity.label, f.detail + where)
+        for rule, severity, detail in _summary(r):
+            table.add_row(r.target, rule, severity, detail)
     return table
 
 
+def _place(f: Finding) -> str:
+    return f"{f.file}:{f.line}" if f.line is not None else str(f.file)
+
+
+# -- SARIF ----------------------------------------------------------------------------------------
+
+
+def _root(r: CheckResult) -> Path | None:
+    """The folder a file-based check scanned (its target, or a target file's folder)."""
+    if r.check not in ("code", "content") or "://" in r.target:
+        return None
+    root = Path(r.target)
+    return root.parent if root.is_file() else root
+
+
+class _Locations:
+    """SARIF locations, with one ``uriBaseId`` per scanned folder (``SRCROOT``, ``SRCROOT2``...)."""
+
+    def __init__(self) -> None:
+        self.bases: dict[str, dict[str, Any]] = {}
+        self._ids: dict[Path, str] = {}
+
+    def of(self, r: CheckResult, f: Finding | None = None) -> dict[str, Any]:
+        """Where a finding is: a file and line when it has them, else the endpoint or target."""
+        if f is None or f.file is None:
+            return {"logicalLocations": [{"fullyQualifiedName": r.target, "kind": "resource"}]}
+        physical: dict[str, Any] = {"artifactLocation": self._artifact(r, f.file)}
+        if f.line is not None:
+            physical["region"] = {"startLine": f.line}
+        return {"physicalLocation": physical}
+
+    def _artifact(self, r: CheckResult, file: str) -> dict[str, str]:
+        # Code-scanning dashboards place a result by its path in the repository, so a file under
+        # the scanned folder is given relative to it; a crawled page keeps its URL.
+        if "://" in file:
+            return {"uri": file}
+        root = _root(r)
+        path = PurePath(file)
+        if root is None:
+            return {"uri": Path(file).absolute().as_uri() if path.is_absolute() else path.as_posix()}
+        relative = self._under(path, root)
+        if relative is None:
+            return {"uri": Path(file).absolute().as_uri()}
+        return {"uri": relative.as_posix(), "uriBaseId": self._base(root)}
+
+    @staticmethod
+    def _under(path: PurePath, root: Path) -> PurePath | None:
+        # A finding's file may be given relative to the scanned folder, relative to the working
+        # directory (as the folder itself was), or absolute.
+        if not path.is_absolute():
+            if not root.is_absolute() and path.is_relative_to(root):
+                return path.relative_to(root)
+            return path
+        for base in (root.absolute(), root.resolve()):
+            if path.is_relative_to(base):
+                return path.relative_to(base)
+        return None
+
+    def _base(self, root: Path) -> str:
+        key = root.resolve()
+        if key not in self._ids:
+            name = "SRCROOT" if not self._ids else f"SRCROOT{len(self._ids) + 1}"
+            self._ids[key] = name
+            self.bases[name] = {"uri": key.as_uri() + "/"}
+        return self._ids[key]
+
+
 def to_sarif(results: list[CheckResult]) -> dict[str, Any]:
-    """SARIF 2.1.0, for code-scanning dashboards: one run, rules from the registry."""
+    """SARIF 2.1.0, for code-scanning dashboards: one run, rules from the registry.
+
+    File findings carry a physical location (relative to the scanned folder, with the line);
+    endpoint findings a logical one (``host:port`` or the URL). Checks that could not be made
+    are the run's tool notifications.
+    """
+    from .. import __version__  # noqa: PLC0415
+
     level = {Severity.INFO: "note", Severity.LOW: "note", Severity.MEDIUM: "warning"}
     used = sorted({f.rule for r in results for f in r.findings})
-    return {
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "sendvault scan",
-                        "rules": [
-                            {
-                                "id": rule,
-                                "shortDescription": {"text": RULES[rule].title},
-                                "properties": {
-                                    "severity": RULES[rule].severity.label,
-                                    "notice": RULES[rule].notice,
-                                },
-                            }
-                            for rule in used
-                        ],
-                    }
-                },
-                "results": [
+    locations = _Locations()
+    sarif_results = [
+        {
+            "ruleId": f.rule,
+            "ruleIndex": used.index(f.rule),
+            "level": level.get(f.severity, "error"),
+            "message": {"text": f.detail},
+            "locations": [locations.of(r, f)],
+        }
+        for r in results
+        for f in r.findings
+    ]
+    notifications = [
+        {"level": "warning", "message": {"text": f"could not check: {what}"}, "locations": [locations.of(r)]}
+        for r in results
+        for what in r.unknown
+    ]
+    run: dict[str, Any] = {
+        "tool": {
+            "driver": {
+                "name": "sendvault scan",
+                "version": __version__,
+                "rules": [
                     {
-                        "ruleId": f.rule,
-                        "level": level.get(f.severity, "error"),
-                        "message": {"text": f.detail},
-                        "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.target}}}],
+                        "id": rule,
+                        "shortDescription": {"text": RULES[rule].title},
+                        "defaultConfiguration": {"level": level.get(RULES[rule].severity, "error")},
+                        "properties": {"severity": RULES[rule].severity.label, "notice": RULES[rule].notice},
                     }
-                    for r in results
-                    for f in r.findings
+                    for rule in used
                 ],
             }
-        ],
+        },
+        "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
+        "results": sarif_results,
     }
+    if locations.bases:
+        run["originalUriBaseIds"] = locations.bases
+    return {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0", "runs": [run]}
+
+
+# -- HTML -----------------------------------------------------------------------------------------
 
 
 def to_html(results: list[CheckResult]) -> str:
     """A self-contained HTML report (no external resources: it passes its own content check)."""
     from html import escape  # noqa: PLC0415
 
+    def row(css: str, r: CheckResult, rule: str, severity: str, detail: str) -> str:
+        return (
+            f"<tr class='{css}'><td>{escape(r.check)}</td><td>{escape(r.target)}</td>"
+            f"<td>{escape(rule)}</td><td>{escape(severity)}</td><td>{escape(detail)}</td></tr>"
+        )
+
     rows = []
     for r in results:
         for f in r.findings:
-            rows.append(
-                f"<tr class='{f.severity.label}'><td>{escape(r.check)}</td><td>{escape(r.target)}</td>"
-                f"<td>{escape(f.rule)}</td><td>{f.severity.label}</td><td>{escape(f.detail)}</td></tr>"
-            )
-        if not r.findings:
-            rows.append(
-                f"<tr class='ok'><td>{escape(r.check)}</td><td>{escape(r.target)}</td><td>-</td><td>ok</td>"
-                f"<td>{r.passed} passed, {len(r.unknown)} unknown</td></tr>"
-            )
+            where = f" ({_place(f)})" if f.file is not None and f.file not in f.detail else ""
+            rows.append(row(f.severity.label, r, f.rule, f.severity.label, f.detail + where))
+        for rule, severity, detail in _summary(r):
+            rows.append(row(severity if severity in ("ok", "unknown") else "", r, rule, severity, detail))
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sendvault scan</title><style>"
         "body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
-        ".high,.critical{background:#fdd}.medium{background:#ffe9c6}.ok{background:#e8f6e8}</style></head><body>"
+        ".high,.critical{background:#fdd}.medium{background:#ffe9c6}.unknown{background:#e8eaf6}"
+        ".ok{background:#e8f6e8}</style></head><body>"
         "<h1>sendvault scan</h1><table><tr><th>check</th><th>target</th><th>rule</th><th>severity</th>"
         "<th>detail</th></tr>" + "".join(rows) + "</table></body></html>\n"
     )

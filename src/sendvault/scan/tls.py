@@ -1,11 +1,14 @@
 """`scan tls`: protocol versions, key exchange and ciphers, and the certificate of an endpoint.
 
-Every TLS <= 1.2 cipher suite the local OpenSSL knows is offered on its own and, when accepted,
-classified by key exchange: any RSA key exchange is reported, even where a scanner that looks
-only for "some forward-secret suite" would say forward secrecy is fine. Legacy protocols are
-judged only after checking, on a loopback pair, that this machine's OpenSSL can still offer them
-(OpenSSL 3 needs ``@SECLEVEL=0``); when it cannot, the verdict is ``unknown``, never ``pass``.
-Probes run concurrently. ``--starttls`` speaks the MySQL and PostgreSQL SSL requests first.
+Every TLS <= 1.2 cipher suite the local OpenSSL knows (NULL and anonymous suites included) is
+offered until the server refuses, and each accepted one is classified by key exchange: any RSA
+key exchange is reported, even where a scanner that looks only for "some forward-secret suite"
+would say forward secrecy is fine. The suites OpenSSL 3 has dropped (RC4, DES, 3DES, export) are
+offered in a hand-built ClientHello (``_wire``). Legacy protocols are judged only after checking,
+on a loopback pair, that this machine's OpenSSL can still offer them (OpenSSL 3 needs
+``@SECLEVEL=0``); when it cannot, the verdict is ``unknown``, never ``pass``, and so it is when no
+version completes a handshake at all. Probes run concurrently. ``--starttls`` speaks the MySQL
+and PostgreSQL SSL requests first.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import ipaddress
 import os
 import socket
 import ssl
-import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ._probe import CERT_PEM, KEY_PEM
+from ._wire import LEGACY_SUITES, NoTLS, connect, server_choice
 from .findings import CheckResult
 
-__all__ = ["VERSIONS", "local_support", "scan_tls"]
+__all__ = ["VERSIONS", "load_ca", "local_support", "scan_tls"]
 
 VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLSv1.0": ssl.TLSVersion.TLSv1,
@@ -38,84 +41,43 @@ VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLSv1.3": ssl.TLSVersion.TLSv1_3,
 }
 _LEGACY = ("TLSv1.0", "TLSv1.1")
+_SUITE_VERSIONS = ("TLSv1.0", "TLSv1.1", "TLSv1.2")  # TLS 1.3 suites are all AEAD and ECDHE/DHE
+_WIRE_VERSIONS = {"TLSv1.0": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303}
+# ALL leaves out the NULL suites (eNULL); COMPLEMENTOFALL brings them back, so a server that
+# accepts NULL-SHA256 is seen doing so. SECLEVEL=0 lets OpenSSL 3 offer SHA-1 and small keys.
+_PROBE_CIPHERS = "ALL:COMPLEMENTOFALL:@SECLEVEL=0"
 _EXPIRING_DAYS = 30
 
 
-class NoTLS(OSError):
-    """The server answered the STARTTLS request with "no TLS here"."""
+def load_ca(ca_file: str | None = None) -> ssl.SSLContext:
+    """A verifying client context trusting ``ca_file`` (else the system store).
+
+    Raises ValueError, with the reason in one line, when the file cannot be read or holds no
+    certificate.
+    """
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise ValueError(f"the CA file {ca_file} cannot be loaded ({reason})") from None
 
 
-def _pin(ctx: ssl.SSLContext, version: ssl.TLSVersion) -> ssl.SSLContext:
+def _pin(ctx: ssl.SSLContext, version: ssl.TLSVersion, ciphers: str = _PROBE_CIPHERS) -> ssl.SSLContext:
     # Python deprecates pinning the legacy versions; probing them is the point here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx.minimum_version = version
         ctx.maximum_version = version
-    return ctx
-
-
-def _probe_context(version: ssl.TLSVersion, ciphers: str = "ALL:@SECLEVEL=0") -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    _pin(ctx, version)
     if version is not ssl.TLSVersion.TLSv1_3:
         ctx.set_ciphers(ciphers)
     return ctx
 
 
-# -- transport --------------------------------------------------------------------------------
-
-
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    """Exactly ``size`` bytes from ``sock``; ConnectionError if it closes first."""
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        data += chunk
-    return data
-
-
-def _starttls_postgres(sock: socket.socket) -> None:
-    sock.sendall(struct.pack("!II", 8, 80877103))  # SSLRequest
-    if recv_exact(sock, 1) != b"S":
-        raise NoTLS("PostgreSQL server does not offer TLS")
-
-
-_MYSQL_CLIENT_SSL = 0x0800
-_MYSQL_PROTOCOL_41 = 0x0200
-_MYSQL_SECURE_CONNECTION = 0x8000
-
-
-def _starttls_mysql(sock: socket.socket) -> None:
-    header = recv_exact(sock, 4)
-    payload = recv_exact(sock, int.from_bytes(header[:3], "little"))
-    if not payload or payload[0] != 10:
-        raise ConnectionError("not a MySQL protocol 10 greeting")
-    end = payload.index(b"\0", 1)
-    offset = end + 1 + 4 + 8 + 1
-    capabilities = int.from_bytes(payload[offset : offset + 2], "little")
-    if not capabilities & _MYSQL_CLIENT_SSL:
-        raise NoTLS("MySQL server does not offer TLS")
-    flags = _MYSQL_CLIENT_SSL | _MYSQL_PROTOCOL_41 | _MYSQL_SECURE_CONNECTION
-    body = struct.pack("<IIB23s", flags, 16 * 1024 * 1024, 45, b"\0" * 23)
-    sock.sendall(len(body).to_bytes(3, "little") + bytes([header[3] + 1]) + body)
-
-
-def connect(host: str, port: int, starttls: str | None, timeout: float) -> socket.socket:
-    """A TCP connection ready for a TLS handshake (after STARTTLS when asked)."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    try:
-        if starttls == "postgres":
-            _starttls_postgres(sock)
-        elif starttls == "mysql":
-            _starttls_mysql(sock)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def _probe_context(version: ssl.TLSVersion, ciphers: str = _PROBE_CIPHERS) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return _pin(ctx, version, ciphers)
 
 
 def _sni(name: str) -> str | bytes:
@@ -194,9 +156,7 @@ def local_support() -> dict[str, bool]:
 
 def _loopback(version: ssl.TLSVersion, pem: str) -> bool:
     try:
-        server_ctx = _pin(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), version)
-        if version is not ssl.TLSVersion.TLSv1_3:
-            server_ctx.set_ciphers("ALL:@SECLEVEL=0")
+        server_ctx = _pin(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), version, "ALL:@SECLEVEL=0")
         server_ctx.load_cert_chain(pem)
         client_ctx = _probe_context(version)
     except (ssl.SSLError, ValueError):
@@ -230,18 +190,35 @@ def _loopback(version: ssl.TLSVersion, pem: str) -> bool:
 # -- the scan -----------------------------------------------------------------------------------
 
 
-def _candidate_ciphers(version: ssl.TLSVersion) -> list[dict[str, object]]:
+@functools.cache
+def _candidate_ciphers(version: ssl.TLSVersion) -> tuple[dict[str, object], ...]:
+    # Cached: both kinds of suite probe of a version ask, and the answer never changes.
     ctx = _probe_context(version)
-    return [dict(c) for c in ctx.get_ciphers() if c.get("protocol") != "TLSv1.3"]
+    return tuple(dict(c) for c in ctx.get_ciphers() if c.get("protocol") != "TLSv1.3")
+
+
+_BROKEN_CIPHERS = ("rc4", "rc2", "des", "idea", "seed")
 
 
 def _weakness(cipher: dict[str, object]) -> str | None:
+    """Why an accepted TLS <= 1.2 suite is weak (every reason, most serious first); None if not."""
     name = str(cipher["name"])
-    if not cipher.get("aead"):
-        return "not AEAD (CBC or stream cipher)"
-    if "NULL" in name or "RC4" in name or "DES" in name:
-        return "broken cipher"
-    return None
+    symmetric = cipher.get("symmetric")
+    reasons = []
+    if symmetric is None or "NULL" in name.split("-"):
+        reasons.append("no encryption")
+    if cipher.get("auth") == "auth-null":
+        reasons.append("no authentication")
+    if str(symmetric or "").startswith(_BROKEN_CIPHERS) or name.startswith("EXP-"):
+        reasons.append("broken cipher")
+    if not reasons and not cipher.get("aead"):
+        reasons.append("not AEAD (CBC or stream cipher)")
+    return ", ".join(reasons) or None
+
+
+def _is_rsa_key_exchange(cipher: dict[str, object]) -> bool:
+    # kx-rsa and kx-rsa-psk: the premaster secret travels encrypted to the server's RSA key.
+    return str(cipher.get("kea", "")).startswith("kx-rsa")
 
 
 def scan_tls(
@@ -255,46 +232,86 @@ def scan_tls(
     workers: int = 16,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> CheckResult:
-    """Scan one endpoint; every judgement lands in the result as a finding, a pass or unknown."""
+    """Scan one endpoint; every judgement lands in the result as a finding, a pass or unknown.
+
+    A ``ca_file`` that cannot be loaded leaves the chain unknown (``tls.unknown``); the rest of
+    the scan goes on.
+    """
     target = _Target(host, port, sni or host, starttls, timeout)
     result = CheckResult("tls", f"{host}:{port}" + (f" (starttls {starttls})" if starttls else ""))
+    trust = _trust(ca_file, result)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         # Everything independent starts at once: the local proof, the protocol probes, the suites
         # of each TLS <= 1.2 version and the certificate. The suites of a version the server
-        # refuses cost one refused handshake and are dropped.
+        # refuses cost one refused handshake and are dropped. The hand-built ClientHellos go
+        # only to versions the server accepts, while OpenSSL's suites are still being offered.
         support = pool.submit(local_support)
-        suites = {label: pool.submit(_suites, target, label) for label in VERSIONS if label != "TLSv1.3"}
-        certificate = pool.submit(_read_certificate, target, ca_file)
+        suites = {label: pool.submit(_suites, target, label) for label in _SUITE_VERSIONS}
+        certificate = pool.submit(_read_certificate, target, trust)
         accepted = _protocols(target, result, pool, support)
         if not accepted:
             return result
-        _ciphers(
-            [(label, c) for label in accepted if label in suites for c in suites[label].result()], result
-        )
-        _certificate(certificate.result(), target.name, now(), result)
+        dropped = {a: pool.submit(_dropped_suites, target, a) for a in accepted if a in suites}
+        found: list[tuple[str, dict[str, object]]] = []
+        for label, hand_built in dropped.items():
+            more, problem = hand_built.result()
+            found += [(label, c) for c in [*suites[label].result(), *more]]
+            if problem:
+                result.cannot(f"{label} RC4/DES/3DES/export suites: {problem}")
+                result.fail("tls.unknown", f"{label} RC4, DES, 3DES and export suites: {problem}")
+        _ciphers(found, result)
+        reading = certificate.result()
+        if reading.cert is None:
+            # That reading offers TLS 1.2+ with today's suites; a server accepting only older
+            # ones shows its certificate in a handshake pinned to the newest version it accepted.
+            reading = _read_certificate(target, trust, VERSIONS[accepted[-1]])
+        _certificate(reading, target.name, now(), result)
     finally:
         pool.shutdown(wait=True)
     return result
 
 
+def _trust(ca_file: str | None, result: CheckResult) -> Callable[[], ssl.SSLContext] | None:
+    """What verifies the chain: the system store, ``ca_file``, or None when it does not load."""
+    if ca_file is None:
+        return ssl.create_default_context  # loaded in a worker, beside the probes
+    try:
+        load_ca(ca_file)  # here, so that a bad file is this target's unknown, not a worker's crash
+    except ValueError as exc:
+        result.cannot(f"chain: {exc}")
+        result.fail("tls.unknown", f"the chain could not be checked: {exc}")
+        return None
+    return functools.partial(load_ca, ca_file)
+
+
 def _protocols(
     target: _Target, result: CheckResult, pool: ThreadPoolExecutor, support: Future[dict[str, bool]]
 ) -> list[str]:
-    # A refusal counts only where the loopback proof of what this machine can offer holds; an
-    # accepted handshake proves itself.
+    # A refusal counts only where the loopback proof of what this machine can offer holds, and
+    # only when some version completed: refusals from a port that speaks no TLS prove nothing.
+    # An accepted handshake proves itself.
     def probe(label: str) -> tuple[str, bool | None, str]:
         try:
             target.handshake(_probe_context(VERSIONS[label]))
         except NoTLS as exc:
             return label, None, str(exc)
-        except (ssl.SSLError, ValueError):
-            return label, False, ""
+        except ssl.SSLError as exc:
+            return label, False, str(exc.reason or type(exc).__name__)
+        except ValueError as exc:
+            return label, False, type(exc).__name__
         except OSError as exc:
             return label, None, f"connection failed ({type(exc).__name__})"
         return label, True, ""
 
     probes = list(pool.map(probe, list(VERSIONS)))
+    if not any(ok for _, ok, _ in probes):
+        reasons = "; ".join(sorted({why for _, _, why in probes}))
+        for label, _, _ in probes:
+            result.facts[label] = "unknown"
+        result.cannot(f"no TLS handshake completed: {reasons}")
+        result.fail("tls.unknown", f"no TLS handshake completed ({reasons})")
+        return []
     can_offer = support.result()
     accepted = []
     for label, outcome, reason in probes:
@@ -318,7 +335,7 @@ def _protocols(
 
 
 def _suites(target: _Target, label: str) -> list[dict[str, object]]:
-    """The TLS <= 1.2 suites ``target`` accepts with protocol ``label``.
+    """The TLS <= 1.2 suites this machine's OpenSSL knows that ``target`` accepts with ``label``.
 
     Offer every remaining suite at once; the server picks one, which is recorded and removed,
     until the server refuses what is left: accepted + 1 handshakes per version instead of one
@@ -339,6 +356,41 @@ def _suites(target: _Target, label: str) -> list[dict[str, object]]:
     return found
 
 
+def _dropped_suites(target: _Target, label: str) -> tuple[list[dict[str, object]], str | None]:
+    """The suites OpenSSL here cannot offer that ``target`` accepts with ``label``, and why not
+    all of them could be checked (None when they could).
+
+    As in :func:`_suites`, every remaining suite is offered at once until the server refuses,
+    but in a hand-built ClientHello whose ServerHello names the suite picked.
+    """
+    known = {c["id"] for c in _candidate_ciphers(VERSIONS[label])}
+    remaining = {code: c for code, c in LEGACY_SUITES.items() if c["id"] not in known}
+    name = _hello_name(target.name)
+    found: list[dict[str, object]] = []
+    while remaining:
+        try:
+            with connect(target.host, target.port, target.starttls, target.timeout) as sock:
+                chosen = server_choice(sock, _WIRE_VERSIONS[label], list(remaining), name)
+        except (OSError, ValueError) as exc:
+            return found, f"{type(exc).__name__}: {exc}"
+        if chosen is None:
+            break
+        suite = remaining.pop(chosen, None)
+        if suite is None:
+            return found, f"the server chose suite 0x{chosen:04x}, which was not offered"
+        found.append(suite)
+    return found, None
+
+
+def _hello_name(name: str) -> bytes | None:
+    """The SNI of a hand-built ClientHello: none for an IP address, as the ssl module does."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name.encode() if name.isascii() else name.encode("idna")
+    return None
+
+
 def _ciphers(accepted_ciphers: list[tuple[str, dict[str, object]]], result: CheckResult) -> None:
     seen: dict[str, list[str]] = {}
     rsa: set[str] = set()
@@ -346,7 +398,7 @@ def _ciphers(accepted_ciphers: list[tuple[str, dict[str, object]]], result: Chec
     for label, cipher in accepted_ciphers:
         cipher_name = str(cipher["name"])
         seen.setdefault(label, []).append(cipher_name)
-        if cipher.get("kea") == "kx-rsa":
+        if _is_rsa_key_exchange(cipher):
             rsa.add(cipher_name)
         why = _weakness(cipher)
         if why:
@@ -462,29 +514,43 @@ class _CertReading:
     untrusted: str | None = None  # the verification message, when the chain did not verify
     chain_unknown: str | None = None  # why verification could not be attempted
     error: str | None = None  # why the certificate could not be read at all
+    chain_skipped: bool = False  # no usable CA file: already reported as tls.unknown
 
 
-def _read_certificate(target: _Target, ca_file: str | None) -> _CertReading:
+def _read_certificate(
+    target: _Target, trust: Callable[[], ssl.SSLContext] | None, version: ssl.TLSVersion | None = None
+) -> _CertReading:
     # A verified handshake hands over the parsed certificate; only one that fails verification
-    # is fetched again without verification and parsed from DER.
-    verify = ssl.create_default_context(cafile=ca_file)
-    verify.check_hostname = False
+    # is fetched again without verification and parsed from DER. With ``version`` both
+    # handshakes are pinned to it and offer every suite, as the probes do.
     untrusted: str | None = None
     chain_unknown: str | None = None
+    if trust is not None:
+        verify = trust()
+        verify.check_hostname = False
+        if version is not None:
+            _pin(verify, version)
+        try:
+            return _CertReading(_Cert.from_verified(target.peer_certificate(verify)))
+        except ssl.SSLCertVerificationError as exc:
+            untrusted = str(exc.verify_message or "")
+        except (ssl.SSLError, OSError) as exc:
+            chain_unknown = type(exc).__name__
     try:
-        return _CertReading(_Cert.from_verified(target.peer_certificate(verify)))
-    except ssl.SSLCertVerificationError as exc:
-        untrusted = str(exc.verify_message or "")
-    except (ssl.SSLError, OSError) as exc:
-        chain_unknown = type(exc).__name__
-    try:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        if version is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = _probe_context(version)
         _, _, der = target.handshake(ctx)
-        return _CertReading(_Cert.from_der(der), untrusted, chain_unknown)
+        return _CertReading(_Cert.from_der(der), untrusted, chain_unknown, chain_skipped=trust is None)
     except (ssl.SSLError, OSError, ValueError) as exc:
         return _CertReading(None, error=type(exc).__name__)
+
+
+# What verification says of a certificate outside its validity period: tls.cert-expired covers it.
+_VALIDITY_MESSAGES = ("certificate has expired", "certificate is not yet valid")
 
 
 def _certificate(reading: _CertReading, name: str, now: dt.datetime, result: CheckResult) -> None:
@@ -505,9 +571,11 @@ def _certificate(reading: _CertReading, name: str, now: dt.datetime, result: Che
         result.ok()
     else:
         result.fail("tls.cert-hostname", f"certificate does not name {name}")
-    if reading.chain_unknown is not None:
+    if reading.chain_skipped:
+        pass
+    elif reading.chain_unknown is not None:
         result.cannot(f"chain: {reading.chain_unknown}")
-    elif reading.untrusted is None or "expired" in reading.untrusted:
-        result.ok()  # trusted, or expired and already reported as tls.cert-expired
+    elif reading.untrusted is None or reading.untrusted in _VALIDITY_MESSAGES:
+        result.ok()  # trusted, or out of its validity period and reported as tls.cert-expired
     else:
         result.fail("tls.cert-untrusted", f"chain not trusted ({reading.untrusted})")
