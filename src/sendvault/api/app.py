@@ -148,22 +148,15 @@ class TokenApi:
         try:
             status, body, extra = await self._serve(call, route, receive)
         except _HttpError as exc:
-            status, extra = exc.status, exc.headers
-            problem: s.Problem | s.OAuthError = (
-                s.OAuthError(exc.error, exc.reason)
-                if path == "/oauth/token"
-                else s.Problem(exc.error, exc.reason)
-            )
-            body = s.encoder.encode(problem)
+            status, body, extra = exc.status, _error_body(path, exc), exc.headers
         except StoreUnavailable:
             # Anywhere in the request (credentials, lookups, inserts): Marketing Cloud retries later.
             error = self._unavailable("store unavailable")
-            status, extra = error.status, error.headers
-            body = s.encoder.encode(s.Problem(error.error, error.reason))
+            status, body, extra = error.status, _error_body(path, error), error.headers
         except Exception:
             log.exception("unexpected error on %s", label)  # route only: payloads never reach logs
-            status, extra = 500, []
-            body = s.encoder.encode(s.Problem("internal", "unexpected error; it has been logged"))
+            error = _HttpError(500, "internal", "unexpected error; it has been logged")
+            status, body, extra = 500, _error_body(path, error), []
         elapsed = self._clock() - started
         if self.audit is not None and route is not None and path not in ("/healthz", "/openapi.json"):
             try:
@@ -171,8 +164,7 @@ class TokenApi:
             except AuditUnavailable:
                 # The log is mandatory: an answer that cannot be queued for it is not given.
                 error = self._unavailable("audit log unavailable")
-                status, extra = error.status, error.headers
-                body = s.encoder.encode(s.Problem(error.error, error.reason))
+                status, body, extra = error.status, _error_body(path, error), error.headers
         await self._send(send, status, body, extra)
         METRICS.observe(label, status, elapsed)
 
@@ -506,6 +498,13 @@ class TokenApi:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _error_body(path: str, error: _HttpError) -> bytes:
+    """An error answer: RFC 6749's shape on the OAuth route, ours on every other."""
+    if path == "/oauth/token":
+        return s.encoder.encode(s.OAuthError(error.error, error.reason))
+    return s.encoder.encode(s.Problem(error.error, error.reason))
 
 
 def _in(address: str, networks: tuple[Any, ...]) -> bool:

@@ -201,11 +201,20 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "grant_type": {"type": "string", "enum": ["client_credentials"]},
             "client_id": {"type": "string"},
             "client_secret": {"type": "string"},
+            "username": {"type": "string", "description": "Same as client_id."},
+            "password": {"type": "string", "description": "Same as client_secret."},
             "scope": {"type": "string"},
         },
         "required": ["grant_type"],
     }
-    errors = {"400": "Problem", "401": "Problem", "403": "Problem", "413": "Problem", "503": "Problem"}
+    errors = {
+        "400": "Problem",
+        "401": "Problem",
+        "403": "Problem",
+        "413": "Problem",
+        "429": "Problem",
+        "503": "Problem",
+    }
     paths = {
         "/v1/mc/resolve": {
             "post": _operation(
@@ -262,6 +271,19 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}
                         },
+                    },
+                    **{
+                        code: {
+                            "description": what,
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}
+                            },
+                        }
+                        for code, what in (
+                            ("403", "Caller address not allowed for this client."),
+                            ("429", "Too many failed attempts (Retry-After)."),
+                            ("503", "Store or audit log unavailable (Retry-After)."),
+                        )
                     },
                 },
             }
