@@ -152,6 +152,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         str | None,
         _doc("Host name used in 308 redirects; when unset, the request's Host header (validated) is used."),
     ] = None
+    public_https_port: Annotated[
+        int,
+        _doc(
+            "HTTPS port named in 308 redirects when callers reach the server through a port mapping "
+            "(e.g. 443 published for https_port 8443); 0 means https_port.",
+            ge=0,
+            le=65535,
+        ),
+    ] = 0
     tls_cert_file: Annotated[
         str | None,
         _doc("PEM certificate chain of the HTTPS listener (default: `$SENDVAULT_HOME/certs/server.pem`)."),

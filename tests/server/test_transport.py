@@ -186,3 +186,24 @@ def test_a_forged_forwarded_for_does_not_pass_the_allowlist(dev_server: DevServe
     for extra in ({}, {"X-Forwarded-For": "10.1.1.1"}, {"Forwarded": "for=10.1.1.1"}):
         headers = {"Authorization": basic, "Content-Type": "application/json", **extra}
         assert https_request(dev_server, "POST", "/v1/mc/resolve", body, headers)[0] == 403, extra
+
+
+def test_behind_a_port_mapping_the_308_names_the_public_port(tmp_path: Path) -> None:
+    from tests.server.conftest import start_dev_server, stop_dev_server
+
+    server = start_dev_server(
+        tmp_path / "home",
+        env={"SENDVAULT_PUBLIC_HOST": "api.example.com", "SENDVAULT_PUBLIC_HTTPS_PORT": "443"},
+    )
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+        try:
+            conn.request("GET", "/v1/mc/resolve?x=1")
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+    finally:
+        stop_dev_server(server)
+    assert resp.status == 308
+    assert resp.getheader("Location") == "https://api.example.com/v1/mc/resolve?x=1"

@@ -142,7 +142,11 @@ async def _main_loop(
         loop.add_signal_handler(sig, stop.set)
     redirect = (
         await start_redirect_server(
-            settings.host, settings.http_port, settings.https_port, settings.public_host, sock=http
+            settings.host,
+            settings.http_port,
+            settings.public_https_port or settings.https_port,
+            settings.public_host,
+            sock=http,
         )
         if http is not None
         else None
