@@ -456,31 +456,24 @@ class TokenApi:
     def _record(self, call: _Call, route: str, status: int, elapsed: float, answer: bytes) -> None:
         assert self.audit is not None
         event = Event.AUTH_FAIL if status in (401, 429) else call.event
-        meta = None
-        if call.principal is None and call.claimed_client is not None and status in (401, 429):
-            # Who the caller said it was: unproven, so never the actor (nor, ever, the secret).
-            meta = {"claimed_client_id": call.claimed_client[:_MAX_CLAIMED_ID]}
+        payload: dict[str, Any]
         if status == 200:
-            self.audit.record(
-                event,
-                actor=call.principal.client_id if call.principal else None,
-                source=call.address,
-                route=route,
-                status=status,
-                latency_ms=round(elapsed * 1000, 3),
-                tls=call.scope.get("extensions", {}).get("tls"),
-                counts=call.counts,
-                request=call.request_doc,
-                response=call.response_doc,
-                request_raw=call.request_raw,
-                response_raw=call.response_raw,
-                sealed_side=call.sealed_side,
-                fingerprint_values=call.fingerprint_values,
-                meta=call.meta,
-            )
-            return
-        # A refused or failed call: the answer is our own problem document (no personal data),
-        # the request as read is sealed whole (it may hold anything).
+            payload = {
+                "request": call.request_doc,
+                "response": call.response_doc,
+                "request_raw": call.request_raw,
+                "response_raw": call.response_raw,
+                "sealed_side": call.sealed_side,
+                "fingerprint_values": call.fingerprint_values,
+                "meta": call.meta,
+            }
+        else:
+            # A refused or failed call: the answer is our own problem document (no personal
+            # data); the request as read is sealed whole (it may hold anything).
+            payload = {"request_raw": call.body, "response_raw": answer, "sealed_side": "request"}
+            if call.principal is None and call.claimed_client is not None and status in (401, 429):
+                # Who the caller said it was: unproven, so never the actor (nor, ever, the secret).
+                payload["meta"] = {"claimed_client_id": call.claimed_client[:_MAX_CLAIMED_ID]}
         self.audit.record(
             event,
             actor=call.principal.client_id if call.principal else None,
@@ -490,10 +483,7 @@ class TokenApi:
             latency_ms=round(elapsed * 1000, 3),
             tls=call.scope.get("extensions", {}).get("tls"),
             counts=call.counts,
-            meta=meta,
-            request_raw=call.body,
-            response_raw=answer,
-            sealed_side="request",
+            **payload,
         )
 
 
