@@ -256,3 +256,26 @@ def test_unwritable_log_refuses_then_recovers(settings: Settings) -> None:
     log.check()
     assert verify_store(log.store).records == 1
     log.close()
+
+
+def test_a_lingering_log_writes_api_records_in_groups_and_waited_records_at_once(settings: Settings) -> None:
+    import time
+
+    from sendvault.audit import open_audit
+
+    log = open_audit(settings, linger_seconds=0.3)
+    try:
+        for i in range(5):
+            log.record(Event.MC_RESOLVE, actor="mc", status=200, counts={"items": i})
+        time.sleep(0.05)
+        with log.store.snapshot() as conn:
+            assert list(log.store.records(conn, "", [])) == []  # still gathering
+        log.flush()
+        with log.store.snapshot() as conn:
+            assert len(list(log.store.records(conn, "", []))) == 5  # one group, well inside 1 s
+        started = time.monotonic()
+        log.record_sync(Event.KEY_ROTATE, actor="cli:test")
+        assert time.monotonic() - started < 0.25  # a caller who waits does not wait for the linger
+    finally:
+        log.close()
+    verify_store(log.store)

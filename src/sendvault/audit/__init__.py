@@ -84,7 +84,9 @@ def open_audit_store(settings: Settings) -> AuditStore:
     return AuditStore(settings.home_path / "audit.db", signer, signer.public_key())
 
 
-def open_audit(settings: Settings, *, clock: Callable[[], float] = time.time) -> AuditLog:
-    """A running audit log for this process."""
+def open_audit(
+    settings: Settings, *, linger_seconds: float = 0.0, clock: Callable[[], float] = time.time
+) -> AuditLog:
+    """A running audit log for this process; the API's lets records gather for ``linger_seconds``."""
     audit_key = load_key(settings.home_path / "keys" / "audit.key", settings.audit_key, "audit_key")
-    return AuditLog(open_audit_store(settings), Sealer(audit_key), clock=clock)
+    return AuditLog(open_audit_store(settings), Sealer(audit_key), linger_seconds=linger_seconds, clock=clock)
