@@ -116,3 +116,30 @@ def test_on_an_event_loop_a_lock_held_past_the_busy_timeout_is_unavailable(tmp_p
         blocker.execute("ROLLBACK")
         blocker.close()
     store.close()
+
+
+def test_version_3_keeps_every_row_and_makes_lookups_by_value_covering(tmp_path: Path) -> None:
+    from importlib import resources
+
+    folder = resources.files("sendvault.store") / "migrations" / "sqlite"
+    old = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    for name in ("0001_initial.sql", "0002_clients.sql"):
+        old.executescript((folder / name).read_text())
+    old.execute("PRAGMA user_version = 2")
+    old.execute("INSERT INTO contacts VALUES ('t1', 1, x'01', x'02', NULL, 5, NULL)")
+    old.execute("INSERT INTO contacts VALUES ('t2', 1, NULL, NULL, NULL, 5, 9)")  # a tombstone
+    old.close()
+    store = SQLiteStore(tmp_path / "s.db")
+    store.migrate()
+    assert store.fetch_by_bidx([b"\x01"]) == {b"\x01": "t1"}
+    assert sorted(r[0] for r in store.fetch_by_tokens(["t1", "t2"])) == ["t1", "t2"]
+    store.close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] >= 3
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT bidx, token FROM contacts WHERE bidx IN (?, ?)", [b"a", b"b"]
+    )
+    assert "COVERING INDEX" in plan.fetchone()[3]
+    with pytest.raises(sqlite3.IntegrityError):  # the blind index is still unique
+        conn.execute("INSERT INTO contacts VALUES ('t3', 1, x'01', x'03', NULL, 6, NULL)")
+    conn.close()
