@@ -234,7 +234,7 @@ class Vault:
         plain = [
             (t, k, ct) for t, k, ct, attrs in rows if ct is not None and attrs is None and k in _VALUE_PREFIX
         ]
-        values = self._keyring.open_many([(ct, _VALUE_PREFIX[k] + t.encode()) for t, k, ct in plain])
+        values = self._keyring.open_many([(ct, _value_context(t, k)) for t, k, ct in plain])
         opened: dict[str, Resolved] = {}
         for (token, kind, _), value in zip(plain, values, strict=True):
             try:
@@ -254,7 +254,7 @@ class Vault:
             value = self._keyring.open(value_ct, _value_context(token, kind)).decode()
             attributes = self._open_attrs(row) if attrs_ct is not None else {}
         except (CryptoError, UnicodeDecodeError, msgspec.DecodeError):
-            return Resolved(None, reason="unreadable")
+            return _unreadable()
         return Resolved(value, _KINDS.get(kind), attributes)
 
     def _open_attrs(self, row: ContactRow) -> dict[str, str]:
