@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.openbao_server import OpenBaoServer
 
 from sendvault.config import Settings, load_settings
 from sendvault.vault import Vault, open_vault
@@ -64,3 +65,16 @@ def vault(settings: Settings) -> Iterator[Vault]:
     v = open_vault(settings)
     yield v
     v.close()
+
+
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]:
+    """A real OpenBao (``bao server``) with transit mounted, shared by the whole session.
+
+    Tests that stop it (outage tests) must start it again before they end; each test makes its
+    own transit key with ``openbao.new_key()``.
+    """
+    server = OpenBaoServer(tmp_path_factory.mktemp("openbao"))
+    server.start()
+    yield server
+    server.stop()

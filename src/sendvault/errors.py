@@ -10,6 +10,8 @@ reason code, never the data. Callers may log any of these messages as they are.
     ├── ConfigError            a setting is missing, malformed or unsafe (names the setting)
     ├── CryptoError            a ciphertext or key failed to open: one opaque message, fail closed
     │   └── KeyProviderError   the key-encryption key is unusable (missing, unsafe file mode, wrong)
+    │       ├── KeyProviderUnavailable  the key manager (OpenBao/Vault) cannot be reached or is sealed
+    │       └── StaleKeys      keys changed since this process loaded them; reload and retry
     ├── StoreError             the store could not be read or written
     │   └── StoreUnavailable   the store is down or busy; the request may be retried (HTTP 503)
     ├── AuditUnavailable       audit records cannot be written; requests are refused (HTTP 503)
@@ -27,8 +29,10 @@ __all__ = [
     "CryptoError",
     "InvalidValue",
     "KeyProviderError",
+    "KeyProviderUnavailable",
     "NotFound",
     "SendvaultError",
+    "StaleKeys",
     "StoreError",
     "StoreUnavailable",
 ]
@@ -56,6 +60,20 @@ class CryptoError(SendvaultError):
 
 class KeyProviderError(CryptoError):
     """The key-encryption key is missing, unsafe or does not open the stored data keys."""
+
+
+class KeyProviderUnavailable(KeyProviderError):
+    """The key manager cannot be reached, or is sealed; the same call may succeed later."""
+
+
+class StaleKeys(KeyProviderError):
+    """A write was refused because the vault's keys changed since this process loaded them.
+
+    The vault reloads its keys and retries; callers outside the vault never see it.
+    """
+
+    def __init__(self, message: str = "the vault's keys changed; reload them") -> None:
+        super().__init__(message)
 
 
 class StoreError(SendvaultError):
