@@ -58,22 +58,22 @@ def test_each_call_is_recorded_with_its_metadata_and_no_clear_values(audited: Ap
     assert get["source"] == "127.0.0.1"
     assert get["status"] == 200
     assert get["counts"] == {"items": 1, "tokens": 1, "created": 1}
-    assert res["request_form"] == "json"
-    assert json.loads(res["_request"]) == {
-        "tokens": [{"tokenRequestId": "r", "token": token}],
-        "sendKey": "s1",
-    }
-    assert res["response_form"] == "sealed"
-    assert res["meta"] == {"send_key": "s1"}  # Marketing Cloud's send id, as metadata
-    assert fail["status"] == 401
-    assert fail["actor"] is None
     log = audited.app.audit
     assert log is not None
+    # Both sides sealed whole (a careless caller may put an address in any field); readable:
+    # the tokens the vault issued, and the sendKey's keyed fingerprint.
+    assert (res["request_form"], res["response_form"]) == ("sealed", "sealed")
+    assert json.loads(log.sealer.open_blob(res["_request"])) == resolve
+    assert res["meta"] == {"tokens": [token], "send_key_fp": log.sealer.fingerprint("s1")}
+    assert fail["status"] == 401
+    assert fail["actor"] is None
     answer = json.loads(log.sealer.open_blob(res["_response"]))
     assert answer["resolvedTokens"][0]["tokenValue"] == "findme@example.com"
     assert answer["resolvedTokens"][0]["attributes"] == [{"name": "FirstName", "value": "Zebulon"}]
+    assert (get["request_form"], get["response_form"]) == ("sealed", "sealed")
     assert json.loads(log.sealer.open_blob(get["_request"])) == body
-    assert json.loads(get["_response"])["tokens"][0]["token"] == token
+    assert json.loads(log.sealer.open_blob(get["_response"]))["tokens"][0]["token"] == token
+    assert get["meta"] == {"tokens": [token]}
     assert get["fingerprints"] == [log.sealer.fingerprint("findme@example.com")]
     verify_store(audited.app.audit.store)
     for path in (tmp_path / "home").rglob("*"):
@@ -163,11 +163,12 @@ def _disclosed(env: ApiEnv) -> tuple[Path, str]:
     return env.app.settings.home_path, token
 
 
-def test_show_prints_the_readable_side_of_a_resolve_and_keeps_the_answer_sealed(audited: ApiEnv) -> None:
+def test_show_prints_the_tokens_of_a_resolve_and_keeps_both_sides_sealed(audited: ApiEnv) -> None:
     home, token = _disclosed(audited)
     out = _cli(home, "audit", "show", "--event", "mc:resolve", "--json").stdout
     (row,) = json.loads(out)
-    assert row["request"] == {"tokens": [{"tokenRequestId": "r", "token": token}]}
+    assert row["meta"]["tokens"] == [token]
+    assert set(row["request"]) == {"$sealed"}
     assert set(row["response"]) == {"$sealed"}
     assert "seen@" not in out
     assert "Zanzibarian" not in out
@@ -299,27 +300,37 @@ def test_a_refused_call_keeps_its_error_answer_and_its_request_sealed(audited: A
 
 
 def test_a_failed_login_records_the_claimed_client_but_not_as_actor(audited: ApiEnv) -> None:
-    header = {"authorization": "Basic " + base64.b64encode(b"mallory:guess-Secret-123").decode()}
+    header = {"authorization": "Basic " + base64.b64encode(b"mc:guess-Secret-123").decode()}
     assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, header).status == 401
     (record,) = _records(audited)
     assert record["event"] == "auth:fail"
     assert record["actor"] is None
-    assert record["meta"] == {"claimed_client_id": "mallory"}
+    assert record["meta"] == {"claimed_client_id": "mc"}
     assert b"guess-Secret-123" not in (audited.app.settings.home_path / "audit.db").read_bytes()
+
+
+def test_a_claimed_client_that_does_not_exist_is_kept_only_as_a_fingerprint(audited: ApiEnv) -> None:
+    header = {"authorization": "Basic " + base64.b64encode(b"Some.One@example.com:pw").decode()}
+    assert audited.call("POST", "/v1/mc/resolve", {"tokens": []}, header).status == 401
+    (record,) = _records(audited)
+    assert audited.app.audit is not None
+    fingerprint = audited.app.audit.sealer.fingerprint("Some.One@example.com")
+    assert record["meta"] == {"claimed_client_fp": fingerprint}
+    assert b"Some.One" not in (audited.app.settings.home_path / "audit.db").read_bytes()
 
 
 def test_a_failed_oauth_login_records_the_claimed_client_and_the_form_without_its_secret(
     audited: ApiEnv,
 ) -> None:
-    form = "grant_type=client_credentials&client_id=mallory&client_secret=guess-Secret-123"
+    form = "grant_type=client_credentials&client_id=mc&client_secret=guess-Secret-123"
     headers = {"content-type": "application/x-www-form-urlencoded"}
     assert audited.call("POST", "/oauth/token", form, headers).status == 401
     (record,) = _records(audited)
-    assert record["meta"] == {"claimed_client_id": "mallory"}
+    assert record["meta"] == {"claimed_client_id": "mc"}
     log = audited.app.audit
     assert log is not None
     sealed = json.loads(log.sealer.open_blob(record["_request"]))
-    assert sealed == {"grant_type": "client_credentials", "client_id": "mallory"}
+    assert sealed == {"grant_type": "client_credentials", "client_id": "mc"}
 
 
 def test_search_by_send_key_finds_the_resolves_of_that_send(audited: ApiEnv) -> None:
@@ -330,4 +341,8 @@ def test_search_by_send_key_finds_the_resolves_of_that_send(audited: ApiEnv) -> 
     assert audited.app.audit is not None
     audited.app.audit.flush()
     found = json.loads(_cli(home, "audit", "search", "--send-key", "send-2", "--json").stdout)
-    assert [(r["event"], r["meta"]) for r in found] == [("mc:resolve", {"send_key": "send-2"})]
+    assert audited.app.audit is not None
+    fingerprint = audited.app.audit.sealer.fingerprint("send-2")
+    assert [(r["event"], r["meta"]) for r in found] == [
+        ("mc:resolve", {"tokens": [token], "send_key_fp": fingerprint})
+    ]

@@ -18,6 +18,7 @@ import binascii
 import ipaddress
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,8 @@ _ROUTE_EVENTS = {
 }
 _SECRET_FIELDS = frozenset({"client_secret", "password"})
 _MAX_CLAIMED_ID = 128  # client ids are at most 128 characters; a longer claim is cut there
-_MAX_SEND_KEY = 256
+# Reasons the vault gives for tokens it issued: they are ours, not a caller's free text.
+_OUR_TOKEN_REASONS = frozenset({"erased", "unreadable"})
 _UNRESOLVED_MESSAGE = {
     "unknown-token": "token not found",
     "erased": "token not found",
@@ -80,8 +82,9 @@ class _Call:
     event: Event = Event.API_REQUEST
     request_doc: object = None
     response_doc: object = None
-    # Marketing Cloud payloads go to the log as the exact bytes exchanged; the side holding
-    # clear values is sealed whole, the other (ids and tokens only) kept readable.
+    # Marketing Cloud payloads go to the log as the exact bytes exchanged, sealed whole: a careless
+    # caller puts addresses in any field (ids, sendKey, unknown fields, a token's place). What
+    # stays readable is reduced to fields we produced or recognised (see _resolve, _get_token).
     request_raw: bytes | None = None
     response_raw: bytes | None = None
     sealed_side: str | None = None
@@ -90,7 +93,7 @@ class _Call:
     # For the record of a refused call: the request as read, and the client id it claimed.
     body: bytes | None = None
     claimed_client: str | None = None
-    meta: dict[str, str] | None = None
+    meta: dict[str, Any] | None = None
 
 
 class TokenApi:
@@ -153,8 +156,8 @@ class TokenApi:
             # Anywhere in the request (credentials, lookups, inserts): Marketing Cloud retries later.
             error = self._unavailable("store unavailable")
             status, body, extra = error.status, _error_body(path, error), error.headers
-        except Exception:
-            log.exception("unexpected error on %s", label)  # route only: payloads never reach logs
+        except Exception as exc:  # noqa: BLE001 - any bug is a 500, logged without its message
+            _log_bug(label, exc)
             error = _HttpError(500, "internal", "unexpected error; it has been logged")
             status, body, extra = 500, _error_body(path, error), []
         elapsed = self._clock() - started
@@ -323,9 +326,6 @@ class TokenApi:
 
     async def _resolve(self, call: _Call, body: bytes) -> bytes:
         items, send_key = _resolve_items(body)
-        if send_key is not None:
-            # Marketing Cloud's id of the send: metadata of the audit record, searchable.
-            call.meta = {"send_key": send_key[:_MAX_SEND_KEY]}
         self._check_batch(len(items))
         METRICS.batch("/v1/mc/resolve", len(items))
         unique: dict[str | int, str | None] = {}
@@ -336,6 +336,9 @@ class TokenApi:
         echo = self.settings.compat_echo_token
         resolved: list[s.ResolvedToken] = []
         unresolved: list[s.UnresolvedToken] = []
+        # Tokens the vault knows (issued by it) carry no information and stay searchable in the
+        # record; an unknown "token" may be an address sent in a token's place and stays sealed.
+        ours: list[str] = []
         for request_id, token in unique.items():
             if token is None:
                 unresolved.append(s.UnresolvedToken(request_id, _UNRESOLVED_MESSAGE["invalid-token"]))
@@ -345,7 +348,10 @@ class TokenApi:
                 unresolved.append(
                     s.UnresolvedToken(request_id, _UNRESOLVED_MESSAGE.get(r.reason or "", "token not found"))
                 )
+                if r.reason in _OUR_TOKEN_REASONS:
+                    ours.append(token)
             else:
+                ours.append(token)
                 attrs = [s.Attribute(k, v) for k, v in r.attributes.items()]
                 resolved.append(s.ResolvedToken(request_id, r.value, attrs, token if echo else None))
         METRICS.tokens("resolved", len(resolved))
@@ -362,8 +368,13 @@ class TokenApi:
             Event.MC_RESOLVE,
             body,
             encoded,
-            "response",
+            "both",
         )
+        call.meta = {"tokens": ours}
+        if send_key is not None and self.audit is not None:
+            # Marketing Cloud's id of the send, searchable by its keyed fingerprint (it is free
+            # text: an integrator may well put an address there).
+            call.meta["send_key_fp"] = self.audit.sealer.fingerprint(send_key)
         call.counts = {"items": len(items), "resolved": len(resolved), "unresolved": len(unresolved)}
         return encoded
 
@@ -402,8 +413,9 @@ class TokenApi:
             Event.MC_GET_TOKEN,
             body,
             encoded,
-            "request",
+            "both",  # the answer echoes request ids, which may be anything
         )
+        call.meta = {"tokens": [t.token for t in tokens]}
         call.fingerprint_values = [value for _, value in pairs]
         call.counts = {
             "items": len(items),
@@ -473,7 +485,7 @@ class TokenApi:
             payload = {"request_raw": call.body, "response_raw": answer, "sealed_side": "request"}
             if call.principal is None and call.claimed_client is not None and status in (401, 429):
                 # Who the caller said it was: unproven, so never the actor (nor, ever, the secret).
-                payload["meta"] = {"claimed_client_id": call.claimed_client[:_MAX_CLAIMED_ID]}
+                payload["meta"] = self._claimed(call.claimed_client[:_MAX_CLAIMED_ID])
         self.audit.record(
             event,
             actor=call.principal.client_id if call.principal else None,
@@ -486,8 +498,30 @@ class TokenApi:
             **payload,
         )
 
+    def _claimed(self, client_id: str) -> dict[str, str]:
+        """The client id a refused caller claimed: as is when it names a client, else keyed.
+
+        A name we registered is ours to show; anything else is free text from a stranger (an
+        integrator's own address as the user name is common) and is kept only as its keyed
+        fingerprint, which an investigator holding the audit key can match against a suspect.
+        """
+        assert self.audit is not None
+        if self.auth.client(client_id) is not None:
+            return {"claimed_client_id": client_id}
+        return {"claimed_client_fp": self.audit.sealer.fingerprint(client_id)}
+
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _log_bug(label: str, exc: BaseException) -> None:
+    """Log a bug by route, exception class and code location, never its message.
+
+    An exception's message can quote the input that caused it (a codec error, a bad literal),
+    and a traceback's frames are enough to find the bug: so frames, without the message.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s on %s (message withheld); at:\n%s", type(exc).__name__, label, frames)
 
 
 def _error_body(path: str, error: _HttpError) -> bytes:

@@ -281,13 +281,13 @@ class AuditLog:
             "fingerprints": list(fingerprints),
         }
         # Marketing Cloud payloads arrive as the exact bytes exchanged and are kept in their own
-        # columns (covered by the chain hash): the side with clear values sealed whole with one
-        # AES-GCM call, the other (ids and tokens) as the JSON sent.
+        # columns (covered by the chain hash): a side named by `sealed_side` ("request",
+        # "response" or "both") sealed whole with one AES-GCM call, any other as the JSON sent.
         blobs = {}
         for side in ("request", "response"):
             raw = fields.get(f"{side}_raw")
             if raw is not None:
-                sealed = fields.get("sealed_side") == side
+                sealed = fields.get("sealed_side") in (side, "both")
                 blobs[side] = self.sealer.seal_blob(bytes(raw)) if sealed else bytes(raw)
                 body[f"{side}_form"] = "sealed" if sealed else "json"
         return Pending(

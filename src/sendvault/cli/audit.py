@@ -75,7 +75,11 @@ def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str
         clauses.append(clause)
         params.extend(values)
     if filters.get("send_key"):
-        clauses.append("instr(body, ?) > 0")  # the body is canonical JSON: the pair is exact
+        # The body is canonical JSON, so each pair is exact. Records keep the sendKey's keyed
+        # fingerprint (it is free text and may hold an address); older ones kept it as is.
+        clauses.append("(instr(body, ?) > 0 OR instr(body, ?) > 0)")
+        fingerprint = app.audit.sealer.fingerprint(filters["send_key"])
+        params.append(b'"send_key_fp":' + msgspec.json.encode(fingerprint))
         params.append(b'"send_key":' + msgspec.json.encode(filters["send_key"]))
     with log.store.snapshot() as conn:
         if filters.get("fingerprints") is not None:
