@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,27 +29,32 @@ def _pg_available() -> str | None:
     return None
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards.
-
-    Skips when PostgreSQL is not reachable, unless SENDVAULT_TEST_REQUIRE_PG is set (CI sets it),
-    in which case the test fails: a backend must not pass by not running.
-    """
+def require_pg() -> None:
+    """Skip when PostgreSQL is not reachable, unless SENDVAULT_TEST_REQUIRE_PG is set (CI sets it),
+    in which case the test fails: a backend must not pass by not running."""
     problem = _pg_available()
     if problem is not None:
         if os.environ.get("SENDVAULT_TEST_REQUIRE_PG"):
             pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required but unreachable ({problem})")
         pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} unreachable ({problem})")
-    import psycopg
 
-    schema = f"sv_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_ADMIN_URL else "?"
-    yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    require_pg()
+    from tests.replicas import pg_schema
+
+    yield from pg_schema(PG_ADMIN_URL)
+
+
+@pytest.fixture(scope="module")
+def pg_module_url() -> Iterator[str]:
+    """:func:`pg_url` shared by one test module (for servers started once per module)."""
+    require_pg()
+    from tests.replicas import pg_schema
+
+    yield from pg_schema(PG_ADMIN_URL)
 
 
 @pytest.fixture

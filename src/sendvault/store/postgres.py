@@ -4,15 +4,26 @@ Same contract and same test suite as the SQLite store. Batches use ``= ANY(array
 ``unnest`` so one query serves a whole batch; concurrent creators share transactions through
 the same group-commit helpers. Schema changes are serialized with an advisory lock, so replicas
 starting together migrate once.
+
+Replicas creating the same new values race on the blind index's unique index: a transaction that
+meets another's uncommitted row waits for it. Rows are therefore always inserted in one global
+order (by blind index), so two transactions can never each wait on a row the other holds; a
+deadlock or serialization failure that happens anyway (a statement we did not write, a standby
+cancelling a query) runs the transaction again, a bounded number of times, before the caller
+sees 503.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
+
+from prometheus_client import Counter
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
@@ -25,9 +36,21 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 __all__ = ["PostgresStore"]
 
+log = logging.getLogger("sendvault.store")
+T = TypeVar("T")
+
 # Any fixed 64-bit number: the advisory lock that serializes migrations across replicas.
 _MIGRATION_LOCK = 0x5E_4D_56_41_55_4C_54
 _Conn = Any  # psycopg.Connection[tuple[Any, ...]]; Any keeps the extra optional for type checks
+# deadlock_detected and serialization_failure (also what a hot standby answers when replay
+# cancels a query): the transaction did nothing and may simply run again.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+TX_ATTEMPTS = 5
+RETRIES = Counter(
+    "sendvault_store_retries",
+    "PostgreSQL transactions run again after a deadlock (40P01) or serialization failure (40001).",
+    ["sqlstate"],
+)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -36,16 +59,21 @@ def _migrations() -> list[tuple[int, str]]:
     return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in scripts]
 
 
+def _translate(exc: Exception) -> StoreError:
+    if isinstance(exc, psycopg.OperationalError):
+        # Connection-level failures: the server is down, restarting or unreachable. psycopg's
+        # messages name hosts and states, never our bound values.
+        return StoreUnavailable(f"postgres: {type(exc).__name__}")
+    state = getattr(exc, "sqlstate", None) or ""
+    return StoreError(f"postgres: {type(exc).__name__}: {state}")
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     try:
         yield
-    except psycopg.OperationalError as exc:
-        # Connection-level failures: the server is down, restarting or unreachable. psycopg's
-        # messages name hosts and states, never our bound values.
-        raise StoreUnavailable(f"postgres: {type(exc).__name__}") from None
     except psycopg.Error as exc:
-        raise StoreError(f"postgres: {type(exc).__name__}: {exc.sqlstate or ''}") from None
+        raise _translate(exc) from None
 
 
 class PostgresStore(ConnectionsBase[Any]):
@@ -65,7 +93,11 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def _open_connection(self) -> _Conn:
         with _errors():
-            return psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
+        # Insert-or-get reads, after waiting for a racer, the row the racer committed: that needs
+        # READ COMMITTED whatever default the database was given.
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        return conn
 
     def _close_connection(self, conn: _Conn) -> None:
         _close(conn)
@@ -78,6 +110,11 @@ class PostgresStore(ConnectionsBase[Any]):
         conn = conn or self._conn
         with _errors(), conn.transaction():
             yield conn
+
+    def _retrying(self, work: Callable[[_Conn], T], conn: _Conn | None = None) -> T:
+        """Run ``work`` in a transaction; run it again after a deadlock or serialization failure."""
+        conn = conn or self._conn
+        return retrying(lambda: _in_transaction(conn, work))
 
     def migrate(self) -> None:
         """Apply pending migrations under an advisory lock."""
@@ -157,21 +194,23 @@ class PostgresStore(ConnectionsBase[Any]):
             return _fetch_by_bidx(self._conn, bidxs)
 
     def _commit(self, conn: _Conn, rows: list[NewContact]) -> dict[bytes, str]:
-        now = int(self._clock())
-        with self._tx(conn):
-            conn.execute(
-                "INSERT INTO sv_contacts (token, kind, bidx, value_ct, created_at) "
-                "SELECT t, k, b, v, %s FROM unnest(%s::text[], %s::smallint[], %s::bytea[], %s::bytea[]) "
-                "AS u(t, k, b, v) ON CONFLICT DO NOTHING",
-                (
-                    now,
-                    [r.token for r in rows],
-                    [r.kind for r in rows],
-                    [r.bidx for r in rows],
-                    [r.value_ct for r in rows],
-                ),
-            )
-            return _fetch_by_bidx(conn, list({r.bidx for r in rows}))
+        # One global order for every creator in every replica: by blind index (bytea compares as
+        # bytes do in Python). A transaction then only ever waits for rows ahead of its own
+        # position, so no two can wait on each other (see the module docstring).
+        ordered = sorted(rows, key=lambda r: r.bidx)
+        params = (
+            int(self._clock()),
+            [r.token for r in ordered],
+            [r.kind for r in ordered],
+            [r.bidx for r in ordered],
+            [r.value_ct for r in ordered],
+        )
+
+        def work(c: _Conn) -> dict[bytes, str]:
+            c.execute(_INSERT_NEW, params)
+            return _fetch_by_bidx(c, list({r.bidx for r in ordered}))
+
+        return self._retrying(work, conn)
 
     def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
         """Replace a live token's attribute ciphertext."""
@@ -235,6 +274,40 @@ class PostgresStore(ConnectionsBase[Any]):
 
 
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM sv_api_clients"  # noqa: S608 - constant column list
+# ORDER BY keeps the caller's (sorted) order explicit: the executor inserts in the order the
+# SELECT delivers rows.
+_INSERT_NEW = (
+    "INSERT INTO sv_contacts (token, kind, bidx, value_ct, created_at) "
+    "SELECT t, k, b, v, %s FROM unnest(%s::text[], %s::smallint[], %s::bytea[], %s::bytea[]) "
+    "AS u(t, k, b, v) ORDER BY b ON CONFLICT DO NOTHING"
+)
+
+
+def _in_transaction(conn: _Conn, work: Callable[[_Conn], T]) -> T:
+    with conn.transaction():
+        return work(conn)
+
+
+def retrying(attempt: Callable[[], T], *, attempts: int = TX_ATTEMPTS) -> T:
+    """Call ``attempt`` (one whole transaction) until it does not fail with a deadlock or a
+    serialization failure, at most ``attempts`` times; then :class:`StoreUnavailable`.
+
+    Other database errors are translated as everywhere in this module. Waits between tries are
+    short and jittered, so two transactions that collided do not collide again in step.
+    """
+    state = ""
+    for number in range(1, attempts + 1):
+        try:
+            return attempt()
+        except psycopg.Error as exc:
+            if exc.sqlstate not in _RETRY_SQLSTATES:
+                raise _translate(exc) from None
+            state = exc.sqlstate
+        RETRIES.labels(state).inc()
+        log.info("postgres: transaction ended with SQLSTATE %s (try %d of %d)", state, number, attempts)
+        if number < attempts:
+            time.sleep(random.uniform(0, 0.002 * 2**number))  # noqa: S311 - jitter, not a secret
+    raise StoreUnavailable(f"postgres: SQLSTATE {state} {attempts} times in a row")
 
 
 def _client(row: Any) -> ClientRecord:
