@@ -1,6 +1,6 @@
 """Where sslyze is installed, our verdicts on protocols, RSA key exchange and the certificate match
 its results on the same servers: modern, RSA key exchange beside ECDHE, a NULL suite, TLS 1.0
-only, expired, wrong name.
+only, expired, wrong name, an expired intermediate, a 1024-bit RSA leaf and a SHA-1-signed leaf.
 
 sslyze is AGPL and pins an older cryptography, so it is never a dependency: point
 SENDVAULT_TEST_SSLYZE at an sslyze executable in its own virtualenv (or put one on PATH).
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import trustme
+from tests.scan import _pki
 from tests.scan.conftest import ca_file, tls_server
 
 from sendvault.scan import scan_tls
@@ -67,29 +68,73 @@ def _accepted(theirs: dict[str, Any], key: str) -> list[str]:
     return [str(s["cipher_suite"]["openssl_name"]) for s in suites]
 
 
+# A certificate for a server: trustme's (whose critical subjectAltName cryptography's verifier,
+# and so sslyze, rejects) or one of tests/scan/_pki.py's chains (which both sides can judge).
+_Make = Callable[[Path], tuple[Any, str]]
+
+
+def _trustme(name: str, not_after: dt.datetime | None = None) -> _Make:
+    def make(tmp_path: Path) -> tuple[Any, str]:
+        ca = trustme.CA(key_type=trustme.KeyType.RSA)
+        return ca.issue_cert(name, not_after=not_after, key_type=trustme.KeyType.RSA), ca_file(ca, tmp_path)
+
+    return make
+
+
+def _expired_intermediate(tmp_path: Path) -> tuple[Any, str]:
+    pki = _pki.chain(tmp_path, "localhost", intermediate_not_after=_YESTERDAY)
+    return pki, str(pki.ca_file)
+
+
+def _rsa1024_leaf(tmp_path: Path) -> tuple[Any, str]:
+    pki = _pki.chain(tmp_path, "localhost", leaf_key=_pki.rsa_key(1024))
+    return pki, str(pki.ca_file)
+
+
+def _sha1_leaf(tmp_path: Path) -> tuple[Any, str]:
+    pki = _pki.sha1_leaf(tmp_path, 2048)
+    return pki, str(pki.ca_file)
+
+
+def _weak_keys(theirs: dict[str, Any]) -> bool:
+    deployment = theirs["certificate_info"]["result"]["certificate_deployments"][0]
+    minimum = {"RSAPublicKey": 2048, "DSAPublicKey": 2048, "EllipticCurvePublicKey": 256}
+    return any(
+        (c["public_key"].get("key_size") or 0) < minimum.get(c["public_key"]["algorithm"], 0)
+        for c in deployment["received_certificate_chain"]
+    )
+
+
+_LEVEL0 = _tls12_plus("ECDHE+AESGCM:@SECLEVEL=0")
+
+
 @pytest.mark.skipif(SSLYZE is None, reason="sslyze is not installed (set SENDVAULT_TEST_SSLYZE)")
 @pytest.mark.parametrize(
-    ("configure", "name", "not_after"),
+    ("configure", "make", "pki"),
     [
-        (_MODERN, "localhost", None),
-        (_tls12_plus("ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256:AES128-SHA"), "localhost", None),
-        (_tls12_plus("ECDHE-RSA-AES128-GCM-SHA256:NULL-SHA256:@SECLEVEL=0"), "localhost", None),
-        (_tls10_only, "localhost", None),
-        (_MODERN, "localhost", _YESTERDAY),
-        (_MODERN, "other.example", None),
+        (_MODERN, _trustme("localhost"), False),
+        (_tls12_plus("ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256:AES128-SHA"), _trustme("localhost"),
+         False),
+        (_tls12_plus("ECDHE-RSA-AES128-GCM-SHA256:NULL-SHA256:@SECLEVEL=0"), _trustme("localhost"), False),
+        (_tls10_only, _trustme("localhost"), False),
+        (_MODERN, _trustme("localhost", _YESTERDAY), False),
+        (_MODERN, _trustme("other.example"), False),
+        (_LEVEL0, _expired_intermediate, True),
+        (_LEVEL0, _rsa1024_leaf, True),
+        (_LEVEL0, _sha1_leaf, True),
     ],
-    ids=["modern", "rsa-key-exchange", "null-suite", "tls1.0-only", "expired", "wrong-name"],
-)
+    ids=["modern", "rsa-key-exchange", "null-suite", "tls1.0-only", "expired", "wrong-name",
+         "expired-intermediate", "rsa1024-leaf", "sha1-leaf"],
+)  # fmt: skip
 def test_verdicts_match_sslyze(
-    tmp_path: Path, configure: Callable[[ssl.SSLContext], None], name: str, not_after: dt.datetime | None
+    tmp_path: Path, configure: Callable[[ssl.SSLContext], None], make: _Make, pki: bool
 ) -> None:
     if configure is _tls10_only and not local_support()["TLSv1.0"]:
         pytest.skip("this machine's OpenSSL cannot offer TLS 1.0")
-    ca = trustme.CA(key_type=trustme.KeyType.RSA)
-    leaf = ca.issue_cert(name, not_after=not_after, key_type=trustme.KeyType.RSA)
-    with tls_server(configure, leaf) as server:
-        ours = scan_tls("127.0.0.1", server.port, sni="localhost", ca_file=ca_file(ca, tmp_path))
-        theirs = _sslyze(server.port, ca_file(ca, tmp_path), tmp_path / "sslyze.json")
+    cert, ca = make(tmp_path)
+    with tls_server(configure, cert) as server:
+        ours = scan_tls("127.0.0.1", server.port, sni="localhost", ca_file=ca)
+        theirs = _sslyze(server.port, ca, tmp_path / "sslyze.json")
     rules = {f.rule for f in ours.findings}
     accepted = {label: _accepted(theirs, key) for label, key in _SUITES.items()}
     for label, suites in accepted.items():
@@ -102,6 +147,13 @@ def test_verdicts_match_sslyze(
     [supplied] = [
         p for p in deployment["path_validation_results"] if p["trust_store"]["name"] == "Supplied CA file"
     ]
-    reason = str(supplied.get("validation_error"))
+    reason = str(supplied.get("validation_error") or "")
     assert ("tls.cert-expired" in rules) == ("not valid at validation time" in reason)
     assert ("tls.cert-hostname" in rules) == ("no matching subjectAltName" in reason)
+    assert ("tls.weak-key" in rules) == _weak_keys(theirs)
+    if pki:
+        # Without trustme's critical SAN, any other reason sslyze gives is a trust verdict.
+        other = (
+            bool(reason) and "not valid at validation time" not in reason and "subjectAltName" not in reason
+        )
+        assert ("tls.cert-untrusted" in rules) == other, reason

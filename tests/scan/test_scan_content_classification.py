@@ -121,3 +121,26 @@ def test_css_namespaces_and_comments_load_nothing(tmp_path: Path) -> None:
 def test_every_candidate_of_a_css_image_set_is_judged(tmp_path: Path) -> None:
     css = ".a { background: image-set('http://i.acme.io/a.png' 1x, url(http://i.acme.io/b.png) 2x) }"
     assert _rules(tmp_path, css, "site.css") == [UPGRADABLE, UPGRADABLE]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost:8080/a.js", "http://LOCALHOST./a.js", "http://app.localhost/a.js",
+     "http://127.0.0.1/a.js", "http://127.8.9.10:3000/a.js", "http://[::1]:8080/a.js"],
+)  # fmt: skip
+def test_loopback_hosts_are_not_mixed_content(tmp_path: Path, url: str) -> None:
+    # Browsers treat loopback as potentially trustworthy (Secure Contexts §3.2): a page served over
+    # HTTPS may load from it, so a developer's local script is not reported.
+    page = (
+        f'<script src="{url}"></script><img src="{url}"><style>@import "{url}";</style>'
+        f'<script>fetch("{url}")</script>'
+    )
+    assert _rules(tmp_path, page) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost.acme.io/a.js", "http://128.0.0.1/a.js", "http://[::2]/a.js", "http://10.0.0.1/a.js"],
+)
+def test_hosts_that_only_look_like_loopback_are_still_mixed_content(tmp_path: Path, url: str) -> None:
+    assert _rules(tmp_path, f'<script src="{url}"></script>') == [BLOCKABLE]

@@ -145,11 +145,9 @@ def test_mixed_content_and_tls_rules_are_at_least_medium() -> None:
 
 
 def test_verified_and_unverified_readings_of_a_certificate_agree(tmp_path: Path) -> None:
-    # A trusted endpoint is judged from getpeercert(), an untrusted one from its DER bytes:
-    # both must see the same subject, validity and names.
-    import ssl
-
-    from sendvault.scan.tls import _Cert, _Target
+    # A trusted endpoint's chain comes from the verified handshake, an untrusted one's from a
+    # second, unverified handshake: both must see the same subject, validity, names and key.
+    from sendvault.scan.tls import _read_certificate, _Target, load_ca
 
     ca = trustme.CA()
     leaf = ca.issue_cert(
@@ -162,19 +160,18 @@ def test_verified_and_unverified_readings_of_a_certificate_agree(tmp_path: Path)
     )
     with tls_server(_modern, leaf) as server:
         target = _Target("127.0.0.1", server.port, "127.0.0.1")
-        verify = ssl.create_default_context(cafile=ca_file(ca, tmp_path))
-        verify.check_hostname = False
-        verified = _Cert.from_verified(target.peer_certificate(verify))
-        plain = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        plain.check_hostname = False
-        plain.verify_mode = ssl.CERT_NONE
-        unverified = _Cert.from_der(target.handshake(plain)[2])
-    assert verified == unverified
-    assert "O=Example\\, Inc." in verified.subject
-    assert verified.names("127.0.0.1")
-    assert verified.names("edge.cdn.example.test")
-    assert not verified.names("a.b.cdn.example.test")
-    assert not verified.names("other.example.test")
+        verified = _read_certificate(target, lambda: load_ca(ca_file(ca, tmp_path)))
+        unverified = _read_certificate(target, lambda: load_ca(None))
+    assert verified.untrusted is None
+    assert unverified.untrusted is not None
+    assert verified.chain == unverified.chain
+    cert = verified.chain[0]
+    assert "O=Example\\, Inc." in cert.subject
+    assert cert.key == "EC 256"
+    assert cert.names("127.0.0.1")
+    assert cert.names("edge.cdn.example.test")
+    assert not cert.names("a.b.cdn.example.test")
+    assert not cert.names("other.example.test")
 
 
 def test_a_refusal_the_local_stack_cannot_prove_is_unknown_not_pass(
@@ -360,3 +357,144 @@ def test_cli_a_ca_file_that_does_not_load_is_a_usage_error(tmp_path: Path, comma
     assert run.stderr.startswith(f"error: the CA file {not_a_ca} cannot be loaded")
     assert "hint:" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+# -- every certificate of the chain is judged; key strength apart from trust (issue 14) ---------
+
+
+def test_an_expired_intermediate_is_reported_not_passed(tmp_path: Path) -> None:
+    from tests.scan._pki import chain
+
+    pki = chain(tmp_path, "127.0.0.1", intermediate_not_after=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    with tls_server(_modern, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    [finding] = result.findings
+    assert finding.rule == "tls.cert-expired"
+    assert "intermediate" in finding.detail
+    assert "depth 1" in finding.detail
+    assert exit_code([result], Severity.MEDIUM) == 1
+
+
+def test_an_intermediate_expiring_soon_is_reported(tmp_path: Path) -> None:
+    from tests.scan._pki import chain
+
+    pki = chain(tmp_path, "127.0.0.1", intermediate_not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
+    with tls_server(_modern, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    [finding] = result.findings
+    assert finding.rule == "tls.cert-expiring"
+    assert "depth 1" in finding.detail
+
+
+def test_an_intermediate_not_yet_valid_is_reported(tmp_path: Path) -> None:
+    from tests.scan._pki import chain
+
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    pki = chain(tmp_path, "127.0.0.1", intermediate_not_before=soon,
+                intermediate_not_after=soon + dt.timedelta(days=365))  # fmt: skip
+    with tls_server(_modern, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    assert [f.rule for f in result.findings] == ["tls.cert-expired"]
+
+
+def test_a_valid_chain_with_an_intermediate_passes(tmp_path: Path) -> None:
+    from tests.scan._pki import chain
+
+    pki = chain(tmp_path, "127.0.0.1")
+    with tls_server(_modern, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    assert result.findings == []
+    assert not result.unknown
+    assert [c["depth"] for c in result.facts["chain"]] == [0, 1]  # type: ignore[index]
+
+
+def test_an_expired_root_that_was_not_sent_is_untrusted(tmp_path: Path) -> None:
+    # OpenSSL says "certificate has expired" about a certificate of its path the server never
+    # sent: nothing the scan judged by date covers it, so the chain is reported untrusted.
+    from tests.scan import _pki
+
+    pki = _pki.chain(tmp_path, "127.0.0.1", with_intermediate=False)
+    root_key = _pki.ec_key()
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    root = _pki._cert("sendvault test root", root_key, None, root_key, ca=True, not_after=yesterday)
+    leaf_key = _pki.ec_key()
+    leaf = _pki._cert("127.0.0.1", leaf_key, root, root_key, ca=False, names=("127.0.0.1",))
+    pki.cert_file.write_bytes(_pki._pem(leaf))
+    pki.key_file.write_bytes(
+        leaf_key.private_bytes(
+            _pki.serialization.Encoding.PEM,
+            _pki.serialization.PrivateFormat.PKCS8,
+            _pki.serialization.NoEncryption(),
+        )
+    )
+    pki.ca_file.write_bytes(_pki._pem(root))
+    with tls_server(_modern, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    assert [f.rule for f in result.findings] == ["tls.cert-untrusted"]
+    assert "expired" in result.findings[0].detail
+
+
+@pytest.mark.parametrize(("bits", "weak"), [(1024, True), (2048, False)], ids=["rsa1024", "rsa2048"])
+def test_a_weak_leaf_key_is_its_own_rule_and_trust_stays_apart(tmp_path: Path, bits: int, weak: bool) -> None:
+    from tests.scan._pki import chain, rsa_key
+
+    pki = chain(tmp_path, "127.0.0.1", leaf_key=rsa_key(bits))
+
+    def configure(ctx: ssl.SSLContext) -> None:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE+AESGCM:@SECLEVEL=0")
+
+    with tls_server(configure, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    assert [f.rule for f in result.findings] == (["tls.weak-key"] if weak else [])
+    if weak:
+        assert f"{bits}" in result.findings[0].detail
+        assert "depth 0" in result.findings[0].detail
+
+
+def test_a_weak_key_under_an_untrusted_ca_is_both(tmp_path: Path) -> None:
+    from tests.scan._pki import chain, rsa_key
+
+    pki = chain(tmp_path, "127.0.0.1", leaf_key=rsa_key(1024))
+
+    def configure(ctx: ssl.SSLContext) -> None:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE+AESGCM:@SECLEVEL=0")
+
+    with tls_server(configure, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=None)
+    assert _rules(result) == {"tls.weak-key", "tls.cert-untrusted"}
+
+
+def test_a_sha1_signed_leaf_stays_untrusted_when_its_key_is_also_weak(tmp_path: Path) -> None:
+    # Trust is judged again at security level 0 to see past a weak key; that level also allows
+    # SHA-1 signatures, which clients refuse, so the scan checks them itself.
+    from tests.scan._pki import sha1_leaf
+
+    pki = sha1_leaf(tmp_path, 1024)
+
+    def configure(ctx: ssl.SSLContext) -> None:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE+AESGCM:@SECLEVEL=0")
+
+    with tls_server(configure, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    assert _rules(result) == {"tls.weak-key", "tls.cert-untrusted"}
+    assert "sha1" in next(f.detail for f in result.findings if f.rule == "tls.cert-untrusted").lower()
+
+
+def test_an_ec_key_under_256_bits_is_weak(tmp_path: Path) -> None:
+    # No client offers P-224 any more, so no handshake can show such a leaf: the judgement is
+    # tested on the certificate itself, as the scan reads it.
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tests.scan._pki import chain, ec_key
+
+    from sendvault.scan._certs import Cert, Reading, judge
+    from sendvault.scan.findings import CheckResult
+
+    for curve, weak in ((ec.SECP224R1(), True), (ec.SECP256R1(), False), (ec.SECP384R1(), False)):
+        pki = chain(tmp_path, "127.0.0.1", leaf_key=ec_key(curve), with_intermediate=False)
+        cert = Cert.from_der(ssl.PEM_cert_to_DER_cert(pki.cert_file.read_text()))
+        result = CheckResult("tls", "x")
+        judge(Reading(chain=(cert,)), "127.0.0.1", dt.datetime.now(dt.UTC), result)
+        assert ([f.rule for f in result.findings] == ["tls.weak-key"]) is weak, curve.name

@@ -8,7 +8,9 @@ HTML standard gives those the initiator "imageset"). Every other subresource is 
 (refused on an HTTPS page). `_FETCHES` gives each element attribute's destination and `_verdict`
 applies the spec's conditions; nothing else decides.
 
-Links (``<a href>``) are navigation, not mixed content; ``<script>`` blocks that are not
+Loopback hosts (``localhost``, ``*.localhost``, 127.0.0.0/8, ``[::1]``) are potentially
+trustworthy to browsers, so requests to them are not mixed content. Links (``<a href>``) are
+navigation, not mixed content; ``<script>`` blocks that are not
 JavaScript (JSON-LD, templates) load nothing; standards URLs in scripts (``www.w3.org`` namespaces)
 are names, not requests. An attribute counts only when its URL starts with http:// (after
 whitespace and template syntax), so an https URL carrying http:// in its query string is fine.
@@ -21,6 +23,7 @@ attribute then uses, is reported.
 from __future__ import annotations
 
 import html.parser
+import ipaddress
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,6 +149,21 @@ def _ip_host(url: str) -> bool:
     return re.fullmatch(r"\d+|0[xX][0-9a-fA-F]*", last) is not None
 
 
+def _loopback(url: str) -> bool:
+    """Whether an http:// URL's host is loopback, which browsers treat as potentially
+    trustworthy (Secure Contexts §3.2): ``localhost``, ``*.localhost``, 127.0.0.0/8 and ``[::1]``.
+    Such requests are never blocked or upgraded as mixed content."""
+    authority = _authority(url).lower()
+    host = authority[1:].partition("]")[0] if authority.startswith("[") else authority.partition(":")[0]
+    host = host.rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Templates:
     """A page with its template syntax replaced by placeholders, and the variables it sets."""
 
@@ -171,7 +189,12 @@ class _Templates:
         return _PLACEHOLDER.sub(lambda m: self.blocks[int(m.group(1))], text)
 
     def url_at(self, raw: str) -> tuple[str, str, str] | None:
-        """(url, shown, note) when the value loads an http:// URL; None otherwise."""
+        """(url, shown, note) when the value loads an http:// URL from a host that is not
+        loopback; None otherwise."""
+        found = self._url_at(raw)
+        return None if found is None or _loopback(found[0]) else found
+
+    def _url_at(self, raw: str) -> tuple[str, str, str] | None:
         value = self.restore(raw).strip()
         lead = _LEAD.match(value)
         start = lead.end() if lead else 0
@@ -303,7 +326,7 @@ class _Page(html.parser.HTMLParser):
             # A bare "http://" counts only where a host is joined to it ("http://" + host), not in
             # a scheme test such as url.startsWith("http://").
             joined = _JOINED.match(code, match.end()) is not None
-            if (host or joined) and host not in STANDARDS_HOSTS:
+            if (host or joined) and host not in STANDARDS_HOSTS and not _loopback(match.group(0)):
                 at = line + code.count("\n", 0, match.start())
                 self.found.append((True, at, "inline <script>", match.group(0)))
 

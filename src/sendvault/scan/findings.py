@@ -30,90 +30,77 @@ class Severity(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A rule a finding can break."""
+    """A rule a finding can break, and what to do about it."""
 
     id: str
     severity: Severity
     title: str
     notice: str
+    fix: str
 
+
+_H, _M, _L, _I = Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
 
 RULES: dict[str, Rule] = {
     r.id: r
     for r in (
-        Rule("tls.legacy-protocol", Severity.HIGH, "TLS 1.0 or 1.1 accepted", "Constant Contact (002)"),
-        Rule(
-            "tls.rsa-key-exchange",
-            Severity.HIGH,
-            "RSA key exchange accepted (no forward secrecy)",
-            "Contactlab (001)",
-        ),
-        Rule(
-            "tls.weak-cipher",
-            Severity.MEDIUM,
-            "Non-AEAD (CBC, RC4, 3DES), NULL or anonymous cipher accepted",
-            "001, 002",
-        ),
-        Rule("tls.cert-expired", Severity.HIGH, "Certificate expired or not yet valid", "all"),
-        Rule("tls.cert-expiring", Severity.LOW, "Certificate expires within 30 days", "all"),
-        Rule("tls.cert-hostname", Severity.HIGH, "Certificate does not name the host", "all"),
-        Rule("tls.cert-untrusted", Severity.HIGH, "Certificate chain not trusted", "all"),
-        Rule("tls.unknown", Severity.INFO, "A TLS check could not be made", "all"),
-        Rule(
-            "http.no-https-redirect",
-            Severity.HIGH,
-            "Plain HTTP is served, not redirected to HTTPS",
-            "Maropost (000)",
-        ),
-        Rule(
-            "http.redirect-not-permanent",
-            Severity.MEDIUM,
-            "HTTP redirects with 302/303/307, not 301/308",
-            "000",
-        ),
-        Rule(
-            "http.redirect-changes-method",
-            Severity.MEDIUM,
-            "Redirect code turns POST into GET (not 307/308)",
-            "000",
-        ),
-        Rule("http.redirect-other-host", Severity.LOW, "HTTP redirects to HTTPS on another host", "000"),
-        Rule(
-            "http.hsts-missing",
-            Severity.MEDIUM,
-            "No Strict-Transport-Security on HTTPS (or max-age=0)",
-            "000, 003",
-        ),
-        Rule("http.hsts-short", Severity.LOW, "HSTS max-age under one year", "000, 003"),
-        Rule("http.unknown", Severity.INFO, "An HTTP check could not be made", "all"),
-        Rule(
-            "content.mixed-blockable",
-            Severity.HIGH,
-            "http:// script, style, frame, object or form in a page",
-            "Qualifio (003)",
-        ),
-        Rule(
-            "content.mixed-upgradable",
-            Severity.MEDIUM,
-            "http:// image, audio or video in a page",
-            "Qualifio (003)",
-        ),
-        Rule("content.unknown", Severity.INFO, "A page or file could not be read", "003"),
-        Rule("code.insecure-url", Severity.MEDIUM, "http:// endpoint in source or configuration", "000, 004"),
-        Rule("db.tls-not-required", Severity.HIGH, "Database accepts logins without TLS", "Maropost (000)"),
-        Rule("db.tls-unavailable", Severity.HIGH, "Database does not offer TLS", "000"),
-        Rule(
-            "db.tls-files-rejected", Severity.HIGH, "Given CA, certificate or key do not complete TLS", "000"
-        ),
-        Rule("db.unknown", Severity.INFO, "A database check could not be made", "000"),
-        Rule(
-            "client.cannot-connect",
-            Severity.HIGH,
-            "A local client cannot complete a TLS 1.2+ ECDHE handshake",
-            "001, 002",
-        ),
+        # -- TLS endpoints
+        Rule("tls.legacy-protocol", _H, "TLS 1.0 or 1.1 accepted", "Constant Contact (002)",
+             "Set the minimum protocol to TLS 1.2 (nginx `ssl_protocols TLSv1.2 TLSv1.3`)."),
+        Rule("tls.rsa-key-exchange", _H, "RSA key exchange accepted (no forward secrecy)", "Contactlab (001)",
+             "Offer only ECDHE (and TLS 1.3) suites; remove every `AES*-SHA*`/`RSA` kx suite."),
+        Rule("tls.weak-cipher", _M, "Non-AEAD (CBC, RC4, 3DES), NULL or anonymous cipher accepted",
+             "001, 002", "Offer AES-GCM and ChaCha20-Poly1305 suites only."),
+        Rule("tls.cert-expired", _H, "A certificate of the chain is expired or not yet valid", "all",
+             "Renew the named certificate; for an intermediate, install the CA's current one."),
+        Rule("tls.cert-expiring", _L, "A certificate of the chain expires within 30 days", "all",
+             "Renew it (automate renewal, e.g. ACME)."),
+        Rule("tls.cert-hostname", _H, "Certificate does not name the host", "all",
+             "Issue a certificate whose subjectAltName lists the host clients use."),
+        Rule("tls.cert-untrusted", _H, "Certificate chain not trusted", "all",
+             "Serve the full chain from a trusted CA (leaf first, then intermediates)."),
+        Rule("tls.weak-key", _M, "Certificate key too small (RSA/DSA < 2048, EC < 256 bits)", "all",
+             "Issue a new certificate on an RSA 2048+ or ECDSA P-256+ key."),
+        Rule("tls.unknown", _I, "A TLS check could not be made", "all",
+             "Read the detail; rerun from a host that reaches the endpoint."),
+        # -- HTTP redirects and HSTS
+        Rule("http.no-https-redirect", _H, "Plain HTTP is served, not redirected to HTTPS", "Maropost (000)",
+             "Answer every http:// request with a 308 to the https:// URL."),
+        Rule("http.redirect-not-permanent", _M, "HTTP redirects with 302/303/307, not 301/308", "000",
+             "Redirect with 308 (or 301)."),
+        Rule("http.redirect-changes-method", _M, "Redirect code turns POST into GET (not 307/308)", "000",
+             "Redirect with 308, which keeps the method and body."),
+        Rule("http.redirect-other-host", _L, "HTTP redirects to HTTPS on another host", "000",
+             "Redirect to https:// on the same host first, then elsewhere."),
+        Rule("http.hsts-missing", _M, "No Strict-Transport-Security on HTTPS (or max-age=0)", "000, 003",
+             "Send `Strict-Transport-Security: max-age=31536000` on HTTPS answers."),
+        Rule("http.hsts-short", _L, "HSTS max-age under one year", "000, 003",
+             "Raise max-age to at least 31536000."),
+        Rule("http.unknown", _I, "An HTTP check could not be made", "all",
+             "Read the detail; rerun from a host that reaches the endpoint."),
+        # -- pages and code
+        Rule("content.mixed-blockable", _H, "http:// script, style, frame, object or form in a page",
+             "Qualifio (003)", "Load it over https:// (host it yourself if its host has no HTTPS)."),
+        Rule("content.mixed-upgradable", _M, "http:// image, audio or video in a page", "Qualifio (003)",
+             "Write the URL as https://."),
+        Rule("content.unknown", _I, "A page or file could not be read", "003",
+             "Check the path or URL and its permissions."),
+        Rule("code.insecure-url", _M, "http:// endpoint in source or configuration", "000, 004",
+             "Use the https:// endpoint."),
+        # -- databases
+        Rule("db.tls-not-required", _H, "Database accepts logins without TLS", "Maropost (000)",
+             "Require TLS (MySQL `require_secure_transport=ON`; PostgreSQL `hostssl` lines only)."),
+        Rule("db.tls-unavailable", _H, "Database does not offer TLS", "000",
+             "Configure a server certificate and key and turn TLS on."),
+        Rule("db.tls-files-rejected", _H, "Given CA, certificate or key do not complete TLS", "000",
+             "Check that the CA issued the server certificate and that the client pair matches."),
+        Rule("db.unknown", _I, "A database check could not be made", "000",
+             "Read the detail; give --user for the login probe."),
+        # -- this host's clients
+        Rule("client.cannot-connect", _H, "A local client cannot complete a TLS 1.2+ ECDHE handshake",
+             "001, 002", "Upgrade the client's TLS library (OpenSSL 1.0.1+, Java 8+, .NET 4.6+)."),
     )
-}
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +156,8 @@ def rules_reference() -> str:
         "failed, never a pass. Notices: 000 Maropost, 001 Contactlab, 002 Constant Contact, 003",
         "Qualifio, 004 Salesforce Marketing Cloud.",
         "",
-        "| rule | severity | meaning | notice |",
-        "|---|---|---|---|",
+        "| rule | severity | meaning | notice | fix |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| `{r.id}` | {r.severity.label} | {r.title} | {r.notice} |" for r in RULES.values()]
+    lines += [f"| `{r.id}` | {r.severity.label} | {r.title} | {r.notice} | {r.fix} |" for r in RULES.values()]
     return "\n".join(lines) + "\n"

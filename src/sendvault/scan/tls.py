@@ -13,7 +13,9 @@ and PostgreSQL SSL requests first.
 
 from __future__ import annotations
 
+import _ssl
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import ipaddress
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._certs import Cert, Reading, judge
 from ._probe import CERT_PEM, KEY_PEM
 from ._wire import LEGACY_SUITES, NoTLS, connect, server_choice
 from .findings import CheckResult
@@ -46,7 +49,6 @@ _WIRE_VERSIONS = {"TLSv1.0": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303}
 # ALL leaves out the NULL suites (eNULL); COMPLEMENTOFALL brings them back, so a server that
 # accepts NULL-SHA256 is seen doing so. SECLEVEL=0 lets OpenSSL 3 offer SHA-1 and small keys.
 _PROBE_CIPHERS = "ALL:COMPLEMENTOFALL:@SECLEVEL=0"
-_EXPIRING_DAYS = 30
 
 
 def load_ca(ca_file: str | None = None) -> ssl.SSLContext:
@@ -108,10 +110,21 @@ class _Target:
             cipher = tls.cipher()
             return str(tls.version()), cipher[0] if cipher else "", tls.getpeercert(binary_form=True) or b""
 
-    def peer_certificate(self, ctx: ssl.SSLContext) -> dict[str, Any]:
-        """The parsed certificate of a handshake with a verifying ``ctx``; raises when refused."""
+    def chain(self, ctx: ssl.SSLContext) -> list[bytes]:
+        """The DER certificates the server sent (leaf first); raises when refused or unverified."""
         with self._session(ctx) as tls:
-            return dict(tls.getpeercert() or {})
+            return _sent_chain(tls)
+
+
+def _sent_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    # Python 3.13 makes get_unverified_chain public (DER bytes); 3.10-3.12 have it on the
+    # internal object, as certificate objects. The leaf alone is the last resort.
+    getter = getattr(tls, "get_unverified_chain", None) or getattr(
+        getattr(tls, "_sslobj", None), "get_unverified_chain", None
+    )
+    certs: list[Any] = list(getter() or []) if getter is not None else []
+    ders = [c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in certs]
+    return ders or [tls.getpeercert(binary_form=True) or b""]
 
 
 # -- what this machine can offer ----------------------------------------------------------------
@@ -262,11 +275,11 @@ def scan_tls(
                 result.fail("tls.unknown", f"{label} RC4, DES, 3DES and export suites: {problem}")
         _ciphers(found, result)
         reading = certificate.result()
-        if reading.cert is None:
+        if not reading.chain:
             # That reading offers TLS 1.2+ with today's suites; a server accepting only older
             # ones shows its certificate in a handshake pinned to the newest version it accepted.
             reading = _read_certificate(target, trust, VERSIONS[accepted[-1]])
-        _certificate(reading, target.name, now(), result)
+        judge(reading, target.name, now(), result)
     finally:
         pool.shutdown(wait=True)
     return result
@@ -414,168 +427,56 @@ def _ciphers(accepted_ciphers: list[tuple[str, dict[str, object]]], result: Chec
         result.ok()
 
 
-_RFC4514_NAMES = {
-    "commonName": "CN",
-    "countryName": "C",
-    "localityName": "L",
-    "stateOrProvinceName": "ST",
-    "streetAddress": "STREET",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "domainComponent": "DC",
-    "userId": "UID",
-}
+def _read_certificate(
+    target: _Target, trust: Callable[[], ssl.SSLContext] | None, version: ssl.TLSVersion | None = None
+) -> Reading:
+    """The chain the target sends, and whether it verifies against ``trust``.
 
-
-def _rfc4514(subject: tuple[tuple[tuple[str, str], ...], ...]) -> str:
-    """The RFC 4514 string of a subject as ``getpeercert()`` gives it (last RDN first)."""
-
-    def escape(value: str) -> str:
-        out = "".join("\\" + c if c in ',+"\\<>;=' else c for c in value)
-        return "\\" + out if out[:1] in ("#", " ") else out
-
-    return ",".join(
-        "+".join(f"{_RFC4514_NAMES.get(k, k)}={escape(v)}" for k, v in rdn) for rdn in reversed(subject)
+    With ``version`` every handshake is pinned to it and offers every suite, as the probes do (at
+    security level 0). A chain whose only fault at the default level is a weak key is verified
+    again at level 0: key strength is ``tls.weak-key``, never a trust problem.
+    """
+    untrusted: str | None = None
+    chain_unknown: str | None = None
+    lenient = version is not None
+    if trust is not None:
+        for level0 in (lenient, True):
+            verify = trust()
+            verify.check_hostname = False
+            if version is not None:
+                _pin(verify, version)
+            elif level0:
+                verify.set_ciphers("DEFAULT:@SECLEVEL=0")
+            try:
+                ders = target.chain(verify)
+            except ssl.SSLCertVerificationError as exc:
+                untrusted = str(exc.verify_message or "")
+            except (ssl.SSLError, OSError) as exc:
+                chain_unknown = type(exc).__name__
+            else:
+                return _parsed(ders, Reading(lenient=level0))
+            if level0 or "key too weak" not in (untrusted or ""):
+                break
+            untrusted = None
+    try:
+        ders = target.chain(_probe_context(version) if version is not None else _unverified())
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return Reading(error=type(exc).__name__)
+    return _parsed(
+        ders, Reading(untrusted=untrusted, chain_unknown=chain_unknown, chain_skipped=trust is None)
     )
 
 
-def _cert_time(value: str) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(value), dt.UTC)
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
-@dataclass(frozen=True, slots=True)
-class _Cert:
-    """What the scan judges of a certificate, read from either form a handshake gives."""
-
-    subject: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    dns_names: tuple[str, ...]
-    ips: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
-
-    @classmethod
-    def from_verified(cls, peer: dict[str, Any]) -> _Cert:
-        """From ``getpeercert()``, which the ssl module fills only for a verified certificate."""
-        sans: tuple[tuple[str, str], ...] = peer.get("subjectAltName", ())
-        return cls(
-            _rfc4514(peer.get("subject", ())),
-            _cert_time(peer["notBefore"]),
-            _cert_time(peer["notAfter"]),
-            tuple(v for k, v in sans if k == "DNS"),
-            tuple(ipaddress.ip_address(v.strip()) for k, v in sans if k == "IP Address"),
-        )
-
-    @classmethod
-    def from_der(cls, der: bytes) -> _Cert:
-        """From the DER bytes of a certificate that did not verify."""
-        # Only here is cryptography needed: a scan of a trusted endpoint never imports it.
-        from cryptography import x509  # noqa: PLC0415
-
-        cert = x509.load_der_x509_certificate(der)
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            dns: tuple[str, ...] = ()
-            ips: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
-        else:
-            dns = tuple(san.get_values_for_type(x509.DNSName))
-            ips = tuple(
-                ip
-                for ip in san.get_values_for_type(x509.IPAddress)
-                if not isinstance(ip, ipaddress._BaseNetwork)
-            )
-        return cls(
-            cert.subject.rfc4514_string(), cert.not_valid_before_utc, cert.not_valid_after_utc, dns, ips
-        )
-
-    def names(self, name: str) -> bool:
-        """Whether the subject alternative names cover ``name`` (one-label wildcards allowed)."""
-        try:
-            ip = ipaddress.ip_address(name)
-        except ValueError:
-            ip = None
-        if ip is not None:
-            return ip in self.ips
-        wanted = name.lower().rstrip(".")
-        for dns in self.dns_names:
-            pattern = dns.lower().rstrip(".")
-            if pattern == wanted:
-                return True
-            if pattern.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == pattern[2:]:
-                return True
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class _CertReading:
-    """A certificate as read from the target, with what verification said of its chain."""
-
-    cert: _Cert | None
-    untrusted: str | None = None  # the verification message, when the chain did not verify
-    chain_unknown: str | None = None  # why verification could not be attempted
-    error: str | None = None  # why the certificate could not be read at all
-    chain_skipped: bool = False  # no usable CA file: already reported as tls.unknown
-
-
-def _read_certificate(
-    target: _Target, trust: Callable[[], ssl.SSLContext] | None, version: ssl.TLSVersion | None = None
-) -> _CertReading:
-    # A verified handshake hands over the parsed certificate; only one that fails verification
-    # is fetched again without verification and parsed from DER. With ``version`` both
-    # handshakes are pinned to it and offer every suite, as the probes do.
-    untrusted: str | None = None
-    chain_unknown: str | None = None
-    if trust is not None:
-        verify = trust()
-        verify.check_hostname = False
-        if version is not None:
-            _pin(verify, version)
-        try:
-            return _CertReading(_Cert.from_verified(target.peer_certificate(verify)))
-        except ssl.SSLCertVerificationError as exc:
-            untrusted = str(exc.verify_message or "")
-        except (ssl.SSLError, OSError) as exc:
-            chain_unknown = type(exc).__name__
+def _parsed(ders: list[bytes], reading: Reading) -> Reading:
     try:
-        if version is None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        else:
-            ctx = _probe_context(version)
-        _, _, der = target.handshake(ctx)
-        return _CertReading(_Cert.from_der(der), untrusted, chain_unknown, chain_skipped=trust is None)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        return _CertReading(None, error=type(exc).__name__)
-
-
-# What verification says of a certificate outside its validity period: tls.cert-expired covers it.
-_VALIDITY_MESSAGES = ("certificate has expired", "certificate is not yet valid")
-
-
-def _certificate(reading: _CertReading, name: str, now: dt.datetime, result: CheckResult) -> None:
-    cert = reading.cert
-    if cert is None:
-        result.cannot(f"certificate: {reading.error}")
-        result.fail("tls.unknown", "certificate could not be read")
-        return
-    expires = cert.not_after
-    result.facts["certificate"] = {"subject": cert.subject, "not_after": expires.isoformat()}
-    if expires <= now or cert.not_before > now:
-        result.fail("tls.cert-expired", f"valid {cert.not_before:%Y-%m-%d} to {expires:%Y-%m-%d}")
-    elif expires - now < dt.timedelta(days=_EXPIRING_DAYS):
-        result.fail("tls.cert-expiring", f"expires {expires:%Y-%m-%d} ({(expires - now).days} days)")
-    else:
-        result.ok()
-    if cert.names(name):
-        result.ok()
-    else:
-        result.fail("tls.cert-hostname", f"certificate does not name {name}")
-    if reading.chain_skipped:
-        pass
-    elif reading.chain_unknown is not None:
-        result.cannot(f"chain: {reading.chain_unknown}")
-    elif reading.untrusted is None or reading.untrusted in _VALIDITY_MESSAGES:
-        result.ok()  # trusted, or out of its validity period and reported as tls.cert-expired
-    else:
-        result.fail("tls.cert-untrusted", f"chain not trusted ({reading.untrusted})")
+        chain = tuple(Cert.from_der(der) for der in ders)
+    except ValueError as exc:
+        return Reading(error=f"unreadable certificate ({exc})")
+    return dataclasses.replace(reading, chain=chain)
