@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
-__all__ = ["CLIENT_COLUMNS", "ClientRecord", "ContactRow", "KeyRecord", "NewContact", "Store"]
+__all__ = [
+    "CLIENT_COLUMNS",
+    "ClientRecord",
+    "ContactRow",
+    "KeyRecord",
+    "NewContact",
+    "Store",
+    "StoreFacts",
+    "StoredKey",
+]
 
 
 class KeyRecord(NamedTuple):
@@ -19,6 +28,31 @@ class KeyRecord(NamedTuple):
     purpose: str
     provider: str
     wrapped: bytes
+
+
+class StoredKey(NamedTuple):
+    """A wrapped data key with the time it was added (``sendvault status`` shows its age)."""
+
+    id: int
+    purpose: str
+    provider: str
+    wrapped: bytes
+    created_at: int
+
+
+class StoreFacts(NamedTuple):
+    """What ``config check`` and ``sendvault status`` read, without changing anything.
+
+    ``schema`` is 0 for a database without sendvault's tables yet; ``live`` and ``erased`` are
+    None unless counts were asked for (a count reads the whole table).
+    """
+
+    schema: int
+    latest_schema: int
+    keys: list[StoredKey]
+    meta: dict[str, str]
+    live: int | None = None
+    erased: int | None = None
 
 
 # One token's row: (token, kind, value_ct, attrs_ct); value_ct is None for an erased token (a
@@ -126,6 +160,10 @@ class Store(Protocol):
 
     def ping(self) -> None:
         """Raise :class:`~sendvault.errors.StoreUnavailable` if the store cannot answer."""
+        ...
+
+    def describe(self, *, counts: bool = False) -> StoreFacts:
+        """Schema version, keys, vault metadata (and token counts): reads only, never migrates."""
         ...
 
     def close(self) -> None:

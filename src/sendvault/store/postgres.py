@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
-from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact
+from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
 
 try:
     import psycopg
@@ -92,8 +92,14 @@ class PostgresStore(ConnectionsBase[Any]):
     _writer_name = "sendvault-postgres-writer"
 
     def _open_connection(self) -> _Conn:
-        with _errors():
+        try:
             conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
+        except psycopg.OperationalError as exc:
+            # A failed connect names the host, port and the server's reason (refused, no such
+            # database, password authentication failed): what the operator needs, and no value.
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {_connect_reason(exc)}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"postgres: {type(exc).__name__}: {exc.sqlstate or ''}") from None
         # Insert-or-get reads, after waiting for a racer, the row the racer committed: that needs
         # READ COMMITTED whatever default the database was given.
         conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
@@ -272,6 +278,28 @@ class PostgresStore(ConnectionsBase[Any]):
         with _errors():
             self._conn.execute("SELECT 1").fetchall()
 
+    def describe(self, *, counts: bool = False) -> StoreFacts:
+        """Schema version, keys, metadata (and counts), read in one transaction; never migrates."""
+        latest = max(number for number, _ in _migrations())
+        with self._tx() as conn:
+            if conn.execute("SELECT to_regclass('sv_schema')").fetchone()[0] is None:
+                return StoreFacts(0, latest, [], {})
+            version = conn.execute("SELECT coalesce(max(version), 0) FROM sv_schema").fetchone()[0]
+            keys = [
+                StoredKey(int(i), str(p), str(v), bytes(w), int(c))
+                for i, p, v, w, c in conn.execute(
+                    "SELECT id, purpose, provider, wrapped, created_at FROM sv_data_keys ORDER BY id"
+                ).fetchall()
+            ]
+            meta = {str(n): str(v) for n, v in conn.execute("SELECT name, value FROM sv_meta").fetchall()}
+            live = erased = None
+            if counts:
+                live, erased = conn.execute(
+                    "SELECT count(*) FILTER (WHERE erased_at IS NULL), "
+                    "count(*) FILTER (WHERE erased_at IS NOT NULL) FROM sv_contacts"
+                ).fetchone()
+        return StoreFacts(int(version), latest, keys, meta, live, erased)
+
 
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM sv_api_clients"  # noqa: S608 - constant column list
 # ORDER BY keeps the caller's (sorted) order explicit: the executor inserts in the order the
@@ -308,6 +336,14 @@ def retrying(attempt: Callable[[], T], *, attempts: int = TX_ATTEMPTS) -> T:
         if number < attempts:
             time.sleep(random.uniform(0, 0.002 * 2**number))  # noqa: S311 - jitter, not a secret
     raise StoreUnavailable(f"postgres: SQLSTATE {state} {attempts} times in a row")
+
+
+def _connect_reason(exc: Exception) -> str:
+    """The useful part of libpq's connection error: its last line that says why, one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if "failed:" in ln), lines[0] if lines else type(exc).__name__)
+    reason = reason.removeprefix("connection failed: ")
+    return reason[:300]
 
 
 def _client(row: Any) -> ClientRecord:

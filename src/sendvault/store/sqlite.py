@@ -21,7 +21,7 @@ import msgspec
 
 from ..errors import StoreError, StoreUnavailable
 from ._group import ConnectionsBase
-from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact
+from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
 
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM api_clients"  # noqa: S608 - constant column list
 
@@ -307,6 +307,33 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         """Raise StoreUnavailable if the database cannot answer a trivial query."""
         with _errors():
             self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+
+    def describe(self, *, counts: bool = False) -> StoreFacts:
+        """Schema version, keys, metadata (and counts), read in one snapshot; never migrates."""
+        latest = max(number for number, _ in _migrations())
+        with _errors():
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                if not version:
+                    return StoreFacts(0, latest, [], {})
+                keys = [
+                    StoredKey(int(i), str(p), str(v), bytes(w), int(c))
+                    for i, p, v, w, c in conn.execute(
+                        "SELECT id, purpose, provider, wrapped, created_at FROM data_keys ORDER BY id"
+                    )
+                ]
+                meta = {str(n): str(v) for n, v in conn.execute("SELECT name, value FROM meta")}
+                live = erased = None
+                if counts:
+                    live, erased = conn.execute(
+                        "SELECT count(*) FILTER (WHERE erased_at IS NULL), "
+                        "count(*) FILTER (WHERE erased_at IS NOT NULL) FROM contacts"
+                    ).fetchone()
+            finally:
+                conn.execute("COMMIT")
+        return StoreFacts(int(version), latest, keys, meta, live, erased)
 
 
 def _fetch_by_bidx(conn: sqlite3.Connection, bidxs: Sequence[bytes]) -> dict[bytes, str]:

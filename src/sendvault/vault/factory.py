@@ -21,8 +21,8 @@ _BIDX_KEY_ID = 1
 _FIRST_DATA_KEY_ID = 2
 
 
-def open_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> Store:
-    """The store ``database_url`` names, migrated to the current schema."""
+def open_store(settings: Settings, *, clock: Callable[[], float] = time.time, migrate: bool = True) -> Store:
+    """The store ``database_url`` names, migrated to the current schema (unless not ``migrate``)."""
     store: Store
     if settings.database_url.startswith(("postgresql://", "postgres://")):
         from ..store.postgres import PostgresStore  # noqa: PLC0415 - psycopg is an optional extra
@@ -35,6 +35,8 @@ def open_store(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             mmap_mb=settings.sqlite_mmap_mb,
             clock=clock,
         )
+    if not migrate:
+        return store
     try:
         store.migrate()
     except BaseException:
