@@ -31,10 +31,20 @@ class DevServer:
     admin_port: int
     client: dict[str, Any]
     proc: subprocess.Popen[bytes]
+    # The server's stdout and stderr go to this file, not a pipe: a pipe nobody reads would
+    # block the server once its access log has filled the pipe's buffer.
+    log_path: Path
+
+    def output(self) -> str:
+        """Everything the server has printed so far."""
+        return self.log_path.read_text(errors="replace")
 
 
 def start_dev_server(home: Path, *extra: str, env: dict[str, str] | None = None) -> DevServer:
     https_port, http_port, admin_port = free_port(), free_port(), free_port()
+    home.parent.mkdir(parents=True, exist_ok=True)
+    log_path = home.parent / f"server-{https_port}.log"
+    log_file = log_path.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -53,19 +63,21 @@ def start_dev_server(home: Path, *extra: str, env: dict[str, str] | None = None)
             *extra,
         ],
         env={**os.environ, "SENDVAULT_HOME": str(home), **(env or {})},
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
     )
+    log_file.close()  # the child holds its own descriptor
     path = home / "dev-client.json"
     deadline = time.monotonic() + 60
     while not (path.exists() and path.stat().st_size):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            out = proc.communicate()[0].decode()[-2000:]
+            proc.wait()
+            out = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"server did not start: {out}")
         time.sleep(0.1)
     client = json.loads(path.read_text())
-    server = DevServer(home, https_port, http_port, admin_port, client, proc)
+    server = DevServer(home, https_port, http_port, admin_port, client, proc, log_path)
     # With client certificates required, the caller waits with its own certificate.
     if (env or {}).get("SENDVAULT_TLS_CLIENT_CERT") != "required":
         _wait_ready(server)
@@ -91,13 +103,11 @@ def _wait_ready(server: DevServer) -> None:
 def stop_dev_server(server: DevServer) -> str:
     server.proc.send_signal(signal.SIGTERM)
     try:
-        out = server.proc.communicate(timeout=30)[0]
+        server.proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.proc.kill()
-        out = server.proc.communicate()[0]
-    if server.proc.stdout:
-        server.proc.stdout.close()
-    return out.decode()
+        server.proc.wait()
+    return server.output()
 
 
 @pytest.fixture(scope="session")

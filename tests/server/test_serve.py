@@ -70,14 +70,17 @@ def test_clients_cli(tmp_path: Path) -> None:
     assert len(secret) >= 40
     assert _cli(home, "clients", "add", "mc").returncode == 1
     listed = json.loads(_cli(home, "clients", "list", "--json").stdout)
-    assert listed == [{"client_id": "mc", "scopes": "resolve", "allow": "192.0.2.0/24", "tokenize_rate": 0.0}]
+    # Lists are lists, as `clients add --json` gives them.
+    assert listed == [
+        {"client_id": "mc", "scopes": ["resolve"], "allow": ["192.0.2.0/24"], "tokenize_rate": 0.0}
+    ]
     assert secret not in _cli(home, "clients", "list").stdout
     rotated = _cli(home, "clients", "rotate-secret", "mc")
     assert rotated.returncode == 0
     assert rotated.stdout.strip() != secret
     bad_scope = _cli(home, "clients", "add", "x", "--scopes", "admin")
-    assert bad_scope.returncode == 1
-    assert "unknown-scope" in bad_scope.stderr
+    assert bad_scope.returncode == 2  # a usage error, said in words
+    assert "admin is not a scope; give one or more of: resolve, tokenize" in bad_scope.stderr
     assert _cli(home, "clients", "remove", "mc").returncode == 0
     assert _cli(home, "clients", "remove", "mc").returncode == 1
 
@@ -165,7 +168,8 @@ def test_a_busy_port_is_named_in_one_line(tmp_path: Path, busy: str) -> None:
         for sock in held:
             sock.close()  # type: ignore[attr-defined]
     assert result.returncode == 2
-    assert f"setting {busy.replace('-', '_')}: cannot listen" in result.stderr
+    setting = busy.replace("-", "_")
+    assert f"setting {setting} (from flag --{busy}): cannot listen" in result.stderr
     assert "serving" not in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -186,7 +190,8 @@ def test_a_worker_that_dies_stops_the_server_with_an_error(tmp_path: Path) -> No
         ]
         assert workers
         os.kill(workers[0], signal.SIGKILL)
-        out = server.proc.communicate(timeout=60)[0].decode()
+        server.proc.wait(timeout=60)
+        out = server.output()
     finally:
         if server.proc.poll() is None:
             stop_dev_server(server)
