@@ -14,10 +14,14 @@ never echoing the value. ``docs/configuration.md`` is generated from the descrip
 
 from __future__ import annotations
 
+import base64
+import binascii
+import difflib
+import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -27,7 +31,16 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings", "settings_reference"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "Sources",
+    "allowed_text",
+    "config_file_for",
+    "load_settings",
+    "load_settings_with_sources",
+    "settings_reference",
+]
 
 ENV_PREFIX = "SENDVAULT_"
 _CONFIG_FILE_NAME = "sendvault.toml"
@@ -35,8 +48,93 @@ _CONFIG_FILE_NAME = "sendvault.toml"
 _SECRET_SETTINGS = frozenset({"master_key", "audit_key"})
 
 
-def _doc(text: str, **constraints: Any) -> msgspec.Meta:
-    return msgspec.Meta(description=text, **constraints)
+def _doc(
+    text: str,
+    *,
+    allowed: str | None = None,
+    check: Callable[[Any], None] | None = None,
+    **constraints: Any,
+) -> msgspec.Meta:
+    """A setting's description and constraints.
+
+    ``allowed`` says in words what the setting accepts (it is derived from the type and bounds
+    when not given); ``check`` validates what a type cannot express (a list of networks, a key)
+    and raises :class:`_Bad` with the problem, never echoing the value.
+    """
+    extra: dict[str, Any] = {}
+    if allowed is not None:
+        extra["allowed"] = allowed
+    if check is not None:
+        extra["check"] = check
+    return msgspec.Meta(description=text, extra=extra or None, **constraints)
+
+
+class _Bad(ValueError):
+    """A value a setting's ``check`` refuses; the message is the problem, without the value."""
+
+
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def _check_networks(text: str) -> None:
+    items = text.replace(",", " ").split()
+    for position, item in enumerate(items, start=1):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise _Bad(f"entry {position} of {len(items)} is not an IP network") from None
+
+
+def _check_address(text: str) -> None:
+    if not text:
+        raise _Bad("is empty")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _HOST_NAME.match(text):
+            raise _Bad("is neither an IP address nor a host name") from None
+
+
+def _check_optional_address(text: str | None) -> None:
+    if text is not None:
+        _check_address(text)
+
+
+def _check_key(text: str | None) -> None:
+    if text is None:
+        return
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise _Bad("is not base64") from None
+    if len(raw) != 32:
+        raise _Bad(f"decodes to {len(raw)} bytes, not 32")
+
+
+def _check_path(text: str | None) -> None:
+    if text is not None and (not text.strip() or "\0" in text):
+        raise _Bad("is not a usable path")
+
+
+def _check_database_url(text: str) -> None:
+    if text.startswith(("postgresql://", "postgres://")):
+        url = urlsplit(text)
+        if not url.path.strip("/") and not url.hostname:
+            raise _Bad("names no host or database")
+        try:
+            url.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError:
+            raise _Bad("has a port that is not a number from 1 to 65535") from None
+
+
+_ADDRESS = "an IP address (`0.0.0.0` or `::` for every interface) or a host name"
+_PEM = "the path of a PEM file"
+_NETWORKS = (
+    "space-separated IP networks in CIDR form, e.g. `10.0.0.0/8 2001:db8::/32` (a bare address is one host)"
+)
+_KEY = "base64 of 32 random bytes, e.g. the output of `openssl rand -base64 32`"
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -46,7 +144,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         str,
         _doc(
             "Data directory: the SQLite database, local key files, certificates. "
-            "Relative paths are taken from the working directory."
+            "Relative paths are taken from the working directory.",
+            allowed="a directory path (created with mode 0700 when missing)",
+            check=_check_path,
         ),
     ] = "./.sendvault"
     database_url: Annotated[
@@ -56,6 +156,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "`sqlite:///PATH` names another SQLite file; `postgresql://USER@HOST:PORT/DB` uses PostgreSQL "
             "(needs the `postgres` extra), shared by any number of replicas.",
             pattern=r"^$|^sqlite:///.+|^postgres(ql)?://.+",
+            allowed="empty, `sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB`",
+            check=_check_database_url,
         ),
     ] = ""
     key_provider: Annotated[
@@ -69,7 +171,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         str | None,
         _doc(
             "Base64 of a 32-byte key-encryption key. Set it in the environment, not in a file others "
-            "can read. When unset, the local key file is used."
+            "can read. When unset, the local key file is used.",
+            allowed=_KEY,
+            check=_check_key,
         ),
     ] = None
     token_domain: Annotated[
@@ -78,6 +182,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "Domain of email tokens. Use a domain you own with a null MX (RFC 7505); the default is "
             "under the reserved `.invalid` TLD and suits development only.",
             pattern=r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+            allowed="a lowercase domain name of two labels or more, e.g. `tokens.example.com`",
         ),
     ] = "tokens.sendvault.invalid"
     mobile_token_prefix: Annotated[
@@ -86,6 +191,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "Leading digits of every mobile token. The default 999 is a country code the ITU has not "
             "assigned, so a token can never be a subscriber's number.",
             pattern=r"^[0-9]{1,6}$",
+            allowed="1 to 6 digits, e.g. `999`",
         ),
     ] = "999"
     mobile_token_digits: Annotated[
@@ -107,7 +213,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")] | None,
         _doc(
             "Two-letter region (e.g. `US`, `GB`) for mobile numbers written in national form (with "
-            "spaces, brackets or a leading 0). Digits-only input is always read as E.164 without `+`."
+            "spaces, brackets or a leading 0). Digits-only input is always read as E.164 without `+`.",
+            allowed="a two-letter region code in capitals, e.g. `US` or `GB`, or empty",
         ),
     ] = None
     sqlite_busy_timeout_ms: Annotated[
@@ -132,25 +239,39 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc(
             "Base64 of the 32-byte key that seals clear values inside audit records. When unset, "
             "`$SENDVAULT_HOME/keys/audit.key` (created on first use, mode 0600). Keep it apart from the "
-            "master key: whoever holds it can read audited payloads."
+            "master key: whoever holds it can read audited payloads.",
+            allowed=_KEY,
+            check=_check_key,
         ),
     ] = None
 
     # -- server ------------------------------------------------------------------------------
-    host: Annotated[str, _doc("Address the HTTPS and HTTP listeners bind to (0.0.0.0 for all).")] = (
-        "127.0.0.1"
-    )
+    host: Annotated[
+        str,
+        _doc(
+            "Address the HTTPS and HTTP listeners bind to (0.0.0.0 for all).",
+            allowed=_ADDRESS,
+            check=_check_address,
+        ),
+    ] = "127.0.0.1"
     https_port: Annotated[int, _doc("HTTPS port of the token API.", ge=1, le=65535)] = 8443
     http_port: Annotated[
         int,
         _doc("Plain HTTP port that answers every request with 308 to HTTPS; 0 turns it off.", ge=0, le=65535),
     ] = 8080
-    admin_host: Annotated[str, _doc("Address of the admin listener (Prometheus metrics).")] = "127.0.0.1"
+    admin_host: Annotated[
+        str,
+        _doc("Address of the admin listener (Prometheus metrics).", allowed=_ADDRESS, check=_check_address),
+    ] = "127.0.0.1"
     admin_port: Annotated[int, _doc("Admin listener port; 0 turns it off.", ge=0, le=65535)] = 9464
     workers: Annotated[int, _doc("Worker processes sharing the HTTPS socket and the store.", ge=1, le=64)] = 1
     public_host: Annotated[
         str | None,
-        _doc("Host name used in 308 redirects; when unset, the request's Host header (validated) is used."),
+        _doc(
+            "Host name used in 308 redirects; when unset, the request's Host header (validated) is used.",
+            allowed="a host name or IP address, e.g. `api.example.com`, or empty",
+            check=_check_optional_address,
+        ),
     ] = None
     public_https_port: Annotated[
         int,
@@ -163,32 +284,51 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ] = 0
     tls_cert_file: Annotated[
         str | None,
-        _doc("PEM certificate chain of the HTTPS listener (default: `$SENDVAULT_HOME/certs/server.pem`)."),
+        _doc(
+            "PEM certificate chain of the HTTPS listener (default: `$SENDVAULT_HOME/certs/server.pem`). "
+            "A renewed file is served without a restart (see `tls_reload_seconds`).",
+            allowed=_PEM,
+            check=_check_path,
+        ),
     ] = None
     tls_key_file: Annotated[
         str | None,
         _doc(
-            "PEM private key of the HTTPS listener, mode 0600 (default: `$SENDVAULT_HOME/certs/server.key`)."
+            "PEM private key of the HTTPS listener, mode 0600 (default: `$SENDVAULT_HOME/certs/server.key`).",
+            allowed=_PEM,
+            check=_check_path,
         ),
     ] = None
     tls_min_version: Annotated[
         Literal["1.2", "1.3"], _doc("Oldest TLS version accepted. Below 1.2 is refused at start-up.")
     ] = "1.2"
     tls_client_ca_file: Annotated[
-        str | None, _doc("PEM CA bundle for client certificates (mutual TLS); set with `tls_client_cert`.")
+        str | None,
+        _doc(
+            "PEM CA bundle for client certificates (mutual TLS); set with `tls_client_cert`.",
+            allowed=_PEM,
+            check=_check_path,
+        ),
     ] = None
     tls_client_cert: Annotated[
         Literal["none", "optional", "required"], _doc("Whether callers must present a client certificate.")
     ] = "none"
     allow_cidrs: Annotated[
         str,
-        _doc("Server-wide allowlist of caller networks (space-separated CIDRs); empty allows any address."),
+        _doc(
+            "Server-wide allowlist of caller networks (space-separated CIDRs, or a TOML list); empty allows "
+            "any address.",
+            allowed=_NETWORKS + ", or empty",
+            check=_check_networks,
+        ),
     ] = ""
     trusted_proxies: Annotated[
         str,
         _doc(
             "Load balancers whose X-Forwarded-For is believed (space-separated CIDRs); the caller is the "
-            "right-most address not in this list."
+            "right-most address not in this list.",
+            allowed=_NETWORKS + ", or empty",
+            check=_check_networks,
         ),
     ] = ""
     max_batch: Annotated[int, _doc("Most items in one call; more gets 413.", ge=1, le=100_000)] = 500
@@ -216,6 +356,42 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         bool,
         _doc("Compatibility: add top-level `statusCode` (and resolve counts) to Marketing Cloud answers."),
     ] = False
+
+    # -- operations ----------------------------------------------------------------------------
+    tls_reload_seconds: Annotated[
+        int,
+        _doc(
+            "How often the certificate, key and client CA files are checked for a change; a changed, "
+            "valid set is served to new connections without a restart (open ones keep theirs). "
+            "0 turns the watch off; `kill -HUP` reloads at any time.",
+            ge=0,
+            le=86_400,
+        ),
+    ] = 60
+    cert_warn_days: Annotated[
+        int,
+        _doc(
+            "`sendvault status` exits 1 (and the start-up log warns) when the server certificate "
+            "expires within this many days.",
+            ge=1,
+            le=365,
+        ),
+    ] = 21
+    log_format: Annotated[
+        Literal["text", "json"],
+        _doc("Log lines on stderr: `text` for people, `json` (one object per line) for log collectors."),
+    ] = "text"
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        _doc("Least severe log level written. Access lines are `info`."),
+    ] = "info"
+    access_log: Annotated[
+        bool,
+        _doc(
+            "One `info` line per API call: method, route, status, items, latency, client id and "
+            "caller address; never a token, a value or a secret."
+        ),
+    ] = True
 
     @property
     def home_path(self) -> Path:
@@ -265,8 +441,62 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+def _metas(annotation: Any) -> list[msgspec.Meta]:
+    """Every ``msgspec.Meta`` on a setting, outer first, including those inside ``Optional``."""
+    found: list[msgspec.Meta] = []
+    if get_origin(annotation) is Annotated:
+        found += [m for m in get_args(annotation)[1:] if isinstance(m, msgspec.Meta)]
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        for arm in get_args(annotation):
+            found += _metas(arm)
+    return found
+
+
+def _extra(annotation: Any, key: str) -> Any:
+    for meta in _metas(annotation):
+        if meta.extra and key in meta.extra:
+            return meta.extra[key]
+    return None
+
+
+def allowed_text(name: str) -> str:
+    """What setting ``name`` accepts, in words: written beside every error about it."""
+    annotation = _field_types()[name]
+    explicit = _extra(annotation, "allowed")
+    if explicit is None:
+        kind = _base_type(annotation)
+        optional = get_origin(kind) in (Union, UnionType) and type(None) in get_args(kind)
+        arms = [a for a in get_args(kind) if a is not type(None)] if optional else [kind]
+        explicit = _describe(_base_type(arms[0]), _metas(annotation)) + (", or empty" if optional else "")
+    # Written in Markdown for the reference; a terminal line reads better without the backticks.
+    return str(explicit).replace("`", "")
+
+
+def _describe(kind: Any, metas: list[msgspec.Meta]) -> str:
+    if get_origin(kind) is Literal:
+        choices = [str(v) for v in get_args(kind)]
+        return " or ".join(choices) if len(choices) <= 2 else "one of " + ", ".join(choices)
+    if kind is bool:
+        return "`true` or `false`"
+    low = next((m.ge for m in metas if m.ge is not None), None)
+    high = next((m.le for m in metas if m.le is not None), None)
+    noun = "a whole number" if kind is int else "a number"
+    if low is not None and high is not None:
+        return f"{noun} from {_num(low)} to {_num(high)}"
+    if low is not None:
+        return f"{noun} of at least {_num(low)}"
+    if high is not None:
+        return f"{noun} of at most {_num(high)}"
+    return noun if kind in (int, float) else "text"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
-    """Turn an environment string into the type a setting wants; msgspec checks the rest."""
+    """Turn an environment string into the type a setting wants; the checks do the rest."""
     kind = _base_type(annotation)
     if kind is bool:
         lowered = raw.strip().lower()
@@ -274,7 +504,7 @@ def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
             return True
         if lowered in {"0", "false", "no", "off"}:
             return False
-        raise ConfigError(name, "expected a boolean (true/false)")
+        raise ConfigError(name, "is not a boolean", allowed="true or false (also 1/0, yes/no, on/off)")
     if raw == "" and type(None) in get_args(kind):
         return None
     return raw
@@ -285,14 +515,57 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError("config", f"file not found: {path}") from None
+        raise ConfigError(
+            "config", f"file not found: {path}", hint="give an existing TOML file with --config FILE"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            "config", f"{path} is a directory", hint="give a TOML file with --config FILE"
+        ) from None
+    except PermissionError:
+        raise ConfigError("config", f"{path} is not readable by this user") from None
     except tomllib.TOMLDecodeError as exc:
         # TOMLDecodeError names the line and column, never the offending value.
-        raise ConfigError("config", f"{path} is not valid TOML ({exc})") from None
+        raise ConfigError(
+            "config",
+            f"{path} is not valid TOML ({exc})",
+            hint='write one `name = value` per line, text in quotes: token_domain = "tokens.example.com"',
+        ) from None
 
 
-_MSGSPEC_PATH = re.compile(r"at `\$\.(\w+)")
-_QUOTED = re.compile(r"'[^']*'")
+_TYPE_WORDS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "a boolean",
+    "array": "a list",
+    "object": "a table",
+    "null": "nothing",
+}
+_GOT = re.compile(r"got `(\w+)`")
+
+
+def _problem(message: str, annotation: Any) -> str:
+    """msgspec's complaint about one value, in words that do not echo the value."""
+    got = _GOT.search(message)
+    if got:
+        return f"is {_TYPE_WORDS.get(got.group(1), got.group(1))}, which this setting does not take"
+    if "Invalid enum value" in message:
+        return "is not one of the choices"
+    if "matching regex" in message:
+        return "is not in the expected form"
+    if ">=" in message or ">" in message:
+        return "is too small"
+    if "<=" in message or "<" in message:
+        return "is too large"
+    if "length" in message:
+        return "has the wrong length"
+    return "is not valid"
+
+
+class Sources(dict[str, str]):
+    """Where each setting's effective value came from: ``default``, ``file PATH``,
+    ``environment SENDVAULT_NAME`` or ``flag --name``."""
 
 
 def load_settings(
@@ -303,56 +576,120 @@ def load_settings(
     """Build :class:`Settings` from defaults, the TOML file, the environment and ``overrides``.
 
     ``overrides`` are command-line options (``--https-port``); they win over everything else and
-    are checked like the rest. Raises :class:`ConfigError` naming the first bad setting.
+    are checked like the rest. Raises :class:`ConfigError` naming the first bad setting, where its
+    value came from and what it accepts.
     """
-    env = os.environ if env is None else env
-    types = _field_types()
-    data: dict[str, Any] = {}
+    return load_settings_with_sources(config_file, env, overrides)[0]
 
-    home = env.get(ENV_PREFIX + "HOME") or Settings.__struct_defaults__[0]
+
+def config_file_for(config_file: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The TOML file that applies: ``config_file``, ``$SENDVAULT_CONFIG``, else the home's file."""
     if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(env[ENV_PREFIX + "CONFIG"])
     if config_file is None:
+        home = env.get(ENV_PREFIX + "HOME") or Settings.__struct_defaults__[0]
         candidate = Path(home).expanduser() / _CONFIG_FILE_NAME
         config_file = candidate if candidate.is_file() else None
+    return config_file
+
+
+def load_settings_with_sources(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Settings, Sources]:
+    """:func:`load_settings`, plus where each setting's value came from."""
+    env = os.environ if env is None else env
+    types = _field_types()
+    data: dict[str, Any] = {}
+    sources = Sources(dict.fromkeys(types, "default"))
+
+    config_file = config_file_for(config_file, env)
     if config_file is not None:
-        data.update(_read_toml(config_file))
-
+        for name, value in _read_toml(config_file).items():
+            if name not in types:
+                close = difflib.get_close_matches(name, list(types), n=1)
+                raise ConfigError(
+                    name,
+                    "is not a setting",
+                    hint=f"did you mean {close[0]}?" if close else "see docs/configuration.md",
+                    source=f"file {config_file}",
+                )
+            data[name] = value
+            sources[name] = f"file {config_file}"
     for name, annotation in types.items():
-        raw = env.get(ENV_PREFIX + name.upper())
+        variable = ENV_PREFIX + name.upper()
+        raw = env.get(variable)
         if raw is not None:
-            data[name] = _coerce_env(name, raw, annotation)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+            source = f"environment {variable}"
+            try:
+                data[name] = _coerce_env(name, raw, annotation)
+            except ConfigError as exc:
+                raise exc.with_source(source) from None
+            sources[name] = source
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            data[name] = value
+            sources[name] = f"flag --{name.replace('_', '-')}"
+
+    for name, value in data.items():
+        data[name] = _checked(name, value, types[name], sources[name])
+    settings = msgspec.convert(data, Settings)
+    _check_together(settings, sources)
+    return settings, sources
+
+
+def _checked(name: str, value: Any, annotation: Any, source: str) -> Any:
+    """One setting's value converted to its type and checked; ConfigError otherwise."""
+    networks = _extra(annotation, "check") is _check_networks
+    if networks and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        # TOML lets an operator write a list of networks; it means the same as spaces.
+        value = " ".join(value)
+    if (
+        isinstance(value, str)
+        and _base_type(annotation) is not str
+        and get_origin(_base_type(annotation)) is not Literal
+    ):
+        value = value.strip()  # "8443 " from a hand-edited environment file is 8443
     try:
-        return msgspec.convert(data, Settings, strict=False)
+        converted = msgspec.convert(value, annotation, strict=False)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _MSGSPEC_PATH.search(message)
-        if match:
-            setting = match.group(1)
-            problem = message.split(" - at ", 1)[0]
-        else:
-            setting, problem = "config", message
-        # msgspec quotes rejected enum values; drop every quoted part so no value is echoed.
-        problem = _QUOTED.sub("", problem).strip()
-        allowed = _allowed_values(types.get(setting))
-        if setting == "tls_min_version" and str(data.get(setting, "")).strip() in ("1", "1.0", "1.1"):
-            problem = "TLS below 1.2 is refused"
-        if allowed:
-            # The allowed values are part of the documentation, never the caller's data.
-            problem += f" (allowed: {', '.join(allowed)})"
-        raise ConfigError(setting, problem) from None
+        problem = _problem(str(exc), annotation)
+        if name == "tls_min_version" and str(value).strip() in ("1", "1.0", "1.1"):
+            problem = "is below TLS 1.2, which is refused"
+        raise ConfigError(name, problem, allowed=allowed_text(name), source=source) from None
+    check = _extra(annotation, "check")
+    if check is not None:
+        try:
+            check(converted)
+        except _Bad as bad:
+            raise ConfigError(name, str(bad), allowed=allowed_text(name), source=source) from None
+    return converted
 
 
-def _allowed_values(annotation: Any) -> list[str]:
-    """The choices of a ``Literal`` setting (also inside ``Optional``), else nothing."""
-    kind = _base_type(annotation)
-    if get_origin(kind) is Literal:
-        return [str(v) for v in get_args(kind)]
-    for arm in get_args(kind) if get_origin(kind) in (Union, UnionType) else ():
-        if get_origin(arm) is Literal:
-            return [str(v) for v in get_args(arm)]
-    return []
+def _check_together(settings: Settings, sources: Sources) -> None:
+    """Settings that are fine alone but not together."""
+    if settings.tls_client_cert != "none" and not settings.tls_client_ca_file:
+        raise ConfigError(
+            "tls_client_ca_file",
+            f"is needed when tls_client_cert is {settings.tls_client_cert}",
+            allowed=_PEM + " of the CAs that issue client certificates",
+            hint='set tls_client_ca_file, or tls_client_cert = "none"',
+            source=sources["tls_client_cert"],
+        )
+    ports = {"https_port": settings.https_port, "http_port": settings.http_port}
+    if settings.admin_host == settings.host:
+        ports["admin_port"] = settings.admin_port
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port and port in seen:
+            raise ConfigError(
+                name,
+                f"is the same port as {seen[port]} ({port})",
+                allowed="a port no other listener of this server uses",
+                source=sources[name],
+            )
+        seen[port] = name
 
 
 def settings_reference() -> str:

@@ -43,12 +43,35 @@ class SendvaultError(Exception):
 
 
 class ConfigError(SendvaultError):
-    """A setting is missing, malformed or unsafe. The message names the setting."""
+    """A setting is missing, malformed or unsafe. The message names the setting.
 
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"setting {setting}: {problem}")
+    ``allowed`` says what the setting accepts, ``source`` where the bad value came from (a file,
+    an environment variable, a flag) and ``hint`` what to run; none of them echoes the value.
+    """
+
+    def __init__(
+        self,
+        setting: str,
+        problem: str,
+        *,
+        allowed: str | None = None,
+        hint: str | None = None,
+        source: str | None = None,
+    ) -> None:
         self.setting = setting
         self.problem = problem
+        self.allowed = allowed
+        self.hint = hint
+        self.source = source
+        where = " (default)" if source == "default" else f" (from {source})" if source else ""
+        text = f"setting {setting}{where}: {problem}"
+        super().__init__(text + (f" (allowed: {allowed})" if allowed else ""))
+
+    def with_source(self, source: str | None) -> ConfigError:
+        """The same error, saying where the value came from (unless it already does)."""
+        if source is None or self.source is not None:
+            return self
+        return ConfigError(self.setting, self.problem, allowed=self.allowed, hint=self.hint, source=source)
 
 
 class CryptoError(SendvaultError):

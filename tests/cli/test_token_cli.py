@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -91,7 +92,10 @@ def test_bad_setting_is_one_line_naming_it(home: Path) -> None:
         home, "token", "get", "--type", "email", "a@example.com", env={"SENDVAULT_MOBILE_TOKEN_DIGITS": "5"}
     )
     assert out.returncode == 2
-    assert out.stderr.startswith("error: setting mobile_token_digits:")
+    first = out.stderr.splitlines()[0]
+    source = "(from environment SENDVAULT_MOBILE_TOKEN_DIGITS)"
+    assert first.startswith(f"error: setting mobile_token_digits {source}:")
+    assert "(allowed: a whole number from 29 to 40)" in first
     assert "Traceback" not in out.stderr
 
 
@@ -105,9 +109,15 @@ def test_unsafe_key_file_is_refused_with_a_hint(home: Path) -> None:
 
 
 def test_config_show_masks_the_master_key(home: Path) -> None:
-    out = run(home, "config", "show", env={"SENDVAULT_MASTER_KEY": "c2VjcmV0"})
-    doc = json.loads(out.stdout)
-    assert doc["master_key"] == "***"
+    key = base64.b64encode(b"k" * 32).decode()
+    out = run(home, "config", "show", "--json", env={"SENDVAULT_MASTER_KEY": key})
+    doc = {row["setting"]: row for row in json.loads(out.stdout)}
+    assert doc["master_key"]["value"] == "***"
+    assert doc["master_key"]["source"] == "environment SENDVAULT_MASTER_KEY"
+    assert key not in out.stdout
+    table = run(home, "config", "show", env={"SENDVAULT_MASTER_KEY": key})
+    assert key not in table.stdout
+    assert "***" in table.stdout
 
 
 def test_cli_reference_is_current() -> None:

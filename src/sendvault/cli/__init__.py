@@ -1,9 +1,16 @@
-"""The `sendvault` command line: thin commands over the packages; no logic of its own."""
+"""The `sendvault` command line: thin commands over the packages; no logic of their own.
+
+Exit codes: 0 done, 1 failed (or, for checks, something needs attention), 2 usage error (a bad
+option, argument or setting). Every error is one ``error:`` line on stderr, usually followed by a
+``hint:`` line saying what to run; never a traceback for something the user typed.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +18,16 @@ import click
 
 from .. import __version__
 from ..errors import ConfigError, InvalidValue, SendvaultError
-from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, hint_for, pass_app
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    AppContext,
+    describe_error,
+    emit_json,
+    hint_for,
+    pass_app,
+    reason_hint,
+)
 
 __all__ = ["cli", "main"]
 
@@ -27,10 +43,39 @@ _LAZY = {
     "serve": "serve:serve",
     "token": "token:token",
 }
+# Commands that never read the settings, so take no --config of their own.
+_NO_SETTINGS = frozenset({"scan", "reference"})
+
+
+def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(AppContext).config_file = value
+
+
+def _config_option() -> click.Option:
+    return click.Option(
+        ["--config", "config_file"],
+        type=click.Path(dir_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_set_config,
+        help="TOML settings file (same as `sendvault --config FILE ...`).",
+    )
+
+
+def _with_config_option(command: click.Command, name: str) -> click.Command:
+    """Give every settings-reading command its own --config, so it works after the command too."""
+    if name in _NO_SETTINGS:
+        return command
+    if isinstance(command, click.Group):
+        for sub_name, sub in command.commands.items():
+            _with_config_option(sub, sub_name)
+    elif not any(p.name == "config_file" for p in command.params):
+        command.params.append(_config_option())
+    return command
 
 
 class _Group(click.Group):
-    """Lazy subcommands, and sendvault errors as one line plus a hint and an exit code."""
+    """Lazy subcommands, and every error as one line plus a hint and an exit code."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_LAZY})
@@ -41,22 +86,69 @@ class _Group(click.Group):
             command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
             assert isinstance(command, click.Command)
             self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        return _with_config_option(command, cmd_name) if command is not None else None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            suggestion = f" (did you mean {close[0]}?)" if close else ""
+            raise click.UsageError(f"no command {name!r}{suggestion}", ctx)
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            _report(exc, EXIT_USAGE)
+            _report(exc, EXIT_USAGE, ctx)
         except InvalidValue as exc:
-            _report(exc, EXIT_FAILURE)
+            # Only what the user typed reaches here (batch items get per-item results).
+            _report(exc, EXIT_USAGE, ctx)
         except SendvaultError as exc:
-            _report(exc, EXIT_FAILURE)
+            _report(exc, EXIT_FAILURE, ctx)
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as exc:
+            click.echo(f"error: {_usage_message(exc)}", err=True)
+            where = exc.ctx.command_path if exc.ctx is not None else "sendvault"
+            click.echo(f"hint: see `{where} --help`", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(EXIT_FAILURE)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
-def _report(exc: SendvaultError, code: int) -> None:
-    click.echo(f"error: {exc}", err=True)
-    hint = hint_for(exc)
+def _usage_message(exc: click.UsageError) -> str:
+    message = exc.format_message()
+    # click's wording, lowercased into ours: "invalid value for '--allow': ...".
+    return message[:1].lower() + message[1:]
+
+
+def _report(exc: SendvaultError, code: int, ctx: click.Context) -> None:
+    app = ctx.find_object(AppContext)
+    click.echo(f"error: {describe_error(exc, app.loaded_sources if app is not None else None)}", err=True)
+    hint = reason_hint(exc) or hint_for(exc)
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.exit(code)
@@ -68,7 +160,7 @@ def _report(exc: SendvaultError, code: int) -> None:
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML settings file (default: $SENDVAULT_HOME/sendvault.toml).",
+    help="TOML settings file (default: $SENDVAULT_CONFIG, else $SENDVAULT_HOME/sendvault.toml).",
 )
 @click.pass_context
 def cli(ctx: click.Context, config_file: Path | None) -> None:
@@ -82,20 +174,70 @@ def config() -> None:
 
 
 @config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {setting, value, source}.")
 @pass_app
-def config_show(app: AppContext) -> None:
-    """Print the effective settings as JSON (secrets masked)."""
-    emit_json(app.settings.redacted())
+def config_show(app: AppContext, as_json: bool) -> None:
+    """Print every setting's effective value and where it came from (secrets masked).
+
+    The source is `default`, `file PATH`, `environment SENDVAULT_NAME` or `flag --name`.
+    """
+    from ._output import print_table  # noqa: PLC0415
+
+    values = app.settings.redacted()
+    rows = [{"setting": k, "value": v, "source": app.sources[k]} for k, v in values.items()]
+    if as_json:
+        emit_json(rows)
+    else:
+        print_table(["setting", "value", "source"], [[r["setting"], r["value"], r["source"]] for r in rows])
 
 
 @config.command("check")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path))
-def config_check(config_file: Path | None) -> None:
-    """Validate settings and exit 0, or print the first bad setting and exit 2."""
-    from ..config import load_settings  # noqa: PLC0415 - `scan` starts without the settings module
+@click.option("--dev", is_flag=True, help="Check as `serve --dev` would start (it creates the certificate).")
+@click.option("--no-ports", is_flag=True, help="Skip the port check (e.g. while this server runs on them).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {check, level, message}.")
+@pass_app
+def config_check(app: AppContext, dev: bool, no_ports: bool, as_json: bool) -> None:
+    """Run the checks start-up runs: settings, files, keys, database, certificate, ports.
 
-    load_settings(config_file)
-    click.echo("settings ok", err=True)
+    Prints one line per check (ok, note, warning) and each problem as an `error:` line with a
+    hint. Exit 0 when `sendvault serve` would start, 2 when it would refuse. Reads only: what a
+    first start creates is reported as a note.
+    """
+    from ..server.preflight import run_checks  # noqa: PLC0415 - `scan` starts without the server
+
+    settings, sources = app.settings, app.sources
+    changed = sum(1 for s in sources.values() if s != "default")
+    findings: list[dict[str, Any]] = [
+        {"check": "settings", "level": "ok", "message": f"{len(sources)} settings, {changed} set"}
+    ]
+    for finding in run_checks(settings, dev=dev, ports=not no_ports):
+        doc: dict[str, Any] = {"check": finding.check, "level": finding.level}
+        if finding.error is not None:
+            doc["message"] = describe_error(finding.error, sources)
+            if isinstance(finding.error, ConfigError):
+                doc["setting"] = finding.error.setting
+            hint = hint_for(finding.error)
+            if hint:
+                doc["hint"] = hint
+        else:
+            doc["message"] = finding.message
+        findings.append(doc)
+    errors = [f for f in findings if f["level"] == "error"]
+    if as_json:
+        emit_json(findings)
+    else:
+        for f in findings:
+            if f["level"] == "error":
+                click.echo(f"error: {f['check']}: {f['message']}", err=True)
+                if f.get("hint"):
+                    click.echo(f"hint: {f['hint']}", err=True)
+            else:
+                click.echo(f"{f['level']:<8} {f['check']:<15} {f['message']}")
+        warnings = sum(1 for f in findings if f["level"] == "warning")
+        verdict = "serve would refuse to start" if errors else "serve would start"
+        click.echo(f"{verdict}: {len(errors)} error(s), {warnings} warning(s)", err=True)
+    if errors:
+        sys.exit(EXIT_USAGE)
 
 
 @config.command("reference")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from ..errors import ConfigError, CryptoError, KeyProviderError, SendvaultError, StoreError
+from ..errors import ConfigError, CryptoError, InvalidValue, KeyProviderError, SendvaultError, StoreError
 
 if TYPE_CHECKING:
     from ..audit import AuditLog, Event
@@ -26,20 +26,55 @@ EXIT_USAGE = 2
 _HINTS: list[tuple[type[SendvaultError], str]] = [
     (
         ConfigError,
-        "check the setting in your sendvault.toml or SENDVAULT_* environment (docs/configuration.md)",
+        "fix it where it is set (docs/configuration.md lists every setting); then: sendvault config check",
     ),
-    (KeyProviderError, "check SENDVAULT_MASTER_KEY or $SENDVAULT_HOME/keys/master.key"),
+    (
+        KeyProviderError,
+        "check SENDVAULT_MASTER_KEY or $SENDVAULT_HOME/keys/master.key; sendvault config check says more",
+    ),
     (CryptoError, "the stored data does not open with the configured keys"),
-    (StoreError, "check that the database is reachable and writable"),
+    (StoreError, "check that the database is reachable and writable: sendvault config check"),
 ]
+
+# What each reason code of InvalidValue means to someone at a terminal: (problem, what to do).
+REASONS: dict[str, tuple[str, str]] = {
+    "invalid-client-id": (
+        "a client name is 1 to 128 characters without spaces, tabs, line breaks or ':'",
+        "e.g. sendvault clients add marketing-cloud",
+    ),
+    "invalid-network": (
+        "not an IP network",
+        "write CIDRs such as 198.51.100.0/24 or 2001:db8::/32 (a bare address is one host)",
+    ),
+    "unknown-scope": ("unknown scope", "scopes are resolve and tokenize, e.g. --scopes resolve"),
+    "invalid-attribute-name": (
+        "an attribute name is letters, digits, '_' or '-'",
+        "write attributes as Name=value, e.g. FirstName=Ann",
+    ),
+    "invalid-attribute-value": (
+        "an attribute value is too long or not text",
+        "keep values short and in UTF-8",
+    ),
+    "invalid-email": ("not a valid email address", "give the address as someone@example.com"),
+    "invalid-mobile": ("not a possible mobile number", "give it with its country code, e.g. 447700900123"),
+    "mobile-needs-country-code": (
+        "a number in national form needs a country code",
+        "add the country code, or set default_region (e.g. GB)",
+    ),
+    "empty-value": ("the value is empty", "give a non-empty value"),
+    "unknown-type": ("unknown type", "types are email and mobile"),
+}
 
 
 class AppContext:
     """Lazily loaded settings and vault for one CLI invocation."""
 
-    def __init__(self, config_file: Path | None) -> None:
+    def __init__(self, config_file: Path | None = None) -> None:
         self.config_file = config_file
+        # Command-line options that are settings (`serve --https-port`); they win over the rest.
+        self.overrides: dict[str, Any] = {}
         self._settings: Settings | None = None
+        self._sources: dict[str, str] | None = None
         self._vault: Vault | None = None
         self._audit: AuditLog | None = None
 
@@ -47,10 +82,25 @@ class AppContext:
     def settings(self) -> Settings:
         """Settings, loaded once."""
         if self._settings is None:
-            from ..config import load_settings  # noqa: PLC0415 - `scan` never needs the settings
+            from ..config import load_settings_with_sources  # noqa: PLC0415 - `scan` never needs them
 
-            self._settings = load_settings(self.config_file)
+            self._settings, self._sources = load_settings_with_sources(
+                self.config_file, overrides=self.overrides
+            )
         return self._settings
+
+    @property
+    def loaded_sources(self) -> dict[str, str] | None:
+        """The sources if the settings loaded, else None (never loads them)."""
+        return self._sources
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each setting's value came from (loads the settings)."""
+        if self._sources is None:
+            _ = self.settings
+        assert self._sources is not None
+        return self._sources
 
     @property
     def vault(self) -> Vault:
@@ -90,10 +140,40 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
 
 
 def hint_for(exc: SendvaultError) -> str | None:
-    """The hint shown under an error of this class."""
+    """The hint shown under an error: its own when it has one, else its class's."""
+    own = getattr(exc, "hint", None)
+    if isinstance(own, str) and own:
+        return own
     for cls, hint in _HINTS:
         if isinstance(exc, cls):
             return hint
+    return None
+
+
+def describe_error(exc: SendvaultError, sources: dict[str, str] | None = None) -> str:
+    """One line for an error: a setting's names where its value came from and what it allows;
+    a reason code becomes words."""
+    if isinstance(exc, ConfigError):
+        if exc.setting == "config":
+            return f"config file: {exc.problem}"
+        if exc.setting == "clients":
+            return exc.problem
+        from ..config import Settings, allowed_text  # noqa: PLC0415
+
+        known = exc.setting in Settings.__struct_fields__
+        allowed = exc.allowed or (allowed_text(exc.setting) if known else None)
+        source = exc.source or (sources or {}).get(exc.setting)
+        return str(ConfigError(exc.setting, exc.problem, allowed=allowed, source=source))
+    if isinstance(exc, InvalidValue) and exc.reason in REASONS:
+        where = "" if exc.position is None else f" (item {exc.position})"
+        return f"{REASONS[exc.reason][0]}{where}"
+    return str(exc)
+
+
+def reason_hint(exc: SendvaultError) -> str | None:
+    """The hint for an InvalidValue reason code, when there is one."""
+    if isinstance(exc, InvalidValue) and exc.reason in REASONS:
+        return REASONS[exc.reason][1]
     return None
 
 

@@ -8,10 +8,10 @@ import click
 
 from ..api.auth import SCOPES, register_client, rotate_secret
 from ..audit import Event
-from ..config import load_settings
 from ..errors import NotFound
 from ..vault import open_store
 from ._common import AppContext, emit_json, fail, pass_app
+from ._output import print_table
 
 __all__ = ["certs", "clients", "serve"]
 
@@ -25,12 +25,6 @@ __all__ = ["certs", "clients", "serve"]
 @click.option("--http-port", type=int, help="Plain HTTP port answering 308 (default 8080; 0 = off).")
 @click.option("--admin-port", type=int, help="Metrics port on admin_host (default 9464; 0 = off).")
 @click.option("--workers", type=int, help="Worker processes (default 1).")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML settings file (as `sendvault --config FILE serve`).",
-)
 @pass_app
 def serve(
     app: AppContext,
@@ -40,19 +34,26 @@ def serve(
     http_port: int | None,
     admin_port: int | None,
     workers: int | None,
-    config_file: Path | None,
 ) -> None:
-    """Serve the Marketing Cloud token API over HTTPS until interrupted."""
-    from ..server.run import serve as run  # noqa: PLC0415 - the server stack loads only here
+    """Serve the Marketing Cloud token API over HTTPS until interrupted.
 
-    overrides = {
+    Runs the checks of `sendvault config check` first and refuses to start, in one line, when
+    one fails. Logs a start-up line, one access line per call and a shutdown line on stderr
+    (log_format, log_level). SIGHUP, or a change of the certificate files, reloads the
+    certificate without a restart.
+    """
+    from ..server.logs import configure_logging  # noqa: PLC0415 - the server stack loads only here
+    from ..server.run import serve as run  # noqa: PLC0415
+
+    app.overrides = {
         "host": host,
         "https_port": https_port,
         "http_port": http_port,
         "admin_port": admin_port,
         "workers": workers,
     }
-    settings = load_settings(config_file or app.config_file, overrides=overrides)
+    settings = app.settings
+    configure_logging(settings)
     on_ready = None
     if dev:
         from ..server.dev import curl_example, prepare_dev, write_dev_client  # noqa: PLC0415
@@ -73,11 +74,69 @@ def clients() -> None:
     """Manage the API clients that may call the token API."""
 
 
+def _client_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value or len(value) > 128 or any(c in value for c in ":\r\n\t "):
+        raise click.BadParameter(
+            "a client name is 1 to 128 characters without spaces, tabs, line breaks or ':' "
+            "(e.g. marketing-cloud)"
+        )
+    return value
+
+
+def _scopes(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    names = value.replace(",", " ").split()
+    unknown = [n for n in names if n not in SCOPES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"{' '.join(unknown) or 'nothing'} is not a scope; give one or more of: {', '.join(SCOPES)}"
+        )
+    return " ".join(names)
+
+
+def _networks(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    import ipaddress  # noqa: PLC0415
+
+    for item in value:
+        for part in item.replace(",", " ").split():
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{part} is not an IP network; write a CIDR such as 198.51.100.0/24 or "
+                    "2001:db8::/32 (a bare address is one host)"
+                ) from None
+    return value
+
+
+def _rate(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if not value >= 0:  # NaN is not a rate either
+        raise click.BadParameter("give values per second, 0 or more (0 = no limit)")
+    return value
+
+
 @clients.command("add")
-@click.argument("name")
-@click.option("--scopes", default="resolve tokenize", show_default=True, help=f"Among: {', '.join(SCOPES)}.")
-@click.option("--allow", "allow", multiple=True, help="Allowed caller network (CIDR); repeat. Default: any.")
-@click.option("--tokenize-rate", type=float, default=0.0, help="Get Token values per second (0 = no limit).")
+@click.argument("name", callback=_client_name)
+@click.option(
+    "--scopes",
+    default="resolve tokenize",
+    show_default=True,
+    callback=_scopes,
+    help=f"Among: {', '.join(SCOPES)}.",
+)
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    callback=_networks,
+    help="Allowed caller network (CIDR); repeat. Default: any.",
+)
+@click.option(
+    "--tokenize-rate",
+    type=float,
+    default=0.0,
+    callback=_rate,
+    help="Get Token values per second (0 = no limit).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new credentials as JSON.")
 @pass_app
 def clients_add(
@@ -97,7 +156,13 @@ def clients_add(
     meta = {"client": name, "scopes": scopes, "allow": " ".join(allow), "tokenize_rate": tokenize_rate}
     app.record(Event.CLIENT_ADD, meta=meta)
     if as_json:
-        emit_json({"client_id": name, "client_secret": secret, "scopes": scopes.split()})
+        emit_json(
+            {
+                "client_id": name,
+                "client_secret": secret,
+                **_client_doc(scopes, " ".join(allow), tokenize_rate),
+            }
+        )
     else:
         click.echo(secret)
         click.echo(f"client {name} added; the secret above is shown only once", err=True)
@@ -114,20 +179,24 @@ def clients_list(app: AppContext, as_json: bool) -> None:
     finally:
         store.close()
     rows = [
-        {
-            "client_id": r.client_id,
-            "scopes": r.scopes,
-            "allow": r.allow_cidrs,
-            "tokenize_rate": r.tokenize_rate,
-        }
-        for r in records
+        {"client_id": r.client_id, **_client_doc(r.scopes, r.allow_cidrs, r.tokenize_rate)} for r in records
     ]
     if as_json:
         emit_json(rows)
         return
-    for row in rows:
-        allow = row["allow"] or "any"
-        click.echo(f"{row['client_id']}\tscopes={row['scopes']}\tallow={allow}\trate={row['tokenize_rate']}")
+    print_table(
+        ["client", "scopes", "allow", "tokenize rate"],
+        [[r.client_id, r.scopes, r.allow_cidrs or "any", r.tokenize_rate or "no limit"] for r in records],
+    )
+
+
+def _client_doc(scopes: str, allow: str, rate: float) -> dict[str, object]:
+    """A client in --json: lists are lists (scopes, networks), as `clients add` and `list` agree."""
+    return {
+        "scopes": sorted(scopes.replace(",", " ").split()),
+        "allow": allow.replace(",", " ").split(),
+        "tokenize_rate": rate,
+    }
 
 
 @clients.command("remove")

@@ -5,6 +5,11 @@ that share the HTTPS socket and each run the ASGI app under uvicorn. The plain H
 and the Prometheus admin listener (127.0.0.1 by default, never the public address) run in the
 main process. Metrics of all workers are aggregated through prometheus-client's multiprocess
 mode.
+
+The main process also logs the start-up and shutdown lines, and reloads the certificate: on
+SIGHUP, or when the watch (``tls_reload_seconds``) sees the files change, it checks the new
+certificate and key, then tells every worker to serve them to new connections (open
+connections, such as Marketing Cloud's keep-alive ones, keep theirs).
 """
 
 from __future__ import annotations
@@ -17,57 +22,29 @@ import os
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
+from .. import __version__
 from ..config import Settings
 from ..errors import ConfigError, SendvaultError
+from .certfile import file_stamp
+from .preflight import bind, preflight
 
 __all__ = ["bind", "preflight", "serve"]
 
 log = logging.getLogger("sendvault.server")
 
 
-def bind(host: str, port: int, setting: str = "https_port") -> socket.socket:
-    """A listening TCP socket (IPv6 when ``host`` is an IPv6 address); ``setting`` names the port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(setting, f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+def _initialize(settings: Settings) -> None:
+    """Create what a first start needs (data directory, keys, schema, audit log), once the
+    checks have passed; a bad key or a wrong master key still stops start-up here in one line."""
+    from ..vault import open_vault  # noqa: PLC0415 - keeps `sendvault --help` light
 
-
-def preflight(settings: Settings, *, dev: bool) -> None:
-    """Refuse to start with unsafe settings: one clear ConfigError naming the problem."""
-    from ..server.tls import server_context  # noqa: PLC0415 - keeps `sendvault --help` light
-
-    server_context(
-        settings.cert_path,
-        settings.key_path,
-        min_version=settings.tls_min_version,
-        client_ca_file=Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
-        client_cert=settings.tls_client_cert,
-    )
-    # The keys, the store and the audit log open here once, so a bad key file or a wrong master
-    # key stops start-up with one line, before any worker starts or "serving" is printed.
-    from ..vault import open_vault  # noqa: PLC0415
-
-    vault = open_vault(settings)
-    try:
-        if not dev and not vault.store.list_clients():
-            raise ConfigError(
-                "clients", "no API clients are configured; add one with: sendvault clients add NAME"
-            )
-    finally:
-        vault.close()
+    open_vault(settings).close()
     if settings.audit == "on":
         from ..audit import open_audit  # noqa: PLC0415
 
@@ -84,7 +61,14 @@ def _worker(settings: Settings, sock: socket.socket, metrics_dir: str, ready: An
 
 def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """Run the server until SIGINT or SIGTERM; raise :class:`SendvaultError` if a worker dies."""
-    preflight(settings, dev=dev)
+    # Until the main loop handles SIGHUP (reload), it is ignored here and in the workers, which
+    # inherit the disposition: an early reload must not kill the server.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    started = time.monotonic()
+    for finding in preflight(settings, dev=dev):
+        if finding.level == "warning":
+            log.warning("%s %s", finding.check, finding.message)
+    _initialize(settings)
     https = bind(settings.host, settings.https_port, "https_port")
     http = bind(settings.host, settings.http_port, "http_port") if settings.http_port else None
     metrics_dir = tempfile.mkdtemp(prefix="sendvault-metrics-")
@@ -108,23 +92,37 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
             proc.start()
         asyncio.run(_main_loop(settings, http, workers, ready, on_ready))
     finally:
-        for proc in workers:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in workers:
-            if proc.pid is not None:
-                proc.join(timeout=30)
-                if proc.is_alive():
-                    proc.kill()
+        _stop_workers(workers)
         if admin is not None:
             admin.shutdown()
         https.close()
         if http is not None:
             http.close()
-        for path in Path(metrics_dir).glob("*"):
-            path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            Path(metrics_dir).rmdir()
+        _remove_dir(metrics_dir)
+        if any(proc.pid is not None for proc in workers):
+            log.info(
+                "sendvault stopped",
+                extra={"fields": {"event": "stop", "uptime_seconds": round(time.monotonic() - started, 1)}},
+            )
+
+
+def _stop_workers(workers: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """SIGTERM every worker (uvicorn lets open requests finish), then wait; kill after 30 s."""
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in workers:
+        if proc.pid is not None:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _remove_dir(path: str) -> None:
+    for item in Path(path).glob("*"):
+        item.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        Path(path).rmdir()
 
 
 async def _main_loop(
@@ -137,9 +135,17 @@ async def _main_loop(
     from .redirect import start_redirect_server  # noqa: PLC0415
 
     stop = asyncio.Event()
+    stopped_by: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        stop.set()
+
+    reloader = _Reloader(settings, workers)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
     redirect = (
         await start_redirect_server(
             settings.host,
@@ -162,12 +168,143 @@ async def _main_loop(
             # "Serving" only once every worker has opened the vault and is accepting.
             if not announced and all(event.is_set() for event in ready):
                 announced = True
+                _log_started(settings)
                 if on_ready is not None:
                     on_ready()
+            if announced:
+                reloader.tick()
     finally:
+        if stopped_by:
+            log.info(
+                "sendvault stopping (%s): open requests finish first",
+                stopped_by[0],
+                extra={"fields": {"event": "stopping", "signal": stopped_by[0]}},
+            )
         if redirect is not None:
             redirect.close()
             await redirect.wait_closed()
+
+
+class _Reloader:
+    """Serve a renewed certificate: on SIGHUP, or when the watch sees the files change.
+
+    The main process checks the new files first (a renewal caught half-written, or a key that
+    does not match, is logged and the current certificate kept), then signals every worker,
+    which builds its new TLS context for new connections.
+    """
+
+    def __init__(self, settings: Settings, workers: Sequence[multiprocessing.process.BaseProcess]) -> None:
+        self._settings = settings
+        self._workers = workers
+        self._paths = (
+            settings.cert_path,
+            settings.key_path,
+            Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+        )
+        self._stamp = file_stamp(*self._paths)
+        self._next_look = time.monotonic() + settings.tls_reload_seconds
+        self._pending: str | None = None
+        self._changed_at = 0.0
+
+    def request(self, why: str) -> None:
+        """Reload at the next tick (SIGHUP)."""
+        self._pending = why
+
+    def tick(self) -> None:
+        """Called about once a second by the main loop."""
+        now = time.monotonic()
+        interval = self._settings.tls_reload_seconds
+        if interval and now >= self._next_look:
+            self._next_look = now + interval
+            stamp = file_stamp(*self._paths)
+            if stamp != self._stamp:
+                self._stamp = stamp
+                # Renewal tools write the certificate and the key one after the other: wait for
+                # a second without change before reading them.
+                self._pending, self._changed_at = "file change", now
+                self._next_look = now + 1
+                return
+        if self._pending is None or (self._pending == "file change" and now - self._changed_at < 1):
+            return
+        why, self._pending = self._pending, None
+        self._stamp = file_stamp(*self._paths)
+        self._reload(why)
+
+    def _reload(self, why: str) -> None:
+        from .certfile import read_certificate  # noqa: PLC0415
+        from .tls import server_context  # noqa: PLC0415
+
+        settings = self._settings
+        try:
+            facts = read_certificate(settings.cert_path, settings.key_path)
+            server_context(
+                settings.cert_path,
+                settings.key_path,
+                min_version=settings.tls_min_version,
+                client_ca_file=Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+                client_cert=settings.tls_client_cert,
+            )
+        except ConfigError as exc:
+            log.error(  # noqa: TRY400 - a bad file, not a bug: one line, no traceback
+                "certificate not reloaded (%s): %s; still serving the previous one",
+                why,
+                exc,
+                extra={"fields": {"event": "cert-reload-failed", "reason": why}},
+            )
+            return
+        for proc in self._workers:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGHUP)
+        days = facts.seconds_left() / 86400
+        log.info(
+            "certificate reloaded (%s): %s, expires %s (%.0f days)",
+            why,
+            facts.subject,
+            f"{facts.not_after:%Y-%m-%d}",
+            days,
+            extra={
+                "fields": {
+                    "event": "cert-reload",
+                    "reason": why,
+                    "serial": f"{facts.serial:x}",
+                    "not_after": facts.not_after.isoformat(),
+                }
+            },
+        )
+
+
+def _log_started(settings: Settings) -> None:
+    from .preflight import database_label  # noqa: PLC0415
+
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    https = f"https://{host}:{settings.https_port}"
+    http = f"http://{host}:{settings.http_port}" if settings.http_port else None
+    admin_host = f"[{settings.admin_host}]" if ":" in settings.admin_host else settings.admin_host
+    metrics = f"http://{admin_host}:{settings.admin_port}/metrics" if settings.admin_port else None
+    fields = {
+        "event": "start",
+        "version": __version__,
+        "url": https,
+        "redirect": http,
+        "metrics": metrics,
+        "database": database_label(settings),
+        "key_provider": settings.key_provider,
+        "workers": settings.workers,
+        "audit": settings.audit,
+        "pid": os.getpid(),
+    }
+    log.info(
+        "sendvault %s serving %s (%s; metrics %s); database %s; key provider %s; %d worker(s); audit %s",
+        __version__,
+        https,
+        f"{http} answers 308" if http else "no plain HTTP listener",
+        metrics or "off",
+        fields["database"],
+        settings.key_provider,
+        settings.workers,
+        settings.audit,
+        extra={"fields": fields},
+    )
 
 
 def _start_admin(settings: Settings, metrics_dir: str) -> WSGIServer:

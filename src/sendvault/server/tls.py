@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["TLS12_CIPHERS", "handshake_reason", "server_context"]
+__all__ = ["TLS12_CIPHERS", "ReloadableContext", "handshake_reason", "server_context"]
 
 # OpenSSL cipher string for TLS <= 1.2. TLS 1.3 suites are all AEAD with (EC)DHE and stay on.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!PSK:!SRP:!DSS"
@@ -35,6 +35,13 @@ _REASONS = {
 def handshake_reason(exc: ssl.SSLError) -> str:
     """A short, bounded label for why a handshake failed."""
     return _REASONS.get(str(exc.reason or ""), "other")
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    """A short reason: the OS's words for a file problem, OpenSSL's reason for a bad PEM."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or "not PEM").replace("_", " ").lower()
+    return exc.strerror or type(exc).__name__
 
 
 def _check_private_key(path: Path) -> None:
@@ -70,7 +77,9 @@ def server_context(
         ctx.load_cert_chain(str(cert_file), str(key_file))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
-            "tls_cert_file", f"certificate or key could not be loaded ({type(exc).__name__})"
+            "tls_cert_file",
+            f"{cert_file} and {key_file} could not be loaded together ({_why(exc)})",
+            allowed="a PEM certificate chain, server certificate first, and its unencrypted key",
         ) from None
     if client_cert != "none":
         if client_ca_file is None:
@@ -79,7 +88,9 @@ def server_context(
             ctx.load_verify_locations(str(client_ca_file))
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                "tls_client_ca_file", f"CA file could not be loaded ({type(exc).__name__})"
+                "tls_client_ca_file",
+                f"{client_ca_file} could not be loaded ({_why(exc)})",
+                allowed="a PEM file of the CA certificates that issue client certificates",
             ) from None
         ctx.verify_mode = ssl.CERT_REQUIRED if client_cert == "required" else ssl.CERT_OPTIONAL
     ctx.set_alpn_protocols(["http/1.1"])
@@ -102,3 +113,28 @@ def _counting_sslobject(on_failure: Callable[[str], None]) -> type[ssl.SSLObject
                 raise
 
     return CountingSSLObject
+
+
+class ReloadableContext:
+    """A listener's SSLContext whose certificate can be replaced while it serves.
+
+    The listener keeps ``base``; each new handshake is moved to the newest context built by
+    :meth:`reload` (OpenSSL's server-name callback runs for every ClientHello, with or without
+    SNI). Connections already open keep the context they started with, so a keep-alive client
+    is never cut off by a renewal.
+    """
+
+    def __init__(self, build: Callable[[], ssl.SSLContext]) -> None:
+        self._build = build
+        self.base = build()
+        self._current = self.base
+        self.base.sni_callback = self._select
+
+    def _select(self, conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None, ctx: ssl.SSLContext) -> None:
+        current = self._current
+        if current is not ctx:
+            conn.context = current
+
+    def reload(self) -> None:
+        """Build a context from the files as they are now; raises ConfigError and keeps the old one."""
+        self._current = self._build()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import ssl
 from collections.abc import Callable
@@ -16,14 +17,18 @@ from ..api import Authenticator, TokenApi
 from ..api.metrics import METRICS
 from ..audit import open_audit
 from ..config import Settings
+from ..errors import ConfigError
 from ..vault import open_vault
-from .tls import server_context
+from .logs import configure_logging
+from .tls import ReloadableContext, server_context
 
 __all__ = ["build_app", "run_worker"]
 
 # Audit records of API calls gather this long before the writer takes them (well inside the
 # one second within which a record must be visible): fewer, larger transactions.
 _AUDIT_LINGER = 0.2
+
+log = logging.getLogger("sendvault.server")
 
 
 class TlsAwareProtocol(HttpToolsProtocol):
@@ -57,7 +62,7 @@ def build_app(settings: Settings) -> TokenApi:
         failure_window=settings.auth_failure_window_seconds,
     )
     if settings.audit == "off":
-        logging.getLogger("sendvault.server").warning("audit is off: API calls are not recorded")
+        log.warning("audit is off: API calls are not recorded")
     return TokenApi(
         vault,
         auth,
@@ -66,10 +71,8 @@ def build_app(settings: Settings) -> TokenApi:
     )
 
 
-def _context_factory(
-    settings: Settings,
-) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
-    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+def _tls(settings: Settings) -> ReloadableContext:
+    def build() -> ssl.SSLContext:
         return server_context(
             settings.cert_path,
             settings.key_path,
@@ -79,44 +82,60 @@ def _context_factory(
             on_failure=METRICS.tls_failure,
         )
 
-    return factory
+    return ReloadableContext(build)
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the main process once it accepts connections."""
+    """uvicorn's server, telling the main process once it accepts connections, and reloading
+    its certificate on SIGHUP (sent by the main process once it has checked the new files)."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[], None] | None, tls: ReloadableContext
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._tls = tls
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload)
         await super().startup(sockets)
         if self.started and self._on_started is not None:
             self._on_started()
+
+    def _reload(self) -> None:
+        try:
+            self._tls.reload()
+        except ConfigError as exc:
+            log.error("certificate not reloaded in this worker: %s", exc)  # noqa: TRY400 - no traceback
+        else:
+            log.debug("certificate reloaded in this worker")
 
 
 def run_worker(
     settings: Settings, sock: socket.socket, *, on_started: Callable[[], None] | None = None
 ) -> None:
     """Serve until the main process stops us; ``on_started`` runs once connections are accepted."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     app = build_app(settings)
+    tls = _tls(settings)
     config = uvicorn.Config(
         app,
         http=TlsAwareProtocol,
         loop="uvloop",
         lifespan="on",
         access_log=False,
-        log_level="warning",
+        # Our handler and format (server/logs.py), not uvicorn's own.
+        log_config=None,
+        log_level=None,
         server_header=False,
         # uvicorn would otherwise take X-Forwarded-For from any loopback peer as the caller's
         # address, before the app's allowlists see it: `trusted_proxies` alone decides that.
         proxy_headers=False,
         timeout_keep_alive=75,
-        ssl_context_factory=_context_factory(settings),
+        ssl_context_factory=lambda _config, _default: tls.base,
     )
     try:
-        _Server(config, on_started).run(sockets=[sock])
+        _Server(config, on_started, tls).run(sockets=[sock])
     finally:
         app.auth.close()
         app.vault.close()

@@ -1,0 +1,56 @@
+"""Tables that survive a pipe.
+
+On a terminal, a rich table that folds long cells onto more lines instead of cutting them. Piped
+(CI logs, ``| grep``, ``> file``), plain aligned columns, one line per row, as wide as the data
+needs: nothing is ever cut at 80 columns, and every row stays greppable.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+__all__ = ["cell", "print_table"]
+
+
+def cell(value: object) -> str:
+    """A value as table text: ``-`` for nothing, ``k=v`` pairs for a mapping, never ``null``."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={cell(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell(v) for v in value) or "-"
+    return str(value)
+
+
+def _one_line(text: str) -> str:
+    return " / ".join(part.strip() for part in text.splitlines() if part.strip()) or "-"
+
+
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], *, title: str | None = None
+) -> None:
+    """Print ``rows`` under ``headers`` on stdout: rich on a terminal, plain columns otherwise."""
+    texts = [[cell(v) for v in row] for row in rows]
+    if sys.stdout.isatty():
+        from rich.console import Console  # noqa: PLC0415 - rich loads only for a terminal
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(title=title)
+        for header in headers:
+            table.add_column(header, overflow="fold")
+        for row in texts:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    lines = [list(headers), *([_one_line(v) for v in row] for row in texts)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    out = sys.stdout
+    if title:
+        out.write(title + "\n")
+    for line in lines:
+        padded = [v.ljust(w) for v, w in zip(line[:-1], widths[:-1], strict=True)]
+        out.write("  ".join([*padded, line[-1]]).rstrip() + "\n")
