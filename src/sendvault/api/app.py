@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import AuditUnavailable, AuthError, InvalidValue, StoreError, StoreUnavailable
 from ..vault import Vault, parse_kind
 from . import schemas as s
+from .access import AccessLog
 from .auth import Authenticator, Principal, parse_networks
 from .limits import RateLimiter
 from .metrics import METRICS
@@ -117,6 +118,7 @@ class TokenApi:
         self._proxies = parse_networks(settings.trusted_proxies)
         self._inflight = 0
         self._tokenize_limits = RateLimiter()
+        self._access = AccessLog(settings.access_log)
         hsts = f"max-age={settings.hsts_max_age}; includeSubDomains".encode()
         self._base_headers = [
             (b"strict-transport-security", hsts),
@@ -170,6 +172,7 @@ class TokenApi:
                 status, body, extra = error.status, _error_body(path, error), error.headers
         await self._send(send, status, body, extra)
         METRICS.observe(label, status, elapsed)
+        self._access_line(call, label, status, elapsed)
 
     async def _serve(
         self,
@@ -275,6 +278,8 @@ class TokenApi:
                 headers.append((b"retry-after", str(exc.retry_after).encode()))
             error = "unauthorized" if exc.status == 401 else "too-many"
             raise _HttpError(exc.status, error, str(exc), headers) from None
+        # Proven from here on: a refusal below (address, scope) is recorded under this client.
+        call.principal = principal
         self._check_address(call.address, parse_networks(principal.record.allow_cidrs))
         if scope_needed is not None and scope_needed not in principal.scopes:
             raise _HttpError(403, "forbidden", f"credential lacks the {scope_needed} scope")
@@ -483,9 +488,10 @@ class TokenApi:
             # A refused or failed call: the answer is our own problem document (no personal
             # data); the request as read is sealed whole (it may hold anything).
             payload = {"request_raw": call.body, "response_raw": answer, "sealed_side": "request"}
-            if call.principal is None and call.claimed_client is not None and status in (401, 429):
+            claimed = call.claimed_client or _claimed_id(call.scope)
+            if call.principal is None and claimed is not None:
                 # Who the caller said it was: unproven, so never the actor (nor, ever, the secret).
-                payload["meta"] = self._claimed(call.claimed_client[:_MAX_CLAIMED_ID])
+                payload["meta"] = self._claimed(claimed[:_MAX_CLAIMED_ID])
         self.audit.record(
             event,
             actor=call.principal.client_id if call.principal else None,
@@ -510,6 +516,35 @@ class TokenApi:
             return {"claimed_client_id": client_id}
         return {"claimed_client_fp": self.audit.sealer.fingerprint(client_id)}
 
+    def _access_line(self, call: _Call, route: str, status: int, elapsed: float) -> None:
+        if not self._access.enabled:
+            return
+        client, verified = (call.principal.client_id, True) if call.principal is not None else (None, False)
+        claimed = call.claimed_client
+        if client is None and claimed and len(claimed) <= _MAX_CLAIMED_ID and self._known_client(claimed):
+            # A real client id with a failed check: worth an operator's eye. (A stranger's made-up
+            # id is not logged: it may be anything, even a secret typed in the wrong field.)
+            client = claimed
+        items = call.counts.get("items") if call.counts else None
+        self._access.emit(
+            method=str(call.scope.get("method", "")),
+            route=route,
+            status=status,
+            seconds=elapsed,
+            items=items,
+            client=client,
+            verified=verified,
+            source=call.address,
+        )
+
+    def _known_client(self, client_id: str) -> bool:
+        # The failed check has just looked the id up, so this is the authenticator's cache; a
+        # store that has gone away meanwhile only costs the access line its client id.
+        try:
+            return self.auth.client(client_id) is not None
+        except StoreError:
+            return False
+
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -522,6 +557,17 @@ def _log_bug(label: str, exc: BaseException) -> None:
     """
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error("unexpected %s on %s (message withheld); at:\n%s", type(exc).__name__, label, frames)
+
+
+def _claimed_id(scope: Scope) -> str | None:
+    """The client id in a Basic header, unchecked (for the record of a call refused before it)."""
+    header = _header(scope, b"authorization")
+    if header is None or not header.lower().startswith("basic "):
+        return None
+    try:
+        return _basic_pair(header[6:])[0] or None
+    except AuthError:
+        return None
 
 
 def _error_body(path: str, error: _HttpError) -> bytes:
