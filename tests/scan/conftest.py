@@ -96,3 +96,53 @@ def http_server(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# -- SSH servers: one per configuration for the whole session (tests/scan/ssh_servers.py) ------
+
+import pytest  # noqa: E402
+from tests.scan.ssh_servers import AsyncsshServers, Sshd, small_rsa_key, sshd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sshd_modern() -> Iterator[Sshd]:
+    with sshd("modern") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd_legacy() -> Iterator[Sshd]:
+    with sshd("legacy") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def asyncssh_servers() -> Iterator[AsyncsshServers]:
+    servers = AsyncsshServers()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="session")
+def asyncssh_legacy(asyncssh_servers: AsyncsshServers) -> int:
+    """asyncssh with a 1024-bit RSA host key, RSA key exchange, arcfour, blowfish and MD5."""
+    return asyncssh_servers.start(
+        server_host_keys=[small_rsa_key(1024)],
+        kex_algs=["curve25519-sha256", "rsa2048-sha256", "rsa1024-sha1", "diffie-hellman-group1-sha1"],
+        encryption_algs=["aes128-ctr", "arcfour256", "blowfish-cbc", "cast128-cbc", "3des-cbc"],
+        mac_algs=["hmac-sha2-256-etm@openssh.com", "hmac-md5", "umac-64@openssh.com"],
+        signature_algs=["rsa-sha2-256", "ssh-rsa"],
+    )
+
+
+@pytest.fixture(scope="session")
+def asyncssh_rsa_kex_only(asyncssh_servers: AsyncsshServers) -> int:
+    """asyncssh offering only rsa2048-sha256 key exchange, calling itself OpenSSH 7.2p2."""
+    return asyncssh_servers.start(
+        server_host_keys=[small_rsa_key(2048)],
+        kex_algs=["rsa2048-sha256"],
+        signature_algs=["rsa-sha2-256"],
+        server_version="OpenSSH_7.2p2 Ubuntu-4ubuntu2.10",
+    )

@@ -1,4 +1,4 @@
-"""`sendvault scan tls|http|content|code|db|client|all`: am I affected by the platforms' changes?"""
+"""`sendvault scan tls|ssh|http|content|code|db|client|listen|all`: am I affected by the changes?"""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def _host_port(target: str, default: int) -> tuple[str, int]:
     except ValueError:
         fail(
             "the port must be a number from 1 to 65535",
-            "write HOST:PORT, e.g. api.example.com:443",
+            f"write HOST:PORT, e.g. api.example.com:{default}",
             code=EXIT_USAGE,
         )
 
@@ -123,6 +123,22 @@ def scan_tls_cmd(
     host, port = _host_port(target, default)
     _check_ca(ca_file)
     return [scan_tls(host, port, sni=sni, starttls=starttls, ca_file=ca_file)]
+
+
+@scan.command("ssh")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--timeout", type=click.FloatRange(0.1, 120), default=5.0, show_default=True,
+              help="Seconds allowed for each connection.")  # fmt: skip
+@_reported
+def scan_ssh_cmd(targets: tuple[str, ...], timeout: float) -> list[CheckResult]:
+    """Key exchange, host keys, ciphers and MACs of SSH/SFTP servers HOST[:PORT]... (no login)."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from ..scan.ssh import scan_ssh  # noqa: PLC0415
+
+    endpoints = [_host_port(t, 22) for t in targets]
+    with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
+        return list(pool.map(lambda e: scan_ssh(e[0], e[1], timeout=timeout), endpoints))
 
 
 @scan.command("http")
@@ -221,7 +237,7 @@ def scan_client_cmd() -> list[CheckResult]:
 )
 @_reported
 def scan_all_cmd(targets: Path) -> list[CheckResult]:
-    """Every target of a TOML file (tls, http, content, code, db, client): one report."""
+    """Every target of a TOML file (tls, http, content, code, db, ssh, client): one report."""
     from ..scan.targets import scan_targets  # noqa: PLC0415
 
     try:

@@ -96,6 +96,25 @@ RULES: dict[str, Rule] = {
              "Check that the CA issued the server certificate and that the client pair matches."),
         Rule("db.unknown", _I, "A database check could not be made", "000",
              "Read the detail; give --user for the login probe."),
+        # -- SSH/SFTP endpoints
+        Rule("ssh.rsa-key-exchange", _H, "RSA key exchange offered (rsa1024-sha1, rsa2048-sha256)",
+             "Contactlab (001)", "Remove rsa1024-sha1 and rsa2048-sha256 from the server's key exchanges."),
+        Rule("ssh.weak-kex", _H, "SHA-1 or 1024-bit key exchange offered (group1, group14-sha1, gex-sha1)",
+             "001", "OpenSSH: `KexAlgorithms -diffie-hellman-group1-sha1,diffie-hellman-group14-sha1,"
+             "diffie-hellman-group-exchange-sha1`."),
+        Rule("ssh.sha1-host-signature", _M, "SHA-1 host-key signatures offered (ssh-rsa, ssh-dss)", "001",
+             "OpenSSH: `HostKeyAlgorithms -ssh-rsa,ssh-dss`; rsa-sha2-256/512 keep the same RSA key."),
+        Rule("ssh.small-host-key", _M, "RSA/DSA host key under 3072 bits (high under 2048)", "001",
+             "`ssh-keygen -t ed25519` (or `-t rsa -b 4096`) for a new host key; remove the small one."),
+        Rule("ssh.weak-cipher", _M, "CBC, 3DES, arcfour, blowfish or cast128 cipher offered", "001",
+             "OpenSSH: `Ciphers -*-cbc`; keep chacha20-poly1305, AES-GCM and AES-CTR."),
+        Rule("ssh.weak-mac", _M, "hmac-md5, hmac-sha1, a -96 or umac-64 MAC offered", "001",
+             "OpenSSH: `MACs hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,"
+             "umac-128-etm@openssh.com`."),
+        Rule("ssh.old-software", _H, "SSH server with known-broken defaults (OpenSSH < 7.4, SSH 1)", "001",
+             "Upgrade the SSH server to your distribution's current OpenSSH."),
+        Rule("ssh.unknown", _I, "An SSH check could not be made", "001",
+             "Read the detail; check that the port speaks SSH and is reachable from here."),
         # -- this host's clients
         Rule("client.cannot-connect", _H, "A local client cannot complete a TLS 1.2+ ECDHE handshake",
              "001, 002", "Upgrade the client's TLS library (OpenSSL 1.0.1+, Java 8+, .NET 4.6+)."),
@@ -112,11 +131,13 @@ class Finding:
     # Where in a file the finding is (content and code checks), for SARIF and editors.
     file: str | None = None
     line: int | None = None
+    # A rule whose severity depends on what was seen (ssh.small-host-key: high under 2048 bits).
+    level: Severity | None = None
 
     @property
     def severity(self) -> Severity:
-        """The rule's severity."""
-        return RULES[self.rule].severity
+        """This finding's severity: the rule's, unless the finding was graded."""
+        return self.level if self.level is not None else RULES[self.rule].severity
 
 
 @dataclass(slots=True)
@@ -130,11 +151,20 @@ class CheckResult:
     unknown: list[str] = field(default_factory=list)
     facts: dict[str, object] = field(default_factory=dict)
 
-    def fail(self, rule: str, detail: str, *, file: str | None = None, line: int | None = None) -> None:
-        """Record a finding (with its file and line, where it has one)."""
+    def fail(
+        self,
+        rule: str,
+        detail: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        severity: Severity | None = None,
+    ) -> None:
+        """Record a finding (with its file and line, where it has one; ``severity`` grades it
+        above or below its rule's)."""
         if rule not in RULES:
             raise KeyError(rule)
-        self.findings.append(Finding(rule, detail, file, line))
+        self.findings.append(Finding(rule, detail, file, line, severity))
 
     def ok(self, count: int = 1) -> None:
         """Count passed checks."""

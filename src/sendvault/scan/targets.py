@@ -12,6 +12,8 @@ path = "."
 [[db]]
 kind = "mysql"                     # mysql or postgres
 target = "db.example.com:3306"     # ca, cert, key, user optional; password_env optional
+[[ssh]]
+target = "sftp.example.com"        # port 22 unless given
 [client]                           # include to check this host's clients
 ```
 
@@ -40,6 +42,7 @@ _FIELDS: dict[str, tuple[set[str], set[str], set[str]]] = {
     "content": ({"target"}, {"crawl"}, {"target"}),
     "code": ({"path"}, set(), {"path"}),
     "db": ({"kind", "target"}, {"ca", "cert", "key", "user", "password_env"}, {"ca", "cert", "key"}),
+    "ssh": ({"target"}, set(), set()),
 }
 _CHOICES = {"kind": ("mysql", "postgres"), "starttls": ("mysql", "postgres")}
 _DB_PORTS = {"mysql": 3306, "postgres": 5432}
@@ -119,8 +122,10 @@ def _entry(section: str, raw: dict[str, Any], base: Path, where: str) -> dict[st
             raise ValueError(f"{where}: {field} must be one of {', '.join(_CHOICES[field])}")
         if field in paths and not value.startswith(("http://", "https://")):
             entry[field] = str(base / value)  # an absolute value stays as it is
-    if section in ("tls", "db"):
-        default = _DB_PORTS.get(entry.get("kind") or entry.get("starttls") or "", 443)
+    if section in ("tls", "db", "ssh"):
+        default = (
+            22 if section == "ssh" else _DB_PORTS.get(entry.get("kind") or entry.get("starttls") or "", 443)
+        )
         try:
             entry["host"], entry["port"] = host_port(entry["target"], default)
         except ValueError as exc:
@@ -143,6 +148,7 @@ def _run(plan: list[tuple[str, dict[str, Any]]], *, client: bool) -> list[CheckR
     from .content import scan_content  # noqa: PLC0415
     from .db import scan_db  # noqa: PLC0415
     from .http import scan_http  # noqa: PLC0415
+    from .ssh import scan_ssh  # noqa: PLC0415
     from .tls import scan_tls  # noqa: PLC0415
 
     out: list[CheckResult] = []
@@ -156,6 +162,8 @@ def _run(plan: list[tuple[str, dict[str, Any]]], *, client: bool) -> list[CheckR
             out.append(scan_content(t["target"], crawl=t.get("crawl", 0)))
         elif section == "code":
             out.append(scan_code(t["path"]))
+        elif section == "ssh":
+            out.append(scan_ssh(t["host"], t["port"]))
         else:
             out.append(
                 scan_db(

@@ -1,0 +1,391 @@
+"""SSH on the wire, as far as a scan needs it: identification, KEXINIT, and a host key.
+
+No login and no encryption: a scan reads the server's identification line and its KEXINIT
+(both in clear, RFC 4253 §4.2 and §7.1), and, to learn a host key and its size, starts a key
+exchange pinned to one host-key algorithm and stops at the server's reply, which carries the
+key (``K_S``). The exchange is never finished, so nothing of it needs to be computed: the
+client's ephemeral value only has to be one the server accepts (a random X25519 value; a
+random element of a Diffie-Hellman group; a real point on a NIST curve, which servers check).
+
+Every read is bounded in size and in time (a per-connection deadline, not only a per-read
+timeout), so a server that trickles bytes or sends garbage cannot hold a scan.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+__all__ = [
+    "KEX_LISTS",
+    "Connection",
+    "HostKey",
+    "Kexinit",
+    "OldProtocol",
+    "ProtocolError",
+    "handshake",
+    "host_key",
+    "read_kexinit",
+]
+
+CLIENT_ID = b"SSH-2.0-sendvault_scan\r\n"
+_MAX_LINE = 255  # RFC 4253 §4.2, with CR LF
+_MAX_PRE_LINES = 50  # lines a server may send before its identification
+_MAX_PACKET = 35000  # RFC 4253 §6.1: what every implementation must take
+_MSG_DISCONNECT, _MSG_IGNORE, _MSG_UNIMPLEMENTED, _MSG_DEBUG = 1, 2, 3, 4
+_MSG_KEXINIT = 20
+# Key exchange messages share numbers 30-49 (RFC 4253 §12): each method gives them its meaning.
+_KEX_INIT, _KEX_REPLY = 30, 31  # KEXDH and KEX_ECDH (RFC 4253 §8, RFC 5656 §4)
+_GEX_GROUP, _GEX_INIT, _GEX_REPLY, _GEX_REQUEST = 31, 32, 33, 34  # RFC 4419
+_KEXRSA_PUBKEY = 30  # RFC 4432
+
+KEX_LISTS = (
+    "kex",
+    "host_key",
+    "enc_c2s",
+    "enc_s2c",
+    "mac_c2s",
+    "mac_s2c",
+    "comp_c2s",
+    "comp_s2c",
+    "lang_c2s",
+    "lang_s2c",
+)
+
+
+class ProtocolError(Exception):
+    """The peer said something that is not SSH as RFC 4253 writes it (or stopped saying it)."""
+
+
+class OldProtocol(ProtocolError):
+    """The server speaks SSH protocol 1 only."""
+
+    def __init__(self, identification: str) -> None:
+        super().__init__(f"SSH protocol 1 only ({identification})")
+        self.identification = identification
+
+
+@dataclass(frozen=True, slots=True)
+class Kexinit:
+    """A server's identification and the name-lists of its KEXINIT."""
+
+    identification: str
+    pre_lines: tuple[str, ...]
+    lists: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class HostKey:
+    """A host key as the server sent it."""
+
+    algorithm: str  # the host-key algorithm of the handshake that fetched it
+    key_type: str  # the key blob's own type (ssh-rsa for rsa-sha2-256, a certificate's type...)
+    bits: int
+    blob: bytes
+
+
+class Connection:
+    """A TCP connection with a deadline for everything read from it."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self._buffer = b""
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _more(self) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the server took too long")
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""  # a close with our bytes unread: as much a close as any other
+        if not chunk:
+            raise ProtocolError("the server closed the connection")
+        return chunk
+
+    def read(self, size: int) -> bytes:
+        """Exactly ``size`` bytes."""
+        while len(self._buffer) < size:
+            self._buffer += self._more()
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+    def read_line(self) -> bytes:
+        """One line, without its LF (and CR); ProtocolError past 255 bytes."""
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > _MAX_LINE:
+                raise ProtocolError("an identification line longer than 255 bytes")
+            self._buffer += self._more()
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        if len(line) + 1 > _MAX_LINE:
+            raise ProtocolError("an identification line longer than 255 bytes")
+        return line.removesuffix(b"\r")
+
+    def send(self, data: bytes) -> None:
+        """Send ``data`` whole."""
+        self.sock.sendall(data)
+
+    # -- binary packets (RFC 4253 §6), before any NEWKEYS: no encryption, no MAC
+
+    def read_packet(self) -> bytes:
+        """The payload of the next packet that is not IGNORE or DEBUG."""
+        for _ in range(64):
+            length = struct.unpack("!I", self.read(4))[0]
+            if not 5 <= length <= _MAX_PACKET:
+                raise ProtocolError(f"a packet length of {length} bytes")
+            packet = self.read(length)
+            padding = packet[0]
+            if padding > length - 2:
+                raise ProtocolError("a packet whose padding is longer than the packet")
+            payload = packet[1 : length - padding]
+            if not payload:
+                raise ProtocolError("an empty packet")
+            if payload[0] == _MSG_DISCONNECT:
+                reason = _Reader(payload[1:])
+                code = reason.uint32()
+                raise ProtocolError(f"the server disconnected (code {code}: {_printable(reason.string())})")
+            if payload[0] not in (_MSG_IGNORE, _MSG_DEBUG):
+                return payload
+        raise ProtocolError("64 IGNORE/DEBUG packets in a row")
+
+    def send_packet(self, payload: bytes) -> None:
+        """Send ``payload`` in one packet (block size 8, at least 4 bytes of padding)."""
+        padding = 8 - (5 + len(payload)) % 8
+        if padding < 4:
+            padding += 8
+        self.send(struct.pack("!IB", 1 + len(payload) + padding, padding) + payload + os.urandom(padding))
+
+
+def _printable(data: bytes, limit: int = 120) -> str:
+    text = data[:limit].decode("ascii", "replace")
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class _Reader:
+    """RFC 4251 §5 types, bounds-checked: ProtocolError when the data runs out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.at + size > len(self.data):
+            raise ProtocolError("a message shorter than its fields")
+        out = self.data[self.at : self.at + size]
+        self.at += size
+        return out
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def uint32(self) -> int:
+        value: int = struct.unpack("!I", self.take(4))[0]
+        return value
+
+    def string(self) -> bytes:
+        return self.take(self.uint32())
+
+    def mpint(self) -> int:
+        return int.from_bytes(self.string(), "big", signed=True)
+
+    def name_list(self) -> tuple[str, ...]:
+        raw = self.string()
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError("a name-list that is not ASCII") from None
+        if not text:
+            return ()
+        names = tuple(text.split(","))
+        if any(not n or not n.isprintable() or " " in n for n in names):
+            raise ProtocolError("a malformed name-list")
+        return names
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack("!I", len(data)) + data
+
+
+def _names(names: tuple[str, ...] | list[str]) -> bytes:
+    return _string(",".join(names).encode())
+
+
+def _mpint(value: int) -> bytes:
+    if value == 0:
+        return _string(b"")
+    return _string(value.to_bytes((value.bit_length() + 8) // 8, "big"))
+
+
+# -- identification and KEXINIT ------------------------------------------------------------------
+
+
+def _identify(conn: Connection) -> tuple[str, tuple[str, ...]]:
+    conn.send(CLIENT_ID)
+    pre: list[str] = []
+    for _ in range(_MAX_PRE_LINES + 1):
+        line = conn.read_line()
+        if line.startswith(b"SSH-"):
+            if not line.isascii() or not line.decode().isprintable():
+                raise ProtocolError("an identification that is not printable ASCII")
+            return line.decode(), tuple(pre)
+        pre.append(_printable(line))
+    raise ProtocolError(f"no SSH identification within {_MAX_PRE_LINES} lines")
+
+
+def _parse_kexinit(payload: bytes) -> dict[str, tuple[str, ...]]:
+    if payload[0] != _MSG_KEXINIT:
+        raise ProtocolError(f"message {payload[0]} where KEXINIT was due")
+    reader = _Reader(payload[1:])
+    reader.take(16)  # cookie
+    lists = {name: reader.name_list() for name in KEX_LISTS}
+    reader.byte()  # first_kex_packet_follows
+    reader.uint32()  # reserved
+    return lists
+
+
+def read_kexinit(conn: Connection) -> Kexinit:
+    """Exchange identifications and read the server's KEXINIT (SSH 2 only)."""
+    identification, pre = _identify(conn)
+    version = identification.split("-", 2)[1] if identification.count("-") >= 2 else ""
+    if version.startswith("1.") and version != "1.99":
+        raise OldProtocol(_printable(identification.encode()))
+    if version not in ("2.0", "1.99"):
+        raise ProtocolError(f"protocol version {version or '?'}: {_printable(identification.encode())}")
+    return Kexinit(identification, pre, _parse_kexinit(conn.read_packet()))
+
+
+# -- a key exchange started for its host key ----------------------------------------------------
+
+_ECDH_CURVES = {"ecdh-sha2-nistp256": "SECP256R1", "ecdh-sha2-nistp384": "SECP384R1",
+                "ecdh-sha2-nistp521": "SECP521R1"}  # fmt: skip
+_X25519 = ("curve25519-sha256", "curve25519-sha256@libssh.org")
+# Fixed groups (RFC 3526, 8268): their size is all a random element needs.
+_DH_BITS = {"diffie-hellman-group1-sha1": 1024, "diffie-hellman-group14-sha1": 2048,
+            "diffie-hellman-group14-sha256": 2048, "diffie-hellman-group15-sha512": 3072,
+            "diffie-hellman-group16-sha512": 4096, "diffie-hellman-group17-sha512": 6144,
+            "diffie-hellman-group18-sha512": 8192}  # fmt: skip
+_GEX = ("diffie-hellman-group-exchange-sha256", "diffie-hellman-group-exchange-sha1")
+_RSA_KEX = ("rsa2048-sha256", "rsa1024-sha1")
+# The order in which a key exchange is chosen for a host-key handshake: cheapest first.
+KEX_WE_SPEAK = (*_X25519, *_ECDH_CURVES, *_DH_BITS, *_GEX, *_RSA_KEX)
+
+
+def _random_element(bits: int) -> int:
+    # Below every safe prime of that size used in SSH (their top 64 bits are all ones), with
+    # many bits set, as servers check (OpenSSH's dh_pub_is_valid).
+    return int.from_bytes(os.urandom((bits - 8) // 8), "big") | (1 << (bits - 9)) | 1
+
+
+def _ecdh_point(kex: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - only for NIST curves
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    key = ec.generate_private_key(getattr(ec, _ECDH_CURVES[kex])())
+    return key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+def host_key(host: str, port: int, algorithm: str, timeout: float) -> HostKey:
+    """The host key the server uses for ``algorithm``, on a connection of its own."""
+    with Connection(host, port, timeout) as conn:
+        return handshake(conn, read_kexinit(conn).lists, algorithm)
+
+
+def handshake(conn: Connection, server: dict[str, tuple[str, ...]], algorithm: str) -> HostKey:
+    """On a connection whose server KEXINIT (``server``) was read, the host key for ``algorithm``
+    from a key exchange stopped at the server's reply."""
+    kex = next((k for k in KEX_WE_SPEAK if k in server["kex"]), None)
+    if kex is None:
+        raise ProtocolError("no key exchange this scanner can start (" + ",".join(server["kex"][:4]) + ")")
+    ours = (
+        bytes([_MSG_KEXINIT])
+        + os.urandom(16)
+        + _names([kex])
+        + _names([algorithm])
+        # Ciphers, MACs and compression: the server's own first choices, so that negotiation
+        # succeeds; they are never used.
+        + b"".join(_names(server[n][:1] or ("none",)) for n in KEX_LISTS[2:8])
+        + _names([])
+        + _names([])
+        + b"\x00"  # first_kex_packet_follows
+        + b"\x00\x00\x00\x00"
+    )
+    conn.send_packet(ours)
+    blob = _exchange(conn, kex)
+    kind, bits = _key_size(blob)
+    return HostKey(algorithm, kind, bits, blob)
+
+
+def _exchange(conn: Connection, kex: str) -> bytes:
+    """Send the client's first key-exchange message and return ``K_S`` from the reply."""
+    if kex in _RSA_KEX:
+        # RFC 4432: the server speaks first, with its host key and a transient RSA key.
+        return _expect(conn, _KEXRSA_PUBKEY).string()
+    if kex in _X25519:
+        # Any 32 bytes are an X25519 public value; the exchange is never finished.
+        conn.send_packet(bytes([_KEX_INIT]) + _string(os.urandom(32)))
+        return _expect(conn, _KEX_REPLY).string()
+    if kex in _ECDH_CURVES:
+        conn.send_packet(bytes([_KEX_INIT]) + _string(_ecdh_point(kex)))
+        return _expect(conn, _KEX_REPLY).string()
+    if kex in _DH_BITS:
+        conn.send_packet(bytes([_KEX_INIT]) + _mpint(_random_element(_DH_BITS[kex])))
+        return _expect(conn, _KEX_REPLY).string()
+    # Group exchange (RFC 4419): ask for a group, answer with an element of it.
+    conn.send_packet(bytes([_GEX_REQUEST]) + struct.pack("!III", 2048, 3072, 8192))
+    group = _expect(conn, _GEX_GROUP)
+    prime = group.mpint()
+    if not 1024 <= prime.bit_length() <= 16384:
+        raise ProtocolError(f"a group-exchange prime of {prime.bit_length()} bits")
+    conn.send_packet(bytes([_GEX_INIT]) + _mpint(_random_element(prime.bit_length())))
+    return _expect(conn, _GEX_REPLY).string()
+
+
+def _expect(conn: Connection, message: int) -> _Reader:
+    payload = conn.read_packet()
+    if payload[0] == _MSG_KEXINIT:
+        raise ProtocolError("a second KEXINIT where the key exchange reply was due")
+    if payload[0] != message:
+        raise ProtocolError(f"message {payload[0]} where {message} was due")
+    return _Reader(payload[1:])
+
+
+_EC_BITS = {b"nistp256": 256, b"nistp384": 384, b"nistp521": 521}
+
+
+def _key_size(blob: bytes) -> tuple[str, int]:
+    """(key type, bits) of a public key blob (RFC 4253 §6.6, RFC 5656, RFC 8709, certificates)."""
+    reader = _Reader(blob)
+    kind = reader.string().decode("ascii", "replace")
+    if kind.endswith("-cert-v01@openssh.com"):
+        reader.string()  # nonce; the certified key's fields follow, as in the plain key
+    base = kind.removesuffix("-cert-v01@openssh.com")
+    if base == "ssh-rsa":
+        reader.mpint()  # e
+        return kind, reader.mpint().bit_length()
+    if base == "ssh-dss":
+        return kind, reader.mpint().bit_length()  # p
+    if base.startswith(("ecdsa-sha2-", "sk-ecdsa-sha2-")):
+        curve = reader.string()
+        return kind, _EC_BITS.get(curve, 0)
+    if base in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
+        return kind, 256
+    if base == "ssh-ed448":
+        return kind, 456
+    return kind, 0

@@ -1,0 +1,263 @@
+"""`scan ssh`: the algorithms an SSH/SFTP server offers, its host keys, and which are on their way out.
+
+One connection reads the server's identification and KEXINIT, without logging in; then one
+short key exchange per host-key family (RSA, ECDSA, Ed25519, DSA, certificates), all at once,
+learns each host key and its size (``_sshwire``). The first of them reuses the first connection.
+Each offered algorithm is judged by name; what could not be read is ``ssh.unknown``, never a
+pass. Verdicts are compared with ssh-audit's in tests/scan/test_against_ssh_audit.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ._sshwire import (
+    Connection,
+    HostKey,
+    Kexinit,
+    OldProtocol,
+    ProtocolError,
+    handshake,
+    host_key,
+    read_kexinit,
+)
+from .findings import CheckResult, Severity
+
+__all__ = ["scan_ssh"]
+
+_RSA_KEX = ("rsa1024-sha1", "rsa2048-sha256")
+# Host-key algorithms whose signatures are SHA-1: ssh-rsa (RFC 4253) and ssh-dss, with their
+# certificate and X.509 forms.
+_SHA1_SIGNATURES = ("ssh-rsa", "ssh-dss", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
+                    "x509v3-sign-rsa", "x509v3-sign-dss", "x509v3-ssh-rsa", "x509v3-ssh-dss")  # fmt: skip
+_WEAK_CIPHER_PARTS = ("cbc", "3des", "arcfour", "blowfish", "cast128", "rc4", "idea")
+# How many connections open beside the first, before its KEXINIT says how many host keys there
+# are: most servers hold two to four, and each handshake then starts without waiting.
+_SPARE = 3
+# At most this many host-key handshakes per server: a KEXINIT naming a thousand host-key
+# algorithms must not make the scan open a thousand connections.
+_MAX_FAMILIES = 8
+
+
+def _parts(name: str) -> list[str]:
+    # "hmac-sha1-96@example.com" -> ["hmac", "sha1", "96"]: the dash-separated words, suffix dropped.
+    return name.partition("@")[0].split("-")
+
+
+def _weak_kex(name: str) -> bool:
+    """SHA-1 (group1-sha1, group14-sha1, group-exchange-sha1, gss-*-sha1-*) or a 1024-bit group."""
+    return "sha1" in _parts(name) or name.startswith(("diffie-hellman-group1-", "gss-group1-"))
+
+
+def _weak_cipher(name: str) -> bool:
+    """CBC, 3DES, arcfour (RC4), blowfish, cast128, IDEA, single DES, or none."""
+    return any(p in name for p in _WEAK_CIPHER_PARTS) or name.startswith("des") or name == "none"
+
+
+def _weak_mac(name: str) -> bool:
+    """hmac-md5*, hmac-sha1*, any -96 truncation, umac-64*, or none."""
+    return name.startswith(("hmac-md5", "hmac-sha1", "umac-64")) or "96" in _parts(name) or name == "none"
+
+
+def _openssh_version(software: str) -> tuple[int, int] | None:
+    """(major, minor) of ``OpenSSH_7.2p2``; None for other software."""
+    if not software.startswith("OpenSSH_"):
+        return None
+    major, _, rest = software[len("OpenSSH_") :].partition(".")
+    minor = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+    return (int(major), int(minor)) if major.isascii() and major.isdigit() and minor else None
+
+
+def _family(algorithm: str) -> str:
+    """The key an algorithm signs with: ssh-rsa, rsa-sha2-256/512 and ssh.com's ssh-rsa-sha*
+    all use the one RSA key (and their certificate forms the one RSA certificate)."""
+    cert = "-cert-v01@openssh.com" in algorithm
+    if algorithm.startswith(("ssh-rsa", "rsa-sha2-")):
+        return "rsa-cert" if cert else "rsa"
+    return algorithm
+
+
+def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
+    """Scan one SSH endpoint; every judgement is a finding, a pass or unknown."""
+    result = CheckResult("ssh", f"{host}:{port}")
+    with ThreadPoolExecutor(max_workers=_SPARE + 6) as pool:
+        spares = [pool.submit(_opened, host, port, timeout) for _ in range(_SPARE)]
+        try:
+            conn, server = _opened(host, port, timeout)
+        except OldProtocol as exc:
+            _close_all(spares)
+            result.facts["identification"] = exc.identification
+            result.fail("ssh.old-software", f"{exc.identification}: SSH protocol 1 only")
+            return result
+        except OSError as exc:
+            _close_all(spares)
+            return _unknown(result, f"connection failed ({_why(exc)})")
+        except (ProtocolError, ValueError) as exc:
+            _close_all(spares)
+            return _unknown(result, f"no SSH identification and KEXINIT ({_why(exc)})")
+        families = _families(server.lists["host_key"])
+        if len(families) > _MAX_FAMILIES:
+            result.cannot(f"{len(families)} host-key algorithms offered; the keys of "
+                          f"{', '.join(families[_MAX_FAMILIES:])} were not read")  # fmt: skip
+            result.fail(
+                "ssh.unknown", f"only the first {_MAX_FAMILIES} of {len(families)} host keys were read"
+            )
+            families = families[:_MAX_FAMILIES]
+        # Each further family's handshake goes on a spare connection (already past its KEXINIT,
+        # or nearly), or a new one; the first continues on this connection.
+        jobs: dict[str, Future[HostKey]] = {}
+        for n, alg in enumerate(families[1:]):
+            if n < len(spares):
+                jobs[alg] = pool.submit(_on_spare, spares[n], alg)
+            else:
+                jobs[alg] = pool.submit(host_key, host, port, alg, timeout)
+        _close_all(spares[max(len(families) - 1, 0) :])
+        keys: dict[str, HostKey | str] = {}
+        with conn:
+            if families:
+                try:
+                    keys[families[0]] = handshake(conn, server.lists, families[0])
+                except (ProtocolError, OSError, ValueError) as exc:
+                    keys[families[0]] = _why(exc)
+        for alg, future in jobs.items():
+            try:
+                keys[alg] = future.result()
+            except (ProtocolError, OSError, ValueError) as exc:
+                keys[alg] = _why(exc)
+    _judge(server, keys, result)
+    return result
+
+
+def _opened(host: str, port: int, timeout: float) -> tuple[Connection, Kexinit]:
+    conn = Connection(host, port, timeout)
+    try:
+        return conn, read_kexinit(conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _on_spare(spare: Future[tuple[Connection, Kexinit]], algorithm: str) -> HostKey:
+    conn, server = spare.result()
+    with conn:
+        return handshake(conn, server.lists, algorithm)
+
+
+def _close_all(spares: list[Future[tuple[Connection, Kexinit]]]) -> None:
+    """Close spare connections that are not needed, whenever they are ready."""
+
+    def close(future: Future[tuple[Connection, Kexinit]]) -> None:
+        if future.exception() is None:
+            future.result()[0].close()
+
+    for spare in spares:
+        spare.add_done_callback(close)
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ProtocolError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+def _unknown(result: CheckResult, why: str) -> CheckResult:
+    result.cannot(why)
+    result.fail("ssh.unknown", why)
+    return result
+
+
+def _families(host_key_algorithms: tuple[str, ...]) -> list[str]:
+    """One host-key algorithm per key the server may hold, in the server's order."""
+    seen: dict[str, str] = {}
+    for alg in host_key_algorithms:
+        seen.setdefault(_family(alg), alg)
+    return list(seen.values())
+
+
+def _fingerprint(blob: bytes) -> str:
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _judge(server: Kexinit, keys: dict[str, HostKey | str], result: CheckResult) -> None:
+    lists = server.lists
+    software = server.identification.split("-", 2)[2] if server.identification.count("-") >= 2 else ""
+    ciphers = sorted({*lists["enc_c2s"], *lists["enc_s2c"]})
+    macs = sorted({*lists["mac_c2s"], *lists["mac_s2c"]})
+    result.facts.update(
+        {
+            "identification": server.identification,
+            "kex": list(lists["kex"]),
+            "host_key_algorithms": list(lists["host_key"]),
+            "ciphers": ciphers,
+            "macs": macs,
+            "compression": sorted({*lists["comp_c2s"], *lists["comp_s2c"]}),
+        }
+    )
+    if server.pre_lines:
+        result.facts["banner_lines"] = list(server.pre_lines)
+    kex = lists["kex"]
+    _flag(result, "ssh.rsa-key-exchange", "RSA key exchange offered", [k for k in kex if k in _RSA_KEX])
+    _flag(result, "ssh.weak-kex", "SHA-1 or 1024-bit key exchange offered",
+          [k for k in kex if k not in _RSA_KEX and _weak_kex(k)])  # fmt: skip
+    _flag(result, "ssh.sha1-host-signature", "SHA-1 host-key signatures offered",
+          [a for a in lists["host_key"] if a in _SHA1_SIGNATURES])  # fmt: skip
+    _flag(result, "ssh.weak-cipher", "weak ciphers offered", [c for c in ciphers if _weak_cipher(c)])
+    _flag(result, "ssh.weak-mac", "weak MACs offered", [m for m in macs if _weak_mac(m)])
+    _software(software.split(" ", 1)[0], server.identification, result)
+    # Each offered algorithm gets the key of its family's handshake.
+    by_family = {_family(alg): key for alg, key in keys.items()}
+    _host_keys(
+        {alg: by_family[_family(alg)] for alg in lists["host_key"] if _family(alg) in by_family}, result
+    )
+
+
+def _flag(result: CheckResult, rule: str, what: str, names: list[str]) -> None:
+    if names:
+        result.fail(rule, f"{what}: {', '.join(names)}")
+    else:
+        result.ok()
+
+
+def _software(software: str, identification: str, result: CheckResult) -> None:
+    result.facts["software"] = software
+    version = _openssh_version(software)
+    if version is not None and version < (7, 4):
+        result.fail(
+            "ssh.old-software",
+            f"{identification}: OpenSSH before 7.4 (SHA-1 and CBC on by default, unmaintained)",
+        )
+    else:
+        result.ok()
+
+
+def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
+    facts: dict[str, object] = {}
+    small_high: list[str] = []
+    small_medium: list[str] = []
+    failed: dict[str, list[str]] = {}
+    for alg, key in keys.items():
+        if isinstance(key, str):
+            facts[alg] = "unknown"
+            failed.setdefault(key, []).append(alg)
+            continue
+        facts[alg] = {"type": key.key_type, "bits": key.bits, "fingerprint": _fingerprint(key.blob)}
+        if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
+            line = f"{alg} ({key.key_type} {key.bits} bits)"
+            if key.bits < 2048:
+                small_high.append(line)
+            elif key.bits < 3072:
+                small_medium.append(line)
+    result.facts["host_keys"] = facts
+    for why, algs in failed.items():
+        result.cannot(f"host key for {', '.join(algs)}: {why}")
+        result.fail("ssh.unknown", f"the host key for {', '.join(algs)} could not be read ({why})")
+    if small_high:
+        result.fail("ssh.small-host-key", "under 2048 bits: " + ", ".join(small_high + small_medium),
+                    severity=Severity.HIGH)  # fmt: skip
+    elif small_medium:
+        result.fail("ssh.small-host-key", "under 3072 bits: " + ", ".join(small_medium))
+    elif keys:
+        result.ok()
+    if not keys:
+        result.cannot("the server offers no host-key algorithm")
+        result.fail("ssh.unknown", "the server offers no host-key algorithm")

@@ -1,0 +1,180 @@
+"""`scan ssh` against Debian's sshd (modern and legacy configurations) and asyncssh servers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.scan.ssh_servers import Sshd
+
+from sendvault.scan import Severity, exit_code
+from sendvault.scan.findings import CheckResult
+from sendvault.scan.ssh import scan_ssh
+
+
+def _rules(result: CheckResult) -> set[str]:
+    return {f.rule for f in result.findings}
+
+
+def _detail(result: CheckResult, rule: str) -> str:
+    return next(f.detail for f in result.findings if f.rule == rule)
+
+
+def test_a_modern_sshd_passes(sshd_modern: Sshd) -> None:
+    result = scan_ssh("127.0.0.1", sshd_modern.port)
+    assert result.findings == []
+    assert not result.unknown
+    keys = result.facts["host_keys"]
+    assert keys["ssh-ed25519"]["bits"] == 256  # type: ignore[index]
+    assert keys["ecdsa-sha2-nistp256"]["bits"] == 256  # type: ignore[index]
+    assert keys["rsa-sha2-512"] == {  # type: ignore[index]
+        "type": "ssh-rsa",
+        "bits": 3072,
+        "fingerprint": keys["rsa-sha2-512"]["fingerprint"],  # type: ignore[index]
+    }
+    assert str(result.facts["identification"]).startswith("SSH-2.0-OpenSSH_")
+    assert exit_code([result], Severity.LOW) == 0
+
+
+def test_host_key_fingerprints_match_ssh_keygen(sshd_modern: Sshd) -> None:
+    result = scan_ssh("127.0.0.1", sshd_modern.port)
+    ours = {k["fingerprint"] for k in result.facts["host_keys"].values()}  # type: ignore[union-attr]
+    theirs = set()
+    for public in sshd_modern.directory.glob("host_*.pub"):
+        line = subprocess.run(["ssh-keygen", "-lf", str(public)], capture_output=True, text=True,
+                              check=True, timeout=30).stdout  # fmt: skip
+        theirs.add(line.split()[1])
+    assert ours == theirs
+
+
+def test_a_legacy_sshd_is_reported_rule_by_rule(sshd_legacy: Sshd) -> None:
+    result = scan_ssh("127.0.0.1", sshd_legacy.port)
+    assert _rules(result) == {
+        "ssh.weak-kex", "ssh.sha1-host-signature", "ssh.weak-cipher", "ssh.weak-mac", "ssh.small-host-key"
+    }  # fmt: skip
+    kex = _detail(result, "ssh.weak-kex")
+    for name in (
+        "diffie-hellman-group1-sha1",
+        "diffie-hellman-group14-sha1",
+        "diffie-hellman-group-exchange-sha1",
+    ):
+        assert name in kex
+    assert "curve25519" not in kex
+    assert _detail(result, "ssh.sha1-host-signature").endswith("ssh-rsa, ssh-dss")
+    assert "3des-cbc" in _detail(result, "ssh.weak-cipher")
+    assert "aes128-ctr" not in _detail(result, "ssh.weak-cipher")
+    macs = _detail(result, "ssh.weak-mac")
+    for name in ("hmac-sha1", "hmac-sha1-96", "hmac-md5", "hmac-md5-96", "umac-64@openssh.com"):
+        assert name in macs.split(": ")[1].split(", ")
+    assert "hmac-sha2-256" not in macs.split(": ")[1].split(", ")
+    small = next(f for f in result.findings if f.rule == "ssh.small-host-key")
+    # The 1024-bit DSA key makes it high; the 2048-bit RSA key is named too.
+    assert small.severity is Severity.HIGH
+    assert "ssh-dss 1024" in small.detail
+    assert "ssh-rsa 2048" in small.detail
+    assert not result.unknown
+
+
+def test_an_asyncssh_server_with_rsa_key_exchange_and_a_small_key(asyncssh_legacy: int) -> None:
+    result = scan_ssh("127.0.0.1", asyncssh_legacy)
+    assert _rules(result) == {
+        "ssh.rsa-key-exchange", "ssh.weak-kex", "ssh.sha1-host-signature", "ssh.weak-cipher",
+        "ssh.weak-mac", "ssh.small-host-key",
+    }  # fmt: skip
+    assert _detail(result, "ssh.rsa-key-exchange").endswith("rsa2048-sha256, rsa1024-sha1")
+    weak = _detail(result, "ssh.weak-cipher")
+    for name in ("arcfour256", "blowfish-cbc", "cast128-cbc", "3des-cbc"):
+        assert name in weak
+    small = next(f for f in result.findings if f.rule == "ssh.small-host-key")
+    assert small.severity is Severity.HIGH
+    assert "1024 bits" in small.detail
+    assert exit_code([result], Severity.HIGH) == 1
+
+
+def test_a_host_key_is_read_through_rsa_key_exchange_alone(asyncssh_rsa_kex_only: int) -> None:
+    # The server offers nothing but rsa2048-sha256: the host key comes in its KEXRSA_PUBKEY.
+    result = scan_ssh("127.0.0.1", asyncssh_rsa_kex_only)
+    # ext-info-s and kex-strict-s-v00@openssh.com are markers (RFC 8308, Terrapin), not exchanges.
+    assert [k for k in result.facts["kex"] if not k.startswith(("ext-info", "kex-strict"))] == [  # type: ignore[attr-defined]
+        "rsa2048-sha256"
+    ]
+    assert result.facts["host_keys"]["rsa-sha2-256"]["bits"] == 2048  # type: ignore[index]
+    assert not result.unknown
+    medium = next(f for f in result.findings if f.rule == "ssh.small-host-key")
+    assert medium.severity is Severity.MEDIUM
+    # And its identification names OpenSSH 7.2: old software.
+    assert "OpenSSH_7.2p2" in _detail(result, "ssh.old-software")
+
+
+def test_an_unreachable_port_is_unknown_not_pass() -> None:
+    from tests.scan.ssh_servers import free_port
+
+    result = scan_ssh("127.0.0.1", free_port(), timeout=2)
+    assert _rules(result) == {"ssh.unknown"}
+    assert result.passed == 0
+    assert exit_code([result], Severity.MEDIUM) == 2
+
+
+def test_cli_scans_several_hosts_with_every_output(
+    sshd_modern: Sshd, sshd_legacy: Sshd, tmp_path: Path
+) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "scan", "ssh", f"127.0.0.1:{sshd_modern.port}",
+         f"127.0.0.1:{sshd_legacy.port}", "--json", "--sarif", str(tmp_path / "r.sarif"),
+         "--html", str(tmp_path / "r.html")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    doc = json.loads(run.stdout)
+    assert [t["target"] for t in doc["targets"]] == [
+        f"127.0.0.1:{sshd_modern.port}",
+        f"127.0.0.1:{sshd_legacy.port}",
+    ]
+    assert doc["targets"][0]["findings"] == []
+    severities = {f["rule"]: f["severity"] for f in doc["targets"][1]["findings"]}
+    assert severities["ssh.small-host-key"] == "high"
+    sarif = json.loads((tmp_path / "r.sarif").read_text())
+    levels = {r["ruleId"]: r["level"] for r in sarif["runs"][0]["results"]}
+    assert levels["ssh.small-host-key"] == "error"
+    assert "ssh.weak-mac" in (tmp_path / "r.html").read_text()
+
+
+def test_cli_a_modern_server_passes_even_at_fail_on_low(sshd_modern: Sshd) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "scan", "ssh", f"127.0.0.1:{sshd_modern.port}",
+         "--fail-on", "low"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_cli_a_bad_port_is_a_usage_error() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "scan", "ssh", "sftp.example.com:ssh"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "port" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_scan_all_runs_ssh_targets(sshd_legacy: Sshd, tmp_path: Path) -> None:
+    from sendvault.scan.targets import scan_targets
+
+    targets = tmp_path / "t.toml"
+    targets.write_text(f'[[ssh]]\ntarget = "127.0.0.1:{sshd_legacy.port}"\n')
+    [result] = scan_targets(targets)
+    assert result.check == "ssh"
+    assert "ssh.weak-kex" in _rules(result)
+
+
+def test_scan_all_refuses_a_malformed_ssh_target(tmp_path: Path) -> None:
+    from sendvault.scan.targets import scan_targets
+
+    targets = tmp_path / "t.toml"
+    targets.write_text('[[ssh]]\ntarget = "sftp:99999"\n')
+    with pytest.raises(ValueError, match="the port must be a number"):
+        scan_targets(targets)

@@ -1,0 +1,168 @@
+"""`scan ssh` against servers that lie, stall or send garbage: never a crash, never a pass,
+and never longer than the timeout allows."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from sendvault.scan import Severity, exit_code
+from sendvault.scan.findings import CheckResult
+from sendvault.scan.ssh import scan_ssh
+
+IDENT = b"SSH-2.0-OpenSSH_9.9\r\n"
+
+
+def _packet(payload: bytes) -> bytes:
+    padding = 8 - (5 + len(payload)) % 8
+    padding += 8 if padding < 4 else 0
+    return struct.pack("!IB", 1 + len(payload) + padding, padding) + payload + bytes(padding)
+
+
+def _names(*names: str) -> bytes:
+    text = ",".join(names).encode()
+    return struct.pack("!I", len(text)) + text
+
+
+def kexinit(
+    kex: tuple[str, ...] = ("curve25519-sha256",), host_key: tuple[str, ...] = ("ssh-ed25519",)
+) -> bytes:
+    lists = [kex, host_key, ("aes128-ctr",), ("aes128-ctr",), ("hmac-sha2-256",), ("hmac-sha2-256",),
+             ("none",), ("none",), (), ()]  # fmt: skip
+    return _packet(b"\x14" + os.urandom(16) + b"".join(_names(*n) for n in lists) + b"\x00" + bytes(4))
+
+
+@contextmanager
+def scripted(handler: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback server that runs ``handler`` on every connection, in a thread of its own."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            handler(conn)
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def _sends(*chunks: bytes, delay: float = 0.0, hold: float = 0.0) -> Callable[[socket.socket], None]:
+    def handler(conn: socket.socket) -> None:
+        for chunk in chunks:
+            conn.sendall(chunk)
+            time.sleep(delay)
+        time.sleep(hold)
+
+    return handler
+
+
+def _scan(handler: Callable[[socket.socket], None], timeout: float = 2.0) -> tuple[CheckResult, float]:
+    with scripted(handler) as port:
+        start = time.monotonic()
+        result = scan_ssh("127.0.0.1", port, timeout=timeout)
+        return result, time.monotonic() - start
+
+
+def _unknown_only(result: CheckResult) -> None:
+    assert {f.rule for f in result.findings} == {"ssh.unknown"}, result.findings
+    assert result.passed == 0
+    assert exit_code([result], Severity.MEDIUM) == 2
+
+
+@pytest.mark.parametrize(
+    ("chunks", "why"),
+    [
+        ((b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",), "closed"),
+        ((b"hello\r\n" * 60,), "no SSH identification within"),
+        ((b"x" * 10000,), "longer than 255 bytes"),
+        ((b"SSH-2.0-\xff\xfe\r\n",), "not printable ASCII"),
+        ((b"SSH-3.0-Future\r\n",), "protocol version 3.0"),
+        ((IDENT, kexinit()[:60]), "closed"),
+        ((IDENT, b"\x7f\xff\xff\xff" + b"\x00" * 16), "packet length"),
+        ((IDENT, _packet(b"\x14" + bytes(16) + b"\xff\xff\xff\xff")), "shorter than its fields"),
+        ((IDENT, _packet(b"\x14" + bytes(16) + _names("a b"))), "malformed name-list"),
+        ((IDENT, _packet(b"\x05hello")), "message 5 where KEXINIT was due"),
+        ((IDENT, _packet(b"\x02") * 70), "IGNORE/DEBUG"),
+        ((IDENT, _packet(b"\x01\x00\x00\x00\x02" + _names("go away") + _names(""))), "disconnected"),
+    ],
+    ids=["http", "chatter", "long-line", "binary-ident", "ssh3", "truncated-kexinit", "huge-packet",
+         "field-overflow", "bad-name-list", "wrong-message", "ignore-flood", "disconnect"],
+)  # fmt: skip
+def test_garbage_is_unknown_never_a_pass_or_a_crash(chunks: tuple[bytes, ...], why: str) -> None:
+    result, elapsed = _scan(_sends(*chunks))
+    _unknown_only(result)
+    assert why in result.findings[0].detail
+    assert elapsed < 4
+
+
+def test_a_silent_server_is_unknown_within_the_timeout() -> None:
+    result, elapsed = _scan(_sends(hold=10), timeout=1.5)
+    _unknown_only(result)
+    assert "took too long" in result.findings[0].detail or "timed out" in result.findings[0].detail
+    assert elapsed < 3.5
+
+
+def test_a_trickling_server_is_held_to_the_whole_timeout_not_per_read() -> None:
+    # One byte every 0.3 s: each read succeeds, but the connection's deadline ends it.
+    result, elapsed = _scan(_sends(*[bytes([b]) for b in IDENT], delay=0.3), timeout=1.5)
+    _unknown_only(result)
+    assert elapsed < 3.5
+
+
+def test_a_server_that_breaks_the_key_exchange_keeps_its_other_verdicts() -> None:
+    # A good KEXINIT offering ssh-rsa and group1-sha1, then garbage where the reply is due.
+    result, _ = _scan(_sends(IDENT, kexinit(("diffie-hellman-group1-sha1",), ("ssh-rsa",)), b"\x00" * 64))
+    rules = {f.rule for f in result.findings}
+    assert rules == {"ssh.weak-kex", "ssh.sha1-host-signature", "ssh.unknown"}
+    assert any("host key for ssh-rsa" in u for u in result.unknown)
+
+
+def test_a_thousand_host_key_algorithms_open_a_bounded_number_of_connections() -> None:
+    connections = []
+
+    def handler(conn: socket.socket) -> None:
+        connections.append(1)
+        conn.sendall(IDENT + kexinit(host_key=tuple(f"x{i}@example.com" for i in range(1000))))
+        time.sleep(0.5)
+
+    result, _ = _scan(handler)
+    assert len(connections) <= 9
+    assert "ssh.unknown" in {f.rule for f in result.findings}
+    assert any("1000 host-key algorithms offered" in u for u in result.unknown)
+
+
+def test_ssh1_only_is_old_software() -> None:
+    result, _ = _scan(_sends(b"SSH-1.5-OpenSSH_2.9\r\n"))
+    assert [f.rule for f in result.findings] == ["ssh.old-software"]
+    assert "SSH protocol 1 only" in result.findings[0].detail
+
+
+def test_lines_before_the_identification_are_kept_as_facts() -> None:
+    result, _ = _scan(_sends(b"Authorized use only\r\n", IDENT, kexinit(), b"\x00" * 32))
+    assert result.facts["banner_lines"] == ["Authorized use only"]
+    assert result.facts["identification"] == IDENT.decode().strip()
