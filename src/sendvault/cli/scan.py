@@ -231,6 +231,129 @@ def scan_client_cmd() -> list[CheckResult]:
     return [scan_client()]
 
 
+@scan.command("listen")
+@click.option(
+    "--tls-port",
+    type=click.IntRange(0, 65535),
+    default=8443,
+    show_default=True,
+    help="Port that records ClientHellos (0: any free port).",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port that answers every request with a 308 to the TLS port (0: any free port).",
+)
+@click.option("--duration", type=click.FloatRange(min=0.1), help="Stop after S seconds (default: at Ctrl-C).")
+@click.option(
+    "--bind",
+    "host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 lets clients on other machines in).",
+)
+@click.option(
+    "--cert",
+    "cert_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Certificate (default: listen.pem issued by sendvault's local CA).",
+)
+@click.option(
+    "--key", "key_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Key of --cert."
+)
+@click.option(
+    "--follow-wait",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds a client has to follow a 308 before it counts as not followed.",
+)
+@_reported
+def scan_listen_cmd(
+    tls_port: int,
+    http_port: int,
+    duration: float | None,
+    host: str,
+    cert_file: Path | None,
+    key_file: Path | None,
+    follow_wait: float,
+) -> list[CheckResult]:
+    """Let a client under test connect: what it offers (TLS port) and how it follows a 308 (HTTP port)."""
+    import signal  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    from ..errors import ConfigError  # noqa: PLC0415
+    from ..scan.listen import Listener, issue_certificate  # noqa: PLC0415
+    from ..server.tls import server_context  # noqa: PLC0415
+    from ._common import AppContext  # noqa: PLC0415
+
+    if (cert_file is None) != (key_file is None):
+        fail(
+            "--cert and --key go together",
+            "give both, or neither to use sendvault's local CA",
+            code=EXIT_USAGE,
+        )
+    ca_file = None
+    if cert_file is None or key_file is None:
+        app = click.get_current_context().find_object(AppContext)
+        directory = (app.settings.home_path if app is not None else Path.home() / ".sendvault") / "certs"
+        names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+        if host not in names and host not in ("0.0.0.0", "::"):  # noqa: S104 - not binding, naming
+            names.append(host)
+        cert_file, key_file, ca_file = issue_certificate(directory, names)
+    try:
+        context = server_context(cert_file, key_file)
+    except ConfigError as exc:
+        fail(str(exc), "check --cert and --key (the key must be chmod 600)", code=EXIT_USAGE)
+    listener = Listener(
+        context,
+        tls_port,
+        http_port,
+        host=host,
+        follow_seconds=follow_wait,
+        say=lambda line: click.echo(line, err=True),
+    )
+    try:
+        listener.bind()
+    except OSError as exc:
+        fail(
+            f"cannot listen on {host} ({exc.strerror or exc})",
+            "choose other ports with --tls-port/--http-port",
+            code=EXIT_USAGE,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"listening: TLS on {shown}:{listener.tls_port} (records ClientHellos; TLS 1.2+ with ECDHE and "
+        f"AEAD, as the platforms require), HTTP on {shown}:{listener.http_port} (answers 308 to the TLS "
+        f"port)",
+        err=True,
+    )
+    if ca_file is not None:
+        click.echo(
+            f"the TLS port's certificate is issued by {ca_file}; a client must trust it:\n"
+            f"  curl --cacert {ca_file} ...\n"
+            f"  Python: SSL_CERT_FILE={ca_file} (requests: REQUESTS_CA_BUNDLE)\n"
+            f"  Java: keytool -importcert -noprompt -alias sendvault-listen -file {ca_file} -keystore t.jks "
+            "-storepass changeit; java -Djavax.net.ssl.trustStore=t.jks ...\n"
+            f"  .NET/Windows: Import-Certificate -FilePath {ca_file} "
+            "-CertStoreLocation Cert:\\LocalMachine\\Root\n"
+            f"  Debian/Ubuntu: cp {ca_file} /usr/local/share/ca-certificates/sendvault-listen.crt && "
+            "update-ca-certificates",
+            err=True,
+        )
+    click.echo("stop with Ctrl-C" + (f" or after {duration:g} s" if duration else ""), err=True)
+    previous = {
+        sig: signal.signal(sig, lambda *_: listener.stop()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return listener.run(duration)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @scan.command("all")
 @click.option(
     "--targets", "targets", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)

@@ -118,6 +118,20 @@ RULES: dict[str, Rule] = {
         # -- this host's clients
         Rule("client.cannot-connect", _H, "A local client cannot complete a TLS 1.2+ ECDHE handshake",
              "001, 002", "Upgrade the client's TLS library (OpenSSL 1.0.1+, Java 8+, .NET 4.6+)."),
+        # -- a client under test (scan listen)
+        Rule("client.no-tls12", _H, "Client offers no TLS 1.2 (at most 1.1, or 1.3 alone)",
+             "Constant Contact (002)",
+             "Enable TLS 1.2 in the client's stack (Java 8+, .NET 4.6+ with SchUseStrongCrypto)."),
+        Rule("client.offers-legacy-protocol", _M, "Client offers TLS 1.0/1.1 (or SSL)", "002",
+             "Set the client's minimum protocol to TLS 1.2."),
+        Rule("client.offers-rsa-key-exchange", _M, "Client offers RSA key exchange (high when nothing else)",
+             "Contactlab (001)", "Enable ECDHE suites in the client; remove `TLS_RSA_*` suites."),
+        Rule("client.redirect-not-followed", _H, "Client does not follow a 308 to HTTPS", "Maropost (000)",
+             "Call the https:// URL directly, or let the HTTP library follow redirects."),
+        Rule("client.redirect-changes-method", _H, "Client changes the method or drops the body on a 308",
+             "000", "Call the https:// URL directly; fix or upgrade the HTTP library (RFC 9110 §15.4.9)."),
+        Rule("client.unknown", _I, "What a client did could not be told", "all",
+             "Read the detail; check that the client trusts the listener's CA."),
     )
 }  # fmt: skip
 
