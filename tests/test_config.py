@@ -20,10 +20,10 @@ def test_defaults_need_nothing() -> None:
 
 def test_toml_file_then_environment_wins(tmp_path: Path) -> None:
     cfg = tmp_path / "sendvault.toml"
-    cfg.write_text('token_domain = "t.example.org"\nmobile_token_digits = 31\n')
-    s = load_settings(cfg, env={"SENDVAULT_MOBILE_TOKEN_DIGITS": "33"})
+    cfg.write_text('token_domain = "t.example.org"\nmobile_token_digits = 10\n')
+    s = load_settings(cfg, env={"SENDVAULT_MOBILE_TOKEN_DIGITS": "11"})
     assert s.token_domain == "t.example.org"
-    assert s.mobile_token_digits == 33
+    assert s.mobile_token_digits == 11
 
 
 def test_toml_in_home_is_found(tmp_path: Path) -> None:
@@ -34,7 +34,8 @@ def test_toml_in_home_is_found(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "setting"),
     [
-        ({"SENDVAULT_MOBILE_TOKEN_DIGITS": "12"}, "mobile_token_digits"),
+        ({"SENDVAULT_MOBILE_TOKEN_DIGITS": "8"}, "mobile_token_digits"),
+        ({"SENDVAULT_MOBILE_TOKEN_DIGITS": "29"}, "mobile_token_digits"),
         ({"SENDVAULT_MOBILE_TOKEN_DIGITS": "many"}, "mobile_token_digits"),
         ({"SENDVAULT_TOKEN_DOMAIN": "Not A Domain"}, "token_domain"),
         ({"SENDVAULT_DEFAULT_REGION": "gbr"}, "default_region"),

@@ -188,20 +188,39 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     mobile_token_prefix: Annotated[
         str,
         _doc(
-            "Leading digits of every mobile token. The default 999 is a country code the ITU has not "
-            "assigned, so a token can never be a subscriber's number.",
-            pattern=r"^[0-9]{1,6}$",
-            allowed="1 to 6 digits, e.g. `999`",
+            "Leading digits of every prefix-style mobile token. The default 999 is a country code the "
+            "ITU has not assigned, so a token can never be a subscriber's number. A prefix under an "
+            "assigned code is allowed only if its tokens are checked not to be valid numbers.",
+            pattern=r"^[1-9][0-9]{0,5}$",
+            allowed="1 to 6 digits not starting with 0, e.g. `999`",
         ),
     ] = "999"
     mobile_token_digits: Annotated[
         int,
         _doc(
-            "Random digits after the prefix. 29 digits carry 96 bits of entropy, the minimum.",
-            ge=29,
-            le=40,
+            "Random digits after the prefix. Prefix and digits make at most 15 digits (E.164, which "
+            "Marketing Cloud's SMS side requires); 9 is the least (10^9 distinct tokens).",
+            ge=9,
+            le=14,
         ),
-    ] = 29
+    ] = 12
+    mobile_token_style: Annotated[
+        Literal["prefix", "keep-country"],
+        _doc(
+            "`prefix`: `mobile_token_prefix` then random digits. `keep-country`: numbers of the calling "
+            "codes in `mobile_token_country_codes` get tokens under their own country code, in ranges "
+            "phonenumbers judges possible but not valid (unassigned); other numbers get prefix tokens."
+        ),
+    ] = "prefix"
+    mobile_token_country_codes: Annotated[
+        str,
+        _doc(
+            "Country calling codes that keep their country under `keep-country` (e.g. `1 44 49`). "
+            "Start-up refuses a code whose unassigned ranges hold fewer than 10^9 tokens.",
+            pattern=r"^[0-9 ,+]*$",
+            allowed="space-separated country calling codes, e.g. `1 44 49`, or empty",
+        ),
+    ] = ""
     email_keep_local_case: Annotated[
         bool,
         _doc(
@@ -669,6 +688,21 @@ def _checked(name: str, value: Any, annotation: Any, source: str) -> Any:
 
 def _check_together(settings: Settings, sources: Sources) -> None:
     """Settings that are fine alone but not together."""
+    total = len(settings.mobile_token_prefix) + settings.mobile_token_digits
+    if total > 15:
+        raise ConfigError(
+            "mobile_token_digits",
+            f"with the prefix makes {total} digits; E.164 (Marketing Cloud's SMS side) allows at most 15",
+            allowed=f"at most {15 - len(settings.mobile_token_prefix)} with this prefix, and at least 9",
+            source=sources["mobile_token_digits"],
+        )
+    if settings.mobile_token_style == "keep-country" and not settings.mobile_token_country_codes.strip(" ,+"):
+        raise ConfigError(
+            "mobile_token_country_codes",
+            "is needed when mobile_token_style is keep-country",
+            allowed='country calling codes, e.g. "1 44 49"',
+            source=sources["mobile_token_country_codes"],
+        )
     if settings.tls_client_cert != "none" and not settings.tls_client_ca_file:
         raise ConfigError(
             "tls_client_ca_file",

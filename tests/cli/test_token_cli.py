@@ -95,7 +95,7 @@ def test_bad_setting_is_one_line_naming_it(home: Path) -> None:
     first = out.stderr.splitlines()[0]
     source = "(from environment SENDVAULT_MOBILE_TOKEN_DIGITS)"
     assert first.startswith(f"error: setting mobile_token_digits {source}:")
-    assert "(allowed: a whole number from 29 to 40)" in first
+    assert "(allowed: a whole number from 9 to 14)" in first
     assert "Traceback" not in out.stderr
 
 

@@ -101,6 +101,30 @@ def _data_directory(settings: Settings, _dev: bool) -> Iterator[Finding]:
         yield Finding("data directory", "note", f"{home} will be created (mode 0700)")
 
 
+def _token_shapes(settings: Settings) -> Iterator[Finding]:
+    # Start-up refuses mobile token shapes with fewer than 10^9 tokens, and keep-country codes
+    # without that many unassigned numbers (phonenumbers decides, so it cannot be a parser check).
+    from ..vault.formats import TokenFormat, parse_country_codes  # noqa: PLC0415 - phonenumbers
+
+    try:
+        shape = TokenFormat(
+            settings.token_domain,
+            settings.mobile_token_prefix,
+            settings.mobile_token_digits,
+            mobile_style=settings.mobile_token_style,
+            mobile_country_codes=parse_country_codes(settings.mobile_token_country_codes),
+        )
+    except ConfigError as exc:
+        yield _error("token shapes", exc)
+        return
+    kept = f"; keep country for {' '.join(shape.keeps_country)}" if shape.keeps_country else ""
+    yield Finding(
+        "token shapes",
+        "ok",
+        f"mobile {shape.mobile_prefix} + {shape.mobile_digits} random digits{kept}",
+    )
+
+
 def _certificate(settings: Settings, dev: bool) -> Iterator[Finding]:
     from .certfile import read_certificate  # noqa: PLC0415 - cryptography's x509 loads only here
     from .tls import server_context  # noqa: PLC0415
@@ -394,6 +418,7 @@ def run_checks(
     state = _State()
     steps: list[Callable[[], Iterator[Finding]]] = [
         lambda: _data_directory(settings, dev),
+        lambda: _token_shapes(settings),
         lambda: _certificate(settings, dev),
         lambda: _keys(settings, state),
         lambda: _database(settings, state, dev),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from ..crypto._aead import new_key
 from ..errors import ConfigError, KeyProviderError
 from ..store.base import KeyRecord, Store
 from ..store.sqlite import SQLiteStore
-from .formats import TokenFormat
+from .formats import RandomBelow, TokenFormat, parse_country_codes
 from .normalize import Normalizer
 from .service import Vault
 
@@ -45,8 +46,26 @@ def open_store(settings: Settings, *, clock: Callable[[], float] = time.time, mi
     return store
 
 
-def open_vault(settings: Settings, *, clock: Callable[[], float] = time.time) -> Vault:
-    """A ready vault; creates the data directory, KEK, schema and first keys on first use."""
+def open_vault(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    rng: RandomBelow = secrets.randbelow,
+) -> Vault:
+    """A ready vault; creates the data directory, KEK, schema and first keys on first use.
+
+    ``rng`` draws new tokens (tests inject one to force collisions); ``clock`` stamps rows.
+    """
+    # The token format is checked first: a configuration that cannot make enough distinct mobile
+    # tokens stops start-up before anything is created.
+    token_format = TokenFormat(
+        settings.token_domain,
+        settings.mobile_token_prefix,
+        settings.mobile_token_digits,
+        mobile_style=settings.mobile_token_style,
+        mobile_country_codes=parse_country_codes(settings.mobile_token_country_codes),
+        rng=rng,
+    )
     home = settings.home_path
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -65,9 +84,7 @@ def open_vault(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         keyring,
         blind_index,
         normalizer=Normalizer(settings.email_keep_local_case, settings.default_region),
-        token_format=TokenFormat(
-            settings.token_domain, settings.mobile_token_prefix, settings.mobile_token_digits
-        ),
+        token_format=token_format,
         key_provider=provider,
         clock=clock,
     )

@@ -26,8 +26,10 @@ from .normalize import MAX_EMAIL_LENGTH, Kind, Normalizer
 
 __all__ = ["Resolved", "Tokenized", "Vault"]
 
-# New tokens whose random value collided with an existing one are retried this many times.
-_COLLISION_RETRIES = 5
+# Rounds of fresh draws for new tokens that collided with existing ones (live or erased). A
+# collision is expected only once the token space fills up (mobile tokens may hold as few as 10^9):
+# at a tenth full, the chance that one value still collides after 20 rounds is 10^-20.
+_COLLISION_RETRIES = 20
 _MAX_ATTRIBUTE_NAME = 128
 _MAX_ATTRIBUTE_VALUE = 4096
 
@@ -94,10 +96,11 @@ class _Creation:
         """Fresh tokens and sealed values for everything still wanted."""
         self._tries += 1
         if self._tries > _COLLISION_RETRIES:
-            raise CryptoError("could not draw an unused token")  # only with a broken random source
+            # Only with a broken random source, or a token space close to full.
+            raise CryptoError("could not draw an unused token (is the token space nearly full?)")
         rows = []
         for bidx, (kind, normalized) in self.wanted.items():
-            token = token_format.new(kind)
+            token = token_format.new(kind, normalized)
             sealed = keyring.seal(normalized.encode(), _value_context(token, kind))
             rows.append(NewContact(token, int(kind), bidx, sealed))
         self._mine = {row.bidx: row.token for row in rows}
