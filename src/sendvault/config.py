@@ -355,6 +355,50 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_inflight: Annotated[
         int, _doc("Requests one worker serves at once; more get 503 with Retry-After.", ge=1)
     ] = 256
+    header_timeout_seconds: Annotated[
+        float,
+        _doc(
+            "Time a caller has to complete the TLS handshake, and then each request's head (request "
+            "line and headers, at most 16 KiB), from the connection's start or the first byte of a "
+            "kept-alive connection's next request; later gets 408 and the connection closed.",
+            ge=0.5,
+            le=300,
+        ),
+    ] = 10.0
+    body_timeout_seconds: Annotated[
+        float,
+        _doc("Time a caller has to send a whole request body; then its connection closes.", ge=1),
+    ] = 60.0
+    body_min_bytes_per_second: Annotated[
+        int,
+        _doc(
+            "Slowest average rate a request body may arrive at, measured from 2 s after its head, "
+            "while the server reads; slower closes the connection. 0 turns the check off.",
+            ge=0,
+        ),
+    ] = 8192
+    keep_alive_seconds: Annotated[
+        int,
+        _doc(
+            "How long an idle kept-alive connection stays open. Keep it above the idle timeout of a "
+            "load balancer in front.",
+            ge=1,
+            le=3600,
+        ),
+    ] = 75
+    max_connections_per_address: Annotated[
+        int,
+        _doc(
+            "Open connections one caller address may hold per worker (not counted for "
+            "`trusted_proxies`). At the cap a new connection pushes out that address's oldest "
+            "connection that is not inside a request; if all are busy it gets 503.",
+            ge=1,
+        ),
+    ] = 128
+    max_connections: Annotated[
+        int,
+        _doc("Open connections per worker, all callers together; handled like the cap per address.", ge=1),
+    ] = 4096
     retry_after_seconds: Annotated[int, _doc("Retry-After of 503 answers.", ge=1, le=3600)] = 5
     token_lifetime_seconds: Annotated[int, _doc("Lifetime of OAuth access tokens.", ge=60, le=86_400)] = 3600
     auth_cache_seconds: Annotated[

@@ -319,18 +319,26 @@ def test_a_claimed_client_that_does_not_exist_is_kept_only_as_a_fingerprint(audi
     assert b"Some.One" not in (audited.app.settings.home_path / "audit.db").read_bytes()
 
 
-def test_a_failed_oauth_login_records_the_claimed_client_and_the_form_without_its_secret(
-    audited: ApiEnv,
-) -> None:
+def test_a_failed_oauth_login_records_the_claimed_client_and_no_body(audited: ApiEnv) -> None:
     form = "grant_type=client_credentials&client_id=mc&client_secret=guess-Secret-123"
     headers = {"content-type": "application/x-www-form-urlencoded"}
     assert audited.call("POST", "/oauth/token", form, headers).status == 401
     (record,) = _records(audited)
     assert record["meta"] == {"claimed_client_id": "mc"}
+    assert "request_form" not in record  # a stranger's body is not kept, sealed or not
+    assert record["_request"] == b""
+
+
+def test_an_authenticated_oauth_refusal_keeps_the_form_sealed_without_its_secret(audited: ApiEnv) -> None:
+    form = f"grant_type=client_credentials&client_id=mc&client_secret={audited.secrets['mc']}&scope=admin"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert audited.call("POST", "/oauth/token", form, headers).status == 400
+    (record,) = _records(audited)
+    assert record["actor"] == "mc"
     log = audited.app.audit
     assert log is not None
     sealed = json.loads(log.sealer.open_blob(record["_request"]))
-    assert sealed == {"grant_type": "client_credentials", "client_id": "mc"}
+    assert sealed == {"grant_type": "client_credentials", "client_id": "mc", "scope": "admin"}
 
 
 def test_search_by_send_key_finds_the_resolves_of_that_send(audited: ApiEnv) -> None:

@@ -13,8 +13,7 @@ or the worker is saturated; 500 only for bugs. Answers carry HSTS and ``Cache-Co
 
 from __future__ import annotations
 
-import base64
-import binascii
+import contextlib
 import ipaddress
 import logging
 import time
@@ -22,7 +21,6 @@ import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 
@@ -31,9 +29,19 @@ from ..config import Settings
 from ..errors import AuditUnavailable, AuthError, InvalidValue, StoreError, StoreUnavailable
 from ..vault import Vault, parse_kind
 from . import schemas as s
+from ._request import (
+    HttpError,
+    basic_pair,
+    decode_any,
+    get_token_items,
+    has_body,
+    header,
+    oauth_form,
+    resolve_items,
+)
 from .access import AccessLog
-from .auth import Authenticator, Principal, parse_networks
-from .limits import RateLimiter
+from .auth import Authenticator, Principal, address_key, parse_networks
+from .limits import RateLimiter, RefusalLedger
 from .metrics import METRICS
 
 __all__ = ["TokenApi"]
@@ -51,6 +59,8 @@ _ROUTE_EVENTS = {
     "/oauth/token": Event.OAUTH_TOKEN,
 }
 _SECRET_FIELDS = frozenset({"client_secret", "password"})
+# An OAuth form holds a few short fields; its body is read before authentication, so kept small.
+_MAX_OAUTH_BODY = 16 * 1024
 _MAX_CLAIMED_ID = 128  # client ids are at most 128 characters; a longer claim is cut there
 # Reasons the vault gives for tokens it issued: they are ours, not a caller's free text.
 _OUR_TOKEN_REASONS = frozenset({"erased", "unreadable"})
@@ -60,17 +70,6 @@ _UNRESOLVED_MESSAGE = {
     "unreadable": "token could not be resolved",
     "invalid-token": "invalid token",
 }
-
-
-class _HttpError(Exception):
-    def __init__(
-        self, status: int, error: str, reason: str, headers: list[tuple[bytes, bytes]] | None = None
-    ):
-        super().__init__(reason)
-        self.status = status
-        self.error = error
-        self.reason = reason
-        self.headers = headers or []
 
 
 @dataclass(slots=True)
@@ -92,7 +91,9 @@ class _Call:
     fingerprint_values: list[str] | None = None
     counts: dict[str, int] | None = None
     # For the record of a refused call: the request as read, and the client id it claimed.
+    # A caller that has not authenticated has no body read, so none kept.
     body: bytes | None = None
+    body_complete: bool = False
     claimed_client: str | None = None
     meta: dict[str, Any] | None = None
 
@@ -119,6 +120,9 @@ class TokenApi:
         self._inflight = 0
         self._tokenize_limits = RateLimiter()
         self._access = AccessLog(settings.access_log)
+        self._refusals = RefusalLedger()
+        # Set by the server: why this worker's connection table is full, or None.
+        self.connection_pressure: Callable[[], str | None] | None = None
         hsts = f"max-age={settings.hsts_max_age}; includeSubDomains".encode()
         self._base_headers = [
             (b"strict-transport-security", hsts),
@@ -130,7 +134,7 @@ class TokenApi:
             "/v1/mc/resolve": ("POST", self._resolve, "resolve"),
             "/v1/mc/tokens": ("POST", self._get_token, "tokenize"),
             "/v1/mc": ("POST", self._dispatch, None),
-            "/oauth/token": ("POST", self._oauth, None),
+            "/oauth/token": ("POST", self._no_handler, None),  # see _serve: it reads its own body
             "/healthz": ("GET", None, None),
             "/openapi.json": ("GET", None, None),
         }
@@ -152,7 +156,7 @@ class TokenApi:
         status = 500
         try:
             status, body, extra = await self._serve(call, route, receive)
-        except _HttpError as exc:
+        except HttpError as exc:
             status, body, extra = exc.status, _error_body(path, exc), exc.headers
         except StoreUnavailable:
             # Anywhere in the request (credentials, lookups, inserts): Marketing Cloud retries later.
@@ -160,7 +164,7 @@ class TokenApi:
             status, body, extra = error.status, _error_body(path, error), error.headers
         except Exception as exc:  # noqa: BLE001 - any bug is a 500, logged without its message
             _log_bug(label, exc)
-            error = _HttpError(500, "internal", "unexpected error; it has been logged")
+            error = HttpError(500, "internal", "unexpected error; it has been logged")
             status, body, extra = 500, _error_body(path, error), []
         elapsed = self._clock() - started
         if self.audit is not None and route is not None and path not in ("/healthz", "/openapi.json"):
@@ -170,7 +174,11 @@ class TokenApi:
                 # The log is mandatory: an answer that cannot be queued for it is not given.
                 error = self._unavailable("audit log unavailable")
                 status, body, extra = error.status, _error_body(path, error), error.headers
-        await self._send(send, status, body, extra)
+        # A body left unread stays unread: the connection closes after the answer (uvicorn would
+        # otherwise read and drop it, for as long as the caller cares to send it). A stranger's
+        # connection closes in any case.
+        close = (not call.body_complete and has_body(scope)) or (call.principal is None and status >= 400)
+        await self._send(send, status, body, extra, close=close)
         METRICS.observe(label, status, elapsed)
         self._access_line(call, label, status, elapsed)
 
@@ -181,10 +189,10 @@ class TokenApi:
         receive: Receive,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         if route is None:
-            raise _HttpError(404, "not-found", "no such route")
+            raise HttpError(404, "not-found", "no such route")
         method, handler, scope_needed = route
         if call.scope["method"] != method:
-            raise _HttpError(405, "method-not-allowed", f"use {method}", [(b"allow", method.encode())])
+            raise HttpError(405, "method-not-allowed", f"use {method}", [(b"allow", method.encode())])
         if call.scope["path"] == "/healthz":
             return self._health()
         if call.scope["path"] == "/openapi.json":
@@ -196,14 +204,21 @@ class TokenApi:
             except AuditUnavailable as exc:
                 raise self._unavailable("audit log unavailable") from exc
         self._check_address(call.address, self._allow)
+        if call.scope["path"] == "/oauth/token":
+            # Its credentials may be in the body: the one body read before authentication, a
+            # small one (a form of a few fields), and it takes no max_inflight slot.
+            return 200, await self._oauth(call, receive), []
+        # Credentials come from the headers, and are checked before a byte of the body is read:
+        # a stranger is answered (and the connection closed) without sending its body, without
+        # a max_inflight slot, and is recorded without one.
+        call.principal = await self._authenticate(call, scope_needed)
+        self._check_length(call.scope, self.settings.max_body_bytes)
         if self._inflight >= self.settings.max_inflight:
             raise self._unavailable("server saturated")
         self._inflight += 1
         try:
-            body = await self._read_body(call.scope, receive)
-            if call.scope["path"] != "/oauth/token":
-                call.body = body  # an OAuth form holds a secret: _oauth keeps it without
-                call.principal = await self._authenticate(call, scope_needed)
+            body = await self._read_body(call, receive, self.settings.max_body_bytes)
+            call.body = body
             return 200, await handler(call, body), []
         finally:
             self._inflight -= 1
@@ -214,21 +229,26 @@ class TokenApi:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self._record_refusal_summary(final=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _send(self, send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    async def _send(
+        self, send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]], *, close: bool = False
+    ) -> None:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             *self._base_headers,
             *extra,
         ]
+        if close:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _unavailable(self, reason: str) -> _HttpError:
-        return _HttpError(
+    def _unavailable(self, reason: str) -> HttpError:
+        return HttpError(
             503, "unavailable", reason, [(b"retry-after", str(self.settings.retry_after_seconds).encode())]
         )
 
@@ -250,23 +270,31 @@ class TokenApi:
 
     def _check_address(self, address: str, networks: tuple[Any, ...]) -> None:
         if networks and not _in(address, networks):
-            raise _HttpError(403, "forbidden", "address not allowed")
+            raise HttpError(403, "forbidden", "address not allowed")
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.settings.max_body_bytes
+    @staticmethod
+    def _check_length(scope: Scope, limit: int) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise _HttpError(413, "too-large", f"body over {limit} bytes")
+                raise HttpError(413, "too-large", f"body over {limit} bytes")
+
+    @staticmethod
+    async def _read_body(call: _Call, receive: Receive, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                # The caller left, or the server closed a body that came too slowly: nothing to
+                # answer, and a partial body is never taken for the whole.
+                raise HttpError(408, "timeout", "request body incomplete")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _HttpError(413, "too-large", f"body over {limit} bytes")
+                raise HttpError(413, "too-large", f"body over {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
+                call.body_complete = True
                 return b"".join(chunks)
 
     async def _authenticate(self, call: _Call, scope_needed: str | None) -> Principal:
@@ -277,21 +305,21 @@ class TokenApi:
             if exc.retry_after:
                 headers.append((b"retry-after", str(exc.retry_after).encode()))
             error = "unauthorized" if exc.status == 401 else "too-many"
-            raise _HttpError(exc.status, error, str(exc), headers) from None
+            raise HttpError(exc.status, error, str(exc), headers) from None
         # Proven from here on: a refusal below (address, scope) is recorded under this client.
         call.principal = principal
         self._check_address(call.address, parse_networks(principal.record.allow_cidrs))
         if scope_needed is not None and scope_needed not in principal.scopes:
-            raise _HttpError(403, "forbidden", f"credential lacks the {scope_needed} scope")
+            raise HttpError(403, "forbidden", f"credential lacks the {scope_needed} scope")
         return principal
 
     async def _credentials(self, call: _Call) -> Principal:
-        header = _header(call.scope, b"authorization")
-        if header is None:
+        authorization = header(call.scope, b"authorization")
+        if authorization is None:
             raise AuthError("credentials required")
-        kind, _, value = header.partition(" ")
+        kind, _, value = authorization.partition(" ")
         if kind.lower() == "basic":
-            client_id, secret = _basic_pair(value)
+            client_id, secret = basic_pair(value)
             call.claimed_client = client_id
             # An uncached secret's scrypt runs off the event loop (see Authenticator.basic_async).
             return await self.auth.basic_async(client_id, secret, call.address)
@@ -300,8 +328,13 @@ class TokenApi:
         raise AuthError("unsupported authorization scheme")
 
     def _health(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        # Ready only when calls can be answered: the store answers and, when auditing, the log
-        # takes records (every call would get 503 otherwise).
+        # Ready only when calls can be answered: the worker has room, the store answers and,
+        # when auditing, the log takes records (every call would get 503 otherwise).
+        pressure = self.connection_pressure() if self.connection_pressure is not None else None
+        if self._inflight >= self.settings.max_inflight or pressure is not None:
+            full = b"connections" if pressure is not None else b"requests"
+            retry = str(self.settings.retry_after_seconds).encode()
+            return 503, b'{"status":"saturated","full":"' + full + b'"}', [(b"retry-after", retry)]
         try:
             self.vault.store.ping()
         except StoreError:
@@ -316,21 +349,21 @@ class TokenApi:
     # -- Marketing Cloud routes ------------------------------------------------------------
 
     async def _dispatch(self, call: _Call, body: bytes) -> bytes:
-        doc = _decode_any(body)
+        doc = decode_any(body)
         if isinstance(doc, dict) and isinstance(doc.get("tokens"), list):
             self._require(call, "resolve")
             return await self._resolve(call, body)
         if isinstance(doc, dict) and isinstance(doc.get("tokenValues"), list):
             self._require(call, "tokenize")
             return await self._get_token(call, body)
-        raise _HttpError(400, "bad-request", "body needs a tokens or tokenValues array")
+        raise HttpError(400, "bad-request", "body needs a tokens or tokenValues array")
 
     def _require(self, call: _Call, needed: str) -> None:
         if call.principal is None or needed not in call.principal.scopes:
-            raise _HttpError(403, "forbidden", f"credential lacks the {needed} scope")
+            raise HttpError(403, "forbidden", f"credential lacks the {needed} scope")
 
     async def _resolve(self, call: _Call, body: bytes) -> bytes:
-        items, send_key = _resolve_items(body)
+        items, send_key = resolve_items(body)
         self._check_batch(len(items))
         METRICS.batch("/v1/mc/resolve", len(items))
         unique: dict[str | int, str | None] = {}
@@ -384,7 +417,7 @@ class TokenApi:
         return encoded
 
     async def _get_token(self, call: _Call, body: bytes) -> bytes:
-        items = _get_token_items(body)
+        items = get_token_items(body)
         self._check_batch(len(items))
         METRICS.batch("/v1/mc/tokens", len(items))
         assert call.principal is not None
@@ -392,7 +425,7 @@ class TokenApi:
         if rate > 0:
             wait = self._tokenize_limits.take(call.principal.client_id, len(items), rate, self._clock())
             if wait:
-                raise _HttpError(
+                raise HttpError(
                     429, "rate-limited", "Get Token rate exceeded", [(b"retry-after", str(wait).encode())]
                 )
         unique: dict[str | int, tuple[str | None, str | None]] = {}
@@ -431,47 +464,86 @@ class TokenApi:
 
     def _check_batch(self, size: int) -> None:
         if size > self.settings.max_batch:
-            raise _HttpError(413, "too-large", f"batch over {self.settings.max_batch} items")
+            raise HttpError(413, "too-large", f"batch over {self.settings.max_batch} items")
 
     # -- OAuth -----------------------------------------------------------------------------
 
-    async def _oauth(self, call: _Call, body: bytes) -> bytes:
+    async def _oauth(self, call: _Call, receive: Receive) -> bytes:
         call.event = Event.OAUTH_TOKEN
-        form = _oauth_form(call.scope, body)
-        # A refused call's record keeps the form, but never the secret.
+        challenge = [(b"www-authenticate", b'Basic realm="sendvault"')]  # RFC 6749 section 5.2
+        authorization = header(call.scope, b"authorization")
+        principal: Principal | None = None
+        if authorization and authorization.lower().startswith("basic "):
+            # Credentials in the header: checked before the body is read, like the other routes.
+            try:
+                client_id, secret = basic_pair(authorization[6:])
+            except AuthError as exc:
+                raise HttpError(401, "invalid_client", str(exc), challenge) from None
+            call.claimed_client = client_id
+            principal = await self._oauth_login(call, client_id, secret, challenge)
+        self._check_length(call.scope, _MAX_OAUTH_BODY)
+        form = oauth_form(call.scope, await self._read_body(call, receive, _MAX_OAUTH_BODY))
+        # An authenticated caller's refused request is kept (sealed), but never a secret; a
+        # stranger's is not kept at all (see _record).
         call.body = msgspec.json.encode({k: v for k, v in form.items() if k not in _SECRET_FIELDS})
         if form.get("grant_type") != "client_credentials":
-            raise _HttpError(400, "unsupported_grant_type", "only client_credentials is supported")
-        client_id = form.get("client_id") or form.get("username")
-        secret = form.get("client_secret") or form.get("password")
-        header = _header(call.scope, b"authorization")
-        challenge = [(b"www-authenticate", b'Basic realm="sendvault"')]  # RFC 6749 section 5.2
-        if header and header.lower().startswith("basic "):
-            try:
-                client_id, secret = _basic_pair(header[6:])
-            except AuthError as exc:
-                raise _HttpError(401, "invalid_client", str(exc), challenge) from None
-        call.claimed_client = client_id
-        if not client_id or not secret:
-            raise _HttpError(401, "invalid_client", "client credentials required", challenge)
+            raise HttpError(400, "unsupported_grant_type", "only client_credentials is supported")
+        if principal is None:
+            client_id = form.get("client_id") or form.get("username") or ""
+            secret = form.get("client_secret") or form.get("password") or ""
+            call.claimed_client = client_id or None
+            if not client_id or not secret:
+                raise HttpError(401, "invalid_client", "client credentials required", challenge)
+            principal = await self._oauth_login(call, client_id, secret, challenge)
         try:
-            principal = await self.auth.basic_async(client_id, secret, call.address)
-            self._check_address(call.address, parse_networks(principal.record.allow_cidrs))
             token, expires_in, scope = self.auth.issue(principal, form.get("scope"))
         except AuthError as exc:
-            error = "invalid_scope" if exc.status == 400 else "invalid_client"
-            headers = challenge if exc.status == 401 else []
-            if exc.retry_after:
-                headers = [(b"retry-after", str(exc.retry_after).encode())]
-            raise _HttpError(exc.status, error, str(exc), headers) from None
-        call.principal = principal
+            raise HttpError(exc.status, "invalid_scope", str(exc)) from None
         call.response_doc = {"token_type": "Bearer", "expires_in": expires_in, "scope": scope}
         return s.encoder.encode(s.OAuthToken(token, "Bearer", expires_in, scope))
 
+    async def _oauth_login(
+        self, call: _Call, client_id: str, secret: str, challenge: list[tuple[bytes, bytes]]
+    ) -> Principal:
+        try:
+            principal = await self.auth.basic_async(client_id, secret, call.address)
+        except AuthError as exc:
+            headers = challenge if exc.status == 401 else []
+            if exc.retry_after:
+                headers = [(b"retry-after", str(exc.retry_after).encode())]
+            raise HttpError(exc.status, "invalid_client", str(exc), headers) from None
+        self._check_address(call.address, parse_networks(principal.record.allow_cidrs))
+        call.principal = principal
+        return principal
+
     # -- audit -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _no_handler(call: _Call, body: bytes) -> bytes:
+        raise AssertionError("served by _serve itself")
+
+    def _record_refusal_summary(self, *, final: bool = False) -> None:
+        """Record the summary of strangers' refusals left out of the log, when a period ended."""
+        if self.audit is None:
+            return
+        summary = self._refusals.summary(self._clock(), final=final)
+        if summary is not None:
+            unrecorded = summary.pop("unrecorded")
+            addresses = summary.pop("addresses")
+            counts = {"unrecorded": unrecorded, "addresses": addresses}
+            with contextlib.suppress(AuditUnavailable):
+                self.audit.record(Event.AUTH_FAIL, counts=counts, meta={"summary": True, **summary})
 
     def _record(self, call: _Call, route: str, status: int, elapsed: float, answer: bytes) -> None:
         assert self.audit is not None
+        if call.principal is None and status >= 400:
+            # A stranger's refusal: a small record without a body, bounded in number.
+            call.body = None
+            admitted = self._refusals.admit(address_key(call.address), self._clock())
+            self._record_refusal_summary()
+            if not admitted:
+                METRICS.unrecorded_call()
+                return
         event = Event.AUTH_FAIL if status in (401, 429) else call.event
         payload: dict[str, Any]
         if status == 200:
@@ -561,16 +633,16 @@ def _log_bug(label: str, exc: BaseException) -> None:
 
 def _claimed_id(scope: Scope) -> str | None:
     """The client id in a Basic header, unchecked (for the record of a call refused before it)."""
-    header = _header(scope, b"authorization")
-    if header is None or not header.lower().startswith("basic "):
+    authorization = header(scope, b"authorization")
+    if authorization is None or not authorization.lower().startswith("basic "):
         return None
     try:
-        return _basic_pair(header[6:])[0] or None
+        return basic_pair(authorization[6:])[0] or None
     except AuthError:
         return None
 
 
-def _error_body(path: str, error: _HttpError) -> bytes:
+def _error_body(path: str, error: HttpError) -> bytes:
     """An error answer: RFC 6749's shape on the OAuth route, ours on every other."""
     if path == "/oauth/token":
         return s.encoder.encode(s.OAuthError(error.error, error.reason))
@@ -586,99 +658,3 @@ def _in(address: str, networks: tuple[Any, ...]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip in n for n in networks)
-
-
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _basic_pair(value: str) -> tuple[str, str]:
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise AuthError("malformed Basic credentials") from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        raise AuthError("malformed Basic credentials")
-    return client_id, secret
-
-
-def _decode_any(body: bytes) -> object:
-    try:
-        return s.any_decoder.decode(body)
-    except msgspec.DecodeError:
-        raise _HttpError(400, "bad-request", "body is not JSON") from None
-
-
-def _rid(item: dict[str, Any]) -> str | int | None:
-    rid = item.get("tokenRequestId")
-    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
-
-
-def _resolve_items(body: bytes) -> tuple[list[tuple[str | int, str | None]], str | None]:
-    """(request id, token or None when malformed) per item, and the sendKey if one came.
-
-    Items without an id are dropped.
-    """
-    try:
-        request = s.resolve_decoder.decode(body)
-        return [(i.tokenRequestId, i.token) for i in request.tokens], request.sendKey
-    except msgspec.ValidationError:
-        pass  # some item is malformed: fall back to item-by-item reading below
-    except msgspec.DecodeError:
-        raise _HttpError(400, "bad-request", "body is not JSON") from None
-    doc = _decode_any(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list):
-        raise _HttpError(400, "bad-request", "body needs a tokens array")
-    out: list[tuple[str | int, str | None]] = []
-    for item in doc["tokens"]:
-        if isinstance(item, dict) and (rid := _rid(item)) is not None:
-            token = item.get("token")
-            out.append((rid, token if isinstance(token, str) else None))
-    send_key = doc.get("sendKey")
-    return out, send_key if isinstance(send_key, str) else None
-
-
-def _get_token_items(body: bytes) -> list[tuple[str | int, str | None, str | None]]:
-    """(request id, value, type) per item; malformed fields become None; no id, dropped."""
-    try:
-        return [
-            (i.tokenRequestId, i.tokenValue, i.tokenType)
-            for i in s.get_token_decoder.decode(body).tokenValues
-        ]
-    except msgspec.ValidationError:
-        pass
-    except msgspec.DecodeError:
-        raise _HttpError(400, "bad-request", "body is not JSON") from None
-    doc = _decode_any(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("tokenValues"), list):
-        raise _HttpError(400, "bad-request", "body needs a tokenValues array")
-    out: list[tuple[str | int, str | None, str | None]] = []
-    for item in doc["tokenValues"]:
-        if isinstance(item, dict) and (rid := _rid(item)) is not None:
-            value, kind = item.get("tokenValue"), item.get("tokenType")
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                value = str(value)  # a mobile number sent as a JSON number: a STOP must not be lost
-            out.append(
-                (rid, value if isinstance(value, str) else None, kind if isinstance(kind, str) else None)
-            )
-    return out
-
-
-def _oauth_form(scope: Scope, body: bytes) -> dict[str, str]:
-    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-    # Lenient: a JSON object sent without (or with a wrong) Content-Type is read as JSON too.
-    if content_type == "application/json" or (
-        content_type != "application/x-www-form-urlencoded" and body.lstrip().startswith(b"{")
-    ):
-        doc = _decode_any(body)
-        if not isinstance(doc, dict):
-            raise _HttpError(400, "invalid_request", "body must be an object")
-        return {k: v for k, v in doc.items() if isinstance(v, str)}
-    try:
-        return dict(parse_qsl(body.decode(), keep_blank_values=False, strict_parsing=False))
-    except UnicodeDecodeError:
-        raise _HttpError(400, "invalid_request", "body is not UTF-8") from None

@@ -34,6 +34,15 @@ class Metrics:
         self.tls_failures = Counter(
             "sendvault_tls_handshake_failures", "TLS handshakes refused, by reason.", ["reason"]
         )
+        self.connections_closed = Counter(
+            "sendvault_connections_closed",
+            "Connections closed or refused by a limit, by reason (head-timeout, body-too-slow, ...).",
+            ["reason"],
+        )
+        self.unrecorded = Counter(
+            "sendvault_unauthenticated_unrecorded",
+            "Refused unauthenticated calls counted in a summary record instead of one record each.",
+        )
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Count one request."""
@@ -52,6 +61,14 @@ class Metrics:
     def tls_failure(self, reason: str) -> None:
         """Count a refused TLS handshake."""
         self.tls_failures.labels(reason).inc()
+
+    def connection_refused(self, reason: str) -> None:
+        """Count a connection closed or refused by a limit."""
+        self.connections_closed.labels(reason).inc()
+
+    def unrecorded_call(self) -> None:
+        """Count a refused unauthenticated call left to a summary record."""
+        self.unrecorded.inc()
 
 
 METRICS = Metrics()

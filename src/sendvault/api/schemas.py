@@ -281,6 +281,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         }
                         for code, what in (
                             ("403", "Caller address not allowed for this client."),
+                            ("413", "Form over 16 KiB (it is read before authentication)."),
                             ("429", "Too many failed attempts (Retry-After)."),
                             ("503", "Store or audit log unavailable (Retry-After)."),
                         )
@@ -293,7 +294,13 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "summary": "Liveness and readiness, including the store",
                 "tags": ["ops"],
                 "security": [],
-                "responses": {"200": {"description": "Ready."}, "503": {"description": "Not ready."}},
+                "responses": {
+                    "200": {"description": "Ready."},
+                    "503": {
+                        "description": "Not ready: the store or the audit log is down, or this worker is "
+                        "saturated (requests or connections); Retry-After."
+                    },
+                },
             }
         },
     }

@@ -11,43 +11,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..api import Authenticator, TokenApi
+from ..api.auth import parse_networks
 from ..api.metrics import METRICS
 from ..audit import open_audit
 from ..config import Settings
 from ..errors import ConfigError
 from ..vault import open_vault
 from .logs import configure_logging
+from .protocol import ConnectionLimits, ConnectionTable, protocol_class
 from .tls import ReloadableContext, server_context
 
-__all__ = ["build_app", "run_worker"]
+__all__ = ["build_app", "connection_limits", "run_worker"]
 
 # Audit records of API calls gather this long before the writer takes them (well inside the
 # one second within which a record must be visible): fewer, larger transactions.
 _AUDIT_LINGER = 0.2
 
 log = logging.getLogger("sendvault.server")
-
-
-class TlsAwareProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol plus the ASGI TLS extension (version and cipher) for the audit log."""
-
-    _tls: dict[str, str] | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        obj = transport.get_extra_info("ssl_object")
-        cipher = obj.cipher() if obj is not None else None
-        self._tls = (
-            {"version": str(obj.version()), "cipher": cipher[0]} if obj is not None and cipher else None
-        )
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
 
 
 def build_app(settings: Settings) -> TokenApi:
@@ -71,6 +53,18 @@ def build_app(settings: Settings) -> TokenApi:
     )
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The per-connection limits of the settings."""
+    return ConnectionLimits(
+        head_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        body_min_rate=float(settings.body_min_bytes_per_second),
+        per_address=settings.max_connections_per_address,
+        total=settings.max_connections,
+        exempt=parse_networks(settings.trusted_proxies),
+    )
+
+
 def _tls(settings: Settings) -> ReloadableContext:
     def build() -> ssl.SSLContext:
         return server_context(
@@ -86,20 +80,53 @@ def _tls(settings: Settings) -> ReloadableContext:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the main process once it accepts connections, and reloading
-    its certificate on SIGHUP (sent by the main process once it has checked the new files)."""
+    """uvicorn's server on inherited sockets, with a TLS handshake deadline, telling the main
+    process once it accepts connections, and reloading its certificate on SIGHUP (sent by the
+    main process once it has checked the new files)."""
 
     def __init__(
-        self, config: uvicorn.Config, on_started: Callable[[], None] | None, tls: ReloadableContext
+        self,
+        config: uvicorn.Config,
+        on_started: Callable[[], None] | None,
+        tls: ReloadableContext,
+        *,
+        handshake_timeout: float,
     ) -> None:
         super().__init__(config)
         self._on_started = on_started
         self._tls = tls
+        self._handshake_timeout = handshake_timeout
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload)
-        await super().startup(sockets)
-        if self.started and self._on_started is not None:
+        # uvicorn's own startup, for the inherited-sockets case only, because it has no way to
+        # pass the handshake deadline: the event loop's default lets a silent TLS client hold a
+        # socket for 60 s before the HTTP protocol (and its limits) ever sees it.
+        assert sockets is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            raise SystemExit(3)
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self._handshake_timeout,
+                ssl_shutdown_timeout=self._handshake_timeout,
+            )
+            for sock in sockets
+        ]
+        self.started = True
+        if self._on_started is not None:
             self._on_started()
 
     def _reload(self) -> None:
@@ -111,6 +138,10 @@ class _Server(uvicorn.Server):
             log.debug("certificate reloaded in this worker")
 
 
+def _stopped(_sig: int, _frame: object) -> None:
+    """The stop signal uvicorn raises again after its shutdown: nothing more to do."""
+
+
 def run_worker(
     settings: Settings, sock: socket.socket, *, on_started: Callable[[], None] | None = None
 ) -> None:
@@ -118,9 +149,11 @@ def run_worker(
     configure_logging(settings)
     app = build_app(settings)
     tls = _tls(settings)
+    table = ConnectionTable(connection_limits(settings))
+    app.connection_pressure = table.saturation
     config = uvicorn.Config(
         app,
-        http=TlsAwareProtocol,
+        http=protocol_class(table),
         loop="uvloop",
         lifespan="on",
         access_log=False,
@@ -131,11 +164,17 @@ def run_worker(
         # uvicorn would otherwise take X-Forwarded-For from any loopback peer as the caller's
         # address, before the app's allowlists see it: `trusted_proxies` alone decides that.
         proxy_headers=False,
-        timeout_keep_alive=75,
+        timeout_keep_alive=settings.keep_alive_seconds,
         ssl_context_factory=lambda _config, _default: tls.base,
     )
+    # uvicorn restores the handlers it found and raises the signal that stopped it again once it
+    # has shut down; with the default handlers that kills the process before the `finally` below
+    # (queued audit records lost, the databases not closed and their WAL not checkpointed).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped)
+    server = _Server(config, on_started, tls, handshake_timeout=settings.header_timeout_seconds)
     try:
-        _Server(config, on_started, tls).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         app.auth.close()
         app.vault.close()
