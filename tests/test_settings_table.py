@@ -70,6 +70,12 @@ BAD: dict[str, tuple[str, str]] = {
     "log_format": ("xml", "env"),
     "log_level": ("verbose", "env"),
     "access_log": ("sometimes", "env"),
+    "header_timeout_seconds": ("0.1", "env"),
+    "body_timeout_seconds": ("0", "env"),
+    "body_min_bytes_per_second": ("-1", "env"),
+    "keep_alive_seconds": ("forever", "env"),
+    "max_connections_per_address": ("0", "env"),
+    "max_connections": ('"many"', "file"),
 }
 # Settings whose value may be shown (paths and names an operator typed, never secrets); for
 # every other row the value must not appear in the output.
