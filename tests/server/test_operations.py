@@ -123,6 +123,36 @@ def test_sighup_serves_a_renewed_certificate_and_keeps_open_connections(server: 
     assert server.proc.poll() is None
 
 
+def test_metrics_carry_the_certificate_expiry_and_the_audit_health(server: DevServer) -> None:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{server.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        text = resp.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    served = x509.load_pem_x509_certificate((server.home / "certs" / "server.pem").read_bytes())
+    left = served.not_valid_after_utc.timestamp() - time.time()
+    assert abs(values["sendvault_certificate_expiry_seconds"] - left) < 120
+    assert (
+        values["sendvault_certificate_not_after_timestamp_seconds"] == served.not_valid_after_utc.timestamp()
+    )
+    # The SIGHUP test before this one: one refused renewal, one served.
+    assert values['sendvault_certificate_reloads_total{result="ok"}'] == 1
+    assert values['sendvault_certificate_reloads_total{result="failed"}'] == 1
+    assert values["sendvault_audit_verified"] == 1
+    assert values["sendvault_audit_head_record"] >= 1
+    assert values['sendvault_key_provider_up{provider="local"}'] == 1
+    assert values['sendvault_tokens{state="live"}'] >= 1
+    assert values["sendvault_attention"] == 0
+    assert values["sendvault_data_key_age_seconds"] >= 0
+    # The workers' own counters are still there beside them.
+    assert any(name.startswith("sendvault_requests_total") for name in values)
+
+
 def test_start_access_and_stop_lines_are_json_without_secrets(server: DevServer) -> None:
     headers = {"Authorization": auth_header(server), "Content-Type": "application/json"}
     body = {

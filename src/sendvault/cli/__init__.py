@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ _LAZY = {
     "erase": "contact:erase",
     "scan": "scan:scan",
     "serve": "serve:serve",
+    "status": "status:status",
     "token": "token:token",
 }
 # Commands that never read the settings, so take no --config of their own.
@@ -62,14 +64,28 @@ def _config_option() -> click.Option:
     )
 
 
-def _with_config_option(command: click.Command, name: str) -> click.Command:
-    """Give every settings-reading command its own --config, so it works after the command too."""
-    if name in _NO_SETTINGS:
-        return command
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)\.(\s|$)")
+
+
+def _short_help(text: str | None) -> str | None:
+    """A command's first sentence, whole: click's own cut stops at "e.g." or mid-word."""
+    if not text:
+        return None
+    paragraph = " ".join(text.strip().split("\n\n", 1)[0].split())
+    match = _SENTENCE_END.search(paragraph)
+    return paragraph[: match.start() + 1] if match else paragraph
+
+
+def _with_config_option(command: click.Command, name: str, settings: bool = True) -> click.Command:
+    """Give every settings-reading command its own --config (so it works after the command too),
+    and every command a whole first sentence as its line in the parent's command list."""
+    if command.short_help is None:
+        command.short_help = _short_help(command.help)
+    settings = settings and name not in _NO_SETTINGS
     if isinstance(command, click.Group):
         for sub_name, sub in command.commands.items():
-            _with_config_option(sub, sub_name)
-    elif not any(p.name == "config_file" for p in command.params):
+            _with_config_option(sub, sub_name, settings)
+    elif settings and not any(p.name == "config_file" for p in command.params):
         command.params.append(_config_option())
     return command
 

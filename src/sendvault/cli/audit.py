@@ -28,6 +28,7 @@ from ..audit.store import Stored
 from ..errors import InvalidValue
 from ..vault import Normalizer, parse_kind
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, fail, pass_app
+from ._output import cell, print_table
 
 __all__ = ["audit"]
 
@@ -56,7 +57,11 @@ def _token_clause(token: str) -> tuple[str, list[Any]]:
     return "(instr(body, ?) > 0 OR instr(request, ?) > 0 OR instr(response, ?) > 0)", [quoted] * 3
 
 
-def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+def _rows(
+    app: AppContext, filters: dict[str, Any], limit: int, *, newest: bool = False, after: int | None = None
+) -> list[dict[str, Any]]:
+    """Matching records in order: the first ``limit``, or with ``newest`` the last ``limit``;
+    ``after`` keeps only records past that number (--follow)."""
     log = app.audit
     clauses: list[str] = []
     params: list[Any] = []
@@ -95,7 +100,19 @@ def _rows(app: AppContext, filters: dict[str, Any], limit: int) -> list[dict[str
                 either.append(clause)
                 params.extend(values)
             clauses.append(f"({' OR '.join(either)})" if either else "0")
-        records = list(log.store.records(conn, " AND ".join(clauses), params, limit=limit))
+        if after is not None:
+            clauses.append("seq > ?")
+            params.append(after)
+        where = " AND ".join(clauses)
+        if newest:
+            # The last `limit` matches: find where they start, then read them in order.
+            sql = "SELECT seq FROM audit_records" + (f" WHERE {where}" if where else "")  # noqa: S608
+            found = conn.execute(f"{sql} ORDER BY seq DESC LIMIT {int(limit)}", params).fetchall()
+            if not found:
+                return []
+            where = (f"{where} AND " if where else "") + "seq >= ?"
+            params.append(found[-1][0])
+        records = list(log.store.records(conn, where, params, limit=limit))
     return [_row(app, rec, reveal=bool(filters.get("reveal"))) for rec in records]
 
 
@@ -127,20 +144,32 @@ def _decoded(data: bytes, *, opened: bool = False) -> Any:
         return {"$unparsed_bytes": len(data), **({"text": data.decode("utf-8", "replace")} if opened else {})}
 
 
-def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+_COLUMNS = ["seq", "time", "event", "actor", "source", "route", "status", "counts"]
+
+
+def _cells(row: dict[str, Any], reveal: bool) -> list[object]:
+    # Whole values, never cut: an ISO time to the millisecond, counts as name=number pairs.
+    cells: list[object] = [
+        row["seq"], row["time"][:23] + "Z", row["event"], row.get("actor"), row.get("source"),
+        row.get("route"), row.get("status"), row.get("counts"),
+    ]  # fmt: skip
+    if reveal:
+        opened = [*(row.get("revealed") or [])]
+        for side in ("request", "response"):
+            if f"revealed_{side}" in row:
+                opened.append(f"{side}: " + msgspec.json.encode(row[f"revealed_{side}"]).decode())
+        cells.append(" | ".join(str(v) for v in opened) or "-")
+    return cells
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool, *, reveal: bool = False) -> None:
     if as_json:
         emit_json(rows)
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    table = Table("seq", "time", "event", "actor", "source", "route", "status", "counts")
-    for r in rows:
-        table.add_row(
-            str(r["seq"]), r["time"][:23], r["event"], r.get("actor") or "-", r.get("source") or "-",
-            r.get("route") or "-", str(r.get("status") or "-"), msgspec.json.encode(r.get("counts")).decode(),
-        )  # fmt: skip
-    Console().print(table)
+    headers = [*_COLUMNS, "revealed"] if reveal else _COLUMNS
+    print_table(headers, [_cells(r, reveal) for r in rows])
+    if not rows:
+        click.echo("no matching records", err=True)
 
 
 _filter_options = [
@@ -162,9 +191,24 @@ _filter_options = [
         type=click.Choice(["email", "mobile"]),
         help="Kind of --value: also match it normalized, and records of its token (resolve answers).",
     ),
-    click.option("--limit", type=int, default=100, show_default=True),
-    click.option("--reveal", is_flag=True, help="Open sealed values (needs the audit key)."),
-    click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+    click.option(
+        "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Most records to print."
+    ),
+    click.option("--newest", is_flag=True, help="Newest first: the last --limit matches, latest at the top."),
+    click.option(
+        "--tail",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="The last N matches, oldest of them first (as `tail`).",
+    ),
+    click.option(
+        "--follow",
+        is_flag=True,
+        help="After the last matches (--tail, default 10), print new ones as they are written; Ctrl-C stops. "
+        "With --json, one JSON object per line.",
+    ),
+    click.option("--reveal", is_flag=True, help="Open sealed values (needs the audit key), also in tables."),
+    click.option("--json", "as_json", is_flag=True, help="Print a JSON list (JSON lines with --follow)."),
 ]
 
 
@@ -180,6 +224,16 @@ def _search(app: AppContext, opts: dict[str, Any]) -> None:
     }
     filters["since"] = _when(opts["since"], "--since") if opts.get("since") else None
     filters["until"] = _when(opts["until"], "--until") if opts.get("until") else None
+    if filters["since"] is not None and filters["until"] is not None and filters["since"] >= filters["until"]:
+        fail(
+            f"--since {opts['since']} is not before --until {opts['until']}: no record can match",
+            "swap them: --since is the start of the range, --until its end",
+            code=EXIT_USAGE,
+        )
+    if opts.get("newest") and (opts.get("tail") or opts.get("follow")):
+        fail(
+            "--newest lists newest first; --tail and --follow list oldest first", "pick one", code=EXIT_USAGE
+        )
     if opts.get("value") is not None:
         value = opts["value"]
         candidates = {value}
@@ -192,14 +246,58 @@ def _search(app: AppContext, opts: dict[str, Any]) -> None:
             (found,) = app.vault.tokenize_many([(kind, value)], create=False)
             filters["value_tokens"] = [found.token] if found.token else []
         filters["fingerprints"] = [app.audit.sealer.fingerprint(v) for v in candidates]
-    _print(_rows(app, filters, opts["limit"]), opts["as_json"])
+    reveal = bool(opts.get("reveal"))
+    if opts.get("follow"):
+        _follow(app, filters, opts.get("tail") or 10, as_json=opts["as_json"], reveal=reveal)
+        return
+    if opts.get("tail"):
+        rows = _rows(app, filters, opts["tail"], newest=True)
+    elif opts.get("newest"):
+        rows = _rows(app, filters, opts["limit"], newest=True)[::-1]
+    else:
+        rows = _rows(app, filters, opts["limit"])
+    _print(rows, opts["as_json"], reveal=reveal)
+
+
+def _follow(app: AppContext, filters: dict[str, Any], tail: int, *, as_json: bool, reveal: bool) -> None:
+    """Print the last ``tail`` matches, then new ones as they are written, until interrupted."""
+    import time  # noqa: PLC0415
+
+    headers = [*_COLUMNS, "revealed"] if reveal else _COLUMNS
+    if not as_json:
+        click.echo("  ".join(headers))
+    rows = _rows(app, filters, tail, newest=True)
+    last = rows[-1]["seq"] if rows else _head_seq(app)
+    try:
+        while True:
+            for row in rows:
+                if as_json:
+                    emit_json(row)
+                else:
+                    click.echo("  ".join(cell(v) for v in _cells(row, reveal)))
+                last = row["seq"]
+            sys.stdout.flush()
+            time.sleep(1.0)
+            rows = _rows(app, filters, 1000, after=last)
+    except KeyboardInterrupt:
+        return
+
+
+def _head_seq(app: AppContext) -> int:
+    with app.audit.store.snapshot() as conn:
+        found = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_records").fetchone()
+    return int(found[0])
 
 
 @audit.command("show")
 @_with_filters
 @pass_app
 def audit_show(app: AppContext, /, **opts: Any) -> None:
-    """Show audit records, oldest first (values stay sealed unless --reveal)."""
+    """Show audit records, oldest first; --newest, --tail N and --follow for the latest.
+
+    Values stay sealed unless --reveal (which needs the audit key). Piped output is plain
+    columns, one record per line, nothing cut.
+    """
     _search(app, opts)
 
 
@@ -295,10 +393,21 @@ def audit_verify(
             store.public_key = key
             result = verify_store(store, first=first, last=last, known=known)
     except ChainBroken as broken:
+        if path is None and first is None and last is None:
+            _note(app, intact=False, detail={"seq": broken.seq, "reason": broken.reason})
         _broken(broken, as_json)
     except ValueError as exc:
         fail(str(exc), code=EXIT_USAGE)
+    if path is None and first is None and last is None:
+        _note(app, intact=True, detail={"records": result.records, "last": result.last})
     _verdict(result, known, as_json)
+
+
+def _note(app: AppContext, *, intact: bool, detail: dict[str, Any]) -> None:
+    """A whole-chain verify of the database is remembered for `sendvault status` and the metrics."""
+    from ..server.status import note_verify  # noqa: PLC0415
+
+    note_verify(app.settings, intact=intact, detail=detail)
 
 
 def _verdict(result: Verified, known: Mark | None, as_json: bool) -> None:

@@ -43,11 +43,10 @@ def _finish(
     if as_json:
         emit_json(to_json(results))
     else:
-        from rich.console import Console  # noqa: PLC0415
+        from ..scan.report import table_rows  # noqa: PLC0415
+        from ._output import print_table  # noqa: PLC0415
 
-        from ..scan.report import to_table  # noqa: PLC0415
-
-        Console().print(to_table(results))
+        print_table(["check", "target", "rule", "severity", "detail"], table_rows(results))
     sys.exit(exit_code(results, Severity[fail_on.upper()]))
 
 
@@ -146,13 +145,22 @@ def scan_ssh_cmd(targets: tuple[str, ...], timeout: float) -> list[CheckResult]:
 @click.option(
     "--ca", "ca_file", help="CA bundle for the HTTPS side.", type=click.Path(dir_okay=False, exists=True)
 )
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    help="Port of the plain-HTTP side (default 80; an https:// URL's port is its TLS port).",
+)
 @_reported
-def scan_http_cmd(url: str, ca_file: str | None) -> list[CheckResult]:
-    """HTTP to HTTPS redirect (code, permanence, method, host) of every hop, and HSTS of URL."""
+def scan_http_cmd(url: str, ca_file: str | None, http_port: int | None) -> list[CheckResult]:
+    """HTTP to HTTPS redirect (code, permanence, method, host) of every hop, and HSTS of URL.
+
+    URL may be http:// or https://; either way the plain-HTTP side is probed on port 80 (or
+    --http-port, or the port of an http:// URL), never on the TLS port.
+    """
     from ..scan.http import scan_http  # noqa: PLC0415
 
     _check_ca(ca_file)
-    return [scan_http(url, ca_file=ca_file)]
+    return [scan_http(url, ca_file=ca_file, http_port=http_port)]
 
 
 @scan.command("content")
@@ -160,12 +168,19 @@ def scan_http_cmd(url: str, ca_file: str | None) -> list[CheckResult]:
 @click.option(
     "--crawl", type=int, default=0, show_default=True, help="Follow same-host links this many levels."
 )
+@click.option(
+    "--ca",
+    "ca_file",
+    help="CA bundle for https:// pages (default: system).",
+    type=click.Path(dir_okay=False, exists=True),
+)
 @_reported
-def scan_content_cmd(target: str, crawl: int) -> list[CheckResult]:
+def scan_content_cmd(target: str, crawl: int, ca_file: str | None) -> list[CheckResult]:
     """http:// scripts, styles, frames, images and media in pages: a URL, a file or a directory."""
     from ..scan.content import scan_content  # noqa: PLC0415
 
-    return [scan_content(target, crawl=crawl)]
+    _check_ca(ca_file)
+    return [scan_content(target, crawl=crawl, ca_file=ca_file)]
 
 
 @scan.command("code")

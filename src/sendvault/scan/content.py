@@ -25,6 +25,7 @@ from __future__ import annotations
 import html.parser
 import ipaddress
 import re
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -358,15 +359,17 @@ def scan_text(
     return links
 
 
-def _read_url(url: str, timeout: float) -> str:
+def _read_url(url: str, timeout: float, context: ssl.SSLContext | None = None) -> str:
     import urllib.request  # noqa: PLC0415
 
     request = urllib.request.Request(url, headers={"User-Agent": "sendvault-scan"})  # noqa: S310 - http(s) only
-    with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310
         return str(resp.read(5_000_000).decode("utf-8", "replace"))
 
 
-def _scan_url(target: str, crawl: int, timeout: float, result: CheckResult) -> None:
+def _scan_url(
+    target: str, crawl: int, timeout: float, result: CheckResult, context: ssl.SSLContext | None = None
+) -> None:
     host = urlsplit(target).hostname
     queue, seen = [(target, 0)], set()
     while queue:
@@ -375,7 +378,7 @@ def _scan_url(target: str, crawl: int, timeout: float, result: CheckResult) -> N
             continue
         seen.add(url)
         try:
-            text = _read_url(url, timeout)
+            text = _read_url(url, timeout, context)
         except (OSError, ValueError) as exc:
             result.cannot(f"{url}: {type(exc).__name__}")
             result.fail("content.unknown", f"{url} could not be read ({type(exc).__name__})")
@@ -386,11 +389,21 @@ def _scan_url(target: str, crawl: int, timeout: float, result: CheckResult) -> N
                 queue.append((absolute, depth + 1))
 
 
-def scan_content(target: str, *, crawl: int = 0, timeout: float = 10.0) -> CheckResult:
-    """Scan a URL (following same-host links ``crawl`` levels deep), a file or a directory."""
+def scan_content(
+    target: str, *, crawl: int = 0, timeout: float = 10.0, ca_file: str | None = None
+) -> CheckResult:
+    """Scan a URL (following same-host links ``crawl`` levels deep), a file or a directory.
+
+    ``ca_file`` is the CA bundle an https:// page is verified with (else the system's).
+    """
     result = CheckResult("content", target)
     if target.startswith(("http://", "https://")):
-        _scan_url(target, crawl, timeout, result)
+        context = None
+        if ca_file is not None:
+            from .tls import load_ca  # noqa: PLC0415
+
+            context = load_ca(ca_file)
+        _scan_url(target, crawl, timeout, result, context)
         return result
     root = Path(target)
     if root.is_dir():

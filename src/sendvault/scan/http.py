@@ -66,18 +66,43 @@ def _chain(url: str, method: str, timeout: float) -> tuple[list[tuple[int, str, 
     return hops, None
 
 
+def plain_url(url: str, http_port: int | None = None) -> str:
+    """The http:// URL to probe for ``url``.
+
+    An https:// URL names the TLS port, where plain HTTP is never served: its http:// form is
+    on ``http_port`` (80 by default), same host, path and query.
+    """
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.scheme == "https" or http_port is not None:
+        port = http_port or 80
+        netloc = host if port == 80 else f"{host}:{port}"
+        return parts._replace(scheme="http", netloc=netloc).geturl()
+    return parts._replace(scheme="http").geturl()
+
+
 def scan_http(
-    url: str, *, ca_file: str | None = None, timeout: float = 10.0, post: bool = True
+    url: str,
+    *,
+    ca_file: str | None = None,
+    timeout: float = 10.0,
+    post: bool = True,
+    http_port: int | None = None,
 ) -> CheckResult:
     """Check the redirect of the http:// form of ``url`` and HSTS on its https:// form.
 
-    A ``ca_file`` that cannot be loaded leaves HSTS unknown (``http.unknown``); the redirect
-    checks, which need no certificate, still run.
+    For an https:// URL the plain side is probed on ``http_port`` (80 by default), never on the
+    TLS port. A ``ca_file`` that cannot be loaded leaves HSTS unknown (``http.unknown``); the
+    redirect checks, which need no certificate, still run.
     """
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    plain = parts._replace(scheme="http").geturl()
+    plain = plain_url(url, http_port)
     host = parts.hostname or ""
     result = CheckResult("http", plain)
+    if parts.scheme == "https":
+        result.facts["given"] = url
     try:
         hops, https = _chain(plain, "GET", timeout)
     except _ERRORS as exc:

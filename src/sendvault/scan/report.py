@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_CLEAN",
     "EXIT_UNKNOWN",
     "exit_code",
+    "table_rows",
     "to_html",
     "to_json",
     "to_sarif",
@@ -67,11 +68,28 @@ def exit_code(results: list[CheckResult], fail_on: Severity) -> int:
 
 
 def _summary(r: CheckResult) -> list[tuple[str, str, str]]:
-    """(rule, severity, detail) rows after a target's findings: what was not checked, and the
-    passes of a target without findings."""
-    rows = [("-", "unknown", "could not check: " + "; ".join(r.unknown))] if r.unknown else []
-    if not r.findings:
-        rows.append(("-", "ok" if not r.unknown else "-", f"{r.passed} check(s) passed"))
+    """(rule, severity, detail) rows after a target's findings: what was not checked when no
+    ``*.unknown`` finding says it already, or the passes of a target without findings."""
+    said = any(f.rule.endswith(".unknown") for f in r.findings)
+    if r.unknown and not said:
+        return [("-", "unknown", "could not check: " + "; ".join(r.unknown))]
+    if not r.findings and not r.unknown:
+        return [("-", "ok", f"{r.passed} check(s) passed")]
+    return []
+
+
+def table_rows(results: list[CheckResult]) -> list[tuple[str, str, str, str, str]]:
+    """(check, target, rule, severity, detail): one row per finding, per unknown, per clean target.
+
+    A ``*.unknown`` finding is the unknown's row (severity ``unknown``): it is not repeated.
+    """
+    rows = []
+    for r in results:
+        for f in r.findings:
+            where = f" ({_place(f)})" if f.file is not None and f.file not in f.detail else ""
+            severity = "unknown" if f.rule.endswith(".unknown") else f.severity.label
+            rows.append((r.check, r.target, f.rule, severity, f.detail + where))
+        rows += [(r.check, r.target, rule, severity, detail) for rule, severity, detail in _summary(r)]
     return rows
 
 
@@ -79,13 +97,9 @@ def to_table(results: list[CheckResult]) -> Any:
     """A rich table of findings, of what could not be checked, and a line per clean target."""
     from rich.table import Table  # noqa: PLC0415 - rich loads only for people
 
-    table = Table("target", "rule", "severity", "detail", title="sendvault scan")
-    for r in results:
-        for f in r.findings:
-            where = f" ({_place(f)})" if f.file is not None and f.file not in f.detail else ""
-            table.add_row(r.target, f.rule, f.severity.label, f.detail + where)
-        for rule, severity, detail in _summary(r):
-            table.add_row(r.target, rule, severity, detail)
+    table = Table("check", "target", "rule", "severity", "detail", title="sendvault scan")
+    for row in table_rows(results):
+        table.add_row(*row)
     return table
 
 

@@ -25,7 +25,16 @@ from ..errors import ConfigError, KeyProviderError, SendvaultError, StoreError
 if TYPE_CHECKING:
     from ..store.base import Store, StoreFacts
 
-__all__ = ["Finding", "bind", "database_label", "preflight", "run_checks"]
+__all__ = [
+    "Finding",
+    "bind",
+    "database_label",
+    "open_keys",
+    "open_store_for_reading",
+    "preflight",
+    "read_kek",
+    "run_checks",
+]
 
 Level = Literal["ok", "note", "warning", "error"]
 
@@ -191,6 +200,15 @@ def _key_file(path: Path, setting: str) -> bytes | None:
     return load_key(path, None, setting)
 
 
+def read_kek(settings: Settings) -> bytes | None:
+    """The key-encryption key the vault would use (never creating its file), or None."""
+    from ..crypto.keys import load_key  # noqa: PLC0415
+
+    if settings.master_key is not None:
+        return load_key(settings.home_path / "keys" / "master.key", settings.master_key, "master_key")
+    return _key_file(settings.home_path / "keys" / "master.key", "master_key")
+
+
 def _keys(settings: Settings, state: _State) -> Iterator[Finding]:
     from ..crypto.keys import load_key  # noqa: PLC0415
 
@@ -223,7 +241,7 @@ def _keys(settings: Settings, state: _State) -> Iterator[Finding]:
     yield Finding("keys", "ok" if state.kek is not None else "note", "; ".join(parts))
 
 
-def _open_store(settings: Settings) -> Store | None:
+def open_store_for_reading(settings: Settings) -> Store | None:
     """The configured store for reading, or None when its SQLite file does not exist yet."""
     from ..vault.factory import open_store  # noqa: PLC0415
 
@@ -237,7 +255,7 @@ def _open_store(settings: Settings) -> Store | None:
 def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]:
     where = database_label(settings)
     try:
-        store = _open_store(settings)
+        store = open_store_for_reading(settings)
         if store is None:
             yield Finding("database", "note", f"{where} will be created")
             if not dev:
@@ -288,7 +306,7 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
             )
             return
         try:
-            opened = _open_keys(facts, state.kek)
+            opened = open_keys(facts, state.kek)
         except KeyProviderError as exc:
             yield _error("keys", exc)
             return
@@ -303,10 +321,14 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
         yield Finding("clients", "ok", f"{count} API client(s)") if count else _no_clients()
 
 
-def _open_keys(facts: StoreFacts, kek: bytes) -> int:
+def open_keys(facts: StoreFacts, kek: bytes | None) -> int:
     """Unwrap every stored data key with the configured provider; the number opened."""
     from ..crypto import LocalKeyProvider  # noqa: PLC0415
 
+    if not facts.keys:
+        return 0
+    if kek is None:
+        raise KeyProviderError("the vault holds data keys but no master key is configured or on disk")
     provider = LocalKeyProvider(kek)
     for key in facts.keys:
         if key.provider != provider.name:

@@ -31,7 +31,7 @@ from wsgiref.simple_server import WSGIServer
 from .. import __version__
 from ..config import Settings
 from ..errors import ConfigError, SendvaultError
-from .certfile import file_stamp
+from .certfile import CertFacts, file_stamp
 from .preflight import bind, preflight
 
 __all__ = ["bind", "preflight", "serve"]
@@ -85,12 +85,13 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
         )
         for i in range(settings.workers)
     ]
+    certs = _Served(settings)
     try:
         # Bound before any worker starts: a busy admin port is a start-up error like the others.
-        admin = _start_admin(settings, metrics_dir) if settings.admin_port else None
+        admin = _start_admin(settings, metrics_dir, certs) if settings.admin_port else None
         for proc in workers:
             proc.start()
-        asyncio.run(_main_loop(settings, http, workers, ready, on_ready))
+        asyncio.run(_main_loop(settings, http, workers, ready, on_ready, certs=certs))
     finally:
         _stop_workers(workers)
         if admin is not None:
@@ -131,6 +132,8 @@ async def _main_loop(
     workers: Sequence[multiprocessing.process.BaseProcess],
     ready: Sequence[Any],
     on_ready: Callable[[], None] | None,
+    *,
+    certs: _Served,
 ) -> None:
     from .redirect import start_redirect_server  # noqa: PLC0415
 
@@ -142,7 +145,7 @@ async def _main_loop(
         stopped_by.append(sig.name)
         stop.set()
 
-    reloader = _Reloader(settings, workers)
+    reloader = _Reloader(settings, workers, certs)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_stop, sig)
     loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
@@ -185,6 +188,18 @@ async def _main_loop(
             await redirect.wait_closed()
 
 
+class _Served:
+    """The certificate being served, and how reloads went: for the metrics and the logs."""
+
+    def __init__(self, settings: Settings) -> None:
+        from .certfile import read_certificate  # noqa: PLC0415
+
+        self.facts: CertFacts | None = None
+        with contextlib.suppress(ConfigError):
+            self.facts = read_certificate(settings.cert_path)
+        self.reloads = {"ok": 0, "failed": 0}
+
+
 class _Reloader:
     """Serve a renewed certificate: on SIGHUP, or when the watch sees the files change.
 
@@ -193,9 +208,12 @@ class _Reloader:
     which builds its new TLS context for new connections.
     """
 
-    def __init__(self, settings: Settings, workers: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    def __init__(
+        self, settings: Settings, workers: Sequence[multiprocessing.process.BaseProcess], served: _Served
+    ) -> None:
         self._settings = settings
         self._workers = workers
+        self._served = served
         self._paths = (
             settings.cert_path,
             settings.key_path,
@@ -245,6 +263,7 @@ class _Reloader:
                 client_cert=settings.tls_client_cert,
             )
         except ConfigError as exc:
+            self._served.reloads["failed"] += 1
             log.error(  # noqa: TRY400 - a bad file, not a bug: one line, no traceback
                 "certificate not reloaded (%s): %s; still serving the previous one",
                 why,
@@ -255,6 +274,8 @@ class _Reloader:
         for proc in self._workers:
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGHUP)
+        self._served.facts = facts
+        self._served.reloads["ok"] += 1
         days = facts.seconds_left() / 86400
         log.info(
             "certificate reloaded (%s): %s, expires %s (%.0f days)",
@@ -307,12 +328,18 @@ def _log_started(settings: Settings) -> None:
     )
 
 
-def _start_admin(settings: Settings, metrics_dir: str) -> WSGIServer:
+def _start_admin(settings: Settings, metrics_dir: str, certs: _Served) -> WSGIServer:
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
     from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
+    from .status import StatusCollector  # noqa: PLC0415
+
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    # The operator's facts (certificate expiry, audit health, keys) beside the workers' counters.
+    registry.register(
+        StatusCollector(settings, served=lambda: certs.facts, reloads=lambda: dict(certs.reloads))
+    )
     try:
         server, _thread = start_http_server(settings.admin_port, addr=settings.admin_host, registry=registry)
     except OSError as exc:
