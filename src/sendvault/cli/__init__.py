@@ -64,7 +64,8 @@ def _config_option() -> click.Option:
     )
 
 
-_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)\.(\s|$)")
+# A full stop ends the sentence; an abbreviation's ("e.g.") or an ellipsis ("NAME...") does not.
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\.)\.(\s|$)")
 
 
 def _short_help(text: str | None) -> str | None:
