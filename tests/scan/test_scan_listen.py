@@ -394,3 +394,83 @@ def test_a_tls13_only_client_cannot_reach_a_tls12_only_server(listening: Running
     result = _only(listening.stop(), "TLS client")
     assert _rules(result) == {"client.no-tls12"}
     assert "offers TLSv1.3 but not TLS 1.2" in result.findings[0].detail
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 20000 + b"\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello",
+    ],
+    ids=["no-method", "huge-body", "bad-chunk", "huge-header", "tls-on-http-port"],
+)
+def test_garbage_on_the_http_port_is_unknown_and_gets_no_redirect(
+    listening: Running, request_bytes: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", listening.http)) as s:
+        with contextlib.suppress(OSError):
+            s.sendall(request_bytes)
+            s.shutdown(socket.SHUT_WR)
+        s.settimeout(15)
+        with contextlib.suppress(OSError):
+            assert b"308" not in s.recv(1000)
+    listening.wait_for(1)
+    result = _only(listening.stop(), "HTTP client")
+    assert _rules(result) == {"client.unknown"}
+    assert result.passed == 0
+
+
+def test_a_chunked_post_that_is_followed_keeps_its_body(listening: Running) -> None:
+    with socket.create_connection(("127.0.0.1", listening.http)) as s:
+        s.sendall(
+            b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\na=1\r\n0\r\n\r\n"
+        )
+        answer = s.recv(4096).decode()
+    location = next(line.split(": ", 1)[1] for line in answer.split("\r\n") if line.startswith("Location:"))
+    path = "/" + location.split("/", 3)[3]
+    ctx = ssl.create_default_context(cafile=str(listening.ca))
+    with (
+        socket.create_connection(("127.0.0.1", listening.tls)) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\na=1".encode())
+        tls.recv(100)
+    listening.wait_for(3)
+    http = _only(listening.stop(), "HTTP client")
+    assert http.findings == []
+    assert http.facts["followed"] == {"method": "POST", "body_bytes": 3}
+
+
+def test_a_client_that_stalls_after_its_hello_is_judged_and_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sendvault.scan.listen as listen
+
+    monkeypatch.setattr(listen, "_CONNECTION_SECONDS", 1.0)
+    running = Running(tmp_path)
+    hello = _python_hello()
+    with socket.create_connection(("127.0.0.1", running.tls)) as s:
+        s.sendall(hello)  # then never answers the ServerHello
+        s.settimeout(5)
+        start = time.monotonic()
+        with contextlib.suppress(OSError):
+            while s.recv(65536):
+                pass
+        assert time.monotonic() - start < 4
+    running.wait_for(1)
+    result = _only(running.stop(), "TLS client")
+    assert "TLSv1.3" in result.facts["versions"]  # type: ignore[operator]
+    assert "not completed" in str(result.facts["handshake"])
+
+
+def _python_hello() -> bytes:
+    """The ClientHello Python's default client sends, captured from a memory BIO."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()

@@ -166,3 +166,50 @@ def test_lines_before_the_identification_are_kept_as_facts() -> None:
     result, _ = _scan(_sends(b"Authorized use only\r\n", IDENT, kexinit(), b"\x00" * 32))
     assert result.facts["banner_lines"] == ["Authorized use only"]
     assert result.facts["identification"] == IDENT.decode().strip()
+
+
+def _reply_with_key(blob: bytes) -> bytes:
+    """A KEX_ECDH_REPLY carrying ``blob`` as the host key (and junk for the rest)."""
+    return _packet(b"\x1f" + struct.pack("!I", len(blob)) + blob + _names("x") + _names("y"))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"",
+        b"\x00\x00\x00\x07ssh-rsa\x00\x00\x00\x01",
+        b"\xff" * 40,
+        b"\x00\x00\x00\x07ssh-rsa\xff\xff\xff\xff",
+    ],
+    ids=["empty", "truncated-rsa", "junk", "overlong-field"],
+)
+def test_a_malformed_host_key_is_unknown_and_the_rest_still_judged(blob: bytes) -> None:
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(IDENT + kexinit(host_key=("ssh-rsa",)))
+        conn.recv(65536)
+        time.sleep(0.1)
+        conn.recv(65536)
+        conn.sendall(_reply_with_key(blob))
+        time.sleep(0.3)
+
+    result, _ = _scan(handler)
+    assert {f.rule for f in result.findings} == {"ssh.sha1-host-signature", "ssh.unknown"}
+    assert result.facts["host_keys"] == {"ssh-rsa": "unknown"}
+
+
+def test_a_key_exchange_reply_that_never_comes_ends_with_the_timeout() -> None:
+    result, elapsed = _scan(_sends(IDENT, kexinit(), hold=10), timeout=1.5)
+    assert {f.rule for f in result.findings} == {"ssh.unknown"}
+    assert any("ssh-ed25519" in u for u in result.unknown)
+    assert elapsed < 4
+
+
+@pytest.mark.parametrize(
+    ("identification", "old"),
+    [(b"SSH-2.0-OpenSSH_for_Windows_7.3\r\n", True), (b"SSH-2.0-OpenSSH_for_Windows_8.1\r\n", False),
+     (b"SSH-2.0-OpenSSH_6.6.1p1 Ubuntu-2ubuntu2\r\n", True), (b"SSH-2.0-OpenSSH_7.4\r\n", False),
+     (b"SSH-1.99-OpenSSH_9.9\r\n", True), (b"SSH-2.0-dropbear_2022.83\r\n", False)],
+)  # fmt: skip
+def test_old_software_is_read_from_the_identification(identification: bytes, old: bool) -> None:
+    result, _ = _scan(_sends(identification, kexinit(), b"\x00" * 32))
+    assert ("ssh.old-software" in {f.rule for f in result.findings}) is old

@@ -498,3 +498,21 @@ def test_an_ec_key_under_256_bits_is_weak(tmp_path: Path) -> None:
         result = CheckResult("tls", "x")
         judge(Reading(chain=(cert,)), "127.0.0.1", dt.datetime.now(dt.UTC), result)
         assert ([f.rule for f in result.findings] == ["tls.weak-key"]) is weak, curve.name
+
+
+def test_an_expired_certificate_sent_beside_a_chain_that_verifies_is_still_reported(tmp_path: Path) -> None:
+    # As servers sent Let's Encrypt's expired cross-signature: OpenSSL 3 verifies the chain
+    # without it, older clients build their path through it and fail.
+    from tests.scan import _pki
+
+    pki = _pki.chain(tmp_path, "127.0.0.1", with_intermediate=False)
+    stale_key = _pki.ec_key()
+    stale = _pki._cert("old cross-signed root", stale_key, None, stale_key, ca=True,
+                       not_after=dt.datetime.now(dt.UTC) - dt.timedelta(days=3))  # fmt: skip
+    pki.cert_file.write_bytes(pki.cert_file.read_bytes() + _pki._pem(stale))
+    with tls_server(_modern, pki) as server:  # type: ignore[arg-type]
+        result = scan_tls("127.0.0.1", server.port, ca_file=str(pki.ca_file))
+    [finding] = result.findings
+    assert finding.rule == "tls.cert-expired"
+    assert "depth 1" in finding.detail
+    assert "the chain verifies here without it" in finding.detail

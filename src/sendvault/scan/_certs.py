@@ -163,7 +163,8 @@ def judge(reading: Reading, name: str, now: dt.datetime, result: CheckResult) ->
         {"depth": d, "subject": c.subject, "not_after": c.not_after.isoformat(), "key": c.key}
         for d, c in enumerate(reading.chain)
     ]
-    expired = _validity(reading.chain, now, result)
+    verified = reading.untrusted is None and reading.chain_unknown is None and not reading.chain_skipped
+    expired = _validity(reading.chain, now, result, verified=verified)
     if leaf.names(name):
         result.ok()
     else:
@@ -176,8 +177,14 @@ def judge(reading: Reading, name: str, now: dt.datetime, result: CheckResult) ->
     _trust(reading, expired, result)
 
 
-def _validity(chain: tuple[Cert, ...], now: dt.datetime, result: CheckResult) -> bool:
-    """Judge every certificate's dates; whether one is outside its validity period."""
+def _validity(
+    chain: tuple[Cert, ...], now: dt.datetime, result: CheckResult, *, verified: bool = False
+) -> bool:
+    """Judge every certificate's dates; whether one is outside its validity period.
+
+    A certificate sent beside a chain that verifies without it (an old cross-signature) is still
+    reported: clients that build their path through it (OpenSSL 1.0, old Android) fail.
+    """
     out = [(d, c) for d, c in enumerate(chain) if c.not_after <= now or c.not_before > now]
     soon = [(d, c) for d, c in enumerate(chain) if (d, c) not in out
             and c.not_after - now < dt.timedelta(days=EXPIRING_DAYS)]  # fmt: skip
@@ -185,7 +192,9 @@ def _validity(chain: tuple[Cert, ...], now: dt.datetime, result: CheckResult) ->
         result.fail(
             "tls.cert-expired",
             "; ".join(f"{_where(d, c)}: valid {c.not_before:%Y-%m-%d} to {c.not_after:%Y-%m-%d}"
-                      for d, c in out),
+                      for d, c in out)
+            + (" (sent, though the chain verifies here without it: clients that build their path "
+               "through it fail)" if verified else ""),
         )  # fmt: skip
     elif soon:
         result.fail(

@@ -70,6 +70,15 @@ _SIGNATURES = {
     0x0301: "rsa_sha224",
 }
 _SCSV = {0x00FF: "TLS_EMPTY_RENEGOTIATION_INFO_SCSV", 0x5600: "TLS_FALLBACK_SCSV"}
+# RSA key exchange suites old clients (Java 6, Windows XP) still offer that OpenSSL 3 does not know.
+_RSA_ONLY_IANA = {
+    0x0001: "NULL-MD5",
+    0x0002: "NULL-SHA",
+    0x0062: "EXP1024-DES-CBC-SHA",
+    0x0064: "EXP1024-RC4-SHA",
+    0x0060: "EXP1024-RC4-MD5",
+    0x0061: "EXP1024-RC2-CBC-MD5",
+}
 
 
 class NotTLS(ValueError):
@@ -110,7 +119,7 @@ def suite_info(code: int) -> tuple[str, bool | None]:
         return _SCSV[code], False
     suite = _openssl_suites().get(code)
     if suite is None:
-        return f"0x{code:04x}", None
+        return (_RSA_ONLY_IANA[code], True) if code in _RSA_ONLY_IANA else (f"0x{code:04x}", None)
     return str(suite["name"]), str(suite.get("kea", "")).startswith("kx-rsa")
 
 

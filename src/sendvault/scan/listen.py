@@ -212,6 +212,13 @@ class Listener:
                 handler(conn, client)
         except (OSError, ValueError, ssl.SSLError):
             pass  # the client went away or sent garbage: already recorded where it mattered
+        except Exception as exc:  # noqa: BLE001 - no client, however hostile, may stop the listener
+            result = CheckResult("listen", f"client {client}")
+            result.cannot(f"the listener could not handle this connection ({type(exc).__name__})")
+            result.fail(
+                "client.unknown", f"the listener could not handle this connection ({type(exc).__name__})"
+            )
+            self._record(result, f"{result.target}: not judged ({type(exc).__name__})")
         finally:
             self._slots.release()
 
@@ -389,8 +396,10 @@ def _read_request(read: Callable[[int | None], bytes]) -> _Request | None:
             if len(head) > _MAX_HEADERS:
                 return None
         lines = head.decode("latin-1").splitlines()
-        method, target, _ = [*lines[0].split(" "), "", ""][:3]
-        if not method.isalpha() or not method.isupper():
+        method, target, version = [*lines[0].split(" "), "", ""][:3]
+        if not (method.isascii() and method.isalpha() and method.isupper()) or not version.startswith(
+            "HTTP/1."
+        ):
             return None
         headers = {}
         for line in lines[1:]:

@@ -65,7 +65,7 @@ def _openssh_version(software: str) -> tuple[int, int] | None:
     """(major, minor) of ``OpenSSH_7.2p2``; None for other software."""
     if not software.startswith("OpenSSH_"):
         return None
-    major, _, rest = software[len("OpenSSH_") :].partition(".")
+    major, _, rest = software[len("OpenSSH_") :].removeprefix("for_Windows_").partition(".")
     minor = rest[: len(rest) - len(rest.lstrip("0123456789"))]
     return (int(major), int(minor)) if major.isascii() and major.isdigit() and minor else None
 
@@ -221,7 +221,9 @@ def _flag(result: CheckResult, rule: str, what: str, names: list[str]) -> None:
 def _software(software: str, identification: str, result: CheckResult) -> None:
     result.facts["software"] = software
     version = _openssh_version(software)
-    if version is not None and version < (7, 4):
+    if identification.startswith("SSH-1.99-"):
+        result.fail("ssh.old-software", f"{identification}: speaks SSH protocol 1 as well (version 1.99)")
+    elif version is not None and version < (7, 4):
         result.fail(
             "ssh.old-software",
             f"{identification}: OpenSSH before 7.4 (SHA-1 and CBC on by default, unmaintained)",
