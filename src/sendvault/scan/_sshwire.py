@@ -93,6 +93,9 @@ class Connection:
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.deadline = time.monotonic() + timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        # A KEXINIT and the key exchange's first message go out back to back: with Nagle's
+        # algorithm the second waits for the server's delayed ACK (40 ms on Linux).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = b""
 
     def close(self) -> None:
