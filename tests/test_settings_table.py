@@ -76,6 +76,7 @@ BAD: dict[str, tuple[str, str]] = {
     "keep_alive_seconds": ("forever", "env"),
     "max_connections_per_address": ("0", "env"),
     "max_connections": ('"many"', "file"),
+    "auth_failure_spacing_seconds": ("11", "env"),
 }
 # Settings whose value may be shown (paths and names an operator typed, never secrets); for
 # every other row the value must not appear in the output.

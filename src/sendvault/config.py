@@ -406,9 +406,25 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc("How long a successful Basic check and a client record are cached per worker.", ge=0, le=600),
     ] = 30.0
     auth_max_failures: Annotated[
-        int, _doc("Failed authentications per client id or address before 429.", ge=1)
+        int,
+        _doc(
+            "Failed authentications from one address (an IPv6 /64) within the window after which its "
+            "checks are slowed: one at a time, `auth_failure_spacing_seconds` apart. Never a refusal: "
+            "a correct secret or a valid token is always accepted.",
+            ge=1,
+        ),
     ] = 10
     auth_failure_window_seconds: Annotated[int, _doc("Window of `auth_max_failures`.", ge=1)] = 300
+    auth_failure_spacing_seconds: Annotated[
+        float,
+        _doc(
+            "Least time between two checks of an address past `auth_max_failures` (per worker). "
+            "Bounds its guessing rate; a right credential from that address waits at most this long "
+            "per check queued before it.",
+            ge=0,
+            le=10,
+        ),
+    ] = 0.1
     hsts_max_age: Annotated[
         int, _doc("Strict-Transport-Security max-age on every HTTPS answer (with includeSubDomains).", ge=0)
     ] = 63_072_000

@@ -322,9 +322,9 @@ class TokenApi:
             client_id, secret = basic_pair(value)
             call.claimed_client = client_id
             # An uncached secret's scrypt runs off the event loop (see Authenticator.basic_async).
-            return await self.auth.basic_async(client_id, secret, call.address)
+            return await self.auth.basic_async(client_id, secret, call.address, _park(call.scope))
         if kind.lower() == "bearer":
-            return self.auth.bearer(value.strip(), call.address)
+            return await self.auth.bearer_async(value.strip(), call.address, _park(call.scope))
         raise AuthError("unsupported authorization scheme")
 
     def _health(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -506,7 +506,7 @@ class TokenApi:
         self, call: _Call, client_id: str, secret: str, challenge: list[tuple[bytes, bytes]]
     ) -> Principal:
         try:
-            principal = await self.auth.basic_async(client_id, secret, call.address)
+            principal = await self.auth.basic_async(client_id, secret, call.address, _park(call.scope))
         except AuthError as exc:
             headers = challenge if exc.status == 401 else []
             if exc.retry_after:
@@ -629,6 +629,12 @@ def _log_bug(label: str, exc: BaseException) -> None:
     """
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error("unexpected %s on %s (message withheld); at:\n%s", type(exc).__name__, label, frames)
+
+
+def _park(scope: Scope) -> Callable[[bool], None] | None:
+    """The server's hook that marks this request's connection as only waiting (see protocol.py)."""
+    park = scope.get("extensions", {}).get("sendvault.park")
+    return park if callable(park) else None
 
 
 def _claimed_id(scope: Scope) -> str | None:

@@ -12,14 +12,14 @@ import asyncio
 import base64
 import functools
 import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 from cryptography.exceptions import InvalidKey, InvalidSignature
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import AuthError, InvalidValue, NotFound
 from ..store.base import ClientRecord, Store
+from ._throttle import FailureLedger, KdfGate, Park
 
 __all__ = [
     "SCOPES",
@@ -109,15 +110,6 @@ def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
         raise InvalidValue("invalid-network") from None
 
 
-@dataclass(slots=True)
-class _Failures:
-    times: list[float] = field(default_factory=list)
-
-
-# Failure counters kept per worker; past this many keys the least recently failed are forgotten.
-_MAX_FAILURE_KEYS = 100_000
-
-
 def address_key(address: str) -> str:
     """The unit failures are counted by: an IPv4 address, or an IPv6 /64 (one subscriber's LAN)."""
     try:
@@ -134,10 +126,13 @@ def address_key(address: str) -> str:
 class Authenticator:
     """Checks credentials against the client store; one per worker process.
 
-    Failed attempts are counted per caller address and per (client, address), never per client
-    alone: a stranger's wrong guesses must not lock Marketing Cloud out of its own client. A
-    secret found in the success cache is never refused; a blocked address gets 429 before any
-    scrypt is spent on it.
+    A correct secret or a valid bearer token is always accepted: nothing here refuses a caller
+    for what others did from its address. A secret that passed scrypt once is recognised after
+    that by its SHA-256 (until the client's secret changes), and a bearer token costs one HMAC,
+    so the right credential never waits. Failures slow their source down instead (see
+    :mod:`sendvault.api._throttle`): past ``max_failures`` within ``failure_window`` seconds, an
+    address's checks that need work run one at a time, ``spacing`` seconds apart, and scrypt
+    runs one at a time per worker with failure-free addresses first.
     """
 
     def __init__(
@@ -149,51 +144,30 @@ class Authenticator:
         token_seconds: int = 3600,
         max_failures: int = 10,
         failure_window: float = 300.0,
+        spacing: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._jwt_key = jwt_key
         self._cache_seconds = cache_seconds
         self.token_seconds = token_seconds
-        self._max_failures = max_failures
-        self._failure_window = failure_window
         self._clock = clock
-        self._basic_cache: dict[tuple[str, bytes], tuple[float, Principal]] = {}
+        # client id -> the secret that last passed scrypt (SHA-256), with the record it passed
+        # against and the principal it gave. Secrets are 256-bit random (`new_secret`), so a
+        # SHA-256 kept in this process's memory is as hard to reverse as the scrypt hash.
+        self._known: dict[str, tuple[ClientRecord, bytes, Principal]] = {}
         self._client_cache: dict[str, tuple[float, ClientRecord | None]] = {}
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        self.failures = FailureLedger(
+            max_failures=max_failures, window=failure_window, spacing=spacing, clock=clock
+        )
+        self._gate = KdfGate()
         # scrypt releases the GIL: on the API's event loop it runs here, not on the loop.
-        self._kdf_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sendvault-scrypt")
-
-    # -- failed attempts ---------------------------------------------------------------------
-
-    @staticmethod
-    def _failure_keys(client_id: str | None, address: str) -> tuple[str, ...]:
-        where = address_key(address)
-        return (f"a:{where}",) if client_id is None else (f"a:{where}", f"p:{client_id}|{where}")
-
-    def _check_not_blocked(self, keys: Iterable[str]) -> None:
-        now = self._clock()
-        for key in keys:
-            entry = self._failures.get(key)
-            if entry is None:
-                continue
-            entry.times = [t for t in entry.times if now - t < self._failure_window]
-            if len(entry.times) >= self._max_failures:
-                retry = int(self._failure_window - (now - entry.times[0])) + 1
-                raise AuthError("too many failed attempts; retry later", status=429, retry_after=retry)
-
-    def _fail(self, keys: Iterable[str]) -> None:
-        now = self._clock()
-        for key in keys:
-            self._failures.setdefault(key, _Failures()).times.append(now)
-            self._failures.move_to_end(key)
-        while len(self._failures) > _MAX_FAILURE_KEYS:
-            self._failures.popitem(last=False)
+        self._kdf_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendvault-scrypt")
 
     # -- clients -------------------------------------------------------------------------------
 
     def client(self, client_id: str) -> ClientRecord | None:
-        """A client record, cached as long as a successful check."""
+        """A client record, cached ``cache_seconds``: changes reach a running worker within that."""
         now = self._clock()
         hit = self._client_cache.get(client_id)
         if hit is not None and hit[0] > now:
@@ -211,48 +185,53 @@ class Authenticator:
     # -- Basic -----------------------------------------------------------------------------
 
     def basic(self, client_id: str, secret: str, address: str) -> Principal:
-        """Check a client id and secret; raise :class:`AuthError` (401 or 429)."""
-        principal, record = self._basic_precheck(client_id, secret, address)
-        if principal is not None:
-            return principal
-        return self._basic_settle(client_id, secret, address, record, _secret_matches(secret, record))
+        """Check a client id and secret now (no queue); raise :class:`AuthError` (401)."""
+        record = self.client(client_id)
+        known = self._recognised(client_id, secret, record)
+        if known is not None:
+            return known
+        return self._settle(client_id, secret, address, record, _secret_matches(secret, record))
 
-    async def basic_async(self, client_id: str, secret: str, address: str) -> Principal:
-        """:meth:`basic` for the event loop: the scrypt of an uncached secret runs off the loop."""
-        principal, record = self._basic_precheck(client_id, secret, address)
-        if principal is not None:
-            return principal
+    async def basic_async(self, client_id: str, secret: str, address: str, park: Park = None) -> Principal:
+        """:meth:`basic` for the event loop: a failing address waits its turn, scrypt runs off the loop."""
+        record = self.client(client_id)
+        known = self._recognised(client_id, secret, record)
+        if known is not None:
+            return known
+        source = address_key(address)
         loop = asyncio.get_running_loop()
-        matches = await loop.run_in_executor(self._kdf_pool, _secret_matches, secret, record)
-        return self._basic_settle(client_id, secret, address, record, matches)
+        async with self.failures.turn(source, park), self._gate.slot(self.failures.recent(source)):
+            matches = await loop.run_in_executor(self._kdf_pool, _secret_matches, secret, record)
+        return self._settle(client_id, secret, address, record, matches)
 
-    def _basic_precheck(
-        self, client_id: str, secret: str, address: str
-    ) -> tuple[Principal | None, ClientRecord | None]:
-        """A cached principal, or 429 for a blocked caller, or the record to check against."""
-        cached = self._basic_cache.get((client_id, _fingerprint(secret)))
-        if cached is not None and cached[0] > self._clock():
-            return cached[1], None
-        self._check_not_blocked(self._failure_keys(client_id, address))
-        return None, self.client(client_id)
+    def _recognised(self, client_id: str, secret: str, record: ClientRecord | None) -> Principal | None:
+        """The principal of a secret that passed scrypt before, if the client's secret is unchanged."""
+        known = self._known.get(client_id)
+        if known is None or record is None:
+            return None
+        seen, digest, principal = known
+        if seen.secret_hash != record.secret_hash or not hmac.compare_digest(digest, _fingerprint(secret)):
+            return None
+        if seen is not record:
+            # The record was read again (scopes or networks may have changed); same secret.
+            principal = self._principal(record)
+            self._known[client_id] = (record, digest, principal)
+        return principal
 
-    def _basic_settle(
+    def _settle(
         self, client_id: str, secret: str, address: str, record: ClientRecord | None, matches: bool
     ) -> Principal:
         if record is None or not matches:
-            self._fail(self._failure_keys(client_id, address))
+            self.failures.fail(address_key(address))
             raise AuthError("invalid credentials")
         principal = self._principal(record)
-        if len(self._basic_cache) > 10_000:
-            self._basic_cache.clear()
-        self._basic_cache[(client_id, _fingerprint(secret))] = (
-            self._clock() + self._cache_seconds,
-            principal,
-        )
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[client_id] = (record, _fingerprint(secret), principal)
         return principal
 
     def close(self) -> None:
-        """Stop the scrypt threads."""
+        """Stop the scrypt thread."""
         self._kdf_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- Bearer (JWT) ----------------------------------------------------------------------
@@ -282,15 +261,22 @@ class Authenticator:
         return (body + b"." + _b64(self._sign(body))).decode(), self.token_seconds, claims["scope"]  # type: ignore[return-value]
 
     def bearer(self, token: str, address: str) -> Principal:
-        """Check an access token; raise :class:`AuthError` (401 or 429)."""
-        keys = self._failure_keys(None, address)
-        self._check_not_blocked(keys)
+        """Check an access token; raise :class:`AuthError` (401)."""
         try:
-            principal = self._from_claims(self._open(token))
+            return self._from_claims(self._open(token))
         except (AuthError, InvalidValue, ValueError, TypeError):
-            self._fail(keys)
+            self.failures.fail(address_key(address))
             raise AuthError("invalid token") from None
-        return principal
+
+    async def bearer_async(self, token: str, address: str, park: Park = None) -> Principal:
+        """:meth:`bearer` for the event loop: a valid token at once, a bad one in its address's turn."""
+        try:
+            return self._from_claims(self._open(token))
+        except (AuthError, InvalidValue, ValueError, TypeError):
+            source = address_key(address)
+            async with self.failures.turn(source, park):
+                self.failures.fail(source)
+            raise AuthError("invalid token") from None
 
     def _from_claims(self, claims: dict[str, object]) -> Principal:
         record = self.client(str(claims.get("sub")))

@@ -10,9 +10,10 @@ bytes, or grow a header list without end. This protocol adds, per connection:
   reads: a body the app has not asked for yet is never held against the caller), and a deadline
   for the whole body;
 - a cap on the connections of one caller address and on all of this worker's connections. At a
-  cap, a new connection pushes out the oldest one that is not inside a request (a dripped head
-  first, then an idle kept-alive one), so a stranger's idle sockets can never keep Marketing
-  Cloud out; only when every connection of that address is busy is the new one refused (503).
+  cap, a new connection pushes out the oldest one that is not inside a request (one the app
+  parked while its failing address waits its turn, then a dripped head, then an idle kept-alive
+  one), so a stranger's sockets can never keep Marketing Cloud out; only when every connection
+  of that address is busy is the new one refused (503).
 
 The idle keep-alive deadline is uvicorn's own (``timeout_keep_alive``); the TLS handshake's is
 the event loop's (see :mod:`sendvault.server.worker`). Answering a request without reading its
@@ -124,14 +125,20 @@ class ConnectionTable:
         return any(ip in n for n in self.limits.exempt)
 
 
+# Which connections make room at a cap, first to last; one inside a request never does.
+_EVICTION_ORDER = {"parked": 0, "head": 1, "idle": 2}
+
+
 def _oldest_idle(conns: object) -> GuardedProtocol | None:
-    """The connection to push out: a head still arriving before an idle kept-alive one, oldest first."""
+    """The connection to push out: one parked by the app (a failing address waiting its turn),
+    then a head still arriving, then an idle kept-alive one; oldest first within each."""
     best: GuardedProtocol | None = None
     best_key: tuple[int, float] | None = None
     for conn in conns:  # type: ignore[attr-defined]
-        if conn.phase == "request":
+        rank = _EVICTION_ORDER.get(conn.phase)
+        if rank is None:
             continue
-        key = (0 if conn.phase == "head" else 1, conn.since)
+        key = (rank, conn.since)
         if best_key is None or key < best_key:
             best, best_key = conn, key
     return best
@@ -202,8 +209,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         super().on_message_begin()
+        extensions: dict[str, object] = {"sendvault.park": self._park}
         if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
+            extensions["tls"] = self._tls
+        self.scope["extensions"] = extensions  # type: ignore[typeddict-item]
         if self.phase == "idle":
             # The next request of a kept-alive connection: its head has the same deadline.
             self.phase, self.since = "head", time.monotonic()
@@ -228,6 +237,14 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         self.transport.write(answer)
         self.transport.close()
+
+    def _park(self, waiting: bool) -> None:
+        """The app says this request only waits (its address's turn to be checked): at a
+        connection cap such a connection is the first to make room."""
+        if waiting and self.phase == "request":
+            self.phase = "parked"
+        elif not waiting and self.phase == "parked":
+            self.phase = "request"
 
     # -- body ------------------------------------------------------------------------------
 

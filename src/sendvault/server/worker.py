@@ -42,6 +42,7 @@ def build_app(settings: Settings) -> TokenApi:
         token_seconds=settings.token_lifetime_seconds,
         max_failures=settings.auth_max_failures,
         failure_window=settings.auth_failure_window_seconds,
+        spacing=settings.auth_failure_spacing_seconds,
     )
     if settings.audit == "off":
         log.warning("audit is off: API calls are not recorded")
