@@ -474,3 +474,10 @@ def _python_hello() -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
+
+
+def test_a_run_where_no_client_connected_is_unknown_not_a_pass(tmp_path: Path) -> None:
+    running = Running(tmp_path)
+    [result] = running.stop()
+    assert _rules(result) == {"client.unknown"}
+    assert exit_code([result], Severity.MEDIUM) == 2

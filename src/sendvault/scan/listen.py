@@ -181,6 +181,12 @@ class Listener:
             for _ in range(_MAX_CONNECTIONS):
                 self._slots.acquire(timeout=max(0.0, until - time.monotonic()))
             self._expire(final=True)
+        if not self.results:
+            # Nothing connected: nothing was checked, which is never a pass.
+            idle = CheckResult("listen", "no client")
+            idle.cannot("no client connected to either port")
+            idle.fail("client.unknown", "no client connected to either port")
+            self.results.append(idle)
         return self.results
 
     def stop(self) -> None:
