@@ -300,7 +300,9 @@ class StatusCollector:
             yield up
         tokens = status.get("tokens")
         if tokens and tokens.get("live") is not None:
-            family = GaugeMetricFamily("sendvault_tokens", "Tokens in the vault by state.", labels=["state"])
+            family = GaugeMetricFamily(
+                "sendvault_stored_tokens", "Tokens in the vault by state.", labels=["state"]
+            )
             family.add_metric(["live"], tokens["live"])
             family.add_metric(["erased"], tokens["erased"])
             yield family
