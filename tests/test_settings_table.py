@@ -183,3 +183,24 @@ def test_settings_are_all_typed_for_the_reference() -> None:
     # would break `config reference` (and docs/configuration.md's test) rather than this one.
     schema = msgspec.json.schema(Settings)
     assert set(schema["$defs"]["Settings"]["properties"]) == set(Settings.__struct_fields__)
+
+
+def test_a_mistyped_environment_variable_is_a_warning_naming_the_setting(
+    prepared: tuple[Path, dict[str, str]],
+) -> None:
+    _home, base = prepared
+    env = {
+        **base,
+        "SENDVAULT_HTTPS_PORTS": "8443",
+        "SENDVAULT_CONFIG_FILE": "x",
+        "SENDVAULT_TEST_PG_URL": "y",
+    }
+    result = CliRunner().invoke(cli, ["config", "check", "--no-ports"], env=env)
+    assert result.exit_code == 0, result.stderr
+    warnings = [ln for ln in result.stdout.splitlines() if ln.startswith("warning")]
+    assert any(
+        "SENDVAULT_HTTPS_PORTS is not a setting and is ignored (did you mean SENDVAULT_HTTPS_PORT?)" in w
+        for w in warnings
+    )
+    assert any("SENDVAULT_CONFIG_FILE is not a setting" in w for w in warnings)
+    assert not any("SENDVAULT_TEST_PG_URL" in w for w in warnings)  # the test suite's own switch

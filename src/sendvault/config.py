@@ -40,6 +40,7 @@ __all__ = [
     "load_settings",
     "load_settings_with_sources",
     "settings_reference",
+    "unknown_environment",
 ]
 
 ENV_PREFIX = "SENDVAULT_"
@@ -744,6 +745,26 @@ def _checked(name: str, value: Any, annotation: Any, source: str) -> Any:
         except _Bad as bad:
             raise ConfigError(name, str(bad), allowed=allowed_text(name), source=source) from None
     return converted
+
+
+# SENDVAULT_* variables that are not settings: the config file's path, the scanner's secret,
+# the test suite's switches.
+_NOT_SETTINGS = ("SENDVAULT_SCAN_", "SENDVAULT_TEST_")
+
+
+def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``SENDVAULT_*`` variable that is no setting (a typo is otherwise silently
+    ignored), with the setting it probably meant."""
+    env = os.environ if env is None else env
+    known = {ENV_PREFIX + name.upper() for name in _field_types()} | {ENV_PREFIX + "CONFIG"}
+    lines = []
+    for variable in sorted(env):
+        if not variable.startswith(ENV_PREFIX) or variable in known or variable.startswith(_NOT_SETTINGS):
+            continue
+        close = difflib.get_close_matches(variable, sorted(known), n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"environment variable {variable} is not a setting and is ignored{guess}")
+    return lines
 
 
 def _check_together(settings: Settings, sources: Sources) -> None:

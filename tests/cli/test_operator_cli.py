@@ -59,6 +59,7 @@ def test_usage_errors_exit_2_with_one_error_line_and_a_hint(tmp_path: Path) -> N
         ("audit", "show", "--since", "2026-12-05", "--until", "2026-12-01"): "is not before --until",
         ("token", "get", "--type", "fax", "1"): "'fax' is not one of 'email', 'mobile'",
         ("config", "show", "--nope"): "no such option",
+        ("erase", "--token"): "option '--token' requires an argument",
     }
     for args, words in cases.items():
         result = run(home, *args)
@@ -67,6 +68,10 @@ def test_usage_errors_exit_2_with_one_error_line_and_a_hint(tmp_path: Path) -> N
         assert lines[0].startswith("error: "), (args, result.stderr)
         assert words.lower() in lines[0].lower(), (args, lines[0])
         assert lines[1].startswith("hint: "), (args, result.stderr)
+        if args[0] in ("erase", "config"):  # the hint names the command typed, not just `sendvault`
+            assert (
+                lines[1] == f"hint: see `sendvault {' '.join(args[: 1 if args[0] == 'erase' else 2])} --help`"
+            )
         for code in ("invalid-client-id", "invalid-network", "unknown-scope", "Traceback", "Usage:"):
             assert code not in result.stderr, (args, result.stderr)
 

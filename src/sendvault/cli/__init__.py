@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -144,7 +144,7 @@ class _Group(click.Group):
             sys.exit(EXIT_USAGE)
         except click.UsageError as exc:
             click.echo(f"error: {_usage_message(exc)}", err=True)
-            where = exc.ctx.command_path if exc.ctx is not None else "sendvault"
+            where = exc.ctx.command_path if exc.ctx is not None else self._path(args)
             click.echo(f"hint: see `{where} --help`", err=True)
             sys.exit(EXIT_USAGE)
         except click.ClickException as exc:
@@ -154,6 +154,21 @@ class _Group(click.Group):
             click.echo("aborted", err=True)
             sys.exit(EXIT_FAILURE)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def _path(self, args: Sequence[str] | None) -> str:
+        """The command the arguments name, as far as they name one (for a usage hint)."""
+        words = list(sys.argv[1:] if args is None else args)
+        path, command = ["sendvault"], cast(click.Command, self)
+        ctx = click.Context(self, info_name="sendvault")
+        for word in words:
+            if not isinstance(command, click.Group) or word.startswith("-"):
+                break
+            sub = command.get_command(ctx, word)
+            if sub is None:
+                break
+            path.append(word)
+            command = sub
+        return " ".join(path)
 
 
 def _usage_message(exc: click.UsageError) -> str:

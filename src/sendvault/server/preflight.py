@@ -59,8 +59,8 @@ def bind(host: str, port: int, setting: str = "https_port") -> socket.socket:
     except OSError as exc:
         sock.close()
         hint = (
-            "another process listens there (is sendvault already running? `ss -ltnp` names it); "
-            "pick another port"
+            "another process listens there (`ss -ltnp` names it); if it is this sendvault, running, "
+            "`config check --no-ports` skips this check"
             if exc.errno in (98, 48)  # EADDRINUSE on Linux, macOS
             else "ports below 1024 need root or CAP_NET_BIND_SERVICE (see docs/operations.md)"
             if exc.errno == 13
@@ -86,6 +86,13 @@ def bind(host: str, port: int, setting: str = "https_port") -> socket.socket:
 
 def _error(check: str, exc: SendvaultError) -> Finding:
     return Finding(check, "error", str(exc), exc)
+
+
+def _environment() -> Iterator[Finding]:
+    from ..config import unknown_environment  # noqa: PLC0415
+
+    for line in unknown_environment():
+        yield Finding("settings", "warning", line)
 
 
 def _data_directory(settings: Settings, _dev: bool) -> Iterator[Finding]:
@@ -217,7 +224,7 @@ def _keys(settings: Settings, state: _State) -> Iterator[Finding]:
     try:
         if settings.master_key is not None:
             state.kek = load_key(home / "keys" / "master.key", settings.master_key, "master_key")
-            parts.append("master key from the master_key setting")
+            parts.append("master key given in master_key (SENDVAULT_MASTER_KEY)")
         else:
             path = home / "keys" / "master.key"
             state.kek = _key_file(path, "master_key")
@@ -229,7 +236,7 @@ def _keys(settings: Settings, state: _State) -> Iterator[Finding]:
         if settings.audit == "on":
             if settings.audit_key is not None:
                 load_key(home / "keys" / "audit.key", settings.audit_key, "audit_key")
-                parts.append("audit key from the audit_key setting")
+                parts.append("audit key given in audit_key (SENDVAULT_AUDIT_KEY)")
             else:
                 path = home / "keys" / "audit.key"
                 parts.append(
@@ -440,6 +447,7 @@ def run_checks(
     state = _State()
     steps: list[Callable[[], Iterator[Finding]]] = [
         lambda: _data_directory(settings, dev),
+        _environment,
         lambda: _token_shapes(settings),
         lambda: _certificate(settings, dev),
         lambda: _keys(settings, state),
