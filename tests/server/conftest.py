@@ -40,8 +40,10 @@ class DevServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_dev_server(home: Path, *extra: str, env: dict[str, str] | None = None) -> DevServer:
-    https_port, http_port, admin_port = free_port(), free_port(), free_port()
+def start_dev_server(
+    home: Path, *extra: str, env: dict[str, str] | None = None, ports: tuple[int, int, int] | None = None
+) -> DevServer:
+    https_port, http_port, admin_port = ports or (free_port(), free_port(), free_port())
     home.parent.mkdir(parents=True, exist_ok=True)
     log_path = home.parent / f"server-{https_port}.log"
     log_file = log_path.open("wb")

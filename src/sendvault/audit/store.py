@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS audit_marks (
 """
 
 
+_WAL_CHECKPOINT_PAGES = 256
+_WAL_LIMIT_BYTES = 16 * 1024 * 1024
+
+
 def head_message(kind: str, seq: int, digest: bytes, ts_us: int | None = None) -> bytes:
     """What a head (with the time it was written), anchor or checkpoint signature covers."""
     message = b"sendvault-audit|" + kind.encode() + b"|" + seq.to_bytes(8, "big") + digest
@@ -140,6 +144,11 @@ class AuditStore:
             conn.execute("PRAGMA page_size = 65536")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # A bound on the WAL: with 64 KiB pages SQLite's default checkpoint every 1,000 pages
+            # let it grow to 64 MiB. Checkpoint every 256 pages (16 MiB), and truncate the file
+            # back to 16 MiB after a checkpoint that a long read or a burst let grow larger.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self._create_schema(conn)

@@ -3,25 +3,69 @@
 Nothing else is served over plain HTTP: no body is read, no API answer is given, so a client
 that posts tokens to http:// learns the right URL without its payload ever being processed.
 308 (not 301/302) keeps the method and body on the retry (RFC 9110 section 15.4.9).
+
+The redirect names ``public_host`` when it is set. Otherwise it names the host the caller asked
+for only when that is one of the listener's own names (the HTTPS certificate's DNS names and
+addresses, the address the connection reached): a Host header is the caller's text, and
+reflecting any of it would let a stranger's link send a browser, with its POST body, to a host
+of the stranger's choosing. For any other Host the redirect names the address the caller reached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import socket
+from collections.abc import Callable, Iterable
 
-__all__ = ["redirect_location", "start_redirect_server"]
+__all__ = ["host_allowed", "redirect_location", "start_redirect_server"]
 
 _MAX_HEAD = 16 * 1024
+_HEAD_TIMEOUT = 10.0
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
+
+Names = Callable[[], Iterable[str]]
+
+
+def host_allowed(host: str, names: Iterable[str]) -> bool:
+    """Whether ``host`` (a Host header's name, without port) is one of ``names``.
+
+    DNS names compare case-insensitively, a ``*.`` name covers exactly one more label, and
+    addresses compare as addresses (``[::1]`` is ``::1``).
+    """
+    wanted = host.strip("[]").rstrip(".").lower()
+    try:
+        wanted_ip = ipaddress.ip_address(wanted)
+    except ValueError:
+        wanted_ip = None
+    for name in names:
+        own = name.strip("[]").rstrip(".").lower()
+        if wanted_ip is not None:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(own) == wanted_ip:
+                    return True
+            continue
+        if own == wanted:
+            return True
+        if own.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == own[2:]:
+            return True
+    return False
 
 
 def redirect_location(
-    target: str, host_header: str | None, fallback_host: str, https_port: int
+    target: str,
+    host_header: str | None,
+    fallback_host: str,
+    https_port: int,
+    allowed: Callable[[str], bool] | None = None,
 ) -> str | None:
-    """The https:// URL for a request target, or None when the request is unusable."""
+    """The https:// URL for a request target, or None when the request is unusable.
+
+    ``host_header`` is used only if ``allowed`` says it is one of our names; otherwise (or
+    without ``allowed``) ``fallback_host`` is.
+    """
     if target.startswith(("http://", "https://")):
         # Absolute form: keep only its path and query.
         rest = target.split("://", 1)[1]
@@ -33,27 +77,43 @@ def redirect_location(
         match = _HOST.match(host_header.strip())
         if match is None:
             return None
-        host = match.group(1)
+        if allowed is not None and allowed(match.group(1)):
+            host = match.group(1)
     port = "" if https_port == 443 else f":{https_port}"
     return f"https://{host}{port}{target}"
 
 
+def _reached(writer: asyncio.StreamWriter) -> str:
+    """The address this connection reached, as a URL host."""
+    address = str(writer.get_extra_info("sockname")[0])
+    return f"[{address}]" if ":" in address else address
+
+
 async def _handle(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, public_host: str | None, https_port: int
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    public_host: str | None,
+    https_port: int,
+    names: Names,
 ) -> None:
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=_HEAD_TIMEOUT)
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
         writer.close()
         return
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     host_header = next((ln.split(":", 1)[1] for ln in lines[1:] if ln.lower().startswith("host:")), None)
-    sockname = writer.get_extra_info("sockname")
-    fallback = public_host or (f"[{sockname[0]}]" if ":" in str(sockname[0]) else str(sockname[0]))
+    reached = _reached(writer)
     location = None
     if len(parts) == 3 and parts[2].startswith("HTTP/"):
-        location = redirect_location(parts[1], None if public_host else host_header, fallback, https_port)
+        if public_host:
+            location = redirect_location(parts[1], None, public_host, https_port)
+        else:
+            own = [*names(), reached]
+            location = redirect_location(
+                parts[1], host_header, reached, https_port, lambda host: host_allowed(host, own)
+            )
     if location is None:
         answer = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     else:
@@ -75,11 +135,16 @@ async def start_redirect_server(
     public_host: str | None = None,
     *,
     sock: socket.socket | None = None,
+    names: Names = tuple,
 ) -> asyncio.Server:
-    """Start the 308 listener (on ``sock`` if given, else on host:port)."""
+    """Start the 308 listener (on ``sock`` if given, else on host:port).
+
+    ``names`` gives the listener's own names (read at each request, so a reloaded certificate's
+    names count at once).
+    """
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _handle(reader, writer, public_host, https_port)
+        await _handle(reader, writer, public_host, https_port, names)
 
     if sock is not None:
         return await asyncio.start_server(handler, sock=sock, limit=_MAX_HEAD)

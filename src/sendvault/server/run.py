@@ -21,6 +21,8 @@ import multiprocessing
 import os
 import signal
 import socket
+import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -51,12 +53,22 @@ def _initialize(settings: Settings) -> None:
         open_audit(settings).close()
 
 
-def _worker(settings: Settings, sock: socket.socket, metrics_dir: str, ready: Any) -> None:
-    # Runs in a spawned process: the metrics directory must be set before prometheus-client loads.
+def _worker(settings: Settings, sock: socket.socket, metrics_dir: str, ready: Any, parent_pid: int) -> None:
+    # Runs in a spawned process. First of all: never outlive the main process.
+    from ._orphan import watch_parent  # noqa: PLC0415
+
+    watch_parent(parent_pid)
+    # The metrics directory must be set before prometheus-client loads.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from .worker import run_worker  # noqa: PLC0415
 
     run_worker(settings, sock, on_started=ready.set)
+    # Everything the worker opened is closed and written: the interpreter's own teardown would
+    # only add time (under load a few hundred ms, when an orphan must be gone within a second).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None] | None = None) -> None:
@@ -79,7 +91,7 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
     workers = [
         ctx.Process(
             target=_worker,
-            args=(settings, https, metrics_dir, ready[i]),
+            args=(settings, https, metrics_dir, ready[i], os.getpid()),
             name=f"sendvault-worker-{i}",
             daemon=False,
         )
@@ -94,6 +106,7 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
         asyncio.run(_main_loop(settings, http, workers, ready, on_ready, certs=certs))
     finally:
         _stop_workers(workers)
+        _checkpoint(settings)
         if admin is not None:
             admin.shutdown()
         https.close()
@@ -117,6 +130,29 @@ def _stop_workers(workers: Sequence[multiprocessing.process.BaseProcess]) -> Non
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.kill()
+
+
+def _checkpoint(settings: Settings) -> None:
+    """Fold the SQLite WAL files into their databases and remove them, once no worker writes.
+
+    Each worker's last connection does so as it closes; this is for a worker that was killed, so
+    a stopped server never leaves a WAL behind (it would hold the last records and, after an
+    erasure, old page images).
+    """
+    paths = [settings.home_path / "audit.db"]
+    if not settings.database_url or settings.database_url.startswith("sqlite:///"):
+        paths.append(settings.sqlite_path)
+    for path in paths:
+        if not Path(f"{path}-wal").exists():
+            continue
+        try:
+            conn = sqlite3.connect(path, timeout=1.0)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.close()  # the last connection to close removes the WAL file
+        except sqlite3.Error as exc:
+            log.warning("%s: WAL not checkpointed at stop (%s)", path.name, exc)
 
 
 def _remove_dir(path: str) -> None:
@@ -156,6 +192,7 @@ async def _main_loop(
             settings.public_https_port or settings.https_port,
             settings.public_host,
             sock=http,
+            names=lambda: certs.facts.names if certs.facts is not None else (),
         )
         if http is not None
         else None

@@ -139,8 +139,14 @@ class _Server(uvicorn.Server):
             log.debug("certificate reloaded in this worker")
 
 
+_server: _Server | None = None
+
+
 def _stopped(_sig: int, _frame: object) -> None:
-    """The stop signal uvicorn raises again after its shutdown: nothing more to do."""
+    """SIGTERM or SIGINT outside uvicorn's own handlers: before it runs, stop it at its start;
+    after its shutdown (it raises the signal again), nothing more to do."""
+    if _server is not None:
+        _server.should_exit = True
 
 
 def run_worker(
@@ -166,14 +172,18 @@ def run_worker(
         # address, before the app's allowlists see it: `trusted_proxies` alone decides that.
         proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_seconds,
+        # A stop lets open answers finish, within a bound: the main process kills after 30 s.
+        timeout_graceful_shutdown=20,
         ssl_context_factory=lambda _config, _default: tls.base,
     )
     # uvicorn restores the handlers it found and raises the signal that stopped it again once it
     # has shut down; with the default handlers that kills the process before the `finally` below
     # (queued audit records lost, the databases not closed and their WAL not checkpointed).
+    global _server  # noqa: PLW0603 - the one server of this process, for the signal handler
+    _server = _Server(config, on_started, tls, handshake_timeout=settings.header_timeout_seconds)
+    server = _server
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped)
-    server = _Server(config, on_started, tls, handshake_timeout=settings.header_timeout_seconds)
     try:
         server.run(sockets=[sock])
     finally:

@@ -21,7 +21,9 @@ from ..errors import InvalidValue
 
 __all__ = ["Kind", "Normalizer", "parse_kind"]
 
-MAX_EMAIL_LENGTH = 254
+MAX_EMAIL_LENGTH = 254  # RFC 5321 4.5.3.1.3 (path, less the angle brackets) and RFC 3696 errata
+MAX_LOCAL_OCTETS = 64  # RFC 5321 4.5.3.1.1
+MAX_DOMAIN_OCTETS = 255  # RFC 5321 4.5.3.1.2
 MAX_MOBILE_LENGTH = 40
 
 
@@ -96,10 +98,10 @@ class Normalizer:
             raise InvalidValue("empty-value")
         if len(text) > MAX_EMAIL_LENGTH:
             raise InvalidValue("invalid-email")
-        if len(text) <= MAX_EMAIL_LENGTH and _FAST_EMAIL.fullmatch(text):
+        if _FAST_EMAIL.fullmatch(text):
             local, _, domain = text.rpartition("@")
             domain = domain.lower()
-            if len(local) <= 64 and _fast_domain_ok(domain):
+            if len(local) <= MAX_LOCAL_OCTETS and _fast_domain_ok(domain):
                 return f"{local if self.keep_local_case else local.lower()}@{domain}"
         try:
             checked = email_validator.validate_email(
@@ -110,6 +112,15 @@ class Normalizer:
         local = checked.local_part
         if not self.keep_local_case:
             local = unicodedata.normalize("NFC", local.lower())
+        # email-validator lets a local part of 65 octets and more through (and counts characters,
+        # not the octets of an internationalized one): SMTP servers refuse them.
+        local_octets, domain_octets = len(local.encode()), len(checked.ascii_domain)
+        if (
+            local_octets > MAX_LOCAL_OCTETS
+            or domain_octets > MAX_DOMAIN_OCTETS
+            or local_octets + 1 + domain_octets > MAX_EMAIL_LENGTH
+        ):
+            raise InvalidValue("invalid-email")
         return f"{local}@{checked.ascii_domain}"
 
     def mobile(self, raw: str) -> str:
