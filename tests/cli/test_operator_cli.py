@@ -60,6 +60,7 @@ def test_usage_errors_exit_2_with_one_error_line_and_a_hint(tmp_path: Path) -> N
         ("token", "get", "--type", "fax", "1"): "'fax' is not one of 'email', 'mobile'",
         ("config", "show", "--nope"): "no such option",
         ("erase", "--token"): "option '--token' requires an argument",
+        ("erase", "--token", "a", "--value", "b"): "give exactly one of --token or --value",
     }
     for args, words in cases.items():
         result = run(home, *args)

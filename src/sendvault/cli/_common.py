@@ -132,7 +132,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
-    """Print one error line (and a hint) to stderr and exit with ``code``."""
+    """Print one error line (and a hint) to stderr and exit with ``code``.
+
+    A usage error without a hint of its own points at the command's help.
+    """
+    if hint is None and code == EXIT_USAGE:
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            hint = f"see `{ctx.command_path} --help`"
     click.echo(f"error: {message}", err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)

@@ -7,7 +7,7 @@ import click
 from ..audit import Event
 from ..errors import NotFound
 from ..vault import parse_kind
-from ._common import AppContext, emit_json, fail, pass_app
+from ._common import EXIT_USAGE, AppContext, emit_json, fail, pass_app
 
 __all__ = ["contact", "erase"]
 
@@ -28,7 +28,11 @@ def _parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             # Only the position is named: the pair may hold a clear value.
-            fail(f"attribute {position} is not NAME=VALUE", "write attributes as FirstName=Ann", code=2)
+            fail(
+                f"attribute {position} is not NAME=VALUE",
+                "write attributes as FirstName=Ann",
+                code=EXIT_USAGE,
+            )
         out[name] = value
     return out
 
@@ -82,7 +86,7 @@ def attrs_get(app: AppContext, as_json: bool, token: str) -> None:
 def attrs_delete(app: AppContext, delete_all: bool, token: str, names: tuple[str, ...]) -> None:
     """Delete the named attributes of TOKEN (or all with --all)."""
     if not names and not delete_all:
-        fail("name the attributes to delete, or pass --all", code=2)
+        fail("name the attributes to delete, or pass --all", code=EXIT_USAGE)
     try:
         left = app.vault.delete_attributes(token, None if delete_all else list(names))
     except NotFound:
@@ -102,12 +106,12 @@ def erase(app: AppContext, token_: str | None, value: str | None, kind_name: str
     No prompt: scripts call this. Exits 0 when something was erased, 1 when nothing matched.
     """
     if (token_ is None) == (value is None):
-        fail("give exactly one of --token or --value", code=2)
+        fail("give exactly one of --token or --value", code=EXIT_USAGE)
     if token_ is not None:
         erased = app.vault.erase_token(token_)
     else:
         if kind_name is None:
-            fail("--value needs --type email|mobile", code=2)
+            fail("--value needs --type email|mobile", code=EXIT_USAGE)
         assert value is not None
         erased = app.vault.erase_value(parse_kind(kind_name), value)
     app.record(
