@@ -149,3 +149,60 @@ def test_erased_token_is_never_reused(store: Store) -> None:
 
 def test_ping_and_closed_store(store: Store) -> None:
     store.ping()
+
+
+def test_insert_bulk_is_insert_or_get_like_insert_new(store: Store) -> None:
+    store.insert_new([_row(1)])
+    rows = [_row(i) for i in range(45_000)]  # spans several bulk transactions
+    rows[1] = NewContact("loser", 1, _row(1).bidx, b"x" * 40)  # the index exists: tok1 stays
+    rows.append(NewContact("tok1", 1, b"fresh-index".ljust(32, b"\0"), b"x" * 40))  # token collides
+    got = store.insert_bulk(rows)
+    assert got[_row(1).bidx] == "tok1"
+    assert b"fresh-index".ljust(32, b"\0") not in got
+    assert len(got) == 45_000
+    assert store.fetch_by_tokens(["loser"]) == []
+    assert store.count() == 45_000
+    assert store.insert_bulk([]) == {}
+
+
+def test_insert_bulk_and_insert_new_racing_agree_on_one_token_per_index(store: Store) -> None:
+    shared = [f"race{i}".encode().ljust(32, b"\0") for i in range(3_000)]
+    answers: list[dict[bytes, str]] = []
+    barrier = threading.Barrier(3)
+
+    def bulk() -> None:
+        barrier.wait()
+        answers.append(
+            store.insert_bulk([NewContact(f"b{i}", 1, b, b"x" * 40) for i, b in enumerate(shared)])
+        )
+
+    def online(n: int) -> None:
+        barrier.wait()
+        merged: dict[bytes, str] = {}
+        for start in range(0, len(shared), 100):
+            chunk = shared[start : start + 100]
+            merged |= store.insert_new(
+                [NewContact(f"o{n}-{start}-{i}", 1, b, b"x" * 40) for i, b in enumerate(chunk)]
+            )
+        answers.append(merged)
+
+    threads = [threading.Thread(target=bulk), *(threading.Thread(target=online, args=(n,)) for n in range(2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 3
+    assert answers[0] == answers[1] == answers[2]
+    assert store.fetch_by_bidx(shared) == answers[0]
+    assert store.count() == len(shared)
+
+
+def test_update_attrs_many_skips_unknown_and_erased_tokens(store: Store) -> None:
+    store.insert_new([_row(1), _row(2), _row(3)])
+    store.erase("tok3")
+    assert store.update_attrs_many([("tok1", b"a1"), ("tok2", None), ("tok3", b"a3"), ("nope", b"x")]) == 2
+    rows = {r[0]: r for r in store.fetch_by_tokens(["tok1", "tok2", "tok3"])}
+    assert rows["tok1"][3] == b"a1"
+    assert rows["tok2"][3] is None
+    assert rows["tok3"][3] is None
+    assert store.update_attrs_many([]) == 0

@@ -25,4 +25,7 @@ class Event(enum.StrEnum):
     CONTACT_ERASE = "contact:erase"
     EXCHANGE_TRANSFER = "exchange:transfer"
     EXCHANGE_SWEEP = "exchange:sweep"
+    EXCHANGE_TOKENIZE = "exchange:tokenize"
+    EXCHANGE_DETOKENIZE = "exchange:detokenize"
+    EXCHANGE_CHECK = "exchange:check"
     AUDIT_PURGE = "audit:purge"

@@ -39,6 +39,8 @@ _LAZY = {
     "certs": "serve:certs",
     "clients": "serve:clients",
     "contact": "contact:contact",
+    "csv": "csvfile:csv_group",
+    "exchange": "exchange:exchange",
     "erase": "contact:erase",
     "scan": "scan:scan",
     "serve": "serve:serve",

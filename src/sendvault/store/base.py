@@ -130,6 +130,20 @@ class Store(Protocol):
         """:meth:`insert_new` for an event loop; concurrent calls on one loop share a commit."""
         ...
 
+    def insert_bulk(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        """:meth:`insert_new` for bulk jobs (file conversion): same insert-or-get answer.
+
+        Made for large batches (tens of thousands of rows) from one caller: the backend writes
+        them in key order, in few large transactions bounded in time so online callers still get
+        the write lock between them. Every row in the answer is committed when the call returns;
+        a caller that dies mid-call loses only uncommitted rows, none of which it has handed out.
+        """
+        ...
+
+    def update_attrs_many(self, items: Sequence[tuple[str, bytes | None]]) -> int:
+        """:meth:`update_attrs` for many live tokens in one transaction; how many were updated."""
+        ...
+
     def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
         """Replace a live token's attribute ciphertext; False if the token is unknown or erased."""
         ...

@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 # Any fixed 64-bit number: the advisory lock that serializes migrations across replicas.
 _MIGRATION_LOCK = 0x5E_4D_56_41_55_4C_54
+_BULK_TX_ROWS = 10_000
 _Conn = Any  # psycopg.Connection[tuple[Any, ...]]; Any keeps the extra optional for type checks
 # deadlock_detected and serialization_failure (also what a hot standby answers when replay
 # cancels a query): the transaction did nothing and may simply run again.
@@ -217,6 +218,31 @@ class PostgresStore(ConnectionsBase[Any]):
             return _fetch_by_bidx(c, list({r.bidx for r in ordered}))
 
         return self._retrying(work, conn)
+
+    def insert_bulk(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        """Insert-or-get a large batch in token order, one transaction per 10,000 rows.
+
+        Correct and reasonably fast; COPY into a staging table is the faster path (issue 10).
+        """
+        if not rows:
+            return {}
+        ordered = sorted(rows, key=lambda r: r.token)
+        found: dict[bytes, str] = {}
+        for start in range(0, len(ordered), _BULK_TX_ROWS):
+            found.update(self._commit(self._conn, ordered[start : start + _BULK_TX_ROWS]))
+        return found
+
+    def update_attrs_many(self, items: Sequence[tuple[str, bytes | None]]) -> int:
+        """Replace the attribute ciphertexts of many live tokens in one transaction."""
+        if not items:
+            return 0
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE sv_contacts AS c SET attrs_ct = u.a FROM unnest(%s::text[], %s::bytea[]) AS u(t, a) "
+                "WHERE c.token = u.t AND c.erased_at IS NULL",
+                ([t for t, _ in items], [a for _, a in items]),
+            )
+            return int(cur.rowcount)
 
     def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
         """Replace a live token's attribute ciphertext."""

@@ -31,6 +31,12 @@ log = logging.getLogger("sendvault.store")
 
 # SQLite's default limit on bound parameters is 32766; stay well under it per statement.
 _MAX_PARAMS = 10_000
+# Rows per transaction of a bulk insert: about 0.3-0.6 s of write lock on a 2-core machine, so an
+# online Get Token waiting for the lock (busy_timeout) is delayed, never refused.
+_BULK_TX_ROWS = 20_000
+# Page cache of the bulk connection: a transaction's dirty pages stay in memory until its commit
+# writes each once, instead of spilling (and writing again) as the default 32 MiB cache would.
+_BULK_CACHE_KIB = 256 * 1024
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -78,6 +84,8 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         self._commit_conns: set[sqlite3.Connection] = set()
         self._checkpointer: _Checkpointer | None = None
         self._checkpoint_bytes = (checkpoint_soft_bytes, checkpoint_hard_bytes)
+        self._bulk_conn: sqlite3.Connection | None = None
+        self._bulk_lock = threading.Lock()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -226,6 +234,49 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
             self._start_checkpointer()
         return _commit_group(conn, rows, int(self._clock()))
 
+    def insert_bulk(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
+        """Insert-or-get a large batch in token order, in transactions of at most 20,000 rows.
+
+        Sorting puts consecutive rows on neighbouring pages of the table's B-tree, and a large
+        page cache lets each page a transaction dirties be written once at its commit. Rows are
+        bound with executemany: for one-row statements SQLite's per-row cost is lower than for
+        the multi-row VALUES lists the group commit uses (measured: 157k vs 85k rows/s).
+        """
+        if not rows:
+            return {}
+        ordered = sorted(rows, key=_token_of)
+        found: dict[bytes, str] = {}
+        now = int(self._clock())
+        with self._bulk_lock:
+            conn = self._bulk_connection()
+            for start in range(0, len(ordered), _BULK_TX_ROWS):
+                found.update(_commit_bulk(conn, ordered[start : start + _BULK_TX_ROWS], now))
+        return found
+
+    def _bulk_connection(self) -> sqlite3.Connection:
+        if self._bulk_conn is None:
+            if self._closed:
+                raise StoreUnavailable("store is closed")
+            conn = self._connect()
+            with _errors():
+                conn.execute(f"PRAGMA cache_size = -{_BULK_CACHE_KIB}")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._bulk_conn = conn
+            self._start_checkpointer()
+        return self._bulk_conn
+
+    def update_attrs_many(self, items: Sequence[tuple[str, bytes | None]]) -> int:
+        """Replace the attribute ciphertexts of many live tokens in one transaction."""
+        if not items:
+            return 0
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE contacts SET attrs_ct = ? WHERE token = ? AND erased_at IS NULL",
+                [(attrs, token) for token, attrs in items],
+            )
+            return conn.total_changes - before
+
     def _loop_connection(self) -> tuple[sqlite3.Connection, float]:
         # On an event loop a held write lock is reported at once and the group retried later
         # (see LoopBatcher): waiting inside SQLite would stall every request on the loop.
@@ -251,6 +302,8 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
+        with self._bulk_lock:
+            self._bulk_conn = None  # closed with every other connection below
         super().close()
 
     # -- single-token changes --------------------------------------------------------------
@@ -386,6 +439,30 @@ def _commit_group(conn: sqlite3.Connection, rows: list[NewContact], now: int) ->
         try:
             _insert_rows(conn, rows, now)
             found = _fetch_by_bidx(conn, list({r.bidx for r in rows}))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return found
+
+
+def _token_of(row: NewContact) -> str:
+    return row.token
+
+
+_BULK_INSERT_SQL = (
+    "INSERT INTO contacts (token, kind, bidx, value_ct, created_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def _commit_bulk(conn: sqlite3.Connection, rows: Sequence[NewContact], now: int) -> dict[bytes, str]:
+    """Insert-or-get one bulk chunk in one transaction (rows already in token order)."""
+    with _errors():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_BULK_INSERT_SQL, [(*row, now) for row in rows])
+            found = _fetch_by_bidx(conn, [r.bidx for r in rows])
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -24,7 +24,7 @@ from ..store.base import ContactRow, NewContact, Store
 from .formats import TokenFormat
 from .normalize import MAX_EMAIL_LENGTH, Kind, Normalizer
 
-__all__ = ["Resolved", "Tokenized", "Vault"]
+__all__ = ["Resolved", "TokenPlan", "Tokenized", "Vault"]
 
 # Rounds of fresh draws for new tokens that collided with existing ones (live or erased). A
 # collision is expected only once the token space fills up (mobile tokens may hold as few as 10^9):
@@ -114,6 +114,20 @@ class _Creation:
                 del self.wanted[bidx]
 
 
+class TokenPlan(NamedTuple):
+    """A batch looked up and, for its unknown values, new tokens drawn but not yet stored.
+
+    Made by :meth:`Vault.plan_tokens` (in any process that opened the vault: bulk jobs plan in
+    worker processes), stored with ``Store.insert_bulk(plan.new)`` in the process that writes,
+    and turned into outcomes by :meth:`Vault.finish_plan`. Holds no clear value.
+    """
+
+    tokens: list[str | None]
+    reasons: list[str | None]
+    new: list[NewContact]
+    new_of: dict[int, bytes]
+
+
 def _finish(
     results: list[Tokenized | None],
     pending: Mapping[int, tuple[Kind, str, bytes]],
@@ -183,6 +197,54 @@ class Vault:
                 creation.absorb(await self.store.insert_new_async(creation.rows(self._format, self._keyring)))
             created = creation.out
         return _finish(results, pending, created)
+
+    def plan_tokens(self, items: Sequence[tuple[Kind, str]], *, create: bool = True) -> TokenPlan:
+        """Look ``items`` up and draw new tokens for the unknown ones, without storing them.
+
+        Same lookups and normalization as :meth:`tokenize_many`; items with the same normalized
+        value share one new row. With ``create=False`` unknown values get ``unknown-value``.
+        """
+        results: list[Tokenized | None] = [None] * len(items)
+        pending = self._lookup(items, results)
+        new: list[NewContact] = []
+        if pending and create:
+            new = _Creation(pending.values()).rows(self._format, self._keyring)
+        reasons = [r.reason if r is not None else None for r in results]
+        if not create:
+            for index in pending:
+                reasons[index] = "unknown-value"
+            pending = {}
+        tokens = [r.token if r is not None else None for r in results]
+        return TokenPlan(tokens, reasons, new, {i: bidx for i, (_, _, bidx) in pending.items()})
+
+    @staticmethod
+    def finish_plan(plan: TokenPlan, found: Mapping[bytes, str]) -> list[Tokenized]:
+        """Outcomes of a plan, given what the store answered for its new rows.
+
+        An item whose new token collided with an existing one (the store left it out) gets the
+        reason ``retry``: tokenize it again with :meth:`tokenize_many`.
+        """
+        mine = {row.bidx: row.token for row in plan.new}
+        out = [
+            Tokenized(token) if token is not None else Tokenized(None, reason)
+            for token, reason in zip(plan.tokens, plan.reasons, strict=True)
+        ]
+        for index, bidx in plan.new_of.items():
+            token = found.get(bidx)
+            out[index] = (
+                Tokenized(None, "retry") if token is None else Tokenized(token, created=token == mine[bidx])
+            )
+        return out
+
+    def tokenize_bulk(self, items: Sequence[tuple[Kind, str]]) -> list[Tokenized]:
+        """:meth:`tokenize_many` for bulk jobs: new rows go through ``Store.insert_bulk``."""
+        plan = self.plan_tokens(items)
+        results = self.finish_plan(plan, self.store.insert_bulk(plan.new))
+        retry = [i for i, r in enumerate(results) if r.reason == "retry"]
+        if retry:
+            for index, again in zip(retry, self.tokenize_many([items[i] for i in retry]), strict=True):
+                results[index] = again
+        return results
 
     def _lookup(
         self, items: Sequence[tuple[Kind, str]], results: list[Tokenized | None]
@@ -302,6 +364,36 @@ class Vault:
             current.pop(name, None)
         self._write_attrs(row, current)
         return current
+
+    def merge_attributes_many(self, items: Sequence[tuple[str, Mapping[str, str]]]) -> int:
+        """Merge attributes into many live tokens (later items win), one transaction; how many.
+
+        For bulk jobs: one read of the current sets, one write. Unknown or erased tokens are
+        skipped. Raises :class:`InvalidValue` for a name or value over the limits.
+        """
+        merged: dict[str, dict[str, str]] = {}
+        for token, attributes in items:
+            for name, value in attributes.items():
+                if not name or len(name) > _MAX_ATTRIBUTE_NAME:
+                    raise InvalidValue("invalid-attribute-name")
+                if len(value) > _MAX_ATTRIBUTE_VALUE:
+                    raise InvalidValue("invalid-attribute-value")
+            merged.setdefault(token, {}).update(attributes)
+        if not merged:
+            return 0
+        updates: list[tuple[str, bytes | None]] = []
+        for row in self.store.fetch_by_tokens(list(merged)):
+            if row[2] is None:
+                continue
+            try:
+                current = self._open_attrs(row)
+            except (CryptoError, UnicodeDecodeError, msgspec.DecodeError):
+                continue  # an unreadable set is left alone rather than overwritten
+            current.update(merged[row[0]])
+            updates.append(
+                (row[0], self._keyring.seal(_attrs_encoder.encode(current), _attrs_context(row[0], row[1])))
+            )
+        return self.store.update_attrs_many(updates)
 
     def _write_attrs(self, row: ContactRow, attributes: dict[str, str]) -> None:
         sealed = (

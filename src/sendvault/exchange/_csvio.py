@@ -1,0 +1,389 @@
+"""Real-world CSV in and out: sniffing, encodings and BOMs, streaming, atomic output.
+
+A :class:`CsvInput` reads a file (or stdin) in constant memory, hashing the bytes it reads and
+counting them for progress. Its :class:`CsvFormat` is sniffed from the first 64 KiB unless given:
+encoding (BOM, else UTF-8, else Windows-1252), delimiter (``,`` ``;`` tab ``|``), line ending and
+whether every field is quoted; the output is written in the same format, so every column the
+conversion does not touch keeps its bytes.
+
+An :class:`AtomicOutput` is invisible until :meth:`AtomicOutput.commit`: on Linux it is an
+anonymous ``O_TMPFILE`` linked into place at the end, so even a ``kill -9`` leaves nothing behind;
+elsewhere a hidden temporary file renamed over the target.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import hashlib
+import io
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import SendvaultError
+
+__all__ = ["AtomicOutput", "CsvFormat", "CsvInput", "CsvProblem", "open_output", "sniff"]
+
+_SAMPLE_BYTES = 64 * 1024
+_DELIMITERS = (",", ";", "\t", "|")
+# A field larger than this is a broken file (an unclosed quote swallowing the rest), not data.
+FIELD_LIMIT = 1 << 20
+
+csv.field_size_limit(FIELD_LIMIT)
+
+
+class CsvProblem(SendvaultError):
+    """The file cannot be read as CSV (or written in its format); the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class CsvFormat:
+    """How a file is written: the output copies the input's format."""
+
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    line_terminator: str = "\r\n"
+    quote_all: bool = False
+
+    def writer(self, stream: IO[str]) -> Any:
+        """A csv writer in this format."""
+        return csv.writer(
+            stream,
+            delimiter=self.delimiter,
+            quotechar='"',
+            doublequote=True,
+            lineterminator=self.line_terminator,
+            quoting=csv.QUOTE_ALL if self.quote_all else csv.QUOTE_MINIMAL,
+        )
+
+    def reader(self, stream: IO[str]) -> Any:
+        """A csv reader in this format."""
+        return csv.reader(stream, delimiter=self.delimiter, quotechar='"', doublequote=True, strict=False)
+
+
+def _codec(name: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise CsvProblem(f"unknown encoding {name!r}") from None
+
+
+def sniff(sample: bytes, *, encoding: str | None = None, delimiter: str | None = None) -> CsvFormat:
+    """The format of a file from its first bytes; ``encoding``/``delimiter`` override the guess."""
+    if encoding is None:
+        if sample.startswith(codecs.BOM_UTF8):
+            encoding = "utf-8-sig"
+        elif sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            encoding = "utf-16"
+        else:
+            encoding = _guess_encoding(sample)
+    else:
+        encoding = _codec(encoding)
+        if encoding == "utf-8" and sample.startswith(codecs.BOM_UTF8):
+            encoding = "utf-8-sig"
+    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=False)
+    first, _, rest = text.partition("\n")
+    if delimiter is None:
+        delimiter = _guess_delimiter(first)
+    elif len(delimiter) != 1 or delimiter in '"\r\n':
+        raise CsvProblem("the delimiter must be one character other than a quote or a line break")
+    if "\n" in text:
+        terminator = "\r\n" if first.endswith("\r") else "\n"
+    else:
+        terminator = "\r" if "\r" in text else "\r\n"
+    second = rest.partition("\n")[0]
+    quote_all = _all_quoted(first.rstrip("\r"), delimiter) and (
+        not second.strip() or _all_quoted(second.rstrip("\r"), delimiter)
+    )
+    return CsvFormat(encoding, delimiter, terminator, quote_all)
+
+
+def _guess_encoding(sample: bytes) -> str:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return "utf-8"
+    try:
+        sample.decode("cp1252")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "cp1252"
+
+
+def _outside_quotes(line: str) -> str:
+    out, quoted = [], False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted:
+            out.append(char)
+    return "".join(out)
+
+
+def _guess_delimiter(header: str) -> str:
+    bare = _outside_quotes(header)
+    counts = {d: bare.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _all_quoted(line: str, delimiter: str) -> bool:
+    if not line.startswith('"') or not line.endswith('"'):
+        return False
+    fields = next(csv.reader([line], delimiter=delimiter, quotechar='"'), [])
+    separators = f'"{delimiter}"'
+    return len(fields) >= 1 and line.count(separators) >= len(fields) - 1
+
+
+class _Counting(io.RawIOBase):
+    """A raw stream that hashes and counts what passes through it."""
+
+    def __init__(self, inner: IO[bytes], *, writing: bool = False) -> None:
+        self._inner = inner
+        self._writing = writing
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return not self._writing
+
+    def writable(self) -> bool:
+        return self._writing
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        if not data:
+            return 0
+        size = len(data)
+        buffer[:size] = data
+        self.digest.update(data)
+        self.count += size
+        return size
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._inner.write(view)
+        self.digest.update(view)
+        self.count += len(view)
+        return len(view)
+
+
+class CsvInput:
+    """A CSV file read row by row, with its header, format, byte count and SHA-256."""
+
+    def __init__(self, path: str, *, encoding: str | None = None, delimiter: str | None = None) -> None:
+        self.name = path
+        if path == "-":
+            raw: IO[bytes] = sys.stdin.buffer
+            self.size: int | None = None
+        else:
+            try:
+                raw = Path(path).open("rb")  # noqa: SIM115 - closed in close()
+                self.size = os.fstat(raw.fileno()).st_size
+            except FileNotFoundError:
+                raise CsvProblem(f"{path}: no such file") from None
+            except IsADirectoryError:
+                raise CsvProblem(f"{path} is a directory") from None
+            except PermissionError:
+                raise CsvProblem(f"{path}: permission denied") from None
+        self._raw = raw
+        self._counting = _Counting(raw)
+        self._buffered = io.BufferedReader(self._counting, buffer_size=_SAMPLE_BYTES)
+        sample = self._buffered.peek(_SAMPLE_BYTES)[:_SAMPLE_BYTES]
+        self.format = sniff(sample, encoding=encoding, delimiter=delimiter)
+        self._text = io.TextIOWrapper(self._buffered, encoding=self.format.encoding, newline="")
+        self._reader = self.format.reader(self._text)
+        self._line = 0
+        header = self._next()
+        if header is None:
+            raise CsvProblem(f"{path} is empty: a header row is needed")
+        self.header: list[str] = header[1]
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed from the file so far (read-ahead included)."""
+        return self._counting.count
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the bytes read so far (of the whole file once it is read to the end)."""
+        return self._counting.digest.hexdigest()
+
+    def _next(self) -> tuple[int, list[str]] | None:
+        start = self._line + 1
+        try:
+            row = next(self._reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            # csv's messages describe the problem (field limit, NUL, quoting), never the data.
+            raise CsvProblem(f"{self.name}: line {start}: {exc}") from None
+        except UnicodeDecodeError:
+            raise CsvProblem(
+                f"{self.name}: near line {start}: not valid {self.format.encoding}",
+            ) from None
+        self._line = self._reader.line_num
+        return start, row
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """``(line, fields)`` of every record after the header; ``line`` is where it starts."""
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            yield item
+
+    def drain(self) -> None:
+        """Read the rest of the file (so the checksum covers all of it)."""
+        while self._buffered.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        """Close the file (not stdin)."""
+        if self._raw is not sys.stdin.buffer:
+            self._raw.close()
+
+
+class AtomicOutput:
+    """An output file that appears, complete, only on :meth:`commit`.
+
+    ``-`` writes to stdout (nothing can be atomic there). Files are created with mode 0600: a
+    detokenized file holds clear contact data.
+    """
+
+    def __init__(self, path: str, fmt: CsvFormat) -> None:
+        self.name = path
+        self._target: Path | None = None if path == "-" else Path(path)
+        self._named_tmp: Path | None = None
+        self._fd: int | None = None
+        if self._target is None:
+            sink: IO[bytes] = sys.stdout.buffer
+        else:
+            if self._target.is_dir():
+                raise CsvProblem(f"{path} is a directory; name the output file")
+            folder = self._target.parent
+            if not folder.is_dir():
+                raise CsvProblem(f"{folder} does not exist")
+            self._fd = self._open_hidden(folder)
+            sink = os.fdopen(self._fd, "wb", closefd=False)
+        self._sink = sink
+        self._counting = _Counting(sink, writing=True)
+        self._buffered = io.BufferedWriter(self._counting, buffer_size=1 << 16)
+        # The output never writes a BOM of its own unless the input had one (utf-8-sig does).
+        self.text = io.TextIOWrapper(
+            self._buffered, encoding=fmt.encoding, newline="", errors="strict", write_through=False
+        )
+        self.writer = fmt.writer(self.text)
+        self.done = False
+
+    def _open_hidden(self, folder: Path) -> int:
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+        tmpfile = getattr(os, "O_TMPFILE", 0)
+        if tmpfile:
+            with contextlib.suppress(OSError):
+                return os.open(folder, flags | tmpfile, 0o600)
+        assert self._target is not None
+        self._named_tmp = folder / f".{self._target.name}.sendvault-{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(self._named_tmp, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except PermissionError:
+            raise CsvProblem(f"{folder}: permission denied") from None
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes written so far."""
+        return self._counting.count
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of what was written (complete after :meth:`commit`)."""
+        return self._counting.digest.hexdigest()
+
+    def commit(self) -> None:
+        """Flush, sync and move the file into place."""
+        try:
+            self.text.flush()
+            self._buffered.flush()
+        except UnicodeEncodeError:
+            raise CsvProblem(
+                f"a value cannot be written in this file's encoding ({self.name}); "
+                "give --output-encoding utf-8"
+            ) from None
+        if self._target is None:
+            self._sink.flush()
+            self.done = True
+            return
+        assert self._fd is not None
+        os.fsync(self._fd)
+        if self._named_tmp is None:
+            self._named_tmp = self._link_anonymous(self._fd)
+        self._named_tmp.replace(self._target)
+        self._named_tmp = None
+        self._close_fd()
+        _sync_dir(self._target.parent)
+        self.done = True
+
+    def _link_anonymous(self, fd: int) -> Path:
+        """Give the anonymous file a (hidden) name beside the target."""
+        assert self._target is not None
+        staging = self._target.parent / f".{self._target.name}.sendvault-{secrets.token_hex(6)}.tmp"
+        try:
+            # os.link calls link(2), which does not follow /proc's magic link, unless a directory
+            # fd is given: then it is linkat(2) with AT_SYMLINK_FOLLOW, as open(2)'s manual shows.
+            proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(str(fd), staging, src_dir_fd=proc, follow_symlinks=True)
+            finally:
+                os.close(proc)
+        except OSError:
+            # No /proc: copy the content out instead.
+            out = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                while chunk := os.read(fd, 1 << 20):
+                    os.write(out, chunk)
+                os.fsync(out)
+            finally:
+                os.close(out)
+        return staging
+
+    def discard(self) -> None:
+        """Drop everything written; the target is left as it was."""
+        if self._target is None:
+            return
+        self._close_fd()
+        if self._named_tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._named_tmp.unlink()
+            self._named_tmp = None
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self._sink.close()
+                os.close(self._fd)
+            self._fd = None
+
+
+def _sync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def open_output(path: str, fmt: CsvFormat, *, encoding: str | None = None) -> AtomicOutput:
+    """An atomic output in ``fmt`` (with another ``encoding`` if given)."""
+    if encoding is not None:
+        fmt = replace(fmt, encoding=_codec(encoding))
+    return AtomicOutput(path, fmt)

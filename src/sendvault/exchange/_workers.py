@@ -1,0 +1,122 @@
+"""Lookups, normalization, HMAC and AES-GCM of bulk jobs, spread over worker processes.
+
+The process that reads and writes the CSV also stores new tokens (SQLite has one writer). The
+CPU work per value (the blind index, normalization, a new token and its sealed value, or opening
+a ciphertext) runs in ``workers`` spawned processes, each with its own vault opened from the same
+settings: keys never cross a pipe. What crosses is the chunk's values and, back, the plan (tokens,
+reasons and sealed new rows). A :class:`Planner` with no workers does the same work in-process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from ..config import Settings
+from ..vault import Kind, Vault, open_vault
+from ..vault.service import TokenPlan
+
+__all__ = ["Planner", "ResolvePlan"]
+
+# (value or None, reason or None) per token, in order.
+ResolvePlan = tuple[list[str | None], list[str | None]]
+_KINDS = {int(k): k for k in Kind}
+_vault: Vault | None = None
+
+
+def _init(settings: Settings) -> None:
+    global _vault  # noqa: PLW0603 - one vault per worker process, opened once
+    _vault = open_vault(settings)
+
+
+def _plan(vault: Vault, items: Sequence[tuple[int, str]], create: bool) -> TokenPlan:
+    return vault.plan_tokens([(_KINDS[k], v) for k, v in items], create=create)
+
+
+def _resolve(vault: Vault, tokens: Sequence[str]) -> ResolvePlan:
+    results = vault.resolve_many(tokens)
+    return [r.value for r in results], [r.reason for r in results]
+
+
+def _plan_remote(items: Sequence[tuple[int, str]], create: bool) -> TokenPlan:
+    assert _vault is not None
+    return _plan(_vault, items, create)
+
+
+def _resolve_remote(tokens: Sequence[str]) -> ResolvePlan:
+    assert _vault is not None
+    return _resolve(_vault, tokens)
+
+
+class Planner:
+    """Runs chunk plans in order: in-process, or on worker processes started on first need.
+
+    ``submit`` returns at once; ``ready`` yields finished results in submission order, and
+    ``backlog`` bounds how many chunks are in flight so memory stays flat whatever the file size.
+    """
+
+    def __init__(self, vault: Vault, settings: Settings, *, workers: int) -> None:
+        self._vault = vault
+        self._settings = settings
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._inflight: deque[tuple[Any, Future[Any]]] = deque()
+
+    @property
+    def parallel(self) -> bool:
+        """Whether chunks run on worker processes."""
+        return self._pool is not None
+
+    def start_workers(self) -> None:
+        """Start the worker processes (a no-op without workers or when started)."""
+        if self._workers and self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init,
+                initargs=(self._settings,),
+            )
+
+    @property
+    def backlog(self) -> int:
+        """Chunks submitted and not yet taken back."""
+        return len(self._inflight)
+
+    @property
+    def capacity(self) -> int:
+        """How many chunks may be in flight before the caller should take results back."""
+        return 2 * self._workers + 1 if self._pool is not None else 1
+
+    def submit_plan(self, tag: Any, items: Sequence[tuple[int, str]], *, create: bool) -> None:
+        """Plan tokens for ``items`` (kind as int, value)."""
+        self._submit(tag, _plan_remote, _plan, items, create)
+
+    def submit_resolve(self, tag: Any, tokens: Sequence[str]) -> None:
+        """Resolve ``tokens``."""
+        self._submit(tag, _resolve_remote, _resolve, tokens)
+
+    def _submit(self, tag: Any, remote: Callable[..., Any], local: Callable[..., Any], *args: Any) -> None:
+        if self._pool is not None:
+            self._inflight.append((tag, self._pool.submit(remote, *args)))
+            return
+        done: Future[Any] = Future()
+        try:
+            done.set_result(local(self._vault, *args))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by take()
+            done.set_exception(exc)
+        self._inflight.append((tag, done))
+
+    def take(self) -> tuple[Any, Any]:
+        """The oldest submission's tag and result (waits for it; re-raises its error)."""
+        tag, future = self._inflight.popleft()
+        return tag, future.result()
+
+    def close(self) -> None:
+        """Stop the workers; pending chunks are cancelled."""
+        self._inflight.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,130 @@
+"""`exchange check`: find clear email addresses and phone numbers in files bound for the platform.
+
+With tokenized sending nothing that leaves the company may hold a clear address or number: not
+the email column, not a subscriber key that happens to be an address, not a free-text note. Every
+cell of every row is searched; tokens (addresses on the token domain, numbers with the mobile
+token prefix and more digits than E.164 allows) are not findings. Findings name the file, line,
+column and kind with the value masked, so the report itself leaks nothing worth having.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import phonenumbers
+
+from ._csvio import CsvInput
+
+__all__ = ["Finding", "check_file", "mask"]
+
+# Broad on purpose: a guard should rather show a false finding than miss an address.
+_EMAIL = re.compile(r"[^\s@<>()\[\],;:\"']+@(?:[^\s@<>()\[\],;:\"'.]+\.)+[^\s@<>()\[\],;:\"'.]{2,}")
+_PHONE_CELL = re.compile(r"\+?[0-9][0-9 ().\-/]{5,24}")
+_SUBSCRIBER_KEY = re.compile(r"subscriber.?key|contact.?key", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A clear value found: where it is and what kind, masked."""
+
+    file: str
+    line: int
+    column: str
+    kind: str
+    masked: str
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "kind": self.kind,
+            "masked": self.masked,
+        }
+
+
+def mask(kind: str, value: str) -> str:
+    """A masked form that helps find the cell without showing the value."""
+    if kind == "email" or "@" in value:
+        local, _, domain = value.rpartition("@")
+        tld = domain.rpartition(".")[2]
+        return f"{local[:1]}***@***.{tld}"
+    digits = re.sub(r"[^0-9]", "", value)
+    return ("+" if value.strip().startswith("+") else "") + "*" * max(len(digits) - 2, 1) + digits[-2:]
+
+
+class _Detector:
+    def __init__(self, token_domain: str, mobile_prefix: str, default_region: str | None) -> None:
+        self._token_domain = token_domain.lower()
+        self._mobile_prefix = mobile_prefix
+        self._region = default_region
+
+    def emails(self, cell: str) -> list[str]:
+        found = []
+        for match in _EMAIL.finditer(cell):
+            address = match.group(0).rstrip(".")
+            domain = address.rpartition("@")[2].lower()
+            if domain == self._token_domain or domain.endswith("." + self._token_domain):
+                continue
+            found.append(address)
+        return found
+
+    def phone(self, cell: str) -> bool:
+        text = cell.strip()
+        if not _PHONE_CELL.fullmatch(text):
+            return False
+        digits = re.sub(r"[^0-9]", "", text)
+        if not 7 <= len(digits) <= 15:
+            return False  # mobile tokens have more digits than any E.164 number
+        try:
+            if text.startswith("+"):
+                number = phonenumbers.parse(text, None)
+            elif digits == text and not text.startswith("0"):
+                # Marketing Cloud's own form: E.164 digits without the plus.
+                number = phonenumbers.parse("+" + digits, None)
+            elif self._region is not None:
+                number = phonenumbers.parse(text, self._region)
+            else:
+                return False
+        except phonenumbers.NumberParseException:
+            return False
+        return bool(phonenumbers.is_valid_number(number))
+
+
+def check_file(
+    path: str,
+    *,
+    token_domain: str,
+    mobile_prefix: str = "999",
+    default_region: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+) -> Iterator[Finding]:
+    """Every clear email address and phone number in the CSV file at ``path`` (header included)."""
+    detector = _Detector(token_domain, mobile_prefix, default_region)
+    src = CsvInput(path, encoding=encoding, delimiter=delimiter)
+    try:
+        header = src.header
+        yield from _row(detector, path, 1, header, ["(header)"] * len(header))
+        for line, fields in src.rows():
+            yield from _row(detector, path, line, fields, header)
+    finally:
+        src.close()
+
+
+def _row(
+    detector: _Detector, path: str, line: int, fields: list[str], header: list[str]
+) -> Iterator[Finding]:
+    for index, cell in enumerate(fields):
+        if not cell:
+            continue
+        column = header[index].strip() if index < len(header) else f"#{index + 1}"
+        if "@" in cell:
+            for address in detector.emails(cell):
+                kind = "email-in-subscriber-key" if _SUBSCRIBER_KEY.search(column) else "email"
+                yield Finding(path, line, column, kind, mask("email", address))
+        elif (any(c.isdigit() for c in cell[:3]) or cell.lstrip().startswith("+")) and detector.phone(cell):
+            yield Finding(path, line, column, "phone", mask("phone", cell))

@@ -1,0 +1,405 @@
+"""Bulk CSV conversion: tokenize the named columns of a contact file, or detokenize them back.
+
+Both stream: rows are read in chunks, planned (looked up, normalized, new tokens drawn and
+sealed) in worker processes, stored in bulk in this process, and written in order to an output
+that appears only when everything succeeded. A bad row never stops the run: it goes to the
+rejects sink with its line, column and a reason code, never its value, and is left out of the
+output (an invalid address written as it was would be a clear value in a file bound for the
+platform). Tokens committed before a failure stay valid, so a second run gives the same tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any, Protocol
+
+from ..config import Settings
+from ..errors import SendvaultError
+from ..store.base import NewContact
+from ..vault import Kind, Vault
+from ..vault.service import TokenPlan
+from ._csvio import AtomicOutput, CsvInput, CsvProblem, open_output
+from ._workers import Planner, ResolvePlan
+
+__all__ = [
+    "ColumnError",
+    "RejectSink",
+    "Summary",
+    "TooManyErrors",
+    "detokenize_file",
+    "tokenize_file",
+]
+
+# Rows per chunk handed to a worker, and new rows gathered before one bulk insert.
+CHUNK_ROWS = 5_000
+FLUSH_NEW_ROWS = 40_000
+# Below this many rows a file is converted in-process: starting workers costs more than it saves.
+PARALLEL_AFTER_ROWS = 30_000
+_MAX_ATTRIBUTE_VALUE = 4096
+
+Progress = Callable[[int, int], None]
+
+
+class ColumnError(SendvaultError):
+    """A named column is missing from the header, or named twice."""
+
+
+class TooManyErrors(SendvaultError):
+    """More rows were rejected than ``--max-errors`` allows; nothing was written."""
+
+
+class RejectSink(Protocol):
+    """Where rejected rows go: line, column and reason, never the value."""
+
+    def add(self, line: int, column: str, reason: str) -> None:
+        """Record one rejected cell."""
+
+
+@dataclass
+class Summary:
+    """What a conversion did: counts and checksums, never a value (the audit record's meta)."""
+
+    operation: str
+    input: str
+    output: str
+    rows: int = 0
+    written: int = 0
+    rejected: int = 0
+    values: int = 0
+    created: int = 0
+    empty: int = 0
+    attributes: int = 0
+    input_sha256: str = ""
+    output_sha256: str = ""
+    input_bytes: int = 0
+    output_bytes: int = 0
+    seconds: float = 0.0
+    workers: int = 0
+    rejects: str | None = None
+    status: str = "running"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        out = asdict(self)
+        out.pop("extra")
+        out.update(self.extra)
+        return out
+
+
+def _index(header: Sequence[str], names: Sequence[str], what: str) -> list[int]:
+    positions = []
+    stripped = [h.strip() for h in header]
+    for name in names:
+        hits = [i for i, h in enumerate(stripped) if h == name.strip()]
+        if not hits:
+            hits = [i for i, h in enumerate(stripped) if h.lower() == name.strip().lower()]
+        if not hits:
+            shown = ", ".join(repr(h) for h in stripped[:30])
+            raise ColumnError(f"{what} column {name!r} is not in the header (columns: {shown})")
+        if len(hits) > 1:
+            raise ColumnError(f"{what} column {name!r} appears {len(hits)} times in the header")
+        positions.append(hits[0])
+    if len(set(positions)) != len(positions):
+        raise ColumnError(f"a {what} column is named twice")
+    return positions
+
+
+@dataclass
+class _Chunk:
+    rows: list[tuple[int, list[str]]]
+    where: list[tuple[int, int]]
+    bad: dict[int, list[tuple[int, str]]]
+    plan: Any = None
+
+
+def _chunks(src: CsvInput) -> Iterator[list[tuple[int, list[str]]]]:
+    rows = src.rows()
+    while True:
+        chunk = list(islice(rows, CHUNK_ROWS))
+        if not chunk:
+            return
+        yield chunk
+
+
+class _Run:
+    """State shared by both directions: output, rejects, counts, progress, max-errors."""
+
+    def __init__(
+        self,
+        *,
+        summary: Summary,
+        src: CsvInput,
+        out: AtomicOutput,
+        header: list[str],
+        rejects: RejectSink,
+        max_errors: int | None,
+        progress: Progress | None,
+    ) -> None:
+        self.summary, self.src, self.out, self.header = summary, src, out, header
+        self.rejects, self.max_errors, self.progress = rejects, max_errors, progress
+
+    def write(self, chunk: _Chunk, keep: list[int] | None) -> list[int]:
+        """Write the chunk's good rows (only ``keep`` columns if given); positions written."""
+        good: list[list[str]] = []
+        written: list[int] = []
+        for pos, (line, fields) in enumerate(chunk.rows):
+            problems = chunk.bad.get(pos)
+            if problems:
+                self.summary.rejected += 1
+                for col, reason in problems:
+                    self.rejects.add(line, self.header[col] if col >= 0 else "", reason)
+                continue
+            good.append(fields if keep is None else [fields[j] for j in keep if j < len(fields)])
+            written.append(pos)
+        try:
+            self.out.writer.writerows(good)
+        except UnicodeEncodeError:
+            raise CsvProblem(
+                f"a value cannot be written in {self.src.format.encoding}; give --output-encoding utf-8"
+            ) from None
+        self.summary.rows += len(chunk.rows)
+        self.summary.written += len(good)
+        self.summary.values += sum(1 for pos, _ in chunk.where if pos not in chunk.bad)
+        if self.max_errors is not None and self.summary.rejected > self.max_errors:
+            raise TooManyErrors(
+                f"{self.summary.rejected} rows rejected, more than --max-errors {self.max_errors}; "
+                "no output was written"
+            )
+        if self.progress is not None:
+            self.progress(self.summary.rows, self.src.bytes_read)
+        return written
+
+
+def _prepare(
+    chunk: list[tuple[int, list[str]]], columns: Sequence[tuple[int, int]]
+) -> tuple[_Chunk, list[Any], int]:
+    """Split a chunk into the values to convert and the rows too short to hold them."""
+    need = max(i for i, _ in columns) + 1
+    items: list[Any] = []
+    where: list[tuple[int, int]] = []
+    bad: dict[int, list[tuple[int, str]]] = {}
+    empty = 0
+    for pos, (_, fields) in enumerate(chunk):
+        if len(fields) < need:
+            if fields:  # a blank line is kept as it is
+                bad[pos] = [(-1, "missing-column")]
+            continue
+        for col, kind in columns:
+            value = fields[col]
+            if not value or value.isspace():
+                empty += 1
+                continue
+            items.append((kind, value) if kind else value)
+            where.append((pos, col))
+    return _Chunk(chunk, where, bad), items, empty
+
+
+def tokenize_file(
+    vault: Vault,
+    settings: Settings,
+    src: CsvInput,
+    output: str,
+    *,
+    columns: Sequence[tuple[str, Kind]],
+    attributes: Sequence[str] = (),
+    rejects: RejectSink,
+    max_errors: int | None = None,
+    workers: int = 2,
+    progress: Progress | None = None,
+    output_encoding: str | None = None,
+    summary: Summary | None = None,
+) -> Summary:
+    """Replace ``columns`` of ``src`` by tokens (creating them) and write ``output`` atomically.
+
+    ``attributes`` columns are stored as the contact's attributes (on every token of the row)
+    and left out of the output. Returns the summary; raises :class:`TooManyErrors`,
+    :class:`ColumnError` or :class:`CsvProblem` with nothing written.
+    """
+    summary = summary or Summary("tokenize", src.name, output)
+    started = time.perf_counter()
+    positions = _index(src.header, [name for name, _ in columns], "tokenize")
+    attr_pos = _index(src.header, attributes, "attribute") if attributes else []
+    if set(attr_pos) & set(positions):
+        raise ColumnError("a column cannot be both tokenized and an attribute")
+    spec = [(p, int(kind)) for p, (_, kind) in zip(positions, columns, strict=True)]
+    keep = [j for j in range(len(src.header)) if j not in set(attr_pos)] if attr_pos else None
+    header = src.header
+    out = open_output(output, src.format, encoding=output_encoding)
+    planner = Planner(vault, settings, workers=workers)
+    try:
+        out.writer.writerow(header if keep is None else [header[j] for j in keep])
+        run = _Run(
+            summary=summary, src=src, out=out, header=header, rejects=rejects, max_errors=max_errors,
+            progress=progress,
+        )  # fmt: skip
+        _tokenize_rows(vault, run, planner, spec=spec, attr_pos=attr_pos, keep=keep)
+        summary.workers = workers if planner.parallel else 0
+        src.drain()
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    finally:
+        planner.close()
+        summary.input_sha256, summary.input_bytes = src.sha256, src.bytes_read
+        summary.output_sha256, summary.output_bytes = out.sha256, out.bytes_written
+        summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _tokenize_rows(
+    vault: Vault,
+    run: _Run,
+    planner: Planner,
+    *,
+    spec: Sequence[tuple[int, int]],
+    attr_pos: Sequence[int],
+    keep: list[int] | None,
+) -> None:
+    """Plan chunks (in workers once the file is large), store new rows in bulk, write in order."""
+    waiting: list[_Chunk] = []
+    pending_new = 0
+    seen = 0
+    for raw in _chunks(run.src):
+        seen += len(raw)
+        if seen > PARALLEL_AFTER_ROWS:
+            planner.start_workers()
+        chunk, items, empty = _prepare(raw, spec)
+        run.summary.empty += empty
+        planner.submit_plan(chunk, items, create=True)
+        while planner.backlog >= planner.capacity:
+            done, plan = planner.take()
+            done.plan = plan
+            waiting.append(done)
+            pending_new += len(plan.new)
+            if pending_new >= FLUSH_NEW_ROWS or len(waiting) * CHUNK_ROWS >= 4 * FLUSH_NEW_ROWS:
+                _store_and_write(vault, run, waiting, spec=spec, attr_pos=attr_pos, keep=keep)
+                waiting.clear()
+                pending_new = 0
+    while planner.backlog:
+        done, plan = planner.take()
+        done.plan = plan
+        waiting.append(done)
+    _store_and_write(vault, run, waiting, spec=spec, attr_pos=attr_pos, keep=keep)
+
+
+def _store_and_write(
+    vault: Vault,
+    run: _Run,
+    waiting: list[_Chunk],
+    *,
+    spec: Sequence[tuple[int, int]],
+    attr_pos: Sequence[int],
+    keep: list[int] | None,
+) -> None:
+    """One bulk insert for the waiting chunks' new rows, then their rows in order."""
+    new: list[NewContact] = [row for chunk in waiting for row in chunk.plan.new]
+    found = vault.store.insert_bulk(new) if new else {}
+    run.summary.created += sum(1 for row in new if found.get(row.bidx) == row.token)
+    kinds = dict(spec)
+    for chunk in waiting:
+        plan: TokenPlan = chunk.plan
+        outcomes = Vault.finish_plan(plan, found)
+        for (pos, col), planned in zip(chunk.where, outcomes, strict=True):
+            fields = chunk.rows[pos][1]
+            outcome = planned
+            if planned.token is None and planned.reason == "retry":
+                # The drawn token collided with an existing one: draw again the normal way.
+                (outcome,) = vault.tokenize_many([(Kind(kinds[col]), fields[col])])
+                run.summary.created += int(outcome.created)
+            if outcome.token is not None:
+                fields[col] = outcome.token
+            else:
+                chunk.bad.setdefault(pos, []).append((col, outcome.reason or "invalid"))
+        if attr_pos:
+            _attributes(vault, run, chunk, spec, attr_pos)
+        run.write(chunk, keep)
+
+
+def _attributes(
+    vault: Vault, run: _Run, chunk: _Chunk, spec: Sequence[tuple[int, int]], attr_pos: Sequence[int]
+) -> None:
+    header = run.header
+    items: list[tuple[str, dict[str, str]]] = []
+    for pos, (_, fields) in enumerate(chunk.rows):
+        if pos in chunk.bad or len(fields) <= max(attr_pos, default=0):
+            continue
+        attrs = {header[j].strip(): fields[j] for j in attr_pos if fields[j] != ""}
+        too_long = [j for j in attr_pos if len(fields[j]) > _MAX_ATTRIBUTE_VALUE]
+        if too_long:
+            chunk.bad[pos] = [(j, "invalid-attribute-value") for j in too_long]
+            continue
+        if attrs:
+            items.extend((fields[col], attrs) for col, _ in spec if fields[col])
+    if items:
+        run.summary.attributes += vault.merge_attributes_many(items)
+
+
+def detokenize_file(
+    vault: Vault,
+    settings: Settings,
+    src: CsvInput,
+    output: str,
+    *,
+    columns: Sequence[str],
+    rejects: RejectSink,
+    max_errors: int | None = None,
+    workers: int = 2,
+    progress: Progress | None = None,
+    output_encoding: str | None = None,
+    summary: Summary | None = None,
+) -> Summary:
+    """Replace the tokens in ``columns`` of ``src`` by their clear values; write ``output``.
+
+    A token the vault does not know (or erased) rejects its row (``unknown-token``, ``erased``).
+    """
+    summary = summary or Summary("detokenize", src.name, output)
+    started = time.perf_counter()
+    positions = _index(src.header, columns, "detokenize")
+    spec = [(p, 0) for p in positions]
+    out = open_output(output, src.format, encoding=output_encoding)
+    planner = Planner(vault, settings, workers=workers)
+    try:
+        out.writer.writerow(src.header)
+        run = _Run(
+            summary=summary, src=src, out=out, header=src.header, rejects=rejects, max_errors=max_errors,
+            progress=progress,
+        )  # fmt: skip
+        seen = 0
+        for raw in _chunks(src):
+            seen += len(raw)
+            if seen > PARALLEL_AFTER_ROWS:
+                planner.start_workers()
+            chunk, tokens, empty = _prepare(raw, spec)
+            summary.empty += empty
+            planner.submit_resolve(chunk, tokens)
+            while planner.backlog >= planner.capacity:
+                _write_resolved(run, *planner.take())
+        while planner.backlog:
+            _write_resolved(run, *planner.take())
+        summary.workers = workers if planner.parallel else 0
+        src.drain()
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    finally:
+        planner.close()
+        summary.input_sha256, summary.input_bytes = src.sha256, src.bytes_read
+        summary.output_sha256, summary.output_bytes = out.sha256, out.bytes_written
+        summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _write_resolved(run: _Run, chunk: _Chunk, resolved: ResolvePlan) -> None:
+    values, reasons = resolved
+    for (pos, col), value, reason in zip(chunk.where, values, reasons, strict=True):
+        if value is not None:
+            chunk.rows[pos][1][col] = value
+        else:
+            chunk.bad.setdefault(pos, []).append((col, reason or "unknown-token"))
+    run.write(chunk, None)

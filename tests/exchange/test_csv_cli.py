@@ -1,0 +1,198 @@
+"""`sendvault csv ...` and `exchange check` as users run them: real processes, files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.helpers import run_cli as run
+
+from sendvault.config import load_settings
+from sendvault.vault import Kind, open_vault
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def test_tokenize_check_detokenize_and_the_audit_trail(home: Path, tmp_path: Path) -> None:
+    out, back = tmp_path / "out.csv", tmp_path / "back.csv"
+    src = GOLDEN / "invalid_values.csv"
+    assert run(home, "exchange", "check", str(src)).returncode == 1
+    done = run(
+        home,
+        "csv",
+        "tokenize",
+        str(src),
+        str(out),
+        "--column",
+        "Email=Email",
+        "--column",
+        "Phone=MobileNumber",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["rejected"] == 3
+    assert summary["written"] == 2
+    assert summary["status"] == "ok"
+    assert "3 rows rejected" in done.stderr
+    rejects = (tmp_path / "out.csv.rejects.csv").read_text()
+    assert rejects.splitlines()[0] == "line,column,reason"
+    assert "not-an-email" not in rejects
+    assert "x@@y" not in rejects
+    assert (out.stat().st_mode & 0o777) == 0o600
+    checked = run(home, "exchange", "check", str(out))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (
+        run(
+            home, "csv", "detokenize", str(out), str(back), "--column", "Email", "--column", "Phone"
+        ).returncode
+        == 0
+    )
+    assert back.read_bytes() == (GOLDEN / "invalid_values.roundtrip.csv").read_bytes()
+
+    shown = json.loads(run(home, "audit", "show", "--json").stdout)
+    events = [r["event"] for r in shown]
+    assert events == ["exchange:check", "exchange:tokenize", "exchange:check", "exchange:detokenize"]
+    tok = shown[1]
+    assert tok["meta"]["input_sha256"]
+    assert tok["meta"]["output_sha256"]
+    assert tok["counts"]["rejected"] == 3
+    audit_bytes = (home / "audit.db").read_bytes()
+    for clear in (b"good@example.com", b"not-an-email", b"12125550123", b"fine@example"):
+        assert clear not in audit_bytes
+
+
+def test_stdin_to_stdout_with_rejects_on_stderr(home: Path) -> None:
+    done = run(
+        home, "csv", "tokenize", "-", "-", "--column", "email", stdin="email,n\na@example.com,1\nnope,2\n"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "email,n"
+    assert len(lines) == 2
+    assert lines[1].endswith("@tokens.sendvault.invalid,1")
+    assert "rejected: 3,email,invalid-email" in done.stderr
+    assert "nope" not in done.stderr
+
+
+def test_user_mistakes_get_one_line_a_hint_and_no_output(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    src = str(GOLDEN / "quoted_newlines.csv")
+    missing = run(home, "csv", "tokenize", src, str(out), "--column", "EmailAddress=Email")
+    assert missing.returncode == 2
+    assert "'EmailAddress' is not in the header" in missing.stderr
+    assert "'Email'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    kind = run(home, "csv", "tokenize", src, str(out), "--column", "Note")
+    assert kind.returncode == 2
+    assert "Note=Email" in kind.stderr
+    bad_type = run(home, "csv", "tokenize", src, str(out), "--column", "Email=Fax")
+    assert bad_type.returncode == 2
+    assert "unknown type" in bad_type.stderr
+    nofile = run(home, "csv", "tokenize", str(tmp_path / "nope.csv"), str(out), "--column", "Email=Email")
+    assert nofile.returncode == 2
+    assert "no such file" in nofile.stderr
+    same = run(home, "csv", "tokenize", src, src, "--column", "Email=Email")
+    assert same.returncode == 2
+    assert "OUT is the input file" in same.stderr
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert run(home, "csv", "tokenize", str(empty), str(out), "--column", "Email=Email").returncode == 2
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"Email\n" + b'"' + b"x" * (2 << 20) + b"\n")
+    broken = run(home, "csv", "tokenize", str(binary), str(out), "--column", "Email=Email")
+    assert broken.returncode == 2
+    assert "line 2" in broken.stderr
+    assert "field larger" in broken.stderr
+    too_many = run(
+        home, "csv", "tokenize", str(GOLDEN / "invalid_values.csv"), str(out),
+        "--column", "Email=Email", "--column", "Phone=MobileNumber", "--max-errors", "2",
+    )  # fmt: skip
+    assert too_many.returncode == 1
+    assert "more than --max-errors 2" in too_many.stderr
+    assert (tmp_path / "out.csv.rejects.csv").exists()
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "binary.csv",
+        "empty.csv",
+        "home",
+        "out.csv.rejects.csv",
+    ]
+
+
+def _bulk_file(path: Path, rows: int, tag: str) -> None:
+    with path.open("w") as fh:
+        fh.write("Id,Email,Note\n")
+        for i in range(rows):
+            fh.write(f'{i},user.{tag}.{i}@example{i % 13}.com,"n {i}"\n')
+
+
+def test_a_kill_mid_run_leaves_no_output_and_a_rerun_gives_the_same_tokens(
+    home: Path, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "big.csv", tmp_path / "out.csv"
+    rows = 80_000
+    _bulk_file(src, rows, "kill")
+    assert run(home, "token", "get", "--type", "email", "warm@example.com").returncode == 0
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sendvault",
+            "csv",
+            "tokenize",
+            str(src),
+            str(out),
+            "--column",
+            "Email=Email",
+            "-q",
+        ],
+        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its worker processes die with it
+    )
+    db = sqlite3.connect(home / "sendvault.db")
+    deadline = time.monotonic() + 120
+    created = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        created = db.execute("SELECT count(*) FROM contacts").fetchone()[0] - 1
+        if created > 0:
+            break
+        time.sleep(0.02)
+    db.close()
+    assert proc.poll() is None, "finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert created > 0
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv", "home"]  # no temporary left
+
+    vault = open_vault(load_settings(env={"SENDVAULT_HOME": str(home)}))
+    values = [(Kind.EMAIL, f"user.kill.{i}@example{i % 13}.com") for i in range(rows)]
+    before = [r.token for r in vault.tokenize_many(values, create=False)]
+    vault.close()
+    kept = sum(1 for t in before if t is not None)
+    assert kept >= created
+
+    again = run(home, "csv", "tokenize", str(src), str(out), "--column", "Email=Email", "--json")
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["created"] == rows - kept
+    assert summary["workers"] == 2
+    tokens = [line.split(",")[1] for line in out.read_text().splitlines()[1:]]
+    assert len(tokens) == rows
+    assert all(b is None or a == b for a, b in zip(tokens, before, strict=True))
+    assert len(set(tokens)) == rows
