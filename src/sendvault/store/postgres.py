@@ -220,13 +220,14 @@ class PostgresStore(ConnectionsBase[Any]):
         return self._retrying(work, conn)
 
     def insert_bulk(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
-        """Insert-or-get a large batch in token order, one transaction per 10,000 rows.
+        """Insert-or-get a large batch, one transaction per 10,000 rows, in blind-index order.
 
-        Correct and reasonably fast; COPY into a staging table is the faster path (issue 10).
+        The same global order as every other creator (see ``_commit``), so a bulk run and the
+        replicas' Get Token calls never deadlock. COPY into a staging table would be faster.
         """
         if not rows:
             return {}
-        ordered = sorted(rows, key=lambda r: r.token)
+        ordered = sorted(rows, key=lambda r: r.bidx)
         found: dict[bytes, str] = {}
         for start in range(0, len(ordered), _BULK_TX_ROWS):
             found.update(self._commit(self._conn, ordered[start : start + _BULK_TX_ROWS]))
