@@ -9,7 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from sendvault.config import Settings
 from sendvault.exchange import CsvInput, convert, detokenize_file, tokenize_file
