@@ -24,6 +24,7 @@ from sendvault.errors import ConfigError
 # setting -> (bad value, where it is set: "env" or "file"). The value is a string for the
 # environment, and a TOML literal for a file.
 BAD: dict[str, tuple[str, str]] = {
+    "exchange": ("{ retention_days = -1 }", "file"),
     "home": ("<a file>", "env"),
     "database_url": ("mysql://db.internal/sendvault", "env"),
     "key_provider": ("hsm", "env"),

@@ -33,6 +33,9 @@ from .errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "ExchangeJob",
+    "ExchangeRemote",
+    "ExchangeSettings",
     "Settings",
     "Sources",
     "allowed_text",
@@ -136,6 +139,61 @@ _NETWORKS = (
     "space-separated IP networks in CIDR form, e.g. `10.0.0.0/8 2001:db8::/32` (a bare address is one host)"
 )
 _KEY = "base64 of 32 random bytes, e.g. the output of `openssl rand -base64 32`"
+
+
+class ExchangeRemote(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An SFTP server of the file exchange: ``[exchange.remotes.NAME]``."""
+
+    url: Annotated[
+        str,
+        _doc(
+            "`sftp://user@host[:port]/folder` (no password in it).", pattern=r"^sftp://[^:@/]+(:[^@/]*)?@?.+"
+        ),
+    ]
+    identity_file: Annotated[str | None, _doc("Private key file for the login.")] = None
+    password_env: Annotated[
+        str | None, _doc("Environment variable that holds the password (never the password itself).")
+    ] = None
+    known_hosts: Annotated[str | None, _doc("known_hosts file (default `~/.ssh/known_hosts`).")] = None
+    host_key_fingerprint: Annotated[
+        str | None, _doc("Pinned `SHA256:...` host key fingerprint, instead of known_hosts.")
+    ] = None
+
+
+class ExchangeJob(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A job `sendvault serve` runs on a schedule: ``[[exchange.schedule]]``."""
+
+    job: Annotated[Literal["pull", "sweep", "status"], _doc("What to run.")]
+    every_minutes: Annotated[int, _doc("Interval; the first run is at start-up.", ge=1, le=10_080)] = 60
+    remote: Annotated[str | None, _doc("Name of a remote in `exchange.remotes` (default: every remote).")] = (
+        None
+    )
+    local_dir: Annotated[str | None, _doc("Where `pull` puts files (required for pull).")] = None
+
+    def __post_init__(self) -> None:
+        if self.job == "pull" and not self.local_dir:
+            raise ValueError("a pull job needs local_dir")
+
+
+class ExchangeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[exchange]`` table: retention, folders, SFTP remotes and scheduled jobs."""
+
+    retention_days: Annotated[
+        float, _doc("Files older than this are deleted by `exchange sweep`; the platform's period.", ge=0)
+    ] = 10.0
+    warn_days: Annotated[
+        float, _doc("`exchange status` warns about unpulled files this close to the deadline.", ge=0)
+    ] = 2.0
+    local_dirs: Annotated[list[str], _doc("Local exchange folders swept (recursively).")] = []
+    remotes: Annotated[dict[str, ExchangeRemote], _doc("SFTP remotes by name.")] = {}
+    schedule: Annotated[list[ExchangeJob], _doc("Jobs `sendvault serve` runs.")] = []
+
+    def __post_init__(self) -> None:
+        for job in self.schedule:
+            if job.remote is not None and job.remote not in self.remotes:
+                raise ValueError(f"schedule names the remote {job.remote}, which is not in exchange.remotes")
+            if job.job in ("pull", "status") and not self.remotes:
+                raise ValueError(f"a {job.job} job needs at least one remote in exchange.remotes")
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -473,6 +531,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         ),
     ] = True
 
+    exchange: Annotated[
+        ExchangeSettings,
+        _doc(
+            "File exchange: the `[exchange]` table of the config file (retention, folders, SFTP remotes, "
+            "scheduled jobs); see the tables below and docs/exchange.md. Config file only.",
+            allowed="a table of retention_days, warn_days, local_dirs, remotes, schedule (docs/exchange.md)",
+        ),
+    ] = msgspec.field(default_factory=ExchangeSettings)
+
     @property
     def home_path(self) -> Path:
         """The data directory as an absolute path."""
@@ -735,6 +802,8 @@ def _checked(name: str, value: Any, annotation: Any, source: str) -> Any:
         converted = msgspec.convert(value, annotation, strict=False)
     except msgspec.ValidationError as exc:
         problem = _problem(str(exc), annotation)
+        if isinstance(_base_type(annotation), type) and issubclass(_base_type(annotation), msgspec.Struct):
+            problem = _table_problem(str(exc), name, problem)
         if name == "tls_min_version" and str(value).strip() in ("1", "1.0", "1.1"):
             problem = "is below TLS 1.2, which is refused"
         raise ConfigError(name, problem, allowed=allowed_text(name), source=source) from None
@@ -765,6 +834,21 @@ def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:
         guess = f" (did you mean {close[0]}?)" if close else ""
         lines.append(f"environment variable {variable} is not a setting and is ignored{guess}")
     return lines
+
+
+_AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`")
+
+
+def _table_problem(message: str, name: str, problem: str) -> str:
+    """A problem inside a table setting: where (key names only) and, for the table's own checks, why."""
+    where = _AT.search(message)
+    at = f"{name}{where.group(1)}" if where else name
+    own = message.split(" - at ", 1)[0]
+    if not own.startswith(("Expected", "Invalid", "Object missing", "Object contains")):
+        problem = own  # a check of the table itself (ExchangeJob, ExchangeSettings): no value in it
+    elif own.startswith(("Object missing", "Object contains")):
+        problem = own.replace("Object", "table", 1)
+    return f"{problem} (at {at})"
 
 
 def _check_together(settings: Settings, sources: Sources) -> None:
@@ -834,11 +918,31 @@ def settings_reference() -> str:
         lines.append(
             f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {kind} | {shown} | {spec.get('description', '')} |"
         )
+    for struct, title in (
+        ("ExchangeSettings", "`[exchange]`"),
+        ("ExchangeRemote", "`[exchange.remotes.NAME]`"),
+        ("ExchangeJob", "`[[exchange.schedule]]`"),
+    ):
+        lines += ["", f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, spec in schema["$defs"][struct]["properties"].items():
+            default = spec.get("default")
+            shown = (
+                "(required)"
+                if name in schema["$defs"][struct].get("required", [])
+                else ("(none)" if default is None else f"`{default}`")
+            )
+            lines.append(f"| `{name}` | {_schema_type(spec)} | {shown} | {spec.get('description', '')} |")
     lines.append("")
     return "\n".join(lines)
 
 
 def _schema_type(spec: dict[str, Any]) -> str:
+    if "$ref" in spec:
+        return "table"
+    if spec.get("type") == "array":
+        return f"array of {_schema_type(spec.get('items', {}))}"
+    if spec.get("type") == "object" and "additionalProperties" in spec:
+        return f"tables of {_schema_type(spec['additionalProperties'])}"
     if "anyOf" in spec:
         return " or ".join(_schema_type(s) for s in spec["anyOf"])
     if "enum" in spec:

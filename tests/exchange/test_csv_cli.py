@@ -143,7 +143,7 @@ def test_a_kill_mid_run_leaves_no_output_and_a_rerun_gives_the_same_tokens(
     home: Path, tmp_path: Path
 ) -> None:
     src, out = tmp_path / "big.csv", tmp_path / "out.csv"
-    rows = 80_000
+    rows = 50_000
     _bulk_file(src, rows, "kill")
     assert run(home, "token", "get", "--type", "email", "warm@example.com").returncode == 0
     proc = subprocess.Popen(

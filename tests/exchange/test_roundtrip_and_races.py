@@ -58,11 +58,16 @@ def test_tokenize_then_detokenize_gives_the_normalized_input(
     delimiter: str,
 ) -> None:
     source, tokenized, back = tmp_path / "in.csv", tmp_path / "tok.csv", tmp_path / "back.csv"
-    buf = io.StringIO(newline="")
-    writer = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n" if crlf else "\n")
-    writer.writerow(["Email", "Mobile", "Note"])
-    writer.writerows([(e, p[0], t) for e, p, t in rows])
-    source.write_bytes(buf.getvalue().encode())
+
+    # Written by hand, not with the csv module: a field is quoted when it holds a delimiter, a
+    # quote, CR or LF, as RFC 4180 wants (csv.writer leaves a lone CR bare in an LF file).
+    def field(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in f'"\r\n{delimiter}') else text
+
+    ending = "\r\n" if crlf else "\n"
+    lines = [delimiter.join(["Email", "Mobile", "Note"])]
+    lines += [delimiter.join(field(v) for v in (e, p[0], t)) for e, p, t in rows]
+    source.write_bytes((ending.join(lines) + ending).encode())
 
     src = CsvInput(str(source))
     rejects = Collect()

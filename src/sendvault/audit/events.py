@@ -28,4 +28,5 @@ class Event(enum.StrEnum):
     EXCHANGE_TOKENIZE = "exchange:tokenize"
     EXCHANGE_DETOKENIZE = "exchange:detokenize"
     EXCHANGE_CHECK = "exchange:check"
+    EXCHANGE_STATUS = "exchange:status"
     AUDIT_PURGE = "audit:purge"

@@ -53,18 +53,37 @@ class CsvFormat:
 
     def writer(self, stream: IO[str]) -> Any:
         """A csv writer in this format."""
+        # csv quotes a field only for the characters of its own line terminator: with "\n", a
+        # lone CR in a field would go out bare and split the row when read back. So the writer
+        # always ends records with CRLF (quoting any field that holds CR or LF), and each
+        # record's ending is rewritten to the file's own.
+        sink: Any = stream if self.line_terminator == "\r\n" else _Ending(stream, self.line_terminator)
         return csv.writer(
-            stream,
+            sink,
             delimiter=self.delimiter,
             quotechar='"',
             doublequote=True,
-            lineterminator=self.line_terminator,
+            lineterminator="\r\n",
             quoting=csv.QUOTE_ALL if self.quote_all else csv.QUOTE_MINIMAL,
         )
 
     def reader(self, stream: IO[str]) -> Any:
         """A csv reader in this format."""
         return csv.reader(stream, delimiter=self.delimiter, quotechar='"', doublequote=True, strict=False)
+
+
+class _Ending:
+    """A text sink that turns each record's CRLF ending into ``ending`` (one write per record)."""
+
+    def __init__(self, stream: IO[str], ending: str) -> None:
+        self._write = stream.write
+        self._ending = ending
+
+    def write(self, text: str) -> int:
+        """Write one record, with the file's line ending."""
+        if text.endswith("\r\n"):
+            text = text[:-2] + self._ending
+        return self._write(text)
 
 
 def _codec(name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Protocol
@@ -260,31 +261,52 @@ def _tokenize_rows(
     attr_pos: Sequence[int],
     keep: list[int] | None,
 ) -> None:
-    """Plan chunks (in workers once the file is large), store new rows in bulk, write in order."""
+    """Plan chunks (in workers once the file is large), store new rows in bulk, write in order.
+
+    Storing and writing a group of chunks runs on a writer thread while this thread reads and
+    plans the next group (SQLite releases the GIL while it inserts); at most two groups are in
+    memory at once, and groups are written in order.
+    """
     waiting: list[_Chunk] = []
     pending_new = 0
     seen = 0
-    for raw in _chunks(run.src):
-        seen += len(raw)
-        if seen > PARALLEL_AFTER_ROWS:
-            planner.start_workers()
-        chunk, items, empty = _prepare(raw, spec)
-        run.summary.empty += empty
-        planner.submit_plan(chunk, items, create=True)
-        while planner.backlog >= planner.capacity:
+    writer = ThreadPoolExecutor(1, thread_name_prefix="sendvault-bulk-writer")
+    last: Future[None] | None = None
+
+    def flush() -> None:
+        nonlocal last, pending_new
+        if last is not None:
+            last.result()
+        last = writer.submit(
+            _store_and_write, vault, run, list(waiting), spec=spec, attr_pos=attr_pos, keep=keep
+        )
+        waiting.clear()
+        pending_new = 0
+
+    try:
+        for raw in _chunks(run.src):
+            seen += len(raw)
+            if seen > PARALLEL_AFTER_ROWS:
+                planner.start_workers()
+            chunk, items, empty = _prepare(raw, spec)
+            run.summary.empty += empty
+            planner.submit_plan(chunk, items, create=True)
+            while planner.backlog >= planner.capacity:
+                done, plan = planner.take()
+                done.plan = plan
+                waiting.append(done)
+                pending_new += len(plan.new)
+                if pending_new >= FLUSH_NEW_ROWS or len(waiting) * CHUNK_ROWS >= 4 * FLUSH_NEW_ROWS:
+                    flush()
+        while planner.backlog:
             done, plan = planner.take()
             done.plan = plan
             waiting.append(done)
-            pending_new += len(plan.new)
-            if pending_new >= FLUSH_NEW_ROWS or len(waiting) * CHUNK_ROWS >= 4 * FLUSH_NEW_ROWS:
-                _store_and_write(vault, run, waiting, spec=spec, attr_pos=attr_pos, keep=keep)
-                waiting.clear()
-                pending_new = 0
-    while planner.backlog:
-        done, plan = planner.take()
-        done.plan = plan
-        waiting.append(done)
-    _store_and_write(vault, run, waiting, spec=spec, attr_pos=attr_pos, keep=keep)
+        flush()
+        assert last is not None
+        last.result()
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
 
 
 def _store_and_write(

@@ -71,6 +71,15 @@ def _worker(settings: Settings, sock: socket.socket, metrics_dir: str, ready: An
     os._exit(0)
 
 
+def _start_exchange_jobs(settings: Settings) -> Any:
+    """The file exchange's scheduled jobs (pull, sweep, status), if the config file has any."""
+    if not settings.exchange.schedule:
+        return None
+    from ..exchange.schedule import Scheduler, audit_recorder  # noqa: PLC0415 - only with jobs
+
+    return Scheduler(settings, audit_recorder(settings)).start()
+
+
 def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """Run the server until SIGINT or SIGTERM; raise :class:`SendvaultError` if a worker dies."""
     # Until the main loop handles SIGHUP (reload), it is ignored here and in the workers, which
@@ -86,6 +95,7 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
     metrics_dir = tempfile.mkdtemp(prefix="sendvault-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     admin: WSGIServer | None = None
+    scheduler: Any = None
     ctx = multiprocessing.get_context("spawn")
     ready = [ctx.Event() for _ in range(settings.workers)]
     workers = [
@@ -103,8 +113,11 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
         admin = _start_admin(settings, metrics_dir, certs) if settings.admin_port else None
         for proc in workers:
             proc.start()
+        scheduler = _start_exchange_jobs(settings)
         asyncio.run(_main_loop(settings, http, workers, ready, on_ready, certs=certs))
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         _stop_workers(workers)
         _checkpoint(settings)
         if admin is not None:

@@ -1,0 +1,230 @@
+"""Bulk CSV conversion on a store that already holds 1,000,000 tokens, beside a naive converter.
+
+    flock /work/coord/bench.lock python benchmarks/bench_exchange.py \\
+        [--data DIR] [--size 1000000] [--rows 1000000] [--naive-rows 200000] [--workers 2]
+
+Builds (once, then reuses) a SQLite store of ``--size`` tokens in ``DIR/base`` and a CSV of
+``--rows`` new contacts (Id, Email, FirstName, Segment). Each measurement runs on a fresh copy of
+the base store, as a separate process (`sendvault csv ...`, end to end: start-up, vault, file
+in, file out), and prints rows/s and the peak memory (RSS of the main process and of its largest
+worker). Three figures, each beside the naive converter of the same run (one `tokenize_many`
+transaction per 500-row batch, no sorting, no workers, same CSV reading and writing):
+
+* `csv tokenize` of the new contacts (every email new);
+* `csv tokenize` of the same file again (every email known);
+* `csv detokenize` of the result.
+
+The naive converter runs on the first ``--naive-rows`` rows (it is slow); rows/s is comparable.
+Peak memory is printed for a quarter of the file and for the whole file: it must not grow with
+the file. Targets (issue 12): >= 100,000 rows/s new, >= 200,000 rows/s known and detokenize.
+The machine is shared: compare the ratio, and re-run on a quiet machine for absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BATCH = 500
+
+
+def base_store(data: Path, size: int) -> Path:
+    """A home with ``size`` tokens (bench_vault's values), built once with the bulk path."""
+    home = data / f"base{size}"
+    marker = home / "ready"
+    if marker.exists():
+        return home
+    from sendvault.config import load_settings
+    from sendvault.vault import Kind, open_vault
+
+    vault = open_vault(load_settings(env={"SENDVAULT_HOME": str(home)}))
+    started = time.perf_counter()
+    step = 50_000
+    for start in range(0, size, step):
+        items = [
+            (Kind.EMAIL, f"subscriber.{i}@example{i % 97}.com") for i in range(start, min(size, start + step))
+        ]
+        vault.tokenize_bulk(items)
+    count = vault.store.count()
+    vault.close()
+    print(f"base store: {count:,} tokens built in {time.perf_counter() - started:.0f} s")
+    marker.write_text(str(count))
+    return home
+
+
+def contacts_file(data: Path, rows: int) -> Path:
+    """A CSV of ``rows`` contacts whose emails the base store does not hold."""
+    path = data / f"contacts{rows}.csv"
+    if not path.exists():
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["Id", "Email", "FirstName", "Segment"])
+            for i in range(rows):
+                writer.writerow(
+                    [
+                        i,
+                        f"new.contact.{i}@mail{i % 89}.example.org",
+                        f"Name{i % 1000}",
+                        "gold" if i % 3 else "silver",
+                    ]
+                )
+    return path
+
+
+def head(path: Path, rows: int, out: Path) -> Path:
+    """The header and first ``rows`` rows of a CSV."""
+    with path.open() as src, out.open("w") as dst:
+        for n, line in enumerate(src):
+            if n > rows:
+                break
+            dst.write(line)
+    return out
+
+
+def copy_home(base: Path, to: Path) -> Path:
+    """A fresh copy of the base home (keys and a consistent database snapshot)."""
+    shutil.copytree(base / "keys", to / "keys")
+    src, dst = sqlite3.connect(base / "sendvault.db"), sqlite3.connect(to / "sendvault.db")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return to
+
+
+def measure(home: Path, argv: list[str]) -> dict[str, float]:
+    """Run ``argv`` in a child process; wall seconds and peak RSS (MiB) of it and its workers."""
+    env = {**os.environ, "SENDVAULT_HOME": str(home)}
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *argv], env=env, capture_output=True, text=True, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+    peaks = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"seconds": elapsed, **peaks}
+
+
+def child(argv: list[str]) -> None:
+    """In the measured process: run the CLI or the naive converter, then print peak RSS."""
+    if argv[0] == "naive":
+        naive(argv[1], argv[2], argv[3])
+    else:
+        from sendvault.cli import cli
+
+        try:
+            cli.main(args=argv, prog_name="sendvault", standalone_mode=False)
+        except SystemExit as exc:
+            if exc.code:
+                raise
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"rss_main_mib": round(own, 1), "rss_worker_mib": round(workers, 1)}))
+
+
+def naive(operation: str, source: str, output: str) -> None:
+    """The naive converter: one vault call (one transaction) per 500-row batch, in file order."""
+    from sendvault.config import load_settings
+    from sendvault.vault import Kind, open_vault
+
+    vault = open_vault(load_settings())
+    with Path(source).open(newline="") as fin, Path(output).open("w", newline="") as fout:
+        reader, writer = csv.reader(fin), csv.writer(fout)
+        header = next(reader)
+        writer.writerow(header)
+        col = header.index("Email")
+        while True:
+            batch = [row for _, row in zip(range(BATCH), reader, strict=False)]
+            if not batch:
+                break
+            if operation == "tokenize":
+                results = vault.tokenize_many([(Kind.EMAIL, row[col]) for row in batch])
+                for row, result in zip(batch, results, strict=True):
+                    row[col] = result.token or ""
+            else:
+                resolved = vault.resolve_many([row[col] for row in batch])
+                for row, r in zip(batch, resolved, strict=True):
+                    row[col] = r.value or ""
+            writer.writerows(batch)
+    vault.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path("/work/benchdata/issue-12"))
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--naive-rows", type=int, default=200_000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    args.data.mkdir(parents=True, exist_ok=True)
+    base = base_store(args.data, args.size)
+    source = contacts_file(args.data, args.rows)
+    print(f"store of {args.size:,} tokens; file of {args.rows:,} rows ({source.stat().st_size / 1e6:.0f} MB); "
+          f"{os.cpu_count()} cores, shared machine")  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=args.data) as scratch:
+        work = Path(scratch)
+        quarter = head(source, args.rows // 4, work / "quarter.csv")
+        small = head(source, args.naive_rows, work / "naive.csv")
+        ours = copy_home(base, work / "ours")
+        opts = ["-q", "--workers", str(args.workers)]
+        runs = {
+            "new": measure(
+                ours, ["csv", "tokenize", str(source), str(work / "t1.csv"), "--column", "Email=Email", *opts]
+            ),
+            "known": measure(
+                ours, ["csv", "tokenize", str(source), str(work / "t2.csv"), "--column", "Email=Email", *opts]
+            ),
+            "detokenize": measure(
+                ours,
+                ["csv", "detokenize", str(work / "t1.csv"), str(work / "d1.csv"), "--column", "Email", *opts],
+            ),
+        }
+        if (work / "t1.csv").read_bytes() != (work / "t2.csv").read_bytes():
+            raise SystemExit("the second run gave other tokens")
+        quarter_home = copy_home(base, work / "quarter")
+        mem_quarter = measure(
+            quarter_home,
+            ["csv", "tokenize", str(quarter), str(work / "q.csv"), "--column", "Email=Email", *opts],
+        )
+        naive_home = copy_home(base, work / "naive")
+        baseline = {
+            "new": measure(naive_home, ["naive", "tokenize", str(small), str(work / "n1.csv")]),
+            "known": measure(naive_home, ["naive", "tokenize", str(small), str(work / "n2.csv")]),
+            "detokenize": measure(
+                naive_home, ["naive", "detokenize", str(work / "n1.csv"), str(work / "n3.csv")]
+            ),
+        }
+    targets = {"new": 100_000, "known": 200_000, "detokenize": 200_000}
+    labels = {"new": "tokenize, new emails", "known": "tokenize, known emails", "detokenize": "detokenize"}
+    for key, run in runs.items():
+        rate = args.rows / run["seconds"]
+        naive_rate = args.naive_rows / baseline[key]["seconds"]
+        print(
+            f"{labels[key]:24}: {rate:9,.0f} rows/s  (naive {naive_rate:8,.0f} rows/s, ratio {rate / naive_rate:5.1f}x; "
+            f"target >= {targets[key]:,})  peak RSS main {run['rss_main_mib']:.0f} MiB, worker {run['rss_worker_mib']:.0f} MiB"
+        )
+    print(
+        f"peak RSS, tokenize of {args.rows // 4:,} rows: main {mem_quarter['rss_main_mib']:.0f} MiB, worker "
+        f"{mem_quarter['rss_worker_mib']:.0f} MiB; of {args.rows:,} rows: main {runs['new']['rss_main_mib']:.0f} MiB, "
+        f"worker {runs['new']['rss_worker_mib']:.0f} MiB (flat: memory does not grow with the file)"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+    else:
+        main()

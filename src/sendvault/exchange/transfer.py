@@ -1,0 +1,173 @@
+"""Push, pull, sweep and status as the CLI and the scheduler run them, each step audited.
+
+``record(event, meta, counts)`` receives one audit event per transfer and per deletion (the
+exchange package does not write the log itself: the CLI and ``serve`` hand it their own).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from ._state import TransferState
+from .retention import Deleted, RemoteStatus, remote_status, sweep_local, sweep_remote
+from .sftp import Remote, RemoteFile, SftpError, TransferResult, connect, list_files, pull, push
+
+__all__ = ["Exchange"]
+
+Record = Callable[[str, dict[str, Any], dict[str, Any] | None], None]
+
+
+def _no_record(event: str, meta: dict[str, Any], counts: dict[str, Any] | None) -> None:
+    return None
+
+
+@dataclass
+class Exchange:
+    """The exchange operations with their state, audit hook and clock."""
+
+    state: TransferState
+    record: Record = _no_record
+    clock: Callable[[], float] = time.time
+    retention_days: float = 10.0
+    warn_days: float = 2.0
+    pulled_now: list[TransferResult] = field(default_factory=list)
+
+    async def push(
+        self, remote: Remote, files: Sequence[Path], *, verify: bool = True
+    ) -> list[TransferResult]:
+        """Upload ``files`` into the remote folder (or to the remote file name, for one file)."""
+        results = []
+        async with connect(remote) as sftp:
+            folder_target = await _is_dir(sftp, remote.path) or remote.path.endswith("/") or len(files) > 1
+            if len(files) > 1 and not await _is_dir(sftp, remote.path):
+                raise SftpError(f"{remote.display} is not a folder; several files need one")
+            for local in files:
+                target = posixpath.join(remote.path, local.name) if folder_target else remote.path
+                meta = {"direction": "push", "remote": remote.display, "source": str(local), "target": target}
+                try:
+                    result = await push(
+                        sftp, remote, local, target, self.state, verify=verify, clock=self.clock
+                    )
+                except SftpError as exc:
+                    self.record("exchange:transfer", {**meta, "status": "failed", "error": str(exc)}, None)
+                    raise
+                self.record(
+                    "exchange:transfer",
+                    {**meta, **_result_meta(result), "status": "ok"},
+                    {"bytes": result.size},
+                )
+                results.append(result)
+        return results
+
+    async def pull(self, remote: Remote, local: Path, *, again: bool = False) -> list[TransferResult]:
+        """Download a remote file, or every file of a remote folder not pulled yet, into ``local``."""
+        results = []
+        async with connect(remote) as sftp:
+            if await _is_dir(sftp, remote.path):
+                if not local.is_dir():
+                    raise SftpError(f"{local} is not a local folder (pulling the folder {remote.display})")
+                wanted = [
+                    f for f in await list_files(sftp, remote.path) if again or not self._pulled(remote, f)
+                ]
+                targets = [(f, local / posixpath.basename(f.path)) for f in wanted]
+            else:
+                try:
+                    attrs = await sftp.stat(remote.path)
+                except asyncssh.SFTPNoSuchFile:
+                    raise SftpError(f"{remote.display}: no such file or folder") from None
+                entry = RemoteFile(remote.path, int(attrs.size or 0), float(attrs.mtime or 0))
+                target = local / posixpath.basename(remote.path) if local.is_dir() else local
+                targets = [(entry, target)]
+            for entry, target in targets:
+                meta = {
+                    "direction": "pull",
+                    "remote": remote.display,
+                    "source": entry.path,
+                    "target": str(target),
+                }
+                try:
+                    result = await pull(sftp, remote, entry, target, self.state, clock=self.clock)
+                except SftpError as exc:
+                    self.record("exchange:transfer", {**meta, "status": "failed", "error": str(exc)}, None)
+                    raise
+                self.state.mark_pulled(
+                    remote.server,
+                    entry.path,
+                    {
+                        "size": entry.size,
+                        "mtime": entry.mtime,
+                        "sha256": result.sha256,
+                        "local": str(target),
+                        "at": self.clock(),
+                    },
+                )
+                self.record(
+                    "exchange:transfer",
+                    {**meta, **_result_meta(result), "status": "ok"},
+                    {"bytes": result.size},
+                )
+                results.append(result)
+        return results
+
+    def _pulled(self, remote: Remote, entry: RemoteFile) -> bool:
+        seen = self.state.pulled(remote.server, entry.path)
+        return seen is not None and seen.get("size") == entry.size and seen.get("mtime") == entry.mtime
+
+    def sweep_local(
+        self, folders: Sequence[Path], *, days: float | None = None, dry_run: bool = False
+    ) -> list[Deleted]:
+        """Delete local exchange files older than the retention period."""
+        return sweep_local(
+            folders, days=self.retention_days if days is None else days, now=self.clock(), dry_run=dry_run,
+            record=lambda meta: self.record("exchange:sweep", meta, None),
+        )  # fmt: skip
+
+    async def sweep_remote(
+        self, remote: Remote, *, days: float | None = None, dry_run: bool = False
+    ) -> list[Deleted]:
+        """Delete remote exchange files older than the retention period."""
+        async with connect(remote) as sftp:
+            return await sweep_remote(
+                sftp, remote, self.state, now=self.clock(),
+                days=self.retention_days if days is None else days,
+                dry_run=dry_run, record=lambda meta: self.record("exchange:sweep", meta, None),
+            )  # fmt: skip
+
+    async def status(self, remote: Remote) -> RemoteStatus:
+        """Remote files with their age, deadline and pulled state; warnings for those at risk."""
+        async with connect(remote) as sftp:
+            if not await _is_dir(sftp, remote.path):
+                raise SftpError(f"{remote.display} is not a folder")
+            return await remote_status(
+                sftp,
+                remote,
+                self.state,
+                now=self.clock(),
+                retention_days=self.retention_days,
+                warn_days=self.warn_days,
+            )
+
+
+async def _is_dir(sftp: asyncssh.SFTPClient, path: str) -> bool:
+    try:
+        attrs = await sftp.stat(path)
+    except asyncssh.SFTPNoSuchFile:
+        return False
+    return stat.S_ISDIR(attrs.permissions or 0)
+
+
+def _result_meta(result: TransferResult) -> dict[str, Any]:
+    return {
+        "size": result.size,
+        "sha256": result.sha256,
+        "resumed_from": result.resumed_from,
+        "seconds": result.seconds,
+    }
