@@ -124,8 +124,19 @@ def test_user_mistakes_get_one_line_a_hint_and_no_output(home: Path, tmp_path: P
     assert "more than --max-errors 2" in too_many.stderr
     assert (tmp_path / "out.csv.rejects.csv").exists()
     assert not out.exists()
+    workbook = tmp_path / "book.xlsx"
+    workbook.write_bytes(b"PK\x03\x04" + bytes(200))
+    zipped = run(home, "csv", "tokenize", str(workbook), str(out), "--column", "Email=Email")
+    assert zipped.returncode == 2
+    assert "save it as CSV first" in zipped.stderr
+    assert run(home, "exchange", "check", str(workbook)).returncode == 2
+    wrong = run(home, "csv", "detokenize", src, str(out), "--column", "Note")
+    assert wrong.returncode == 1
+    assert "every row (3) was rejected" in wrong.stderr
+    assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "binary.csv",
+        "book.xlsx",
         "empty.csv",
         "home",
         "out.csv.rejects.csv",
@@ -187,7 +198,9 @@ def test_a_kill_mid_run_leaves_no_output_and_a_rerun_gives_the_same_tokens(
     kept = sum(1 for t in before if t is not None)
     assert kept >= created
 
-    again = run(home, "csv", "tokenize", str(src), str(out), "--column", "Email=Email", "--json")
+    again = run(
+        home, "csv", "tokenize", str(src), str(out), "--column", "Email=Email", "--json", "--workers", "2"
+    )
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert summary["created"] == rows - kept

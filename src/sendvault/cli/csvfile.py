@@ -78,9 +78,9 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--workers",
             type=click.IntRange(0, 64),
-            default=2,
+            default=0,
             show_default=True,
-            help="Worker processes for large files (0: none).",
+            help="Worker processes for large files (0: all in this process).",
         ),
         click.option(
             "--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout (not with OUT -)."

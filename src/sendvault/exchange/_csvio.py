@@ -95,6 +95,13 @@ def _codec(name: str) -> str:
 
 def sniff(sample: bytes, *, encoding: str | None = None, delimiter: str | None = None) -> CsvFormat:
     """The format of a file from its first bytes; ``encoding``/``delimiter`` override the guess."""
+    if sample.startswith(b"PK\x03\x04"):
+        raise CsvProblem("this is a ZIP file (an Excel .xlsx workbook?), not CSV: save it as CSV first")
+    utf16 = sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        encoding or ""
+    ).lower().startswith("utf-16")
+    if b"\x00" in sample and not utf16:
+        raise CsvProblem("this file holds binary data (NUL bytes), not CSV text")
     if encoding is None:
         if sample.startswith(codecs.BOM_UTF8):
             encoding = "utf-8-sig"
@@ -254,11 +261,18 @@ class CsvInput:
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
         """``(line, fields)`` of every record after the header; ``line`` is where it starts."""
-        while True:
-            item = self._next()
-            if item is None:
-                return
-            yield item
+        reader = self._reader
+        line = self._line
+        try:
+            for row in reader:
+                start, line = line + 1, reader.line_num
+                yield start, row
+        except csv.Error as exc:
+            raise CsvProblem(f"{self.name}: line {line + 1}: {exc}") from None
+        except UnicodeDecodeError:
+            raise CsvProblem(f"{self.name}: near line {line + 1}: not valid {self.format.encoding}") from None
+        finally:
+            self._line = line
 
     def drain(self) -> None:
         """Read the rest of the file (so the checksum covers all of it)."""

@@ -10,6 +10,7 @@ reasons and sealed new rows). A :class:`Planner` with no workers does the same w
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,6 +30,9 @@ _vault: Vault | None = None
 
 def _init(settings: Settings) -> None:
     global _vault  # noqa: PLW0603 - one vault per worker process, opened once
+    # Ctrl-C reaches the whole process group: the main process handles it and stops the
+    # workers; a worker's own KeyboardInterrupt would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _vault = open_vault(settings)
 
 

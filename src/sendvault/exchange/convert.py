@@ -91,6 +91,15 @@ class Summary:
         return out
 
 
+def _refuse_all_rejected(summary: Summary) -> None:
+    """A file whose every row was rejected is a wrong column or a wrong file, not a result."""
+    if summary.rows and not summary.written:
+        raise TooManyErrors(
+            f"every row ({summary.rejected:,}) was rejected; no output was written. "
+            "Is --column the right column?"
+        )
+
+
 def _index(header: Sequence[str], names: Sequence[str], what: str) -> list[int]:
     positions = []
     stripped = [h.strip() for h in header]
@@ -239,6 +248,7 @@ def tokenize_file(
         )  # fmt: skip
         _tokenize_rows(vault, run, planner, spec=spec, attr_pos=attr_pos, keep=keep)
         summary.workers = workers if planner.parallel else 0
+        _refuse_all_rejected(summary)
         src.drain()
         out.commit()
     except BaseException:
@@ -404,6 +414,7 @@ def detokenize_file(
         while planner.backlog:
             _write_resolved(run, *planner.take())
         summary.workers = workers if planner.parallel else 0
+        _refuse_all_rejected(summary)
         src.drain()
         out.commit()
     except BaseException:
