@@ -2,8 +2,9 @@
 
 With tokenized sending nothing that leaves the company may hold a clear address or number: not
 the email column, not a subscriber key that happens to be an address, not a free-text note. Every
-cell of every row is searched; tokens (addresses on the token domain, numbers with the mobile
-token prefix and more digits than E.164 allows) are not findings. Findings name the file, line,
+cell of every row is searched; tokens are not findings: email tokens are addresses on the token
+domain, and mobile tokens are never *valid* numbers (country code 999, or unassigned ranges of
+a real country code), while a phone finding must be a valid one. Findings name the file, line,
 column and kind with the value masked, so the report itself leaks nothing worth having.
 """
 
@@ -78,7 +79,7 @@ class _Detector:
             return False
         digits = re.sub(r"[^0-9]", "", text)
         if not 7 <= len(digits) <= 15:
-            return False  # mobile tokens have more digits than any E.164 number
+            return False  # longer than any E.164 number
         try:
             if text.startswith("+"):
                 number = phonenumbers.parse(text, None)
