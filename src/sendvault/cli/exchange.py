@@ -169,6 +169,12 @@ def _sftp(call: Any) -> Any:
         fail(str(exc), "sendvault never accepts an unknown or changed host key", EXIT_FAILURE)
     except SftpError as exc:
         fail(str(exc), "check the URL, the credentials and the network", EXIT_FAILURE)
+    except OSError as exc:
+        # A local file or folder: its name is the operator's, never contact data.
+        fail(
+            f"{exc.filename or 'local file'}: {exc.strerror or exc}",
+            "check the local path and its permissions",
+        )
 
 
 @exchange.command("push")

@@ -85,6 +85,8 @@ class Exchange:
                     raise SftpError(f"{remote.display}: no such file or folder") from None
                 entry = RemoteFile(remote.path, int(attrs.size or 0), float(attrs.mtime or 0))
                 target = local / posixpath.basename(remote.path) if local.is_dir() else local
+                if not target.parent.is_dir():
+                    raise SftpError(f"{target.parent} is not a local folder")
                 targets = [(entry, target)]
             for entry, target in targets:
                 meta = {
