@@ -146,3 +146,16 @@ def asyncssh_rsa_kex_only(asyncssh_servers: AsyncsshServers) -> int:
         signature_algs=["rsa-sha2-256"],
         server_version="OpenSSH_7.2p2 Ubuntu-4ubuntu2.10",
     )
+
+
+@pytest.fixture(scope="session")
+def asyncssh_gex_1024(asyncssh_servers: AsyncsshServers) -> int:
+    """asyncssh offering SHA-256 group exchange: asked for a small group, it hands out 1024 bits
+    (RFC 2409's Oakley group 2), which ssh-audit fails as "using small 1024-bit modulus"."""
+    import asyncssh
+
+    return asyncssh_servers.start(
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        kex_algs=["curve25519-sha256", "diffie-hellman-group-exchange-sha256"],
+        mac_algs=["hmac-sha2-256-etm@openssh.com"],
+    )

@@ -109,6 +109,26 @@ def test_a_host_key_is_read_through_rsa_key_exchange_alone(asyncssh_rsa_kex_only
     assert "OpenSSH_7.2p2" in _detail(result, "ssh.old-software")
 
 
+def test_group_exchange_that_hands_out_a_1024_bit_group_is_weak_kex(asyncssh_gex_1024: int) -> None:
+    # diffie-hellman-group-exchange-sha256 is a SHA-256 exchange, but the server picks the group:
+    # asked for a small one, this one hands out 1024 bits (Logjam territory). Only asking shows it.
+    result = scan_ssh("127.0.0.1", asyncssh_gex_1024)
+    assert _rules(result) == {"ssh.weak-kex"}, result.findings
+    detail = _detail(result, "ssh.weak-kex")
+    assert detail.endswith(": diffie-hellman-group-exchange-sha256")
+    assert "1024-bit" in detail
+    assert result.facts["group_exchange"] == {"smallest_group_bits": 1024}
+    assert not result.unknown
+
+
+def test_group_exchange_that_refuses_small_groups_passes(sshd_modern: Sshd, sshd_legacy: Sshd) -> None:
+    # OpenSSH 9 refuses a request whose maximum is under 2048 bits (DH_GRP_MIN): no small group.
+    for server in (sshd_modern, sshd_legacy):
+        result = scan_ssh("127.0.0.1", server.port)
+        assert result.facts["group_exchange"] == {"smallest_group_bits": None}
+        assert "1024-bit group" not in " ".join(f.detail for f in result.findings)
+
+
 def test_an_unreachable_port_is_unknown_not_pass() -> None:
     from tests.scan.ssh_servers import free_port
 

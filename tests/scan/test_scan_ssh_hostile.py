@@ -50,6 +50,13 @@ def scripted(handler: Callable[[socket.socket], None]) -> Iterator[int]:
     def serve(conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
             handler(conn)
+            # Close gracefully: FIN, then drain until the scanner closes. Closing with the
+            # scanner's identification unread makes the kernel send RST, which can discard what
+            # the handler sent before the scanner reads it (1 run in ~30 saw "closed" at once).
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(2)
+            while conn.recv(65536):
+                pass
 
     def loop() -> None:
         while not stop.is_set():
@@ -123,7 +130,8 @@ def test_garbage_is_unknown_never_a_pass_or_a_crash(chunks: tuple[bytes, ...], w
 def test_a_silent_server_is_unknown_within_the_timeout() -> None:
     result, elapsed = _scan(_sends(hold=10), timeout=1.5)
     _unknown_only(result)
-    assert "took too long" in result.findings[0].detail or "timed out" in result.findings[0].detail
+    # Connected, but nothing came: a timeout, not "connection failed".
+    assert result.findings[0].detail == "no SSH identification and KEXINIT within 1.5 s"
     assert elapsed < 3.5
 
 

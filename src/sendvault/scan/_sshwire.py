@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 __all__ = [
     "KEX_LISTS",
+    "Closed",
     "Connection",
     "HostKey",
     "Kexinit",
     "OldProtocol",
     "ProtocolError",
+    "gex_group_bits",
     "handshake",
     "host_key",
     "read_kexinit",
@@ -58,6 +60,10 @@ KEX_LISTS = (
 
 class ProtocolError(Exception):
     """The peer said something that is not SSH as RFC 4253 writes it (or stopped saying it)."""
+
+
+class Closed(ProtocolError):
+    """The server closed the connection or sent DISCONNECT: it refused what we asked."""
 
 
 class OldProtocol(ProtocolError):
@@ -118,7 +124,7 @@ class Connection:
         except ConnectionResetError:
             chunk = b""  # a close with our bytes unread: as much a close as any other
         if not chunk:
-            raise ProtocolError("the server closed the connection")
+            raise Closed("the server closed the connection")
         return chunk
 
     def read(self, size: int) -> bytes:
@@ -141,7 +147,10 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         """Send ``data`` whole."""
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            raise Closed("the server closed the connection") from None
 
     # -- binary packets (RFC 4253 §6), before any NEWKEYS: no encryption, no MAC
 
@@ -161,7 +170,7 @@ class Connection:
             if payload[0] == _MSG_DISCONNECT:
                 reason = _Reader(payload[1:])
                 code = reason.uint32()
-                raise ProtocolError(f"the server disconnected (code {code}: {_printable(reason.string())})")
+                raise Closed(f"the server disconnected (code {code}: {_printable(reason.string())})")
             if payload[0] not in (_MSG_IGNORE, _MSG_DEBUG):
                 return payload
         raise ProtocolError("64 IGNORE/DEBUG packets in a row")
@@ -310,13 +319,8 @@ def host_key(host: str, port: int, algorithm: str, timeout: float) -> HostKey:
         return handshake(conn, read_kexinit(conn).lists, algorithm)
 
 
-def handshake(conn: Connection, server: dict[str, tuple[str, ...]], algorithm: str) -> HostKey:
-    """On a connection whose server KEXINIT (``server``) was read, the host key for ``algorithm``
-    from a key exchange stopped at the server's reply."""
-    kex = next((k for k in KEX_WE_SPEAK if k in server["kex"]), None)
-    if kex is None:
-        raise ProtocolError("no key exchange this scanner can start (" + ",".join(server["kex"][:4]) + ")")
-    ours = (
+def _send_kexinit(conn: Connection, server: dict[str, tuple[str, ...]], kex: str, algorithm: str) -> None:
+    conn.send_packet(
         bytes([_MSG_KEXINIT])
         + os.urandom(16)
         + _names([kex])
@@ -329,10 +333,36 @@ def handshake(conn: Connection, server: dict[str, tuple[str, ...]], algorithm: s
         + b"\x00"  # first_kex_packet_follows
         + b"\x00\x00\x00\x00"
     )
-    conn.send_packet(ours)
+
+
+def handshake(conn: Connection, server: dict[str, tuple[str, ...]], algorithm: str) -> HostKey:
+    """On a connection whose server KEXINIT (``server``) was read, the host key for ``algorithm``
+    from a key exchange stopped at the server's reply."""
+    kex = next((k for k in KEX_WE_SPEAK if k in server["kex"]), None)
+    if kex is None:
+        raise ProtocolError("no key exchange this scanner can start (" + ",".join(server["kex"][:4]) + ")")
+    _send_kexinit(conn, server, kex, algorithm)
     blob = _exchange(conn, kex)
     kind, bits = _key_size(blob)
     return HostKey(algorithm, kind, bits, blob)
+
+
+# What a group-exchange probe asks for (RFC 4419 min, n, max): any group under 2048 bits. OpenSSH
+# 7.x+ refuses such a request (its DH_GRP_MIN is 2048); servers that hand one out are weak.
+GEX_PROBE = (512, 1024, 2047)
+
+
+def gex_group_bits(conn: Connection, server: dict[str, tuple[str, ...]], kex: str) -> int | None:
+    """On a connection whose server KEXINIT was read: the size of the group the server hands out
+    for the group exchange ``kex`` when asked for one under 2048 bits; None when it refuses
+    (closes or disconnects). Nothing is computed: the exchange stops at the group."""
+    _send_kexinit(conn, server, kex, server["host_key"][0])
+    conn.send_packet(bytes([_GEX_REQUEST]) + struct.pack("!III", *GEX_PROBE))
+    try:
+        group = _expect(conn, _GEX_GROUP)
+    except Closed:
+        return None
+    return group.mpint().bit_length()
 
 
 def _exchange(conn: Connection, kex: str) -> bytes:
@@ -369,7 +399,8 @@ def _expect(conn: Connection, message: int) -> _Reader:
     return _Reader(payload[1:])
 
 
-_EC_BITS = {b"nistp256": 256, b"nistp384": 384, b"nistp521": 521}
+_EC_BITS = {b"nistp256": 256, b"nistp384": 384, b"nistp521": 521, b"nistp192": 192, b"nistp224": 224,
+            b"nistk163": 163, b"nistb163": 163, b"nistk233": 233, b"nistb233": 233}  # fmt: skip
 
 
 def _key_size(blob: bytes) -> tuple[str, int]:

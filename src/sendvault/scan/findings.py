@@ -99,16 +99,20 @@ RULES: dict[str, Rule] = {
         # -- SSH/SFTP endpoints
         Rule("ssh.rsa-key-exchange", _H, "RSA key exchange offered (rsa1024-sha1, rsa2048-sha256)",
              "Contactlab (001)", "Remove rsa1024-sha1 and rsa2048-sha256 from the server's key exchanges."),
-        Rule("ssh.weak-kex", _H, "SHA-1 or 1024-bit key exchange offered (group1, group14-sha1, gex-sha1)",
+        Rule("ssh.weak-kex", _H, "SHA-1 or small-group key exchange offered (group1, group14-sha1, gex-sha1; "
+             "gex handing out < 2048-bit groups; curves < 256 bits)",
              "001", "OpenSSH: `KexAlgorithms -diffie-hellman-group1-sha1,diffie-hellman-group14-sha1,"
-             "diffie-hellman-group-exchange-sha1`."),
+             "diffie-hellman-group-exchange-sha1`; other servers: no moduli under 2048 bits."),
         Rule("ssh.sha1-host-signature", _M, "SHA-1 host-key signatures offered (ssh-rsa, ssh-dss)", "001",
              "OpenSSH: `HostKeyAlgorithms -ssh-rsa,ssh-dss`; rsa-sha2-256/512 keep the same RSA key."),
-        Rule("ssh.small-host-key", _M, "RSA/DSA host key under 3072 bits (high under 2048)", "001",
+        Rule("ssh.small-host-key", _M,
+             "RSA/DSA host key under 3072 bits (high under 2048; EC under 256: high)", "001",
              "`ssh-keygen -t ed25519` (or `-t rsa -b 4096`) for a new host key; remove the small one."),
-        Rule("ssh.weak-cipher", _M, "CBC, 3DES, arcfour, blowfish or cast128 cipher offered", "001",
+        Rule("ssh.weak-cipher", _M, "CBC (or ECB/CFB/OFB), 3DES, arcfour, blowfish or cast128 cipher offered",
+             "001",
              "OpenSSH: `Ciphers -*-cbc`; keep chacha20-poly1305, AES-GCM and AES-CTR."),
-        Rule("ssh.weak-mac", _M, "hmac-md5, hmac-sha1, a -96 or umac-64 MAC offered", "001",
+        Rule("ssh.weak-mac", _M, "MD5 or SHA-1 MAC, or a tag of 96 bits or less (-96, umac-64) offered",
+             "001",
              "OpenSSH: `MACs hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,"
              "umac-128-etm@openssh.com`."),
         Rule("ssh.old-software", _H, "SSH server with known-broken defaults (OpenSSH < 7.4, SSH 1)", "001",
@@ -116,7 +120,7 @@ RULES: dict[str, Rule] = {
         Rule("ssh.unknown", _I, "An SSH check could not be made", "001",
              "Read the detail; check that the port speaks SSH and is reachable from here."),
         # -- this host's clients
-        Rule("client.cannot-connect", _H, "A local client cannot complete a TLS 1.2+ ECDHE handshake",
+        Rule("client.cannot-connect", _H, "A client cannot complete a TLS 1.2+ ECDHE AEAD handshake",
              "001, 002", "Upgrade the client's TLS library (OpenSSL 1.0.1+, Java 8+, .NET 4.6+)."),
         # -- a client under test (scan listen)
         Rule("client.no-tls12", _H, "Client offers no TLS 1.2 (at most 1.1, or 1.3 alone)",

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from ._sshwire import (
+    GEX_PROBE,
     Connection,
     HostKey,
     Kexinit,
     OldProtocol,
     ProtocolError,
+    gex_group_bits,
     handshake,
     host_key,
     read_kexinit,
@@ -27,18 +32,39 @@ from .findings import CheckResult, Severity
 
 __all__ = ["scan_ssh"]
 
+_T = TypeVar("_T")
+
 _RSA_KEX = ("rsa1024-sha1", "rsa2048-sha256")
 # Host-key algorithms whose signatures are SHA-1: ssh-rsa (RFC 4253) and ssh-dss, with their
-# certificate and X.509 forms.
-_SHA1_SIGNATURES = ("ssh-rsa", "ssh-dss", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
-                    "x509v3-sign-rsa", "x509v3-sign-dss", "x509v3-ssh-rsa", "x509v3-ssh-dss")  # fmt: skip
-_WEAK_CIPHER_PARTS = ("cbc", "3des", "arcfour", "blowfish", "cast128", "rc4", "idea")
+# certificate (v00 and v01), X.509, OpenPGP and SPKI forms.
+_SHA1_SIGNATURES = frozenset((
+    "ssh-rsa", "ssh-dss", "ssh-rsa1", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
+    "ssh-rsa-cert-v00@openssh.com", "ssh-dss-cert-v00@openssh.com", "x509v3-sign-rsa", "x509v3-sign-dss",
+    "x509v3-sign-rsa-sha1", "x509v3-sign-dss-sha1", "x509v3-ssh-rsa", "x509v3-ssh-dss",
+    "pgp-sign-rsa", "pgp-sign-dss", "spki-sign-rsa", "spki-sign-dss",
+))  # fmt: skip
+# Words of a cipher name that make it weak: CBC and the other non-AEAD, non-CTR modes (ECB, CFB,
+# OFB), 3DES, arcfour (RC4), blowfish, cast128, IDEA, SEED.
+_WEAK_CIPHER_PARTS = ("cbc", "ecb", "cfb", "ofb", "3des", "arcfour", "blowfish", "cast128", "rc4", "idea",
+                      "seed")  # fmt: skip
+# Elliptic curves under 256 bits that SSH names (RFC 5656 §6.1, §10: the NIST name, or the ASCII
+# OID; RFC 4462 GSS names use base64(MD5(DER OID))): as weak as a 1024-bit group or RSA key.
+_SMALL_CURVES = {
+    "nistp192": 192, "1.2.840.10045.3.1.1": 192, "5pPrSUQtIaTjUSt5VZNBjg==": 192,
+    "nistp224": 224, "1.3.132.0.33": 224, "jgoqSBazFp5ZAsXHBDUjzA==": 224,
+    "nistk163": 163, "1.3.132.0.1": 163, "4MHB+NBt3AlaSRQ7MnB4cg==": 163,
+    "nistb163": 163, "1.3.132.0.15": 163, "laRRO8poZiktIVRPUB5kbw==": 163,
+    "nistk233": 233, "1.3.132.0.26": 233, "e2pZXC+E8zmcY23Syw7bkw==": 233,
+    "nistb233": 233, "1.3.132.0.27": 233, "DEodXT7RTLrIQsrXBi/Bcg==": 233,
+}  # fmt: skip
+_SHA1 = re.compile(r"sha1(?![0-9])", re.IGNORECASE)  # sha1, SHA1, not sha160...
 # How many connections open beside the first, before its KEXINIT says how many host keys there
 # are: most servers hold two to four, and each handshake then starts without waiting.
 _SPARE = 3
 # At most this many host-key handshakes per server: a KEXINIT naming a thousand host-key
 # algorithms must not make the scan open a thousand connections.
 _MAX_FAMILIES = 8
+_GEX_PREFIX = "diffie-hellman-group-exchange-"
 
 
 def _parts(name: str) -> list[str]:
@@ -46,19 +72,38 @@ def _parts(name: str) -> list[str]:
     return name.partition("@")[0].split("-")
 
 
+def _curve(name: str) -> int | None:
+    """Bits of the small curve an ECDH/ECDSA name ends with (``ecdh-sha2-nistk163``), else None."""
+    for prefix in ("ecdh-sha2-", "ecdsa-sha2-", "x509v3-ecdsa-sha2-", "sk-ecdsa-sha2-"):
+        if name.startswith(prefix):
+            return _SMALL_CURVES.get(name[len(prefix) :].partition("@")[0].removesuffix("-cert-v01"))
+    return None
+
+
 def _weak_kex(name: str) -> bool:
-    """SHA-1 (group1-sha1, group14-sha1, group-exchange-sha1, gss-*-sha1-*) or a 1024-bit group."""
-    return "sha1" in _parts(name) or name.startswith(("diffie-hellman-group1-", "gss-group1-"))
+    """SHA-1 (group1-sha1, group14-sha1, group-exchange-sha1, gss-*-sha1-*, Go's kexAlgoDH1SHA1...),
+    a 1024-bit group, or a curve under 256 bits."""
+    return (
+        bool(_SHA1.search(name))
+        or name.startswith(("diffie-hellman-group1-", "gss-group1-"))
+        or _curve(name) is not None
+    )
 
 
 def _weak_cipher(name: str) -> bool:
-    """CBC, 3DES, arcfour (RC4), blowfish, cast128, IDEA, single DES, or none."""
+    """CBC, ECB, CFB, OFB, 3DES, arcfour (RC4), blowfish, cast128, IDEA, SEED, single DES, or none."""
     return any(p in name for p in _WEAK_CIPHER_PARTS) or name.startswith("des") or name == "none"
 
 
 def _weak_mac(name: str) -> bool:
-    """hmac-md5*, hmac-sha1*, any -96 truncation, umac-64*, or none."""
-    return name.startswith(("hmac-md5", "hmac-sha1", "umac-64")) or "96" in _parts(name) or name == "none"
+    """MD5 or SHA-1 (hmac-md5*, hmac-sha1*, ssh.com's md5/sha1), a tag of 96 bits or fewer (-96,
+    -56, umac-64, umac-32, ssh.com's -8 bytes), a CBC-MAC over DES, 3DES or blowfish, or none."""
+    parts = _parts(name)
+    return (
+        name.startswith(("hmac-md5", "hmac-sha1", "umac-64", "umac-32", "md5", "sha1"))
+        or any(p in ("96", "56", "8", "des", "3des", "blowfish") for p in parts)
+        or name == "none"
+    )
 
 
 def _openssh_version(software: str) -> tuple[int, int] | None:
@@ -81,22 +126,24 @@ def _family(algorithm: str) -> str:
 
 def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
     """Scan one SSH endpoint; every judgement is a finding, a pass or unknown."""
-    result = CheckResult("ssh", f"{host}:{port}")
-    with ThreadPoolExecutor(max_workers=_SPARE + 6) as pool:
+    result = CheckResult("ssh", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    with ThreadPoolExecutor(max_workers=_SPARE + _MAX_FAMILIES + 2) as pool:
         spares = [pool.submit(_opened, host, port, timeout) for _ in range(_SPARE)]
         try:
             conn, server = _opened(host, port, timeout)
-        except OldProtocol as exc:
+        except BaseException as exc:
             _close_all(spares)
-            result.facts["identification"] = exc.identification
-            result.fail("ssh.old-software", f"{exc.identification}: SSH protocol 1 only")
-            return result
-        except OSError as exc:
-            _close_all(spares)
-            return _unknown(result, f"connection failed ({_why(exc)})")
-        except (ProtocolError, ValueError) as exc:
-            _close_all(spares)
-            return _unknown(result, f"no SSH identification and KEXINIT ({_why(exc)})")
+            if isinstance(exc, OldProtocol):
+                result.facts["identification"] = exc.identification
+                result.fail("ssh.old-software", f"{exc.identification}: SSH protocol 1 only")
+                return result
+            if isinstance(exc, TimeoutError):
+                return _unknown(result, f"no SSH identification and KEXINIT within {timeout:g} s")
+            if isinstance(exc, OSError):
+                return _unknown(result, f"connection failed ({_why(exc)})")
+            if isinstance(exc, (ProtocolError, ValueError)):
+                return _unknown(result, f"no SSH identification and KEXINIT ({_why(exc)})")
+            raise
         families = _families(server.lists["host_key"])
         if len(families) > _MAX_FAMILIES:
             result.cannot(f"{len(families)} host-key algorithms offered; the keys of "
@@ -105,29 +152,84 @@ def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
                 "ssh.unknown", f"only the first {_MAX_FAMILIES} of {len(families)} host keys were read"
             )
             families = families[:_MAX_FAMILIES]
-        # Each further family's handshake goes on a spare connection (already past its KEXINIT,
-        # or nearly), or a new one; the first continues on this connection.
-        jobs: dict[str, Future[HostKey]] = {}
-        for n, alg in enumerate(families[1:]):
-            if n < len(spares):
-                jobs[alg] = pool.submit(_on_spare, spares[n], alg)
-            else:
-                jobs[alg] = pool.submit(host_key, host, port, alg, timeout)
-        _close_all(spares[max(len(families) - 1, 0) :])
+        gex = _gex_to_probe(server.lists)
+        jobs, probe = _start(pool, spares, (host, port, timeout), families, gex)
         keys: dict[str, HostKey | str] = {}
         with conn:
             if families:
-                try:
-                    keys[families[0]] = handshake(conn, server.lists, families[0])
-                except (ProtocolError, OSError, ValueError) as exc:
-                    keys[families[0]] = _why(exc)
+                keys[families[0]] = _outcome(lambda: handshake(conn, server.lists, families[0]))
         for alg, future in jobs.items():
-            try:
-                keys[alg] = future.result()
-            except (ProtocolError, OSError, ValueError) as exc:
-                keys[alg] = _why(exc)
+            keys[alg] = _outcome(future.result)
+        group = None if probe is None else _outcome(probe.result)
     _judge(server, keys, result)
+    if gex is not None:
+        _group_exchange(server.lists["kex"], group, result)
     return result
+
+
+def _start(
+    pool: ThreadPoolExecutor,
+    spares: list[Future[tuple[Connection, Kexinit]]],
+    endpoint: tuple[str, int, float],
+    families: list[str],
+    gex: str | None,
+) -> tuple[dict[str, Future[HostKey]], Future[int | None] | None]:
+    """Start the host-key handshakes of every family but the first (which continues on the first
+    connection), each on a spare connection (already past its KEXINIT, or nearly) or a new one,
+    and the group-exchange probe on the next; close the spares left over."""
+    jobs: dict[str, Future[HostKey]] = {}
+    for n, alg in enumerate(families[1:]):
+        if n < len(spares):
+            jobs[alg] = pool.submit(_on_spare, spares[n], alg)
+        else:
+            jobs[alg] = pool.submit(host_key, *endpoint[:2], alg, endpoint[2])
+    used = max(len(families) - 1, 0)
+    probe = None
+    if gex is not None:
+        spare = spares[used] if used < len(spares) else pool.submit(_opened, *endpoint)
+        probe = pool.submit(_probe_on, spare, gex)
+        used += 1
+    _close_all(spares[used:])
+    return jobs, probe
+
+
+def _outcome(call: Callable[[], _T]) -> _T | str:
+    """What ``call`` returns, or why it failed (a server's error is a result, not a crash)."""
+    try:
+        return call()
+    except (ProtocolError, OSError, ValueError) as exc:
+        return _why(exc)
+
+
+def _gex_to_probe(lists: dict[str, tuple[str, ...]]) -> str | None:
+    """The group exchange to ask for a small group: the first offered that is not SHA-1 (those are
+    weak whatever the group), provided the server has a host-key algorithm to pin."""
+    if not lists["host_key"]:
+        return None
+    return next((k for k in lists["kex"] if k.startswith(_GEX_PREFIX) and not _weak_kex(k)), None)
+
+
+def _probe_on(spare: Future[tuple[Connection, Kexinit]], kex: str) -> int | None:
+    conn, server = spare.result()
+    with conn:
+        return gex_group_bits(conn, server.lists, kex)
+
+
+def _group_exchange(kex: tuple[str, ...], group: int | str | None, result: CheckResult) -> None:
+    """ssh.weak-kex for group exchanges when the server hands out a group under 2048 bits."""
+    names = [k for k in kex if k.startswith(_GEX_PREFIX) and not _weak_kex(k)]
+    if isinstance(group, str):
+        why = f"whether group exchange hands out groups under 2048 bits ({group})"
+        result.cannot(why)
+        result.fail("ssh.unknown", f"could not tell {why}")
+        return
+    result.facts["group_exchange"] = {"smallest_group_bits": group}
+    if group is not None and group < 2048:
+        low, _, high = GEX_PROBE
+        asked = f"group exchange hands out a {group}-bit group when asked for {low}-{high} bits"
+        result.fail("ssh.weak-kex", f"{asked}: {', '.join(names)}")
+    else:
+        result.ok()
 
 
 def _opened(host: str, port: int, timeout: float) -> tuple[Connection, Kexinit]:
@@ -243,19 +345,22 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
             failed.setdefault(key, []).append(alg)
             continue
         facts[alg] = {"type": key.key_type, "bits": key.bits, "fingerprint": _fingerprint(key.blob)}
+        line = f"{alg} ({key.key_type} {key.bits} bits)"
         if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
-            line = f"{alg} ({key.key_type} {key.bits} bits)"
             if key.bits < 2048:
                 small_high.append(line)
             elif key.bits < 3072:
                 small_medium.append(line)
+        elif 0 < key.bits < 256 and "ecdsa" in key.key_type:
+            small_high.append(line)
     result.facts["host_keys"] = facts
     for why, algs in failed.items():
         result.cannot(f"host key for {', '.join(algs)}: {why}")
         result.fail("ssh.unknown", f"the host key for {', '.join(algs)} could not be read ({why})")
     if small_high:
-        result.fail("ssh.small-host-key", "under 2048 bits: " + ", ".join(small_high + small_medium),
-                    severity=Severity.HIGH)  # fmt: skip
+        also = f"; under 3072 bits: {', '.join(small_medium)}" if small_medium else ""
+        small = "too small (RSA/DSA under 2048 bits, EC under 256): " + ", ".join(small_high) + also
+        result.fail("ssh.small-host-key", small, severity=Severity.HIGH)
     elif small_medium:
         result.fail("ssh.small-host-key", "under 3072 bits: " + ", ".join(small_medium))
     elif keys:
