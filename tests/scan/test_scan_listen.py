@@ -210,6 +210,62 @@ def test_a_client_that_does_not_trust_the_certificate_leaves_the_redirect_unknow
     assert "certificate" in http.findings[0].detail
     tls = _only(results, "TLS client")
     assert tls.facts["handshake"] == "the client does not trust the listener's certificate"
+    # It offered TLS 1.3 and 1.2 with ECDHE, but never completed a handshake: whether it reaches
+    # a platform is not known, which is never a pass.
+    assert _rules(tls) == {"client.unknown"}
+    assert "does not trust the listener's certificate" in tls.findings[0].detail
+    assert exit_code([tls], Severity.LOW) == 2
+
+
+@pytest.mark.parametrize(
+    ("ciphers", "why"),
+    [
+        ("ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA", "no cipher suite in common"),  # CBC only
+        ("DHE-RSA-AES128-GCM-SHA256", "no cipher suite in common"),  # finite-field DHE only
+    ],
+    ids=["ecdhe-cbc-only", "dhe-only"],
+)
+def test_a_client_that_fails_the_platforms_handshake_is_not_a_pass(
+    listening: Running, ciphers: str, why: str
+) -> None:
+    # TLS 1.2, no RSA key exchange: none of the three offer rules fires, yet a TLS 1.2+ ECDHE/AEAD
+    # platform refuses it. The listener's own handshake failed, so the verdict must say so.
+    ctx = ssl.create_default_context(cafile=str(listening.ca))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(ciphers)
+    with (
+        pytest.raises(ssl.SSLError),
+        socket.create_connection(("127.0.0.1", listening.tls)) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost"),
+    ):
+        pass
+    listening.wait_for(1)
+    result = _only(listening.stop(), "TLS client")
+    assert "client.offers-rsa-key-exchange" not in _rules(result)
+    cannot = next(f for f in result.findings if f.rule == "client.cannot-connect")
+    assert cannot.severity is Severity.HIGH
+    assert why in cannot.detail
+    assert exit_code([result], Severity.HIGH) == 1
+
+
+def test_one_failed_handshake_accounts_for_one_redirect_not_all(listening: Running) -> None:
+    # Two clients on one address: the first never follows its 308 (curl without -L), the second
+    # follows but fails the TLS handshake. Only the second's redirect may become unknown; the
+    # first is still not followed.
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", listening.http)) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\na")
+            s.recv(4096)
+    ctx = ssl.create_default_context()  # does not trust the listener's CA
+    with (
+        pytest.raises(ssl.SSLCertVerificationError),
+        socket.create_connection(("127.0.0.1", listening.tls)) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost"),
+    ):
+        pass
+    listening.wait_for(6)
+    http = [r for r in listening.stop() if r.target.startswith("HTTP client")]
+    assert [_rules(r) for r in http] == [{"client.redirect-not-followed"}, {"client.unknown"}]
 
 
 # -- hostile clients ------------------------------------------------------------------------------
@@ -464,6 +520,7 @@ def test_a_client_that_stalls_after_its_hello_is_judged_and_dropped(
     result = _only(running.stop(), "TLS client")
     assert "TLSv1.3" in result.facts["versions"]  # type: ignore[operator]
     assert "not completed" in str(result.facts["handshake"])
+    assert _rules(result) == {"client.unknown"}  # judged, but never a pass
 
 
 def _python_hello() -> bytes:

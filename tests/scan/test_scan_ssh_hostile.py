@@ -221,3 +221,32 @@ def test_a_key_exchange_reply_that_never_comes_ends_with_the_timeout() -> None:
 def test_old_software_is_read_from_the_identification(identification: bytes, old: bool) -> None:
     result, _ = _scan(_sends(identification, kexinit(), b"\x00" * 32))
     assert ("ssh.old-software" in {f.rule for f in result.findings}) is old
+
+
+def test_server_text_is_printed_as_text_on_a_terminal_not_as_markup() -> None:
+    # The table on a terminal is rich's: a disconnect reason (or banner, or certificate name) with
+    # "[/red]" made it raise MarkupError (a traceback), and "[link=...]" made a terminal link.
+    import pty
+    import subprocess
+    import sys
+
+    reason = "[/red] [link=https://evil.example]click[/link] [bold]"
+    disconnect = _packet(b"\x01" + struct.pack("!I", 2) + _names(reason) + _names(""))
+    with scripted(_sends(IDENT, disconnect)) as port:
+        leader, follower = pty.openpty()
+        env = {**os.environ, "COLUMNS": "400", "TERM": "xterm"}
+        command = [sys.executable, "-m", "sendvault", "scan", "ssh", f"127.0.0.1:{port}"]
+        run = subprocess.run(
+            command, stdout=follower, stderr=subprocess.PIPE, timeout=60, env=env, check=False
+        )
+        os.close(follower)
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 65536):
+                out += chunk
+        os.close(leader)
+    assert b"Traceback" not in run.stderr, run.stderr.decode()
+    assert run.returncode == 2
+    text = out.decode(errors="replace")
+    assert reason in text
+    assert "\x1b]8;" not in text  # no OSC 8 hyperlink

@@ -38,12 +38,15 @@ def print_table(
     if sys.stdout.isatty():
         from rich.console import Console  # noqa: PLC0415 - rich loads only for a terminal
         from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
 
         table = Table(title=title)
         for header in headers:
             table.add_column(header, overflow="fold")
         for row in texts:
-            table.add_row(*row)
+            # Text, never markup: cells carry what servers and clients sent (a banner, a
+            # certificate name), and "[/red]" would raise, "[link=...]" would make a link.
+            table.add_row(*(Text(v) for v in row))
         Console().print(table)
         return
     lines = [list(headers), *([_one_line(v) for v in row] for row in texts)]

@@ -260,6 +260,7 @@ class Listener:
             request = _read_request(tls.read_exact_or_line)
             tls.write(_answer(200, b"recorded by sendvault scan listen\n"))
         else:
+            _handshake_failed(result, outcome, refused=tls.refused)
             self._tls_failed(client, outcome)
         if request is not None:
             result.facts["request"] = {"method": request.method, "body_bytes": len(request.body)}
@@ -273,12 +274,16 @@ class Listener:
 
     def _tls_failed(self, client: str, outcome: str) -> None:
         # A client that followed a 308 but could not complete TLS here never sends its request:
-        # its pending redirects cannot be judged as not followed.
+        # its redirect cannot be judged as not followed. One failed connection is at most one
+        # follower: the latest 308 still pending for that address (a client follows at once),
+        # not every client behind the same address.
         address = client.rpartition(":")[0]
         with self._lock:
             pending = [r for r in self._redirects.values() if not r.done and r.client == address]
+            pending = sorted(pending, key=lambda r: r.at)[-1:]
+            for redirect in pending:
+                redirect.done = True
         for redirect in pending:
-            redirect.done = True
             why = f"the client came to the TLS port but the handshake failed ({outcome})"
             redirect.result.cannot(why)
             redirect.result.fail("client.unknown", why)
@@ -368,6 +373,25 @@ class Listener:
                 f"no request reached the TLS port within {self.follow_seconds:g} s of the 308",
             )
             self.say(f"{r.result.target}: 308 not followed")
+
+
+def _handshake_failed(result: CheckResult, outcome: str, *, refused: bool) -> None:
+    """The verdict of a ClientHello whose handshake with the platform-like policy failed.
+
+    Refused by the policy (no common cipher, protocol, group or signature algorithm): the client
+    cannot reach such a platform, ``client.cannot-connect``, unless a high offer rule already says
+    why (TLS 1.1 at most, RSA key exchange only). Not completed for another reason (the client
+    does not trust the listener's certificate, hung up, stalled): ``client.unknown``.
+    """
+    if refused:
+        if not any(f.severity >= Severity.HIGH for f in result.findings):
+            result.fail("client.cannot-connect", f"a TLS 1.2+ ECDHE/AEAD server refuses it: {outcome}")
+        return
+    why = (
+        f"the handshake did not complete ({outcome}), so whether it reaches a TLS 1.2+ platform is not known"
+    )
+    result.cannot(why)
+    result.fail("client.unknown", why)
 
 
 def _bracketed(host: str) -> str:
@@ -498,6 +522,7 @@ class _BioTLS:
         self.raw = _Deadline(sock)
         self.sock = sock
         self.ok = False
+        self.refused = False  # refused by the server policy (see _POLICY_REFUSALS)
         self.buffer = b""
 
     def _pump(self, action: Callable[[], object]) -> object:
@@ -525,6 +550,7 @@ class _BioTLS:
         except ssl.SSLError as exc:
             with contextlib.suppress(OSError):
                 self._flush()  # the alert, so the client learns why
+            self.refused = str(exc.reason) in _POLICY_REFUSALS
             return _refusal(exc)
         except (OSError, ConnectionError) as exc:
             return f"not completed ({type(exc).__name__})"
@@ -563,6 +589,15 @@ _REFUSALS = {
     "NO_SUITABLE_SIGNATURE_ALGORITHM": "refused: no signature algorithm in common",
     "NO_SHARED_GROUPS": "refused: no key exchange group in common",
 }
+
+
+# OpenSSL's reasons for refusing a ClientHello that the server policy (TLS 1.2+, ECDHE, AEAD)
+# cannot serve: a platform with that policy refuses the client the same way.
+_POLICY_REFUSALS = frozenset((
+    "NO_SHARED_CIPHER", "UNSUPPORTED_PROTOCOL", "WRONG_VERSION_NUMBER", "VERSION_TOO_LOW",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM", "NO_SHARED_SIGNATURE_ALGORITHMS", "NO_SHARED_GROUPS",
+    "NO_SUITABLE_KEY_SHARE", "INAPPROPRIATE_FALLBACK",
+))  # fmt: skip
 
 
 def _refusal(exc: ssl.SSLError) -> str:

@@ -96,10 +96,11 @@ def table_rows(results: list[CheckResult]) -> list[tuple[str, str, str, str, str
 def to_table(results: list[CheckResult]) -> Any:
     """A rich table of findings, of what could not be checked, and a line per clean target."""
     from rich.table import Table  # noqa: PLC0415 - rich loads only for people
+    from rich.text import Text  # noqa: PLC0415
 
     table = Table("check", "target", "rule", "severity", "detail", title="sendvault scan")
     for row in table_rows(results):
-        table.add_row(*row)
+        table.add_row(*(Text(v) for v in row))  # what servers sent is text, never rich markup
     return table
 
 
