@@ -283,3 +283,28 @@ def test_docs_point_at_nothing_outside_the_repository() -> None:
     docs = Path(__file__).parent.parent.parent / "docs"
     for page in docs.glob("*.md"):
         assert "shared/seeds" not in page.read_text(), page
+
+
+def test_status_counts_exchange_files_past_their_retention(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run(home, "certs", "server", "localhost").returncode == 0
+    folder = tmp_path / "exchange"
+    folder.mkdir()
+    old, fresh = folder / "export-old.csv", folder / "export-new.csv"
+    old.write_text("token\n")
+    fresh.write_text("token\n")
+    eleven_days_ago = time.time() - 11 * 86400
+    os.utime(old, (eleven_days_ago, eleven_days_ago))
+    config = tmp_path / "sendvault.toml"
+    config.write_text(f'[exchange]\nretention_days = 10\nlocal_dirs = ["{folder}"]\n')
+    result = run(home, "--config", str(config), "status", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["exchange"]["local_dirs"] == [
+        {"dir": str(folder), "files": 2, "past_retention": 1, "next_deadline_days": -1.0}
+    ]
+    assert any(
+        "past the 10-day retention period: run sendvault exchange sweep" in a for a in doc["attention"]
+    )
+    old.unlink()
+    assert run(home, "--config", str(config), "status").returncode == 0

@@ -19,9 +19,11 @@ __all__ = ["status"]
 def status(app: AppContext, as_json: bool, no_counts: bool) -> None:
     """Version, schema, token counts, keys and their ages, the certificate, the audit log.
 
-    Exit 0 when all is well; 1 when something needs attention (listed last): the certificate
-    expires within cert_warn_days (21 by default) or has expired, the audit log does not
-    verify, the key provider does not open the vault's keys, the database does not answer.
+    Also the local exchange folders against their retention period. Exit 0 when all is well; 1
+    when something needs attention (listed last): the certificate expires within
+    cert_warn_days (21 by default) or has expired, the audit log does not verify, the key
+    provider does not open the vault's keys, the database does not answer, exchange files are
+    past their retention period.
     Reads only; safe beside a running server (e.g. from a monitoring check).
     """
     from ..server.status import collect_status  # noqa: PLC0415
@@ -95,3 +97,13 @@ def _print_outside(doc: dict[str, Any]) -> None:
             out(f"last verify  {note.get('time')}: {result} (sendvault audit verify)")
         else:
             out("last verify  never noted: schedule `sendvault audit verify` (docs/operations.md)")
+    exchange = doc.get("exchange") or {}
+    for folder in exchange.get("local_dirs", []):
+        nxt = folder["next_deadline_days"]
+        when = f"; next deadline in {nxt} days" if nxt is not None and nxt > 0 else ""
+        out(
+            f"exchange     {folder['dir']}: {folder['files']} file(s), {folder['past_retention']} past the "
+            f"{exchange['retention_days']:g}-day retention{when}"
+        )
+    if exchange.get("remotes"):
+        out(f"exchange     remotes {', '.join(exchange['remotes'])}: see `sendvault exchange status`")

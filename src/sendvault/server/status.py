@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -177,6 +178,42 @@ def _audit(settings: Settings, now: float) -> tuple[dict[str, Any], list[str]]:
     return doc, attention
 
 
+def _exchange(settings: Settings, now: float) -> tuple[dict[str, Any], list[str]]:
+    """Local exchange folders against the retention period: what `exchange sweep` still owes.
+
+    Remote folders need a network round trip each; `sendvault exchange status` reports them.
+    """
+    import os  # noqa: PLC0415
+
+    exchange = settings.exchange
+    doc: dict[str, Any] = {"retention_days": exchange.retention_days, "local_dirs": [],
+                           "remotes": sorted(exchange.remotes)}  # fmt: skip
+    attention = []
+    for folder in exchange.local_dirs:
+        files = overdue = 0
+        soonest: float | None = None
+        for root, _, names in os.walk(folder, followlinks=False):
+            for name in names:
+                try:
+                    info = (Path(root) / name).lstat()
+                except OSError:
+                    continue
+                files += 1
+                left = exchange.retention_days - (now - info.st_mtime) / 86400
+                overdue += left <= 0
+                soonest = left if soonest is None else min(soonest, left)
+        doc["local_dirs"].append(
+            {"dir": folder, "files": files, "past_retention": overdue,
+             "next_deadline_days": None if soonest is None else round(soonest, 1)}
+        )  # fmt: skip
+        if overdue:
+            attention.append(
+                f"exchange: {overdue} file(s) in {folder} are past the {exchange.retention_days:g}-day "
+                "retention period: run sendvault exchange sweep (or schedule it)"
+            )
+    return doc, attention
+
+
 def collect_status(
     settings: Settings, *, counts: bool = True, clock: Callable[[], float] = time.time
 ) -> dict[str, Any]:
@@ -189,6 +226,8 @@ def collect_status(
     attention += more
     audit, more = _audit(settings, now)
     attention += more
+    exchange, more = _exchange(settings, now)
+    attention += more
     return {
         "version": __version__,
         "time": _iso(now),
@@ -196,6 +235,7 @@ def collect_status(
         **vault,
         "certificate": certificate,
         "audit": audit,
+        "exchange": exchange,
         "attention": attention,
     }
 
