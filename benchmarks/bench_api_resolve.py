@@ -1,6 +1,7 @@
 """Marketing Cloud's load on the token API, beside OpenBao's transit engine, in one run.
 
     python benchmarks/bench_api_resolve.py [--home DIR] [--size 1000000] [--seconds 10] [--rounds 3] [--workers 2]
+        [--compare-src OTHER/src]
 
 50 keep-alive TLS connections (wrk, 2 threads) POST 500-token resolve batches drawn at random from
 a store of ``--size`` tokens (built once with benchmarks/bench_vault.py's values, then reused),
@@ -68,15 +69,24 @@ def _median(results: list[WrkResult]) -> WrkResult:
 
 
 def bench_sendvault(
-    home: Path, tokens: list[str], args: argparse.Namespace, rng: random.Random, *, audit: bool = True
+    home: Path,
+    tokens: list[str],
+    args: argparse.Namespace,
+    rng: random.Random,
+    *,
+    audit: bool = True,
+    src: Path | None = None,
 ) -> WrkResult:
-    """Start `sendvault serve --dev --workers N` on the store and load it."""
+    """Start `sendvault serve --dev --workers N` on the store and load it (from ``src`` if given)."""
     port = free_port()
     (home / "dev-client.json").unlink(missing_ok=True)
+    env = {**os.environ, "SENDVAULT_HOME": str(home), "SENDVAULT_AUDIT": "on" if audit else "off"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)  # another build of sendvault, ahead of the installed one
     proc = subprocess.Popen(
         [sys.executable, "-m", "sendvault", "serve", "--dev", "--https-port", str(port), "--http-port", "0",
          "--admin-port", "0", "--workers", str(args.workers)],
-        env={**os.environ, "SENDVAULT_HOME": str(home), "SENDVAULT_AUDIT": "on" if audit else "off"},
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -165,6 +175,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="audit on/off pairs (medians are compared)")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        help="the src/ directory of another build (e.g. `git archive` of the previous commit): each "
+        "round runs it and this build, both audited, in alternating order, and prints their ratio",
+    )
     args = parser.parse_args()
 
     vault = open_vault(load_settings(env={"SENDVAULT_HOME": str(args.home)}))
@@ -177,6 +193,9 @@ def main() -> None:
     ]
     db.close()
     rng = random.Random(11)
+    if args.compare_src is not None:
+        compare(args, tokens, rng)
+        return
 
     # Audit on and off alternate over --rounds (order flipped each round), each run after the page
     # cache's dirty pages are flushed, so drift on a shared machine hits both alike; the medians
@@ -219,6 +238,40 @@ def main() -> None:
     )
     if naive is not None:
         print(f"ratio sendvault / naive FastAPI: {ours.items_per_s / naive.items_per_s:.1f}x")
+
+
+def compare(args: argparse.Namespace, tokens: list[str], rng: random.Random) -> None:
+    """This build against ``--compare-src``, same store, same load, alternating within each round."""
+    runs: dict[str, list[WrkResult]] = {"this": [], "baseline": []}
+    for n in range(args.rounds):
+        for name in ("this", "baseline") if n % 2 == 0 else ("baseline", "this"):
+            for stale in args.home.glob("audit.db*"):
+                stale.unlink()
+            os.sync()
+            src = args.compare_src if name == "baseline" else None
+            runs[name].append(bench_sendvault(args.home, tokens, args, rng, audit=True, src=src))
+    os.sync()
+    with tempfile.TemporaryDirectory() as tmp:
+        peer = bench_openbao(Path(tmp), args, rng)
+    print(
+        f"50 connections, 500 items per request, {args.seconds} s each, --workers {args.workers}, audit on:"
+    )
+    print(f"{'run':34} {'items/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}")
+    for n in range(args.rounds):
+        for name in ("this", "baseline"):
+            r = runs[name][n]
+            bad = r.bad + r.non2xx + r.socket_errors
+            print(f"round {n + 1} {name:26} {r.items_per_s:10,.0f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {bad:5}")
+    print(f"{'OpenBao transit decrypt':34} {peer.items_per_s:10,.0f} {peer.p50_ms:8.1f} {peer.p99_ms:8.1f}")
+    ours, base = _median(runs["this"]), _median(runs["baseline"])
+    per_round = ", ".join(
+        f"{a.items_per_s / b.items_per_s:.0%}" for a, b in zip(runs["this"], runs["baseline"], strict=True)
+    )
+    print(f"this / baseline: {ours.items_per_s / base.items_per_s:.0%} of medians; per round: {per_round}")
+    print(
+        f"this / OpenBao: {ours.items_per_s / peer.items_per_s:.2f}x; "
+        f"baseline / OpenBao: {base.items_per_s / peer.items_per_s:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,11 @@ from tests.server.conftest import DevServer, start_dev_server, stop_dev_server
 from tests.server.helpers import auth_header, https_request
 
 # Small enough that the attacks below would exhaust it, and short head deadlines for the test.
-ENV = {"SENDVAULT_MAX_INFLIGHT": "16", "SENDVAULT_HEADER_TIMEOUT_SECONDS": "2"}
+ENV = {
+    "SENDVAULT_MAX_INFLIGHT": "16",
+    "SENDVAULT_HEADER_TIMEOUT_SECONDS": "2",
+    "SENDVAULT_BODY_TIMEOUT_SECONDS": "3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +146,41 @@ def test_a_head_over_16_kib_gets_431_and_a_closed_connection(server: DevServer) 
     asyncio.run(attack())
 
 
+def test_a_head_over_16_kib_in_one_piece_gets_431_too(server: DevServer) -> None:
+    async def attack() -> None:
+        for head in (
+            b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"a: b\r\n" * 3000 + b"\r\n",
+        ):
+            (conn,) = await open_many(server, 1, head)
+            await watch(conn, 5.0)
+            assert conn.answer.startswith(b"HTTP/1.1 431")
+
+    asyncio.run(attack())
+
+
+def test_a_caller_that_never_reads_its_answers_is_cut_off(server: DevServer) -> None:
+    # Pipelined calls whose answers (request ids are echoed) fill every buffer on the way.
+    items = [{"tokenRequestId": f"{n:04d}" + "i" * 1000, "token": "unknown"} for n in range(500)]
+    body = json.dumps({"tokens": items}).encode()
+    head = (
+        f"POST /v1/mc/resolve HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth_header(server)}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+    async def attack() -> None:
+        (conn,) = await open_many(server, 1)
+        for _ in range(30):
+            conn.writer.write(head + body)  # buffered by asyncio; never drained, never read
+        await asyncio.sleep(3 + 3)  # answers stop being read; 3 s (body_timeout_seconds) later: cut
+        await watch(conn, 20.0)
+        assert conn.closed_after is not None
+        assert conn.answer.count(b"HTTP/1.1 200") < 30
+        close_all([conn])
+
+    asyncio.run(attack())
+
+
 def test_an_unknown_route_with_a_body_is_answered_without_reading_it(server: DevServer) -> None:
     async def attack() -> None:
         (conn,) = await open_many(server, 1, _slow_head("/nope", 10_000_000, auth_header(server)))
@@ -176,7 +215,9 @@ def test_strangers_cannot_fill_the_disk_through_the_audit_log(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     home = tmp_path_factory.mktemp("disk") / "home"
-    server = start_dev_server(home)
+    # Failed logins are slowed (one check at a time, 0.1 s apart, scrypt for each Basic one);
+    # this test is about what reaches the disk, so without the spacing.
+    server = start_dev_server(home, env={"SENDVAULT_AUTH_FAILURE_SPACING_SECONDS": "0"})
     try:
         before = max([0] + [seq for seq, *_ in _audit_rows(home, 0)])
         big = b'{"tokens":[' + b'{"tokenRequestId":"1","token":"x"},' * 115_000 + b"{}]}"
@@ -200,15 +241,21 @@ def test_strangers_cannot_fill_the_disk_through_the_audit_log(
                 _slow_head("/v1/mc/tokens", 1, "Bearer x.y.z")[:-1],
                 _slow_head("/v1/mc", 1, "Basic " + base64.b64encode(b"who:guess").decode())[:-1],
             ]
-            for n in range(0, 300, 50):
-                conns = await open_many(server, 50, heads[(n // 50) % 3] + b"{")
-                await asyncio.gather(*(watch(c, 5.0) for c in conns))
-                close_all(conns)
+            for head, count in zip(heads, (250, 35, 15), strict=True):
+                for start in range(0, count, 50):
+                    conns = await open_many(server, min(50, count - start), head + b"{")
+                    await asyncio.gather(*(watch(c, 10.0) for c in conns))
+                    close_all(conns)
 
         asyncio.run(flood())
         time.sleep(0.5)  # the API's records gather 200 ms before they are written
     finally:
-        stop_dev_server(server)
+        output = stop_dev_server(server)
+    # The access log is bounded the same way, with one line for what it left out.
+    lines = output.splitlines()
+    refused_lines = [line for line in lines if "sendvault.access" in line and "status=401" in line]
+    assert len(refused_lines) <= 40
+    assert "access lines of unauthenticated calls not written" in output
     rows = _audit_rows(home, before)
     stranger_rows = [r for r in rows if r[1] == "auth:fail"]
     singles = [r for r in stranger_rows if b'"summary":true' not in r[2]]

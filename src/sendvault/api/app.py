@@ -121,6 +121,9 @@ class TokenApi:
         self._tokenize_limits = RateLimiter()
         self._access = AccessLog(settings.access_log)
         self._refusals = RefusalLedger()
+        # Access lines of callers that did not authenticate: as bounded as their audit records
+        # (a stranger could otherwise fill the log at the rate it sends requests).
+        self._stranger_lines = RefusalLedger()
         # Set by the server: why this worker's connection table is full, or None.
         self.connection_pressure: Callable[[], str | None] | None = None
         hsts = f"max-age={settings.hsts_max_age}; includeSubDomains".encode()
@@ -230,6 +233,7 @@ class TokenApi:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._record_refusal_summary(final=True)
+                self._log_stranger_lines(final=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -591,6 +595,11 @@ class TokenApi:
     def _access_line(self, call: _Call, route: str, status: int, elapsed: float) -> None:
         if not self._access.enabled:
             return
+        if call.principal is None:
+            admitted = self._stranger_lines.admit(address_key(call.address), self._clock())
+            self._log_stranger_lines()
+            if not admitted:
+                return
         client, verified = (call.principal.client_id, True) if call.principal is not None else (None, False)
         claimed = call.claimed_client
         if client is None and claimed and len(claimed) <= _MAX_CLAIMED_ID and self._known_client(claimed):
@@ -608,6 +617,19 @@ class TokenApi:
             verified=verified,
             source=call.address,
         )
+
+    def _log_stranger_lines(self, *, final: bool = False) -> None:
+        """One line for the access lines of unauthenticated calls left out in a period."""
+        summary = self._stranger_lines.summary(self._clock(), final=final)
+        if summary is not None and self._access.enabled:
+            log.info(
+                "%d access lines of unauthenticated calls not written in %.0f s (from %d addresses; "
+                "busiest %s)",
+                summary["unrecorded"],
+                summary["seconds"],
+                summary["addresses"],
+                summary["busiest"][:3],  # type: ignore[index]
+            )
 
     def _known_client(self, client_id: str) -> bool:
         # The failed check has just looked the id up, so this is the authenticator's cache; a

@@ -8,7 +8,7 @@ bytes, or grow a header list without end. This protocol adds, per connection:
   byte of a kept-alive connection's next request; a head over ``max_head_bytes`` gets 431;
 - a minimum body rate once the head is in (after a short grace, counted only while the server
   reads: a body the app has not asked for yet is never held against the caller), and a deadline
-  for the whole body;
+  for the whole body; a caller that stops reading its answer gets as long to resume;
 - a cap on the connections of one caller address and on all of this worker's connections. At a
   cap, a new connection pushes out the oldest one that is not inside a request (one the app
   parked while its failing address waits its turn, then a dripped head, then an idle kept-alive
@@ -144,11 +144,16 @@ def _oldest_idle(conns: object) -> GuardedProtocol | None:
     return best
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the limit."""
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol with deadlines, size limits, connection caps and TLS details."""
 
     table: ClassVar[ConnectionTable]
     _tls: dict[str, str] | None = None
+    _write_timer: asyncio.TimerHandle | None = None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -164,6 +169,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = True
         self.since = time.monotonic()
         self._head_bytes = 0
+        self._head_size = 0
+        self._too_large = False
         self._timer: asyncio.TimerHandle | None = None
         self._body_start = 0.0
         self._body_bytes = 0
@@ -178,6 +185,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
         if self._counted:
             self.table.release(self)
             self._counted = False
@@ -208,6 +217,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._head_size = 0
         super().on_message_begin()
         extensions: dict[str, object] = {"sendvault.park": self._park}
         if self._tls is not None:
@@ -218,14 +228,34 @@ class GuardedProtocol(HttpToolsProtocol):
             self.phase, self.since = "head", time.monotonic()
             self._arm(self.table.limits.head_timeout, self._head_late)
 
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._disarm()
+        if self._head_size > self.table.limits.max_head_bytes:
+            # A whole head that came in one read: the byte count above never saw it arrive. The
+            # exception stops the parser; uvicorn answers its parse errors, and so this one
+            # (see send_400_response), and closes the connection.
+            self._too_large = True
+            raise _HeadTooLarge
         self.phase, self.since = "request", time.monotonic()
         self._in_head, self._head_bytes = False, 0
         if self._expects_body():
             self._body_start, self._body_bytes = time.monotonic(), 0
             self._arm(_TICK, self._body_check)
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if getattr(self, "_too_large", False):
+            self._refuse(_HEAD_TOO_LARGE, "head-too-large")
+            return
+        super().send_400_response(msg)
 
     def _head_late(self) -> None:
         self._timer = None
@@ -284,6 +314,25 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._arm(_TICK, self._body_check)
 
+    # -- writing ---------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        # The caller stopped reading its answer: it gets as long as a body would to resume.
+        super().pause_writing()
+        self._write_timer = self.loop.call_later(self.table.limits.body_timeout, self._write_late)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_late(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            METRICS.connection_refused("answer-not-read")
+            self.transport.abort()
+
     # -- after the answer ------------------------------------------------------------------
 
     def on_response_complete(self) -> None:
@@ -310,13 +359,21 @@ def protocol_class(table: ConnectionTable) -> type[GuardedProtocol]:
 
 
 class _QuietParserErrors(logging.Filter):
-    """uvicorn logs each unparsable request; strangers could fill a log with them. Counted instead."""
+    """uvicorn logs each unparsable request and each upgrade request (WebSocket, h2c), two lines
+    for the latter; strangers could fill a log with them. Counted instead."""
+
+    _COUNTED: ClassVar[dict[str, str]] = {
+        "Invalid HTTP request received.": "unparsable",
+        "Unsupported upgrade request.": "upgrade-refused",
+    }
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage() == "Invalid HTTP request received.":
-            METRICS.connection_refused("unparsable")
+        message = record.getMessage()
+        reason = self._COUNTED.get(message)
+        if reason is not None:
+            METRICS.connection_refused(reason)
             return False
-        return True
+        return not message.startswith("No supported WebSocket library detected.")
 
 
 logging.getLogger("uvicorn.error").addFilter(_QuietParserErrors())

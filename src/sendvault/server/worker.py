@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -55,15 +56,48 @@ def build_app(settings: Settings) -> TokenApi:
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:
-    """The per-connection limits of the settings."""
+    """The per-connection limits of the settings (the total within this process's file limit)."""
     return ConnectionLimits(
         head_timeout=settings.header_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
         body_min_rate=float(settings.body_min_bytes_per_second),
         per_address=settings.max_connections_per_address,
-        total=settings.max_connections,
+        total=_connection_room(settings.max_connections),
         exempt=parse_networks(settings.trusted_proxies),
     )
+
+
+# Descriptors kept for what is not a connection: databases, WAL files, logs, the listening socket.
+_SPARE_FILES = 64
+
+
+def _connection_room(wanted: int) -> int:
+    """``wanted``, or fewer if the process may not open that many files.
+
+    Past the file limit accept() fails and the event loop logs an error per attempt, with the
+    listening socket still readable: a busy loop that no cap of ours would stop. So the soft
+    limit is raised to the hard one where allowed, and the cap kept under it.
+    """
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            target = wanted + _SPARE_FILES if hard == resource.RLIM_INFINITY else hard
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except ImportError:
+        return wanted
+    room = max(1, soft - _SPARE_FILES) if soft != resource.RLIM_INFINITY else wanted
+    if room < wanted:
+        log.warning(
+            "max_connections %d is over this process's file limit (%d); %d connections per worker",
+            wanted,
+            soft,
+            room,
+        )
+    return min(wanted, room)
 
 
 def _tls(settings: Settings) -> ReloadableContext:
