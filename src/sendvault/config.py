@@ -322,6 +322,33 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             check=_check_key,
         ),
     ] = None
+    audit_public_key: Annotated[
+        str | None,
+        _doc(
+            "PEM file of the Ed25519 public key that audit heads must verify under. `audit verify` and "
+            "`audit head` trust only this key (or `--public-key`), never the one beside the log; a "
+            "writer whose signing key differs refuses to start. Keep the file where the log's writers "
+            "cannot change it."
+        ),
+    ] = None
+    audit_checkpoint_records: Annotated[
+        int,
+        _doc(
+            "Most records between two audit checkpoints (signed heads kept for good and sent to the "
+            "witnesses).",
+            ge=1,
+            le=1_000_000,
+        ),
+    ] = 1000
+    audit_checkpoint_seconds: Annotated[
+        float,
+        _doc(
+            "Most seconds a record waits for an audit checkpoint: the window within which a holder of "
+            "the signing key could still rewrite records unseen by the witnesses.",
+            gt=0,
+            le=86_400,
+        ),
+    ] = 5.0
 
     # -- server ------------------------------------------------------------------------------
     host: Annotated[

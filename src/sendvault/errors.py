@@ -15,6 +15,7 @@ reason code, never the data. Callers may log any of these messages as they are.
     ├── StoreError             the store could not be read or written
     │   └── StoreUnavailable   the store is down or busy; the request may be retried (HTTP 503)
     ├── AuditUnavailable       audit records cannot be written; requests are refused (HTTP 503)
+    │   └── AuditTampered      the log does not match its signed head: stopped, never signed over
     ├── InvalidValue           a value failed normalization; carries a reason code and position
     ├── NotFound               a token or client the caller named does not exist
     └── AuthError              credentials missing, wrong, expired, or not allowed (HTTP 401/403/429)
@@ -23,6 +24,7 @@ reason code, never the data. Callers may log any of these messages as they are.
 from __future__ import annotations
 
 __all__ = [
+    "AuditTampered",
     "AuditUnavailable",
     "AuthError",
     "ConfigError",
@@ -116,6 +118,14 @@ class StoreUnavailable(StoreError):
 
 class AuditUnavailable(SendvaultError):
     """Audit records cannot be written now; the log is mandatory, so the request is refused."""
+
+
+class AuditTampered(AuditUnavailable):
+    """The audit log on disk does not match its signed head (or a witnessed one).
+
+    The writer found it before extending the log: nothing is signed over it, and every request
+    is refused until the log verifies again.
+    """
 
 
 class InvalidValue(SendvaultError):

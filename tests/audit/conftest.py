@@ -13,7 +13,7 @@ from sendvault.config import Settings
 @pytest.fixture
 def audit_log(settings: Settings) -> Iterator[AuditLog]:
     log = open_audit(settings)
-    log.store._checkpoint_every = 5
+    log.store.checkpoint_records = 5
     yield log
     log.close()
 

@@ -136,17 +136,20 @@ def test_cli_changes_are_recorded_searchable_exportable_and_verifiable(tmp_path:
         json.loads(_cli(home, "audit", "search", "--token", token, "--json").stdout)[0]["event"]
         == "token:create"
     )
-    ok = _cli(home, "audit", "verify", "--json")
+    pub = str(home / "keys" / "audit-signing.pub")
+    ok = _cli(home, "audit", "verify", "--json", "--public-key", pub)
     assert ok.returncode == 0
     assert json.loads(ok.stdout)["records"] == 4
     export = tmp_path / "export.jsonl"
     assert _cli(home, "audit", "export", "--output", str(export)).returncode == 0
-    assert _cli(home, "audit", "verify", "--file", str(export)).returncode == 0
+    assert _cli(home, "audit", "verify", "--file", str(export), "--public-key", pub).returncode == 0
     export.write_text(export.read_text().replace("key:rotate", "key:rotatE"))
-    broken = _cli(home, "audit", "verify", "--file", str(export))
+    broken = _cli(home, "audit", "verify", "--file", str(export), "--public-key", pub)
     assert broken.returncode == 1
     assert "BROKEN at record 4" in broken.stderr
-    assert _cli(home, "audit", "verify", "--file", str(tmp_path / "missing.jsonl")).returncode == 2
+    missing = _cli(home, "audit", "verify", "--file", str(tmp_path / "missing.jsonl"), "--public-key", pub)
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr
     assert b"Audit.Me" not in (home / "audit.db").read_bytes()
     assert b"audit.me" not in (home / "audit.db").read_bytes()
 
@@ -236,7 +239,8 @@ def test_purge_after_the_newest_record_removes_all_but_the_newest(tmp_path: Path
         assert _cli(home, "keys", "rotate").returncode == 0
     purged = _cli(home, "audit", "purge", "--before", "2099-01-01")
     assert "2 record(s) removed through record 2" in purged.stderr
-    verdict = json.loads(_cli(home, "audit", "verify", "--json").stdout)
+    pub = str(home / "keys" / "audit-signing.pub")
+    verdict = json.loads(_cli(home, "audit", "verify", "--json", "--public-key", pub).stdout)
     assert (verdict["first"], verdict["last"]) == (3, 4)  # the newest rotation, then the purge
 
 

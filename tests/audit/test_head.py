@@ -162,18 +162,19 @@ def test_a_known_head_older_than_the_purge_anchor_cannot_be_checked(settings: Se
 def test_audit_head_and_verify_with_a_known_head_from_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "home"
     assert run_cli(home, "keys", "rotate").returncode == 0
-    head = run_cli(home, "audit", "head", "--json")
+    pub = ["--public-key", str(home / "keys" / "audit-signing.pub")]
+    head = run_cli(home, "audit", "head", "--json", *pub)
     assert head.returncode == 0
     doc = json.loads(head.stdout)
     assert doc["seq"] == 1
     assert doc["time"].startswith("20")
     kept = tmp_path / "head.json"
     kept.write_text(head.stdout)
-    ok = run_cli(home, "audit", "verify", "--known-head", str(kept))
+    ok = run_cli(home, "audit", "verify", "--known-head", str(kept), *pub)
     assert ok.returncode == 0
     assert f"signed head: record 1, hash {doc['hash']}, written {doc['time']}" in ok.stdout
     assert "known head: record 1" in ok.stdout
-    verdict = json.loads(run_cli(home, "audit", "verify", "--json").stdout)
+    verdict = json.loads(run_cli(home, "audit", "verify", "--json", *pub).stdout)
     assert verdict["head"]["hash"] == doc["hash"]
 
 
@@ -182,12 +183,13 @@ def test_verify_below_a_known_head_exits_1_from_the_cli(tmp_path: Path) -> None:
     run_cli(home, "keys", "rotate")
     run_cli(home, "keys", "rotate")
     kept = tmp_path / "head.json"
-    kept.write_text(run_cli(home, "audit", "head", "--json").stdout)
+    pub = ["--public-key", str(home / "keys" / "audit-signing.pub")]
+    kept.write_text(run_cli(home, "audit", "head", "--json", *pub).stdout)
     db = sqlite3.connect(home / "audit.db", isolation_level=None)
     db.execute("DELETE FROM audit_records WHERE seq = 2")
     db.execute("DELETE FROM audit_marks WHERE kind = 'head'")
     db.close()
-    broken = run_cli(home, "audit", "verify", "--known-head", str(kept))
+    broken = run_cli(home, "audit", "verify", "--known-head", str(kept), *pub)
     assert broken.returncode == 1
     assert "BROKEN" in broken.stderr
 
@@ -213,8 +215,9 @@ def test_verify_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     home = tmp_path / "home"
     run_cli(home, "keys", "rotate")
     (tmp_path / "x.jsonl").write_text("")
-    (tmp_path / "head.json").write_text(run_cli(home, "audit", "head", "--json").stdout)
+    pub = ["--public-key", str(home / "keys" / "audit-signing.pub")]
+    (tmp_path / "head.json").write_text(run_cli(home, "audit", "head", "--json", *pub).stdout)
     args = [str(tmp_path / a) if a.endswith((".json", ".jsonl")) else a for a in args]
-    out = run_cli(home, "audit", "verify", *args)
+    out = run_cli(home, "audit", "verify", *args, *pub)
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr

@@ -64,7 +64,9 @@ def test_no_clear_value_in_files_server_output_or_plain_stdout(tmp_path: Path) -
         ["audit", "verify"],
         ["audit", "head", "--json"],
     ]
-    stdout = {" ".join(c): run_cli(home, *c).stdout.encode() for c in commands}
+    trust = {"SENDVAULT_AUDIT_PUBLIC_KEY": str(home / "keys" / "audit-signing.pub")}
+    stdout = {" ".join(c): run_cli(home, *c, env=trust).stdout.encode() for c in commands}
+    assert stdout["audit verify"].startswith(b"intact")
     found = json.loads(stdout[f"audit search --value {PHONE} --type mobile --json"])
     assert {r["event"] for r in found} >= {"mc:get-token", "mc:resolve"}
     files = {str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()}

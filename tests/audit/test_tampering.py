@@ -71,7 +71,9 @@ def test_a_fingerprint_row_for_no_record_is_detected(audit_log: AuditLog, settin
 
 def test_a_checkpoint_for_no_record_is_forged(audit_log: AuditLog, settings: Settings) -> None:
     fill(audit_log, 7)
-    _db(settings).execute("INSERT INTO audit_checkpoints VALUES (1000, zeroblob(32), zeroblob(64))")
+    _db(settings).execute(
+        "INSERT INTO audit_checkpoints (seq, hash, sig) VALUES (1000, zeroblob(32), zeroblob(64))"
+    )
     with pytest.raises(ChainBroken, match="checkpoint for a record not in the chain") as info:
         verify_store(audit_log.store)
     assert info.value.seq == 1000

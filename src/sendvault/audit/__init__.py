@@ -1,51 +1,103 @@
-"""The tamper-evident audit log: events, PII sealing, hash chain, signatures, verification."""
+"""The tamper-evident audit log: events, PII sealing, hash chain, signatures, verification.
+
+Two ways in. A writer (:func:`open_audit`, for the server and commands that change state) may
+create the log and its keys, and checks the log before every append. A reader
+(:func:`open_audit_reader`, for `audit verify|show|search|export|head`) never creates, migrates
+or keys anything: a missing log or key is :class:`AuditLogMissing` / :class:`AuditKeyMissing`.
+Verification trusts only a public key given by configuration (``audit_public_key``) or by the
+caller, never the one beside the log.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..config import Settings
 from ..crypto.keys import load_key, private_file
+from ..errors import AuditUnavailable, SendvaultError
 from .events import Event
+from .export import export_jsonl, head_document, parse_head, verify_export
 from .log import AuditLog
 from .record import Sealer
-from .store import AuditStore, Mark
-from .verify import (
-    ChainBroken,
-    Verified,
-    export_jsonl,
-    head_document,
-    parse_head,
-    signed_head,
-    verify_export,
-    verify_store,
-)
+from .store import AuditLogMissing, AuditStore, Mark, Signer
+from .verify import ChainBroken, Verified, signed_head, verify_store
 
 __all__ = [
+    "AuditKeyMissing",
     "AuditLog",
+    "AuditLogMissing",
     "AuditStore",
     "ChainBroken",
     "Event",
     "Mark",
+    "NoTrustedKey",
     "Verified",
+    "audit_sealer",
     "export_jsonl",
     "head_document",
     "load_public_key",
     "open_audit",
+    "open_audit_reader",
     "open_audit_store",
     "parse_head",
     "signed_head",
+    "trusted_public_key",
     "verify_export",
     "verify_store",
 ]
 
 
+class NoTrustedKey(SendvaultError):
+    """No trusted public key was configured or given: verification would prove nothing."""
+
+
+class AuditKeyMissing(SendvaultError):
+    """A read needs the audit key (to open or find sealed values) and there is none."""
+
+
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file; ValueError when the file holds none."""
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")  # noqa: TRY004 - a bad file, not a bad call
+    return key
+
+
+def trusted_public_key(settings: Settings, path: str | Path | None = None) -> Ed25519PublicKey:
+    """The key verification trusts: ``path`` if given, else the ``audit_public_key`` setting.
+
+    Never the ``keys/audit-signing.pub`` beside the log: whoever can write the log can replace
+    it. Raises :class:`NoTrustedKey` when neither is given, ValueError when the file is unusable.
+    """
+    chosen = path if path is not None else settings.audit_public_key
+    if chosen is None:
+        raise NoTrustedKey(
+            "no trusted audit public key: set audit_public_key or give --public-key FILE"
+            " (a key kept where the log's writers cannot change it)"
+        )
+    return load_public_key(chosen)
+
+
 def _signing_key(settings: Settings) -> Ed25519PrivateKey:
     path = settings.home_path / "keys" / "audit-signing.key"
+    if not path.exists() and (settings.home_path / "audit.db").exists():
+        # A new key would sign over a log the old one signed: the log would stop at once anyway
+        # (its head no longer verifies), so say why instead.
+        raise AuditUnavailable(f"the audit signing key {path} is missing but the log exists: restore the key")
 
     def create() -> bytes:
         return Ed25519PrivateKey.generate().private_bytes(
@@ -65,28 +117,49 @@ def _signing_key(settings: Settings) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: str | None, settings: Settings) -> Ed25519PublicKey:
-    """The trusted verification key: ``path``, else ``$SENDVAULT_HOME/keys/audit-signing.pub``."""
-    source = (
-        settings.home_path / "keys" / "audit-signing.pub"
-        if path is None
-        else settings.home_path.__class__(path)
-    )
-    key = serialization.load_pem_public_key(source.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise TypeError("not an Ed25519 public key")
-    return key
-
-
 def open_audit_store(settings: Settings) -> AuditStore:
-    """The audit database with this host's signing key."""
-    signer = _signing_key(settings)
-    return AuditStore(settings.home_path / "audit.db", signer, signer.public_key())
+    """The audit database for writing, with this deployment's signer.
+
+    With ``audit_public_key`` set, the signer's key must be that key: a writer handed another
+    key (a replaced key file) refuses to start rather than sign with it.
+    """
+    signer: Signer = _signing_key(settings)
+    public = signer.public_key()
+    if settings.audit_public_key is not None:
+        try:
+            trusted = load_public_key(settings.audit_public_key)
+        except ValueError as exc:
+            raise AuditUnavailable(f"audit_public_key: {exc}") from None
+        if _raw(trusted) != _raw(public):
+            raise AuditUnavailable("the audit signing key does not match audit_public_key")
+        public = trusted
+    return AuditStore(
+        settings.home_path / "audit.db",
+        signer,
+        public,
+        checkpoint_records=settings.audit_checkpoint_records,
+        checkpoint_seconds=settings.audit_checkpoint_seconds,
+    )
+
+
+def open_audit_reader(settings: Settings, public_key: Ed25519PublicKey | None = None) -> AuditStore:
+    """The audit database, read-only: nothing is created; a missing file is AuditLogMissing."""
+    store = AuditStore(settings.home_path / "audit.db", None, public_key, read_only=True)
+    store.connect()
+    return store
+
+
+def audit_sealer(settings: Settings, *, create: bool = True) -> Sealer:
+    """The sealer under the audit key; with ``create=False`` a missing key is AuditKeyMissing."""
+    path = settings.home_path / "keys" / "audit.key"
+    if not create and settings.audit_key is None and not path.exists():
+        raise AuditKeyMissing(f"no audit key: set audit_key or restore {path}")
+    return Sealer(load_key(path, settings.audit_key, "audit_key"))
 
 
 def open_audit(
     settings: Settings, *, linger_seconds: float = 0.0, clock: Callable[[], float] = time.time
 ) -> AuditLog:
     """A running audit log for this process; the API's lets records gather for ``linger_seconds``."""
-    audit_key = load_key(settings.home_path / "keys" / "audit.key", settings.audit_key, "audit_key")
-    return AuditLog(open_audit_store(settings), Sealer(audit_key), linger_seconds=linger_seconds, clock=clock)
+    store = open_audit_store(settings)
+    return AuditLog(store, audit_sealer(settings), linger_seconds=linger_seconds, clock=clock)

@@ -9,6 +9,12 @@ refusal; with nothing to retry, the writer signs the head again as its probe. A 
 store's busy timeout, so a write stuck behind a lock fails in time rather than holding the log.
 Nothing is dropped silently: only a process that dies with records still queued loses them, and
 the signed head then shows exactly where the log ends.
+
+A write refused because the log does not match its signed head (:class:`AuditTampered`, see
+:mod:`.store`) is an integrity alarm: logged at CRITICAL with ``ALERT``, counted in
+``sendvault_audit_integrity_failures_total``, and the log stays stopped (the API answers 503)
+until the stored log matches its head again. While records wait for a checkpoint the writer
+wakes in time to make one (``checkpoint_seconds``), even with nothing new to write.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any
 
 import msgspec
 
-from ..errors import AuditUnavailable
+from ..errors import AuditTampered, AuditUnavailable
+from ._metrics import INTEGRITY_FAILURES
 from .events import Event
 from .record import Sealer, canonical, redact
 from .store import AuditStore, Pending
@@ -139,6 +146,8 @@ class AuditLog:
             if not group:
                 if self._failure is not None and not stopping:
                     self._probe()
+                elif self.store.checkpoint_due_in() == 0.0:
+                    self._checkpoint()
                 continue
             group = self._encoded(group)
             if not group:
@@ -179,8 +188,9 @@ class AuditLog:
         """
         group = list(retry)
         if not group and not stopping:
+            wait = self._retry_seconds if self._failure is not None else self.store.checkpoint_due_in()
             try:
-                first = self._queue.get(timeout=self._retry_seconds if self._failure is not None else None)
+                first = self._queue.get(timeout=wait)
             except queue.Empty:
                 return [], False
             if first is None:
@@ -244,12 +254,26 @@ class AuditLog:
         else:
             self._recovered()
 
+    def _checkpoint(self) -> None:
+        try:
+            self.store.checkpoint()
+        except Exception as exc:  # noqa: BLE001 - a failed checkpoint stops the log like a failed write
+            self._fail(exc)
+
     def _fail(self, exc: Exception) -> None:
         failure = f"{type(exc).__name__}: {exc}"
         if failure != self._failure:
             # The reason only: no payload, and no traceback for an operational failure. Logged
             # when it starts or changes, not at every retry.
-            log.error("audit write failed (%s); requests are refused until a write succeeds", failure)
+            if isinstance(exc, AuditTampered):
+                INTEGRITY_FAILURES.inc()
+                log.critical(
+                    "ALERT audit log integrity: %s; the log is stopped, nothing is signed over it, and"
+                    " requests are refused until it verifies again (sendvault audit verify)",
+                    exc,
+                )
+            else:
+                log.error("audit write failed (%s); requests are refused until a write succeeds", failure)
         self._failure = failure
 
     def _recovered(self) -> None:

@@ -1,13 +1,20 @@
 """The audit database: an append-only, hash-chained, signed log in its own SQLite file.
 
 Its own file (``$SENDVAULT_HOME/audit.db``) so audit writes never wait for the vault's write lock.
-Appends from every process go through ``BEGIN IMMEDIATE``: read the head, chain the new records,
-sign the new head, commit. So the chain stays linear with several workers and CLI commands
-writing at once. The head's signature covers the time it was written, so a copy of it kept
-elsewhere (``sendvault audit head``) dates the log. A new file starts with a signed head at record 0,
-so an emptied log is told from a new one. Every ``checkpoint_every`` records a signed checkpoint
-is kept; a purge leaves a signed anchor (the last removed record's number and hash) that the
-remaining chain starts from.
+Appends from every process go through ``BEGIN IMMEDIATE``: check the stored log against its
+signed head, chain the new records, sign the new head, commit. So the chain stays linear with
+several workers and CLI commands writing at once, and the writer never signs over records it
+did not write: a log whose last record does not match the signed head, with records after it or
+missing below it, or with a head older than one this process already saw (rolled back), raises
+:class:`AuditTampered` and nothing is written (verify before extend). The head's signature
+covers the time it was written, so a copy of it kept elsewhere dates the log. A new file starts
+with a signed head at record 0, so an emptied log is told from a new one.
+
+Signed heads are also kept as checkpoints, often enough that no record is more than
+``checkpoint_records`` records or ``checkpoint_seconds`` seconds from one; each checkpoint is what
+witnesses receive (see :mod:`.witness`). A purge leaves a signed anchor (the last removed
+record's number and hash) that the remaining chain starts from. A store opened ``read_only``
+never creates, migrates or signs anything.
 """
 
 from __future__ import annotations
@@ -16,15 +23,27 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import AuditUnavailable
+from ..errors import AuditTampered, AuditUnavailable
+from .marks import Checkpoint, Mark, Pending, Signer, Stored, check_signature, head_message, now_us
 from .record import GENESIS, chain_hash
 
-__all__ = ["AuditStore", "Mark", "Pending", "Stored", "check_signature", "head_message", "now_us"]
+__all__ = [
+    "AuditLogMissing",
+    "AuditStore",
+    "Checkpoint",
+    "Mark",
+    "Pending",
+    "Signer",
+    "Stored",
+    "check_signature",
+    "head_message",
+    "now_us",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -43,7 +62,12 @@ CREATE TABLE IF NOT EXISTS audit_records (
 CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts_us);
 CREATE TABLE IF NOT EXISTS audit_fingerprints (fp TEXT NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_fingerprints_fp ON audit_fingerprints (fp);
-CREATE TABLE IF NOT EXISTS audit_checkpoints (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, sig BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    seq   INTEGER PRIMARY KEY,
+    hash  BLOB    NOT NULL,
+    sig   BLOB    NOT NULL,
+    ts_us INTEGER
+);
 CREATE TABLE IF NOT EXISTS audit_marks (
     kind  TEXT PRIMARY KEY CHECK (kind IN ('head', 'anchor')),
     seq   INTEGER NOT NULL,
@@ -58,53 +82,8 @@ _WAL_CHECKPOINT_PAGES = 256
 _WAL_LIMIT_BYTES = 16 * 1024 * 1024
 
 
-def head_message(kind: str, seq: int, digest: bytes, ts_us: int | None = None) -> bytes:
-    """What a head (with the time it was written), anchor or checkpoint signature covers."""
-    message = b"sendvault-audit|" + kind.encode() + b"|" + seq.to_bytes(8, "big") + digest
-    return message if ts_us is None else message + ts_us.to_bytes(8, "big", signed=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """A signed head or anchor: a record's number and hash (and, for a head, when it was written)."""
-
-    seq: int
-    hash: bytes
-    sig: bytes
-    ts_us: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """One record as stored. The indexed columns are read as they are (a tampered row may hold
-    text where a number belongs), so verification can compare them with the hashed body."""
-
-    seq: int
-    ts_us: int
-    event: str
-    actor: str | None
-    route: str | None
-    status: int | None
-    body: bytes
-    prev_hash: bytes
-    hash: bytes
-    request: bytes = b""
-    response: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A record ready to chain: its columns, canonical body and fingerprints."""
-
-    ts_us: int
-    event: str
-    actor: str | None
-    route: str | None
-    status: int | None
-    body: bytes
-    fingerprints: tuple[str, ...]
-    request: bytes = b""
-    response: bytes = b""
+class AuditLogMissing(AuditUnavailable):
+    """A read found no audit database where the settings point: nothing was created."""
 
 
 class AuditStore:
@@ -113,72 +92,112 @@ class AuditStore:
     def __init__(
         self,
         path: Path,
-        signer: Ed25519PrivateKey | None,
-        public_key: Ed25519PublicKey,
+        signer: Signer | Ed25519PrivateKey | None,
+        public_key: Ed25519PublicKey | None,
         *,
-        checkpoint_every: int = 1000,
+        checkpoint_records: int = 1000,
+        checkpoint_seconds: float = 5.0,
         busy_timeout_ms: int = 5000,
+        read_only: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
         self._signer = signer
         self.public_key = public_key
-        self._checkpoint_every = checkpoint_every
+        self.checkpoint_records = checkpoint_records
+        self.checkpoint_seconds = checkpoint_seconds
         # Bounds each write's wait for SQLite's lock, so a failing write is known within it.
         self._busy_timeout_ms = busy_timeout_ms
+        self.read_only = read_only
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
+        # The newest head this process verified or signed: a stored head older than it means
+        # the file was rolled back under the running process.
+        self._trusted: Mark | None = None
+        # When this process first left a record without a checkpoint (monotonic), if it did.
+        self._uncovered_since: float | None = None
+        # Called with each new checkpoint after its commit (witness delivery, see AuditLog).
+        self.on_checkpoint: Callable[[Mark], None] | None = None
 
     def connect(self) -> sqlite3.Connection:
         """The connection of the calling thread's user (one per store instance)."""
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not self.path.exists():
-                with contextlib.suppress(FileExistsError):
-                    self.path.touch(mode=0o600, exist_ok=False)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            # Records carry whole payloads (~100 kB for a 500-token resolve): 64 KiB pages store
-            # one in two overflow pages instead of 25, with as many fewer WAL frames and writes.
-            # Applies when the file is new; an existing log keeps its page size.
-            conn.execute("PRAGMA page_size = 65536")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            # A bound on the WAL: with 64 KiB pages SQLite's default checkpoint every 1,000 pages
-            # let it grow to 64 MiB. Checkpoint every 256 pages (16 MiB), and truncate the file
-            # back to 16 MiB after a checkpoint that a long read or a burst let grow larger.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._create_schema(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                conn.close()
-                raise
-            conn.execute("COMMIT")
-            self._conn = conn
+            self._conn = self._open_read_only() if self.read_only else self._open_for_writing()
         return self._conn
 
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise AuditLogMissing(f"no audit log at {self.path}")
+        # mode=ro: SQLite neither creates the file nor changes it; reads still see the WAL.
+        conn = sqlite3.connect(
+            f"{self.path.as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        return conn
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            with contextlib.suppress(FileExistsError):
+                self.path.touch(mode=0o600, exist_ok=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        # Records carry whole payloads (~100 kB for a 500-token resolve): 64 KiB pages store
+        # one in two overflow pages instead of 25, with as many fewer WAL frames and writes.
+        # Applies when the file is new; an existing log keeps its page size.
+        conn.execute("PRAGMA page_size = 65536")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # A bound on the WAL: with 64 KiB pages SQLite's default checkpoint every 1,000 pages
+        # let it grow to 64 MiB. Checkpoint every 256 pages (16 MiB), and truncate the file
+        # back to 16 MiB after a checkpoint that a long read or a burst let grow larger.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._create_schema(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        conn.execute("COMMIT")
+        return conn
+
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        new = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_marks'").fetchone() is None
+        present = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master"
+                " WHERE name IN ('audit_records', 'audit_marks', 'audit_checkpoints')"
+            )
+        }
+        new = not present
+        if present and len(present) < 3:
+            # A log with a table dropped is not completed with an empty one: that would hide the loss.
+            missing = ", ".join(sorted({"audit_records", "audit_marks", "audit_checkpoints"} - present))
+            raise AuditTampered(f"the audit table(s) {missing} are missing: the log was damaged")
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        if not new and "ts_us" not in {r[1] for r in conn.execute("PRAGMA table_info(audit_marks)")}:
+        if not new and "ts_us" not in _columns(conn, "audit_marks"):
             # A log from before heads were dated; its head is signed anew by the next append.
             conn.execute("ALTER TABLE audit_marks ADD COLUMN ts_us INTEGER NOT NULL DEFAULT 0")
+        if "ts_us" not in _columns(conn, "audit_checkpoints"):
+            # Checkpoints from before they were dated keep their undated signature (NULL).
+            conn.execute("ALTER TABLE audit_checkpoints ADD COLUMN ts_us INTEGER")
         if new and self._signer is not None:
             # A signed head at record 0: a log whose records and marks were all deleted then
             # fails verification instead of passing as a new, empty one.
             self._put_head(conn, 0, GENESIS)
 
-    def _put_head(self, conn: sqlite3.Connection, seq: int, digest: bytes) -> None:
+    def _put_head(self, conn: sqlite3.Connection, seq: int, digest: bytes) -> Mark:
         ts_us = now_us(self._clock)
+        head = Mark(seq, digest, self._sign("head", seq, digest, ts_us), ts_us)
         conn.execute(
             "INSERT OR REPLACE INTO audit_marks (kind, seq, hash, sig, ts_us) VALUES ('head', ?, ?, ?, ?)",
-            (seq, digest, self._sign("head", seq, digest, ts_us), ts_us),
+            (seq, digest, head.sig, ts_us),
         )
+        return head
 
     def close(self) -> None:
         """Close the connection."""
@@ -187,13 +206,15 @@ class AuditStore:
             self._conn = None
 
     def _sign(self, kind: str, seq: int, digest: bytes, ts_us: int | None = None) -> bytes:
-        if self._signer is None:
+        if self._signer is None or self.read_only:
             raise AuditUnavailable("this process holds no audit signing key")
         return self._signer.sign(head_message(kind, seq, digest, ts_us))
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction under SQLite's lock: every process appends in turn."""
+        if self.read_only:
+            raise AuditUnavailable("the audit log is open read-only")
         conn = self.connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -204,10 +225,16 @@ class AuditStore:
         conn.execute("COMMIT")
 
     def append(self, records: Sequence[Pending]) -> list[int]:
-        """Chain and store ``records`` in one transaction; returns their numbers."""
+        """Check the log, chain and store ``records`` in one transaction; returns their numbers.
+
+        Raises :class:`AuditTampered` (and writes nothing) when the stored log does not match
+        its signed head.
+        """
         with self._write() as conn:
-            seq, prev = self._head(conn)
+            seq, prev = self._check_before_extend(conn)
+            covered = self._covered(conn)
             numbers = []
+            checkpoint = None
             for rec in records:
                 seq += 1
                 digest = chain_hash(prev, seq, rec.body, rec.request, rec.response)
@@ -223,26 +250,126 @@ class AuditStore:
                         "INSERT INTO audit_fingerprints VALUES (?, ?)",
                         [(fp, seq) for fp in set(rec.fingerprints)],
                     )
-                if seq % self._checkpoint_every == 0:
-                    conn.execute(
-                        "INSERT INTO audit_checkpoints VALUES (?, ?, ?)",
-                        (seq, digest, self._sign("checkpoint", seq, digest)),
-                    )
                 prev = digest
                 numbers.append(seq)
-            self._put_head(conn, seq, prev)
+                if seq - covered >= self.checkpoint_records and len(numbers) < len(records):
+                    # Inside a large group: a checkpoint every `checkpoint_records` records.
+                    checkpoint = self._keep(conn, self._dated(seq, digest))
+                    covered = seq
+            head = self._put_head(conn, seq, prev)
+            if seq > covered and self._due(conn, covered, head):
+                checkpoint = self._keep(conn, head)
+        self._trusted = head
+        self._after_commit(head, checkpoint)
         return numbers
 
     def probe(self) -> None:
         """Sign the head again, dated now: a real write, to learn whether writes succeed again."""
         self.append([])
 
-    def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
-        row = conn.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-        if row is not None:
-            return int(row[0]), bytes(row[1])
+    def checkpoint(self) -> Mark | None:
+        """Keep the signed head as a checkpoint now if records are not yet covered by one."""
+        with self._write() as conn:
+            seq, prev = self._check_before_extend(conn)
+            checkpoint = None
+            if seq > self._covered(conn):
+                head = self._put_head(conn, seq, prev)
+                checkpoint = self._keep(conn, head)
+        if checkpoint is None:
+            self._uncovered_since = None  # another process's checkpoint covers them
+            return None
+        self._trusted = checkpoint
+        self._after_commit(checkpoint, checkpoint)
+        return checkpoint
+
+    def checkpoint_due_in(self) -> float | None:
+        """Seconds until this process's uncovered records need a checkpoint (None: none are)."""
+        if self._uncovered_since is None:
+            return None
+        return max(0.0, self._uncovered_since + self.checkpoint_seconds - time.monotonic())
+
+    def _covered(self, conn: sqlite3.Connection) -> int:
+        """The last record a checkpoint (or the chain's start) covers."""
+        row = conn.execute("SELECT max(seq) FROM audit_checkpoints").fetchone()
+        return int(row[0]) if row and row[0] is not None else self._start(conn)[0]
+
+    def _due(self, conn: sqlite3.Connection, covered: int, head: Mark) -> bool:
+        """Whether the records after ``covered`` need a checkpoint at ``head`` (by count or age)."""
+        if head.seq - covered >= self.checkpoint_records:
+            return True
+        oldest = conn.execute("SELECT ts_us FROM audit_records WHERE seq = ?", (covered + 1,)).fetchone()
+        return oldest is None or head.ts_us - _int(oldest[0]) >= self.checkpoint_seconds * 1_000_000
+
+    def _dated(self, seq: int, digest: bytes) -> Mark:
+        ts_us = now_us(self._clock)
+        return Mark(seq, digest, self._sign("head", seq, digest, ts_us), ts_us)
+
+    def _keep(self, conn: sqlite3.Connection, head: Mark) -> Mark:
+        """Keep a dated signed head as a checkpoint: what witnesses receive."""
+        conn.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (seq, hash, sig, ts_us) VALUES (?, ?, ?, ?)",
+            (head.seq, head.hash, head.sig, head.ts_us),
+        )
+        return head
+
+    def _after_commit(self, head: Mark, checkpoint: Mark | None) -> None:
+        if checkpoint is not None and checkpoint.seq == head.seq:
+            self._uncovered_since = None
+        elif self._uncovered_since is None and head.seq > 0:
+            self._uncovered_since = time.monotonic()
+        if checkpoint is not None and self.on_checkpoint is not None:
+            self.on_checkpoint(checkpoint)
+
+    def _start(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
         anchor = conn.execute("SELECT seq, hash FROM audit_marks WHERE kind = 'anchor'").fetchone()
         return (int(anchor[0]), bytes(anchor[1])) if anchor else (0, GENESIS)
+
+    def _check_before_extend(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
+        """The signed head to chain from, once the stored log is shown to match it.
+
+        Only the head's signature vouches for the chain: the hashes alone anyone can recompute.
+        So the last record must be the one the head signs, with nothing after it, and the head
+        must not be older than one this process saw. Cost: a signature check when another
+        process wrote since, and two indexed reads.
+        """
+        try:
+            head = self.marks(conn).get("head")
+            last = conn.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+            start = self._start(conn)
+        except sqlite3.DatabaseError as exc:
+            raise AuditTampered(f"the audit tables cannot be read ({exc})") from None
+        if head is None:
+            raise AuditTampered("the log has no signed head (deleted)")
+        trusted = self._trusted
+        if head != trusted:
+            if self.public_key is None:
+                raise AuditUnavailable("no public key to check the signed head with")
+            try:
+                check_signature(self.public_key, "head", head.seq, head.hash, head.sig, ts_us=head.ts_us)
+            except InvalidSignature:
+                raise AuditTampered(
+                    f"the signed head (record {head.seq}) does not verify under the signing key"
+                ) from None
+            if trusted is not None and (
+                head.seq < trusted.seq or (head.seq == trusted.seq and head.hash != trusted.hash)
+            ):
+                raise AuditTampered(
+                    f"the log was rolled back: its signed head is record {head.seq}, this process"
+                    f" saw record {trusted.seq}"
+                )
+        if last is None:
+            if (head.seq, head.hash) != start:
+                raise AuditTampered(f"records up to {head.seq} are missing (deleted) below the signed head")
+        elif int(last[0]) > head.seq:
+            raise AuditTampered(f"records after the signed head (record {head.seq}) were not written here")
+        elif int(last[0]) < head.seq:
+            raise AuditTampered(
+                f"records after {last[0]} are missing (deleted): the signed head is record {head.seq}"
+            )
+        elif _blob(last[1]) != head.hash:
+            raise AuditTampered(f"record {head.seq} does not match the signed head (rewritten)")
+        self._trusted = head
+        return head.seq, head.hash
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -261,9 +388,15 @@ class AuditStore:
         rows = conn.execute("SELECT kind, seq, hash, sig, ts_us FROM audit_marks")
         return {k: Mark(int(s), _blob(h), _blob(g), int(t)) for k, s, h, g, t in rows}
 
-    def checkpoints(self, conn: sqlite3.Connection) -> dict[int, tuple[bytes, bytes]]:
-        """Signed checkpoints: seq -> (hash, signature)."""
-        return {int(s): (bytes(h), bytes(g)) for s, h, g in conn.execute("SELECT * FROM audit_checkpoints")}
+    def checkpoints(self, conn: sqlite3.Connection) -> dict[int, Checkpoint]:
+        """Signed checkpoints by record number."""
+        dated = "ts_us" in _columns(conn, "audit_checkpoints")
+        # One of two constant column lists: a log from before checkpoints were dated has no ts_us.
+        sql = "SELECT seq, hash, sig, " + ("ts_us" if dated else "NULL") + " FROM audit_checkpoints"  # noqa: S608
+        return {
+            int(s): Checkpoint(_blob(h), _blob(g), None if t is None else int(t))
+            for s, h, g, t in conn.execute(sql)
+        }
 
     def records(
         self,
@@ -292,6 +425,11 @@ class AuditStore:
                 _blob(row[10]),
             )
 
+    def last_seq(self, conn: sqlite3.Connection) -> int | None:
+        """The number of the last stored record, if any."""
+        row = conn.execute("SELECT max(seq) FROM audit_records").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def fingerprint_rows(
         self, conn: sqlite3.Connection, first: int | None = None
     ) -> Iterator[tuple[int, str]]:
@@ -309,8 +447,20 @@ class AuditStore:
         ]
 
     def purge(self, before_us: int) -> tuple[int, int]:
-        """Remove records older than ``before_us``; leave a signed anchor. Returns (count, last seq)."""
+        """Remove records older than ``before_us``; leave a signed anchor. Returns (count, last seq).
+
+        The whole chain is verified first, inside the purge's transaction: records are never
+        removed (nor an anchor signed) unchecked, so a purge cannot hide an edit. A log that does
+        not verify is :class:`AuditTampered` and nothing is removed.
+        """
+        from .verify import ChainBroken, verify_connection  # noqa: PLC0415 - verify imports this module
+
         with self._write() as conn:
+            self._check_before_extend(conn)
+            try:
+                verify_connection(self, conn)
+            except ChainBroken as broken:
+                raise AuditTampered(f"the log does not verify ({broken}): nothing was purged") from None
             # Never remove the newest record: the head must stay anchored to a stored record. A
             # date after the newest record removes all the others.
             row = conn.execute(
@@ -331,20 +481,17 @@ class AuditStore:
         return int(count), seq
 
 
+def _int(value: object) -> int:
+    # A tampered row may hold text where a number belongs: it then counts as very old.
+    return value if isinstance(value, int) else 0
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _blob(value: object) -> bytes:
     # A tampered row may hold text or a number where bytes belong; compare it as bytes.
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     return str(value).encode()
-
-
-def check_signature(
-    public_key: Ed25519PublicKey, kind: str, seq: int, digest: bytes, sig: bytes, *, ts_us: int | None = None
-) -> None:
-    """Raise InvalidSignature unless ``sig`` signs (kind, seq, digest[, time]) under ``public_key``."""
-    public_key.verify(sig, head_message(kind, seq, digest, ts_us))
-
-
-def now_us(clock: Callable[[], float] = time.time) -> int:
-    """Microseconds since the epoch."""
-    return int(clock() * 1_000_000)

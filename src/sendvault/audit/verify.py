@@ -5,37 +5,36 @@ field (a hash mismatch, or a stored column or fingerprint row that differs from 
 body), a deleted record or reordered records (a gap or a wrong previous hash), a truncated tail
 (the signed head is ahead of the last record), a forged checkpoint, head or anchor (a bad
 signature under the trusted public key, or a checkpoint for no record), an emptied log (no
-signed head), and a log rolled back below a head kept elsewhere (``known``). A request that
-cannot be answered (a reversed range, a range or known head that was purged) raises ValueError.
+signed head), and a log rolled back below a head kept elsewhere (``known``: a head kept by hand
+or the heads a witness holds). A request that cannot be answered (a reversed range, a range or
+known head that was purged) raises ValueError.
+
+A range (``first``/``last``) is proven only by a signature at or after its end: the hash chain
+runs forward, so a trusted later hash vouches for every record before it. The walk goes on past
+``last`` to the nearest signed checkpoint or the signed head, and :attr:`Verified.covered_by`
+names it; a range with no signed point after it (records after the head) is reported as not
+covered rather than intact.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as dt
-import json
-from collections.abc import Callable, Iterable, Iterator
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .._fs import write_atomic
 from .record import GENESIS, chain_hash
-from .store import AuditStore, Mark, Stored, check_signature
+from .store import AuditStore, Checkpoint, Mark, Stored, check_signature
 
 __all__ = [
     "ChainBroken",
     "Verified",
-    "export_jsonl",
-    "head_document",
-    "parse_head",
     "signed_head",
-    "verify_export",
+    "verify_connection",
     "verify_store",
 ]
 
@@ -62,6 +61,8 @@ class Verified:
     records: int
     checkpoints: int
     head: Mark | None = None
+    # The signed point that vouches for the last record checked: ("checkpoint" | "head", seq).
+    covered_by: tuple[str, int] | None = None
 
 
 def _sig(key: Ed25519PublicKey, kind: str, mark: Mark, what: str | None = None) -> None:
@@ -98,28 +99,32 @@ class _Walk:
         key: Ed25519PublicKey,
         seq: int,
         prev: bytes,
-        checkpoints: dict[int, tuple[bytes, bytes]],
+        checkpoints: dict[int, Checkpoint],
         *,
         fingerprints: Iterator[tuple[int, str]] | None = None,
-        known: Mark | None = None,
+        known: Sequence[Mark] = (),
     ) -> None:
         self.key = key
         self.first = seq + 1
         self.seq, self.prev = seq, prev
         self.count = 0
         self.matched = 0
+        self.signed_at: int | None = None  # the last record a checkpoint signature vouched for
         self._checkpoints = dict(checkpoints)
         # Only the database has indexed columns and fingerprint rows besides the hashed body.
         self._fingerprints = _Peek(fingerprints) if fingerprints is not None else None
-        self._known = known
-        if known is not None:
-            if known.seq < seq:
-                raise ValueError(
-                    f"the known head (record {known.seq}) was purged: the log starts after record {seq};"
-                    " give a newer known head"
-                )
-            if known.seq == seq and known.hash != prev:
-                raise ChainBroken(seq, "differs from the known head (the log was rewritten)")
+        self._newest = max(known, key=lambda m: m.seq) if known else None
+        self._known: dict[int, bytes] = {}
+        for mark in known:
+            if self._known.setdefault(mark.seq, mark.hash) != mark.hash:
+                raise ChainBroken(mark.seq, "two known heads name different hashes (a forked history)")
+        if self._newest is not None and self._newest.seq < seq:
+            raise ValueError(
+                f"the known head (record {self._newest.seq}) was purged: the log starts after record {seq};"
+                " give a newer known head"
+            )
+        if self._known.get(seq, prev) != prev:
+            raise ChainBroken(seq, "differs from the known head (the log was rewritten)")
 
     def step(self, rec: Stored, later: Callable[[int], bool] | None = None) -> None:
         """Check one record; ``later(seq)`` tells whether a missing record comes further on."""
@@ -138,12 +143,14 @@ class _Walk:
             self._columns(rec, self._fingerprints)
         checkpoint = self._checkpoints.pop(rec.seq, None)
         if checkpoint is not None:
-            digest, sig = checkpoint
-            if digest != rec.hash:
+            if checkpoint.hash != rec.hash:
                 raise ChainBroken(rec.seq, "checkpoint does not match the record")
-            _sig(self.key, "checkpoint", Mark(rec.seq, digest, sig))
+            dated = checkpoint.ts_us is not None
+            mark = Mark(rec.seq, checkpoint.hash, checkpoint.sig, checkpoint.ts_us or 0)
+            _sig(self.key, "head" if dated else "checkpoint", mark, "checkpoint")
             self.matched += 1
-        if self._known is not None and rec.seq == self._known.seq and rec.hash != self._known.hash:
+            self.signed_at = rec.seq
+        if self._known.get(rec.seq, rec.hash) != rec.hash:
             raise ChainBroken(rec.seq, "differs from the known head (the log was rewritten)")
         self.seq, self.prev = rec.seq, rec.hash
         self.count += 1
@@ -188,12 +195,23 @@ class _Walk:
             raise ChainBroken(min(self._checkpoints), "checkpoint for a record not in the chain (forged)")
         if self._fingerprints is not None and (row := self._fingerprints.left()) is not None:
             raise ChainBroken(row[0], "fingerprint row for a record not in the chain (inserted)")
-        if self._known is not None and self._known.seq > self.seq:
+        if self._newest is not None and self._newest.seq > self.seq:
             raise ChainBroken(
                 self.seq + 1,
-                f"the log ends at record {self.seq}, before the known head (record {self._known.seq}):"
+                f"the log ends at record {self.seq}, before the known head (record {self._newest.seq}):"
                 " rolled back or truncated",
             )
+
+    def covers(self, head: Mark | None) -> tuple[str, int] | None:
+        """The signed point at the record just checked, if any (its signature is checked here)."""
+        if self.signed_at == self.seq:
+            return ("checkpoint", self.seq)
+        if head is not None and head.seq == self.seq:
+            _sig(self.key, "head", head)
+            if head.hash != self.prev:
+                raise ChainBroken(self.seq, "differs from the signed head")
+            return ("head", self.seq)
+        return None
 
 
 def _start(key: Ed25519PublicKey, anchor: Mark | None) -> tuple[int, bytes]:
@@ -203,106 +221,98 @@ def _start(key: Ed25519PublicKey, anchor: Mark | None) -> tuple[int, bytes]:
     return anchor.seq, anchor.hash
 
 
-def _known(key: Ed25519PublicKey, known: Mark | None) -> None:
-    if known is not None:
-        _sig(key, "head", known, "known head")
+def _trusted(store: AuditStore) -> Ed25519PublicKey:
+    if store.public_key is None:
+        raise ValueError("no trusted public key to verify with")
+    return store.public_key
 
 
-def _bounds(
-    first: int | None, last: int | None, start: int, head: Mark | None
-) -> tuple[int | None, int | None]:
-    """The range to read: None at either end means from the chain's start, or through its head."""
-    if last is not None and last <= start:
-        raise ValueError(f"records up to {last} were purged: the log starts after record {start}")
-    if first is not None and head is not None and first > head.seq:
-        raise ValueError(f"the log ends at record {head.seq}")
-    lo = first if first is not None and first > start + 1 else None
-    hi = last if last is not None and (head is None or last < head.seq) else None
-    return lo, hi
+def _knowns(key: Ed25519PublicKey, known: Mark | Sequence[Mark] | None) -> list[Mark]:
+    """The known heads as a list, each signature checked under the trusted key."""
+    marks = [] if known is None else [known] if isinstance(known, Mark) else list(known)
+    for mark in marks:
+        _sig(key, "head", mark, "known head")
+    return marks
 
 
 def verify_store(
-    store: AuditStore, *, first: int | None = None, last: int | None = None, known: Mark | None = None
+    store: AuditStore,
+    *,
+    first: int | None = None,
+    last: int | None = None,
+    known: Mark | Sequence[Mark] | None = None,
 ) -> Verified:
     """Verify the database in one consistent snapshot, while writers may keep appending.
 
     Without ``first`` the chain is checked from its start (the genesis or the signed purge
     anchor); with ``first`` the range starts from that record's stored link, and the record must
-    be there, as must ``last``. The signed head is checked when the range reaches it. ``known``
-    (a head kept elsewhere) must still be in the chain, with the same hash.
+    be there, as must ``last``. Without ``last`` the chain must end exactly at the signed head;
+    with it, the walk goes on to the nearest signed point (see the module's docstring). Every
+    ``known`` head (kept elsewhere, or held by a witness) must still be in the chain, with the
+    same hash, and the chain must reach the newest.
     """
     if first is not None and last is not None and first > last:
         raise ValueError(f"the range is reversed: --from {first} is after --to {last}")
     if known is not None and (first is not None or last is not None):
         raise ValueError("a known head is checked against the whole chain: give no range")
-    key = store.public_key
-    _known(key, known)
-    with store.snapshot() as conn:
-        marks = store.marks(conn)
-        head = marks.get("head")
-        start = _start(key, marks.get("anchor"))
-        lo, hi = _bounds(first, last, start[0], head)
-        clauses, params = [], []
-        if lo is not None:
-            clauses.append("seq >= ?")
-            params.append(lo)
-        if hi is not None:
-            clauses.append("seq <= ?")
-            params.append(hi)
-        records = store.records(conn, " AND ".join(clauses), params)
-        fingerprints = store.fingerprint_rows(conn, lo)
-        checkpoints = store.checkpoints(conn)
-        if lo is None:
-            walk = _Walk(key, *start, checkpoints, fingerprints=fingerprints, known=known)
-        else:
-            opening = next(records, None)
-            if opening is None or opening.seq != lo:
-                raise ChainBroken(lo, "missing (deleted)")
-            walk = _Walk(key, lo - 1, opening.prev_hash, checkpoints, fingerprints=fingerprints)
-            walk.step(opening)
+    knowns = _knowns(_trusted(store), known)
+    try:
+        with store.snapshot() as conn:
+            return verify_connection(store, conn, first=first, last=last, known=knowns)
+    except sqlite3.DatabaseError as exc:
+        raise ChainBroken(0, f"the audit database cannot be read ({exc})") from None
+
+
+def verify_connection(
+    store: AuditStore,
+    conn: sqlite3.Connection,
+    *,
+    first: int | None = None,
+    last: int | None = None,
+    known: Sequence[Mark] = (),
+) -> Verified:
+    """:func:`verify_store` inside a transaction the caller holds (purge verifies in its own)."""
+    key = _trusted(store)
+    marks = store.marks(conn)
+    head = marks.get("head")
+    start = _start(key, marks.get("anchor"))
+    end = max(store.last_seq(conn) or 0, head.seq if head is not None else 0, start[0])
+    if last is not None and last <= start[0]:
+        raise ValueError(f"records up to {last} were purged: the log starts after record {start[0]}")
+    if first is not None and first > end:
+        raise ValueError(f"the log ends at record {end}")
+    lo = first if first is not None and first > start[0] + 1 else None
+    hi = min(last, end) if last is not None else None
+    records = store.records(conn, "seq >= ?" if lo is not None else "", (lo,) if lo is not None else ())
+    fingerprints = store.fingerprint_rows(conn, lo)
+    checkpoints = store.checkpoints(conn)
+    if lo is None:
+        walk = _Walk(key, *start, checkpoints, fingerprints=fingerprints, known=known)
+    else:
+        opening = next(records, None)
+        if opening is None or opening.seq != lo:
+            raise ChainBroken(lo, "missing (deleted)")
+        walk = _Walk(key, lo - 1, opening.prev_hash, checkpoints, fingerprints=fingerprints)
+        walk.step(opening)
+    if hi is None:
         for rec in records:
             walk.step(rec)
-        if hi is None:
-            walk.finish(head)
-        elif walk.seq < hi:
-            raise ChainBroken(walk.seq + 1, "missing (deleted)")
-    return Verified(walk.first, walk.seq, walk.count, walk.matched, head if hi is None else None)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _time(ts_us: int) -> str:
-    return dt.datetime.fromtimestamp(ts_us / 1e6, dt.UTC).isoformat()
-
-
-def head_document(head: Mark) -> dict[str, Any]:
-    """The signed head as JSON (``audit head --json``; ``audit verify --known-head`` reads it back)."""
-    return {
-        "type": "head",
-        "seq": head.seq,
-        "hash": _b64(head.hash),
-        "ts_us": head.ts_us,
-        "time": _time(head.ts_us),
-        "sig": _b64(head.sig),
-    }
-
-
-def parse_head(text: str) -> Mark:
-    """A head written by :func:`head_document` (or an export's head line); ValueError if it is not one."""
-    try:
-        doc = json.loads(text)
-        if not isinstance(doc, dict) or doc.get("type") != "head":
-            raise ValueError("not a head record")
-        return Mark(
-            int(doc["seq"]),
-            base64.b64decode(doc["hash"], validate=True),
-            base64.b64decode(doc["sig"], validate=True),
-            int(doc["ts_us"]),
-        )
-    except (KeyError, TypeError, binascii.Error) as exc:
-        raise ValueError(f"not a head record ({type(exc).__name__})") from None
+        walk.finish(head)
+        assert head is not None  # finish raises without one
+        return Verified(walk.first, walk.seq, walk.count, walk.matched, head, ("head", head.seq))
+    covered = walk.covers(head) if walk.seq >= hi else None
+    checked = (walk.seq, walk.count, walk.matched)
+    for rec in records if covered is None else iter(()):
+        walk.step(rec)
+        if walk.seq <= hi:
+            checked = (walk.seq, walk.count, walk.matched)
+        if walk.seq >= hi and (covered := walk.covers(head)) is not None:
+            break
+    if checked[0] < hi:
+        raise ChainBroken(checked[0] + 1, "missing (deleted)")
+    if covered is None and head is not None and head.seq > walk.seq:
+        raise ChainBroken(walk.seq + 1, f"missing (deleted): the signed head is record {head.seq}")
+    return Verified(walk.first, checked[0], checked[1], checked[2], None, covered)
 
 
 def signed_head(store: AuditStore) -> Mark:
@@ -311,133 +321,5 @@ def signed_head(store: AuditStore) -> Mark:
         head = store.marks(conn).get("head")
     if head is None:
         raise ChainBroken(0, "no signed head: the log was emptied")
-    _sig(store.public_key, "head", head)
+    _sig(_trusted(store), "head", head)
     return head
-
-
-def export_jsonl(store: AuditStore, output: Path | None, stream: TextIO | None = None) -> int:
-    """Write the chain as JSON lines (anchor, records, checkpoints, signed head); returns the count.
-
-    With ``output``, the file is written to a temporary name and renamed, never left half-written.
-    """
-    with store.snapshot() as conn:
-        marks = store.marks(conn)
-        lines: list[str] = []
-        if "anchor" in marks:
-            lines.append(_mark_line("anchor", marks["anchor"]))
-        count = 0
-        for rec in store.records(conn):
-            lines.append(
-                json.dumps(
-                    {
-                        "type": "record",
-                        "seq": rec.seq,
-                        "body": rec.body.decode(),
-                        "prev_hash": _b64(rec.prev_hash),
-                        "hash": _b64(rec.hash),
-                        "request": _b64(rec.request),
-                        "response": _b64(rec.response),
-                    }
-                )
-            )
-            count += 1
-        for s, (h, g) in sorted(store.checkpoints(conn).items()):
-            lines.append(json.dumps({"type": "checkpoint", "seq": s, "hash": _b64(h), "sig": _b64(g)}))
-        if "head" in marks:
-            lines.append(_mark_line("head", marks["head"]))
-    text = "\n".join(lines) + ("\n" if lines else "")
-    if output is None:
-        (stream or _stdout()).write(text)
-        return count
-    write_atomic(output, text.encode())
-    return count
-
-
-def _mark_line(kind: str, mark: Mark) -> str:
-    doc: dict[str, Any] = {"type": kind, "seq": mark.seq, "hash": _b64(mark.hash)}
-    if kind == "head":
-        doc["ts_us"] = mark.ts_us
-    doc["sig"] = _b64(mark.sig)
-    return json.dumps(doc)
-
-
-def _stdout() -> TextIO:
-    import sys  # noqa: PLC0415
-
-    return sys.stdout
-
-
-def _parse(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                raise ChainBroken(0, f"line {number} is not JSON") from None
-            if not isinstance(doc, dict) or "type" not in doc:
-                raise ChainBroken(0, f"line {number} is not an export record")
-            yield number, doc
-
-
-@dataclass
-class _Export:
-    anchor: Mark | None
-    records: list[Stored]
-    checkpoints: dict[int, tuple[bytes, bytes]]
-    head: Mark | None
-
-
-def _read_export(path: Path) -> _Export:
-    """The lines of an export, in the one shape export_jsonl writes: anything else is broken."""
-    out = _Export(None, [], {}, None)
-    with path.open() as fh:
-        for number, doc in _parse(fh):
-            kind = doc["type"]
-            if out.head is not None:
-                raise ChainBroken(0, f"line {number}: a line after the signed head")
-            if kind == "record":
-                out.records.append(
-                    Stored(
-                        int(doc["seq"]), 0, "", None, None, None, doc["body"].encode(),
-                        base64.b64decode(doc["prev_hash"]), base64.b64decode(doc["hash"]),
-                        base64.b64decode(doc.get("request", "")),
-                        base64.b64decode(doc.get("response", "")),
-                    )
-                )  # fmt: skip
-            elif kind == "checkpoint":
-                seq = int(doc["seq"])
-                if seq in out.checkpoints:
-                    raise ChainBroken(seq, f"line {number}: a second checkpoint for this record")
-                out.checkpoints[seq] = (base64.b64decode(doc["hash"]), base64.b64decode(doc["sig"]))
-            elif kind == "anchor":
-                if out.anchor is not None or out.records or out.checkpoints:
-                    raise ChainBroken(0, f"line {number}: an anchor that is not the first line")
-                out.anchor = _mark(doc, dated=False)
-            elif kind == "head":
-                out.head = _mark(doc, dated=True)
-            else:
-                raise ChainBroken(0, f"line {number}: unknown line type {str(kind)[:40]!r}")
-    return out
-
-
-def _mark(doc: dict[str, Any], *, dated: bool) -> Mark:
-    ts_us = int(doc["ts_us"]) if dated else 0
-    return Mark(int(doc["seq"]), base64.b64decode(doc["hash"]), base64.b64decode(doc["sig"]), ts_us)
-
-
-def verify_export(path: Path, key: Ed25519PublicKey, *, known: Mark | None = None) -> Verified:
-    """Verify an export on its own: a cut tail is caught by the missing or mismatched head, and a
-    tail cut together with an older head pasted back by ``known`` (a head kept elsewhere)."""
-    _known(key, known)
-    try:
-        export = _read_export(path)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ChainBroken(0, f"malformed export ({type(exc).__name__})") from None
-    if export.head is None and export.records:
-        raise ChainBroken(export.records[-1].seq, "export has no signed head line (cut short?)")
-    walk = _Walk(key, *_start(key, export.anchor), export.checkpoints, known=known)
-    present = {rec.seq for rec in export.records}
-    for rec in export.records:
-        walk.step(rec, later=present.__contains__)
-    walk.finish(export.head)
-    return Verified(walk.first, walk.seq, walk.count, walk.matched, export.head)

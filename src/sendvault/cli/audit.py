@@ -1,9 +1,14 @@
-"""`sendvault audit show|search|export|verify|head|purge`."""
+"""`sendvault audit show|search|export|verify|head|purge`.
+
+The read commands open the log read-only (:func:`~sendvault.audit.open_audit_reader`): they never
+create, migrate or key anything, and a missing log or key is one line and exit 2.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,18 +17,25 @@ import click
 import msgspec
 
 from ..audit import (
+    AuditKeyMissing,
+    AuditLogMissing,
+    AuditStore,
     ChainBroken,
     Event,
     Mark,
+    NoTrustedKey,
     Verified,
+    audit_sealer,
     export_jsonl,
     head_document,
-    load_public_key,
+    open_audit_reader,
     parse_head,
     signed_head,
+    trusted_public_key,
     verify_export,
     verify_store,
 )
+from ..audit.record import Sealer
 from ..audit.store import Stored
 from ..errors import InvalidValue
 from ..vault import Normalizer, parse_kind
@@ -57,12 +69,35 @@ def _token_clause(token: str) -> tuple[str, list[Any]]:
     return "(instr(body, ?) > 0 OR instr(request, ?) > 0 OR instr(response, ?) > 0)", [quoted] * 3
 
 
+def _reader(app: AppContext, key: Any = None) -> AuditStore:
+    """The log, read-only, closed when the command ends; a missing log is exit 2."""
+    try:
+        store = open_audit_reader(app.settings, key)
+    except AuditLogMissing as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    click.get_current_context().call_on_close(store.close)
+    return store
+
+
+def _sealer(app: AppContext) -> Sealer:
+    """The audit key's sealer, never created by a read; a missing key is exit 2."""
+    try:
+        return audit_sealer(app.settings, create=False)
+    except AuditKeyMissing as exc:
+        fail(str(exc), code=EXIT_USAGE)
+
+
 def _rows(
-    app: AppContext, filters: dict[str, Any], limit: int, *, newest: bool = False, after: int | None = None
+    store: AuditStore,
+    sealer: Sealer | None,
+    filters: dict[str, Any],
+    limit: int,
+    *,
+    newest: bool = False,
+    after: int | None = None,
 ) -> list[dict[str, Any]]:
     """Matching records in order: the first ``limit``, or with ``newest`` the last ``limit``;
     ``after`` keeps only records past that number (--follow)."""
-    log = app.audit
     clauses: list[str] = []
     params: list[Any] = []
     for column, key in (("actor", "client"), ("route", "route"), ("event", "event"), ("status", "status")):
@@ -83,15 +118,16 @@ def _rows(
         # The body is canonical JSON, so each pair is exact. Records keep the sendKey's keyed
         # fingerprint (it is free text and may hold an address); older ones kept it as is.
         clauses.append("(instr(body, ?) > 0 OR instr(body, ?) > 0)")
-        fingerprint = app.audit.sealer.fingerprint(filters["send_key"])
+        assert sealer is not None  # _search opens it for --send-key
+        fingerprint = sealer.fingerprint(filters["send_key"])
         params.append(b'"send_key_fp":' + msgspec.json.encode(fingerprint))
         params.append(b'"send_key":' + msgspec.json.encode(filters["send_key"]))
-    with log.store.snapshot() as conn:
+    with store.snapshot() as conn:
         if filters.get("fingerprints") is not None:
             # A value matches by its fingerprint (records holding it sealed) or by its token
             # (resolve records, which carry the token readable and the value sealed whole).
             seqs = sorted(
-                {s for fp in filters["fingerprints"] for s in log.store.seqs_with_fingerprint(conn, fp)}
+                {s for fp in filters["fingerprints"] for s in store.seqs_with_fingerprint(conn, fp)}
             )
             either = [f"seq IN ({','.join('?' * len(seqs))})"] if seqs else []
             params.extend(seqs)
@@ -112,17 +148,17 @@ def _rows(
                 return []
             where = (f"{where} AND " if where else "") + "seq >= ?"
             params.append(found[-1][0])
-        records = list(log.store.records(conn, where, params, limit=limit))
-    return [_row(app, rec, reveal=bool(filters.get("reveal"))) for rec in records]
+        records = list(store.records(conn, where, params, limit=limit))
+    return [_row(sealer if filters.get("reveal") else None, rec) for rec in records]
 
 
-def _row(app: AppContext, rec: Stored, *, reveal: bool) -> dict[str, Any]:
+def _row(sealer: Sealer | None, rec: Stored) -> dict[str, Any]:
     body = msgspec.json.decode(rec.body)
     row = {"seq": rec.seq, "time": dt.datetime.fromtimestamp(body["ts_us"] / 1e6, dt.UTC).isoformat(), **body}
     row.pop("v", None)
     row.pop("ts_us", None)
-    if reveal and body.get("sealed"):
-        row["revealed"] = app.audit.sealer.open(body["sealed"])
+    if sealer is not None and body.get("sealed"):
+        row["revealed"] = sealer.open(body["sealed"])
     # Payloads kept in their own columns (Marketing Cloud calls, errors): the readable side as
     # the JSON it was, the sealed side as a placeholder unless --reveal opens it.
     for side, blob in (("request", rec.request), ("response", rec.response)):
@@ -131,8 +167,8 @@ def _row(app: AppContext, rec: Stored, *, reveal: bool) -> dict[str, Any]:
             row[side] = _decoded(blob)
         elif form == "sealed":
             row[side] = {"$sealed": len(blob)}
-            if reveal:
-                row[f"revealed_{side}"] = _decoded(app.audit.sealer.open_blob(blob), opened=True)
+            if sealer is not None:
+                row[f"revealed_{side}"] = _decoded(sealer.open_blob(blob), opened=True)
     return row
 
 
@@ -234,7 +270,11 @@ def _search(app: AppContext, opts: dict[str, Any]) -> None:
         fail(
             "--newest lists newest first; --tail and --follow list oldest first", "pick one", code=EXIT_USAGE
         )
+    store = _reader(app)
+    needs_key = opts.get("reveal") or opts.get("value") is not None or opts.get("send_key")
+    sealer = _sealer(app) if needs_key else None
     if opts.get("value") is not None:
+        assert sealer is not None
         value = opts["value"]
         candidates = {value}
         if opts.get("kind_name"):
@@ -243,31 +283,49 @@ def _search(app: AppContext, opts: dict[str, Any]) -> None:
                 candidates.add(Normalizer().normalize(kind, value))
             # The value's token, looked up without creating one, finds the resolve records that
             # disclosed it (they are not fingerprinted: that would cost the hot path).
-            (found,) = app.vault.tokenize_many([(kind, value)], create=False)
-            filters["value_tokens"] = [found.token] if found.token else []
-        filters["fingerprints"] = [app.audit.sealer.fingerprint(v) for v in candidates]
+            filters["value_tokens"] = _value_token(app, kind, value)
+        filters["fingerprints"] = [sealer.fingerprint(v) for v in candidates]
     reveal = bool(opts.get("reveal"))
     if opts.get("follow"):
-        _follow(app, filters, opts.get("tail") or 10, as_json=opts["as_json"], reveal=reveal)
+        _follow(store, sealer, filters, opts.get("tail") or 10, as_json=opts["as_json"], reveal=reveal)
         return
     if opts.get("tail"):
-        rows = _rows(app, filters, opts["tail"], newest=True)
+        rows = _rows(store, sealer, filters, opts["tail"], newest=True)
     elif opts.get("newest"):
-        rows = _rows(app, filters, opts["limit"], newest=True)[::-1]
+        rows = _rows(store, sealer, filters, opts["limit"], newest=True)[::-1]
     else:
-        rows = _rows(app, filters, opts["limit"])
+        rows = _rows(store, sealer, filters, opts["limit"])
     _print(rows, opts["as_json"], reveal=reveal)
 
 
-def _follow(app: AppContext, filters: dict[str, Any], tail: int, *, as_json: bool, reveal: bool) -> None:
+def _value_token(app: AppContext, kind: Any, value: str) -> list[str]:
+    """The value's token if the vault knows it; a search never creates a vault or its keys."""
+    settings = app.settings
+    if not settings.database_url and not settings.sqlite_path.exists():
+        return []  # no vault here: no token to find
+    if settings.master_key is None and not (settings.home_path / "keys" / "master.key").exists():
+        return []  # opening the vault would create a master key
+    (found,) = app.vault.tokenize_many([(kind, value)], create=False)
+    return [found.token] if found.token else []
+
+
+def _follow(
+    store: AuditStore,
+    sealer: Sealer | None,
+    filters: dict[str, Any],
+    tail: int,
+    *,
+    as_json: bool,
+    reveal: bool,
+) -> None:
     """Print the last ``tail`` matches, then new ones as they are written, until interrupted."""
     import time  # noqa: PLC0415
 
     headers = [*_COLUMNS, "revealed"] if reveal else _COLUMNS
     if not as_json:
         click.echo("  ".join(headers))
-    rows = _rows(app, filters, tail, newest=True)
-    last = rows[-1]["seq"] if rows else _head_seq(app)
+    rows = _rows(store, sealer, filters, tail, newest=True)
+    last = rows[-1]["seq"] if rows else _head_seq(store)
     try:
         while True:
             for row in rows:
@@ -278,13 +336,13 @@ def _follow(app: AppContext, filters: dict[str, Any], tail: int, *, as_json: boo
                 last = row["seq"]
             sys.stdout.flush()
             time.sleep(1.0)
-            rows = _rows(app, filters, 1000, after=last)
+            rows = _rows(store, sealer, filters, 1000, after=last)
     except KeyboardInterrupt:
         return
 
 
-def _head_seq(app: AppContext) -> int:
-    with app.audit.store.snapshot() as conn:
+def _head_seq(store: AuditStore) -> int:
+    with store.snapshot() as conn:
         found = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_records").fetchone()
     return int(found[0])
 
@@ -316,15 +374,17 @@ def audit_search(app: AppContext, /, **opts: Any) -> None:
 def audit_export(app: AppContext, fmt: str, output: Path | None) -> None:
     """Export the chain as JSON lines ending with the signed head (values stay sealed)."""
     del fmt
-    count = export_jsonl(app.audit.store, output, sys.stdout)
+    count = export_jsonl(_reader(app), output, sys.stdout)
     click.echo(f"{count} record(s) exported", err=True)
 
 
 def _public_key(app: AppContext, path: str | None) -> Any:
     try:
-        return load_public_key(path, app.settings)
-    except (OSError, ValueError, TypeError):
-        fail("no usable audit public key", "give --public-key FILE (PEM, Ed25519)", code=EXIT_USAGE)
+        return trusted_public_key(app.settings, path)
+    except NoTrustedKey as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    except ValueError as exc:
+        fail(f"no usable audit public key: {exc}", code=EXIT_USAGE)
 
 
 def _broken(broken: ChainBroken, as_json: bool) -> None:
@@ -357,7 +417,15 @@ def _known_head(path: Path) -> Mark:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A head kept elsewhere (`audit head --json`): the chain must still hold that record.",
 )
-@click.option("--public-key", help="Trusted Ed25519 public key (PEM); default keys/audit-signing.pub.")
+@click.option(
+    "--public-key",
+    help="Trusted Ed25519 public key (PEM); default: the audit_public_key setting, never the log's own key.",
+)
+@click.option(
+    "--require-signed",
+    is_flag=True,
+    help="With --to: exit 1 unless a signed checkpoint or head covers the range's end.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @pass_app
 def audit_verify(
@@ -367,13 +435,15 @@ def audit_verify(
     last: int | None,
     known_head: Path | None,
     public_key: str | None,
+    require_signed: bool,
     as_json: bool,
 ) -> None:
     """Check the hash chain and signatures. Exit 0 intact, 1 broken, 2 usage error.
 
-    Prints the range checked and the signed head reached (record, hash, time written). Without
-    --known-head, a log rolled back whole to an older consistent state still verifies: keep the
-    output of `sendvault audit head` off this host and give it here.
+    Prints the range checked and the signed point that covers its end (a checkpoint or the head:
+    record, hash, time written). A range is walked on to the nearest signed point after it; with
+    --require-signed, a range that none covers exits 1. Without --known-head or a witness, a log
+    rolled back whole to an older consistent state still verifies.
     """
     if path is not None and (first is not None or last is not None):
         fail("--from/--to apply to the database, not to --file", "verify the whole export", code=EXIT_USAGE)
@@ -389,9 +459,7 @@ def audit_verify(
         if path is not None:
             result = verify_export(path, key, known=known)
         else:
-            store = app.audit.store
-            store.public_key = key
-            result = verify_store(store, first=first, last=last, known=known)
+            result = verify_store(_reader(app, key), first=first, last=last, known=known)
     except ChainBroken as broken:
         if path is None and first is None and last is None:
             _note(app, intact=False, detail={"seq": broken.seq, "reason": broken.reason})
@@ -401,6 +469,9 @@ def audit_verify(
     if path is None and first is None and last is None:
         _note(app, intact=True, detail={"records": result.records, "last": result.last})
     _verdict(result, known, as_json)
+    if result.covered_by is None and require_signed:
+        click.echo(f"no signed head covers record {result.last}", err=True)
+        sys.exit(EXIT_FAILURE)
 
 
 def _note(app: AppContext, *, intact: bool, detail: dict[str, Any]) -> None:
@@ -412,9 +483,12 @@ def _note(app: AppContext, *, intact: bool, detail: dict[str, Any]) -> None:
 
 def _verdict(result: Verified, known: Mark | None, as_json: bool) -> None:
     head = head_document(result.head) if result.head is not None else None
+    covered = (
+        {"kind": result.covered_by[0], "seq": result.covered_by[1]} if result.covered_by is not None else None
+    )
     if as_json:
         doc = {"intact": True, "first": result.first, "last": result.last, "records": result.records,
-               "checkpoints": result.checkpoints, "head": head}  # fmt: skip
+               "checkpoints": result.checkpoints, "head": head, "covered_by": covered}  # fmt: skip
         if known is not None:
             doc["known_head"] = known.seq
         emit_json(doc)
@@ -423,12 +497,20 @@ def _verdict(result: Verified, known: Mark | None, as_json: bool) -> None:
     click.echo(f"intact: {span}, {result.checkpoints} checkpoint(s)")
     if head is not None:
         click.echo(f"signed head: record {head['seq']}, hash {head['hash']}, written {head['time']}")
+    if result.covered_by is None:
+        click.echo(
+            f"not covered by a signed head: no signed checkpoint or head at or after record {result.last}"
+            " (records after the signed head); their links hold, nothing vouches for them"
+        )
+    else:
+        kind, seq = result.covered_by
+        click.echo(f"covered by the signed {kind} at record {seq}")
     if known is not None:
         click.echo(f"known head: record {known.seq} is in the chain with the same hash")
 
 
 @audit.command("head")
-@click.option("--public-key", help="Trusted Ed25519 public key (PEM); default keys/audit-signing.pub.")
+@click.option("--public-key", help="Trusted Ed25519 public key (PEM); default: the audit_public_key setting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the head as JSON, for `verify --known-head`.")
 @pass_app
 def audit_head(app: AppContext, public_key: str | None, as_json: bool) -> None:
@@ -437,12 +519,13 @@ def audit_head(app: AppContext, public_key: str | None, as_json: bool) -> None:
     Ship it off this host (e.g. `sendvault audit head --json | logger -t sendvault-audit`):
     `audit verify --known-head FILE` then proves the log was not rolled back below it.
     """
-    store = app.audit.store
-    store.public_key = _public_key(app, public_key)
+    store = _reader(app, _public_key(app, public_key))
     try:
         head = head_document(signed_head(store))
     except ChainBroken as broken:
         _broken(broken, as_json)
+    except sqlite3.DatabaseError as exc:
+        _broken(ChainBroken(0, f"the audit database cannot be read ({exc})"), as_json)
     if as_json:
         emit_json(head)
     else:
