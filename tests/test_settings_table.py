@@ -40,6 +40,9 @@ BAD: dict[str, tuple[str, str]] = {
     "sqlite_mmap_mb": ("-1", "env"),
     "audit": ('"maybe"', "file"),
     "audit_key": (base64.b64encode(b"k" * 16).decode(), "env"),
+    "audit_public_key": ("/nonexistent/audit-signing.pub", "env"),
+    "audit_checkpoint_records": ("0", "env"),
+    "audit_checkpoint_seconds": ("0", "env"),
     "host": ("not a host!", "env"),
     "https_port": ('"eighty"', "file"),
     "http_port": ("70000", "env"),
@@ -81,10 +84,10 @@ BAD: dict[str, tuple[str, str]] = {
 }
 # Settings whose value may be shown (paths and names an operator typed, never secrets); for
 # every other row the value must not appear in the output.
-SHOWN = {"home", "tls_cert_file", "tls_key_file", "tls_client_ca_file"}
+SHOWN = {"home", "tls_cert_file", "tls_key_file", "tls_client_ca_file", "audit_public_key"}
 # Refused by start-up's checks rather than the parser: the allowed part says what the file
 # must be (e.g. a key that matches the certificate), not the setting's general form.
-FILE_LEVEL = {"tls_cert_file", "tls_key_file", "tls_client_ca_file"}
+FILE_LEVEL = {"tls_cert_file", "tls_key_file", "tls_client_ca_file", "audit_public_key"}
 # What a bad value of these needs beside it to be reached (a CA file only matters with mTLS).
 WITH = {"tls_client_ca_file": {"SENDVAULT_TLS_CLIENT_CERT": "optional"}}
 

@@ -328,7 +328,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "PEM file of the Ed25519 public key that audit heads must verify under. `audit verify` and "
             "`audit head` trust only this key (or `--public-key`), never the one beside the log; a "
             "writer whose signing key differs refuses to start. Keep the file where the log's writers "
-            "cannot change it."
+            "cannot change it.",
+            allowed=_PEM + " holding an Ed25519 public key (the audit signing key's), or empty",
+            check=_check_path,
         ),
     ] = None
     audit_checkpoint_records: Annotated[

@@ -355,3 +355,45 @@ def test_a_writer_with_a_new_key_and_no_configured_key_stops_at_the_first_append
             log.record_sync(Event.KEY_ROTATE, actor="cli:test", timeout=5)
     finally:
         log.close()
+
+
+# -- start-up ------------------------------------------------------------------------------
+
+
+def test_a_production_start_warns_that_the_signing_key_is_readable_by_its_own_user(tmp_path: Path) -> None:
+    from sendvault.server.preflight import run_checks
+
+    home = tmp_path / "home"
+    settings = load_settings(env={"SENDVAULT_HOME": str(home)})
+    log = open_audit(settings)
+    fill(log, 1)
+    log.close()
+    audit = [f for f in run_checks(settings, dev=False, ports=False) if f.check == "audit log"]
+    warnings = [f.message for f in audit if f.level == "warning"]
+    assert any("audit signing key" in w and "readable by the user sendvault runs as" in w for w in warnings)
+    assert any(f.level == "ok" and "signed head at record 1" in f.message for f in audit)
+    dev = [f for f in run_checks(settings, dev=True, ports=False) if f.check == "audit log"]
+    assert [f.level for f in dev] == ["ok"]
+
+
+def test_start_up_checks_refuse_an_unusable_or_mismatched_trusted_key(tmp_path: Path) -> None:
+    from sendvault.server.preflight import run_checks
+
+    home = tmp_path / "home"
+    log = open_audit(load_settings(env={"SENDVAULT_HOME": str(home)}))
+    fill(log, 1)
+    log.close()
+    other = tmp_path / "other.pub"
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for value, reason in (
+        (str(tmp_path / "none.pub"), "setting audit_public_key"),
+        (str(other), "does not match"),
+    ):
+        settings = load_settings(env={"SENDVAULT_HOME": str(home), "SENDVAULT_AUDIT_PUBLIC_KEY": value})
+        errors = [f for f in run_checks(settings, dev=True, ports=False) if f.level == "error"]
+        assert [f.check for f in errors] == ["audit log"]
+        assert reason in errors[0].message

@@ -10,6 +10,7 @@ caller, never the one beside the log.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..config import Settings
 from ..crypto.keys import load_key, private_file
-from ..errors import AuditUnavailable, SendvaultError
+from ..errors import AuditUnavailable, ConfigError, SendvaultError
 from .events import Event
 from .export import export_jsonl, head_document, parse_head, verify_export
 from .log import AuditLog
@@ -38,6 +39,7 @@ __all__ = [
     "NoTrustedKey",
     "Verified",
     "audit_sealer",
+    "configured_public_key",
     "export_jsonl",
     "head_document",
     "load_public_key",
@@ -46,9 +48,11 @@ __all__ = [
     "open_audit_store",
     "parse_head",
     "signed_head",
+    "signing_key_warning",
     "trusted_public_key",
     "verify_export",
     "verify_store",
+    "writer_public_key",
 ]
 
 
@@ -92,6 +96,51 @@ def trusted_public_key(settings: Settings, path: str | Path | None = None) -> Ed
     return load_public_key(chosen)
 
 
+_TRUSTED_KEY = "the path of a PEM file holding an Ed25519 public key (the audit signing key's), or empty"
+
+
+def configured_public_key(settings: Settings) -> Ed25519PublicKey | None:
+    """The ``audit_public_key`` setting's key; ConfigError naming the setting when unusable."""
+    if settings.audit_public_key is None:
+        return None
+    try:
+        return load_public_key(settings.audit_public_key)
+    except ValueError as exc:
+        raise ConfigError("audit_public_key", str(exc), allowed=_TRUSTED_KEY) from None
+
+
+def writer_public_key(settings: Settings) -> Ed25519PublicKey | None:
+    """The key this deployment's heads verify under, found without creating anything.
+
+    ``audit_public_key`` when set (and then the signing key must be its pair), else the local
+    signing key's public half; None when there is no key yet (a first start makes one).
+    """
+    configured = configured_public_key(settings)
+    path = settings.home_path / "keys" / "audit-signing.key"
+    if not path.exists():
+        return configured
+    own = _signing_key(settings).public_key()
+    if configured is not None and _raw(configured) != _raw(own):
+        raise AuditUnavailable("the audit signing key does not match audit_public_key")
+    return configured or own
+
+
+def signing_key_warning(settings: Settings) -> str | None:
+    """What to warn about at a production start: a signing key this very process can read.
+
+    Whoever runs as sendvault's user (or root) can then sign a forged log; a witness still
+    catches rewrites of what it holds, but nothing stops new forged heads.
+    """
+    path = settings.home_path / "keys" / "audit-signing.key"
+    if os.access(path, os.R_OK) or not path.exists():
+        return (
+            f"the audit signing key {path} is readable by the user sendvault runs as: whoever runs as "
+            "that user, or root, can sign a forged audit log; keep the key off this host "
+            "(docs/audit.md, 'Keys off the host') and set audit_witness"
+        )
+    return None
+
+
 def _signing_key(settings: Settings) -> Ed25519PrivateKey:
     path = settings.home_path / "keys" / "audit-signing.key"
     if not path.exists() and (settings.home_path / "audit.db").exists():
@@ -123,13 +172,10 @@ def open_audit_store(settings: Settings) -> AuditStore:
     With ``audit_public_key`` set, the signer's key must be that key: a writer handed another
     key (a replaced key file) refuses to start rather than sign with it.
     """
+    trusted = configured_public_key(settings)
     signer: Signer = _signing_key(settings)
     public = signer.public_key()
-    if settings.audit_public_key is not None:
-        try:
-            trusted = load_public_key(settings.audit_public_key)
-        except ValueError as exc:
-            raise AuditUnavailable(f"audit_public_key: {exc}") from None
+    if trusted is not None:
         if _raw(trusted) != _raw(public):
             raise AuditUnavailable("the audit signing key does not match audit_public_key")
         public = trusted

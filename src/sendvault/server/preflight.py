@@ -380,28 +380,43 @@ def _unreachable(settings: Settings, exc: StoreError) -> SendvaultError:
     )
 
 
-def _audit(settings: Settings) -> Iterator[Finding]:
+def _audit(settings: Settings, dev: bool) -> Iterator[Finding]:
     if settings.audit == "off":
         yield Finding("audit log", "warning", "audit is off: API calls are not recorded")
         return
-    from ..audit import AuditStore, ChainBroken, load_public_key, signed_head  # noqa: PLC0415
+    from ..audit import (  # noqa: PLC0415
+        ChainBroken,
+        open_audit_reader,
+        signed_head,
+        signing_key_warning,
+        writer_public_key,
+    )
 
     path = settings.home_path / "audit.db"
+    try:
+        key = writer_public_key(settings)
+    except SendvaultError as exc:
+        yield _error("audit log", exc)
+        return
+    if not dev and (warning := signing_key_warning(settings)) is not None:
+        yield Finding("audit log", "warning", warning)
     if not path.exists():
         yield Finding("audit log", "note", f"{path} will be created")
         return
-    try:
-        key = load_public_key(None, settings)
-    except (OSError, ValueError, TypeError):
+    if key is None:
         yield _error(
             "audit log",
             KeyProviderError(
-                f"{path} exists but keys/audit-signing.pub is missing or unreadable: restore the keys "
-                "directory from backup"
+                f"{path} exists but the audit signing key keys/audit-signing.key is missing: restore the "
+                "keys directory from backup"
             ),
         )
         return
-    store = AuditStore(path, None, key)
+    try:
+        store = open_audit_reader(settings, key)  # read-only: a check never writes
+    except SendvaultError as exc:
+        yield _error("audit log", exc)
+        return
     try:
         head = signed_head(store)
     except ChainBroken as broken:
@@ -452,7 +467,7 @@ def run_checks(
         lambda: _certificate(settings, dev),
         lambda: _keys(settings, state),
         lambda: _database(settings, state, dev),
-        lambda: _audit(settings),
+        lambda: _audit(settings, dev),
     ]
     if ports:
         steps.append(lambda: _ports(settings))
