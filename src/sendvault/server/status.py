@@ -133,20 +133,33 @@ def _audit(settings: Settings, now: float) -> tuple[dict[str, Any], list[str]]:
     doc: dict[str, Any] = {"enabled": settings.audit == "on", "last_verify": read_verify_note(settings)}
     if settings.audit == "off":
         return doc, []
-    from ..audit import AuditStore, ChainBroken, load_public_key, signed_head, verify_store  # noqa: PLC0415
+    from ..audit import (  # noqa: PLC0415
+        ChainBroken,
+        open_audit_reader,
+        signed_head,
+        verify_store,
+        writer_public_key,
+    )
 
     path = settings.home_path / "audit.db"
     if not path.exists():
         return doc, []
     attention = []
     try:
-        key = load_public_key(None, settings)
-    except (OSError, ValueError, TypeError):
+        # The key the writers sign with (audit_public_key when set): status is this host's own
+        # view; proof against an insider is `audit verify` with a key kept elsewhere.
+        key = writer_public_key(settings)
+    except SendvaultError as exc:
         doc["verified"] = False
-        return doc, [
-            "audit log: keys/audit-signing.pub is missing or unreadable, so the log cannot be verified"
-        ]
-    store = AuditStore(path, None, key)
+        return doc, [f"audit log: {exc}"]
+    if key is None:
+        doc["verified"] = False
+        return doc, ["audit log: the audit signing key is missing, so the log cannot be verified"]
+    try:
+        store = open_audit_reader(settings, key)  # read-only: status never writes the log
+    except SendvaultError as exc:
+        doc["verified"] = False
+        return doc, [f"audit log: {exc}"]
     try:
         head = signed_head(store)
         doc["head"] = {
