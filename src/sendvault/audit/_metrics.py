@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-__all__ = ["INTEGRITY_FAILURES", "WITNESS_FAILURES"]
+__all__ = ["INTEGRITY_FAILURES"]
 
 INTEGRITY_FAILURES = Counter(
     "sendvault_audit_integrity_failures",
     "Times a writer found the audit log not matching its signed or witnessed head and stopped it.",
-)
-WITNESS_FAILURES = Counter(
-    "sendvault_audit_witness_failures",
-    "Checkpoints a witness could not take (the log is stopped until it can).",
 )
