@@ -74,7 +74,11 @@ def _reader(app: AppContext, key: Any = None) -> AuditStore:
     try:
         store = open_audit_reader(app.settings, key)
     except AuditLogMissing as exc:
-        fail(str(exc), code=EXIT_USAGE)
+        fail(
+            str(exc),
+            "sendvault serve or the first command that changes state makes the log; check SENDVAULT_HOME",
+            code=EXIT_USAGE,
+        )
     click.get_current_context().call_on_close(store.close)
     return store
 
@@ -84,7 +88,11 @@ def _sealer(app: AppContext) -> Sealer:
     try:
         return audit_sealer(app.settings, create=False)
     except AuditKeyMissing as exc:
-        fail(str(exc), code=EXIT_USAGE)
+        fail(
+            str(exc),
+            "without it sealed values stay sealed: drop --reveal/--value/--send-key",
+            code=EXIT_USAGE,
+        )
 
 
 def _rows(
