@@ -42,13 +42,14 @@ _LAZY = {
     "csv": "csvfile:csv_group",
     "exchange": "exchange:exchange",
     "erase": "contact:erase",
+    "harness": "harness:harness",
     "scan": "scan:scan",
     "serve": "serve:serve",
     "status": "status:status",
     "token": "token:token",
 }
 # Commands that never read the settings, so take no --config of their own.
-_NO_SETTINGS = frozenset({"scan", "reference"})
+_NO_SETTINGS = frozenset({"scan", "reference", "harness"})
 
 
 def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:

@@ -1,0 +1,92 @@
+"""Reports of the harness: a terminal summary, JSON (schema in docs/harness.md) and one HTML page."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ._html import render_html
+from ._model import Check, CheckReport, LoadReport
+
+__all__ = ["print_summary", "to_json", "write_html"]
+
+_STYLE = {"pass": "green", "fail": "bold red", "untested": "yellow"}
+
+
+def to_json(report: CheckReport | LoadReport) -> bytes:
+    """The report as JSON (the documented schema), with a trailing newline."""
+    return msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n"
+
+
+def write_html(report: CheckReport | LoadReport, path: Path) -> None:
+    """Write the self-contained HTML page (atomically: no half-written report)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(render_html(report), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _checks_table(checks: list[Check]) -> Table:
+    table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("evidence")
+    for check in checks:
+        table.add_row(Text(check.status, style=_STYLE[check.status]), check.id, check.evidence.detail)
+    return table
+
+
+def print_summary(report: CheckReport | LoadReport, console: Console) -> None:
+    """The terminal summary: the checks, then the verdict (and, for load, the figures)."""
+    console.print(_checks_table(report.checks))
+    if isinstance(report, CheckReport):
+        s = report.summary
+        console.print(
+            f"{s.target}: {s.passed} passed, {s.failed} failed, {s.untested} untested in {s.seconds:g} s"
+            + (f"; {s.retries} retries" if s.retries else "")
+        )
+        if s.no_token_queue.count:
+            console.print(f"No Token Queue: {s.no_token_queue.count} message(s) in {s.no_token_queue.file}")
+        _verdict(console, s.verdict, s.untested)
+        return
+    s2 = report.summary
+    lat = s2.latency_ms
+    console.print(
+        f"{s2.target}: {s2.calls} resolve calls of {s2.batch} on {s2.connections} connections "
+        f"in {s2.seconds:.1f} s: "
+        f"[bold]{s2.tokens_per_s:,.0f} tokens/s[/bold] ({s2.calls_per_s:,.1f} calls/s)"
+    )
+    console.print(
+        f"latency ms: p50 {lat.p50:,.1f}  p90 {lat.p90:,.1f}  p99 {lat.p99:,.1f}  max {lat.max:,.1f}  "
+        f"(deadline {lat.deadline * 1000:,.0f})"
+    )
+    if s2.errors:
+        console.print("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(s2.errors.items())))
+    if s2.faults:
+        console.print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(s2.faults.items())))
+    if s2.retries or s2.gave_up:
+        console.print(f"retries {s2.retries}, calls given up after five tries {s2.gave_up}")
+    if s2.sms:
+        queued = s2.no_token_queue.count
+        where = f" in {s2.no_token_queue.file}" if s2.no_token_queue.file else ""
+        console.print(f"inbound SMS (Get Token): {s2.sms}, No Token Queue: {queued}{where}")
+    g = s2.generator
+    console.print(
+        f"generator: {g.processes} processes, {g.cpu_seconds:.1f} CPU s, busiest process "
+        f"{g.busiest_process_percent:.0f}% of a core, {g.machine_percent:.0f}% of the machine"
+    )
+    if g.warning:
+        console.print(f"[bold yellow]warning:[/bold yellow] {g.warning}")
+    _verdict(console, s2.verdict, 0)
+
+
+def _verdict(console: Console, verdict: str, untested: int) -> None:
+    if verdict == "pass":
+        console.print("[bold green]PASS[/bold green]")
+    else:
+        extra = " (untested checks count: pass what they need, or --skip them)" if untested else ""
+        console.print(f"[bold red]FAIL[/bold red]{extra}")
