@@ -89,3 +89,22 @@ def test_a_choice_setting_lists_what_it_accepts_and_old_tls_is_named() -> None:
     with pytest.raises(ConfigError) as old:
         load_settings(env={"SENDVAULT_TLS_MIN_VERSION": "1.0"})
     assert "is below TLS 1.2, which is refused (allowed: 1.2 or 1.3)" in str(old.value)
+
+
+def test_database_link_settings_that_do_not_fit_together_are_refused() -> None:
+    pg = {"SENDVAULT_DATABASE_URL": "postgresql://sendvault@db.internal/sendvault"}
+    cases = {
+        "database_read_url": ({"SENDVAULT_DATABASE_READ_URL": "postgresql://sv@s/sv"}, "needs database_url"),
+        "database_ssl_ca_file": ({"SENDVAULT_DATABASE_SSL_CA_FILE": "/ca.pem"}, "not name PostgreSQL"),
+        "database_ssl_key_file": ({**pg, "SENDVAULT_DATABASE_SSL_CERT_FILE": "/etc/c.pem"}, "is needed when"),
+        "database_ssl_cert_file": ({**pg, "SENDVAULT_DATABASE_SSL_KEY_FILE": "/etc/c.key"}, "is needed when"),
+    }
+    for setting, (env, words) in cases.items():
+        with pytest.raises(ConfigError) as info:
+            load_settings(env=env)
+        assert info.value.setting == setting
+        assert words in str(info.value)
+    both = load_settings(
+        env={**pg, "SENDVAULT_DATABASE_READ_URL": "postgresql://sendvault:pw@standby.internal/sendvault"}
+    )
+    assert both.redacted()["database_read_url"] == "postgresql://sendvault:***@standby.internal/sendvault"

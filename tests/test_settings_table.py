@@ -27,6 +27,10 @@ BAD: dict[str, tuple[str, str]] = {
     "exchange": ("{ retention_days = -1 }", "file"),
     "home": ("<a file>", "env"),
     "database_url": ("mysql://db.internal/sendvault", "env"),
+    "database_read_url": ("mysql://standby.internal/sendvault", "env"),
+    "database_ssl_ca_file": ("/nonexistent/db-ca.pem", "env"),
+    "database_ssl_cert_file": ("/nonexistent/db-client.pem", "env"),
+    "database_ssl_key_file": ("/nonexistent/db-client.key", "env"),
     "key_provider": ("hsm", "env"),
     "master_key": ("short", "env"),
     "token_domain": ("Not A Domain", "env"),
@@ -85,11 +89,21 @@ BAD: dict[str, tuple[str, str]] = {
 # Settings whose value may be shown (paths and names an operator typed, never secrets); for
 # every other row the value must not appear in the output.
 SHOWN = {"home", "tls_cert_file", "tls_key_file", "tls_client_ca_file", "audit_public_key"}
+SHOWN |= {"database_ssl_ca_file", "database_ssl_cert_file", "database_ssl_key_file"}
 # Refused by start-up's checks rather than the parser: the allowed part says what the file
 # must be (e.g. a key that matches the certificate), not the setting's general form.
 FILE_LEVEL = {"tls_cert_file", "tls_key_file", "tls_client_ca_file", "audit_public_key"}
-# What a bad value of these needs beside it to be reached (a CA file only matters with mTLS).
-WITH = {"tls_client_ca_file": {"SENDVAULT_TLS_CLIENT_CERT": "optional"}}
+FILE_LEVEL |= {"database_ssl_ca_file", "database_ssl_cert_file", "database_ssl_key_file"}
+# What a bad value of these needs beside it to be reached (a CA file only matters with mTLS; the
+# database link's files with PostgreSQL, and a certificate with its key). Nothing listens on
+# port 1: the files are refused before any connection is tried.
+_PG = {"SENDVAULT_DATABASE_URL": "postgresql://sendvault@127.0.0.1:1/sendvault"}
+WITH = {
+    "tls_client_ca_file": {"SENDVAULT_TLS_CLIENT_CERT": "optional"},
+    "database_ssl_ca_file": _PG,
+    "database_ssl_cert_file": {**_PG, "SENDVAULT_DATABASE_SSL_KEY_FILE": "/nonexistent/db-client.key"},
+    "database_ssl_key_file": {**_PG, "SENDVAULT_DATABASE_SSL_CERT_FILE": "{home}/certs/server.pem"},
+}
 
 
 def test_every_setting_has_a_bad_value_row() -> None:
@@ -116,9 +130,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
 def test_a_bad_value_is_one_line_naming_the_setting_and_what_it_allows(
     name: str, prepared: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
-    _home, base = prepared
+    home, base = prepared
     value, where = BAD[name]
-    env = {**base, **WITH.get(name, {})}
+    env = {**base, **{k: v.replace("{home}", str(home)) for k, v in WITH.get(name, {}).items()}}
     args = ["config", "check", "--no-ports"]
     if name == "home":
         value = str(tmp_path / "a-file")

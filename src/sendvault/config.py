@@ -219,6 +219,45 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             check=_check_database_url,
         ),
     ] = ""
+    database_read_url: Annotated[
+        str,
+        _doc(
+            "A PostgreSQL streaming standby for resolve traffic, e.g. `postgresql://USER@STANDBY:5432/DB`. "
+            "A token the standby does not have yet is read from `database_url`, so a token handed out a "
+            "moment ago always resolves; a standby that is down or cannot answer sends reads to "
+            "`database_url` until it answers again. Empty: every read goes to `database_url`.",
+            pattern=r"^$|^postgres(ql)?://.+",
+            allowed="empty or `postgresql://USER@HOST:PORT/DB`",
+            check=_check_database_url,
+        ),
+    ] = ""
+    database_ssl_ca_file: Annotated[
+        str | None,
+        _doc(
+            "CA certificate that issued the PostgreSQL server's certificate. When set, every database "
+            "link uses `sslmode=verify-full` (TLS, chain and host name checked) unless the URL names "
+            "another `sslmode`. Same as `sslrootcert=` in the URL.",
+            allowed=_PEM,
+            check=_check_path,
+        ),
+    ] = None
+    database_ssl_cert_file: Annotated[
+        str | None,
+        _doc(
+            "Client certificate for the database link (its CN is the database user, for `cert` rules "
+            "in pg_hba.conf); `sendvault certs client USER` issues one. Same as `sslcert=` in the URL.",
+            allowed=_PEM,
+            check=_check_path,
+        ),
+    ] = None
+    database_ssl_key_file: Annotated[
+        str | None,
+        _doc(
+            "Private key of `database_ssl_cert_file` (mode 0600 or stricter). Same as `sslkey=` in the URL.",
+            allowed=_PEM,
+            check=_check_path,
+        ),
+    ] = None
     key_provider: Annotated[
         Literal["local"],
         _doc(
@@ -599,10 +638,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         for name in _SECRET_SETTINGS:
             if out.get(name) is not None:
                 out[name] = "***"
-        url = urlsplit(self.database_url)
-        if url.password:
-            host = url.netloc.rpartition("@")[2]
-            out["database_url"] = urlunsplit(url._replace(netloc=f"{url.username}:***@{host}"))
+        for name in ("database_url", "database_read_url"):
+            url = urlsplit(out[name])
+            if url.password:
+                host = url.netloc.rpartition("@")[2]
+                out[name] = urlunsplit(url._replace(netloc=f"{url.username}:***@{host}"))
         return out
 
 
@@ -905,6 +945,7 @@ def _check_together(settings: Settings, sources: Sources) -> None:
             hint='set tls_client_ca_file, or tls_client_cert = "none"',
             source=sources["tls_client_cert"],
         )
+    _check_database_link(settings, sources)
     ports = {"https_port": settings.https_port, "http_port": settings.http_port}
     if settings.admin_host == settings.host:
         ports["admin_port"] = settings.admin_port
@@ -918,6 +959,36 @@ def _check_together(settings: Settings, sources: Sources) -> None:
                 source=sources[name],
             )
         seen[port] = name
+
+
+def _check_database_link(settings: Settings, sources: Sources) -> None:
+    postgres = settings.database_url.startswith(("postgresql://", "postgres://"))
+    if settings.database_read_url and not postgres:
+        raise ConfigError(
+            "database_read_url",
+            "is a PostgreSQL standby, which needs database_url to name the PostgreSQL primary",
+            allowed="empty, or a standby of the database_url primary",
+            source=sources["database_read_url"],
+        )
+    tls = ("database_ssl_ca_file", "database_ssl_cert_file", "database_ssl_key_file")
+    for name in tls:
+        if getattr(settings, name) is not None and not postgres:
+            raise ConfigError(
+                name,
+                "secures a PostgreSQL link, but database_url does not name PostgreSQL",
+                hint=f"remove {name}, or set database_url to postgresql://...",
+                source=sources[name],
+            )
+    cert, key = settings.database_ssl_cert_file, settings.database_ssl_key_file
+    if (cert is None) != (key is None):
+        missing = "database_ssl_key_file" if key is None else "database_ssl_cert_file"
+        given = "database_ssl_cert_file" if key is None else "database_ssl_key_file"
+        raise ConfigError(
+            missing,
+            f"is needed when {given} is set (a client certificate goes with its key)",
+            allowed=_PEM,
+            source=sources[given],
+        )
 
 
 def settings_reference() -> str:

@@ -255,6 +255,31 @@ def certs_server(app: AppContext, names: tuple[str, ...], directory: Path | None
     click.echo(f"{directory / 'server.pem'} and server.key issued by {ca.cert_path}", err=True)
 
 
+@certs.command("database")
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Default: $SENDVAULT_HOME/certs.",
+)
+@pass_app
+def certs_database(app: AppContext, names: tuple[str, ...], directory: Path | None) -> None:
+    """Issue a PostgreSQL server certificate for NAMES (the host names or IP addresses sendvault
+    connects to): database.pem and database.key. Client certificates: `certs client DBUSER`."""
+    from ..server.certs import CertAuthority  # noqa: PLC0415
+
+    directory = directory or app.settings.home_path / "certs"
+    ca = CertAuthority.load_or_create(directory)
+    ca.issue(directory / "database.pem", directory / "database.key", list(names))
+    click.echo(
+        f"{directory / 'database.pem'} and database.key issued by {ca.cert_path}; in postgresql.conf: "
+        "ssl = on, ssl_cert_file, ssl_key_file (owned by the server's user, mode 0600) and ssl_ca_file = "
+        "that CA; sendvault trusts it with database_ssl_ca_file",
+        err=True,
+    )
+
+
 @certs.command("client")
 @click.argument("name")
 @click.option(
@@ -265,12 +290,15 @@ def certs_server(app: AppContext, names: tuple[str, ...], directory: Path | None
 )
 @pass_app
 def certs_client(app: AppContext, name: str, directory: Path | None) -> None:
-    """Issue a client certificate for mutual TLS: NAME.pem and NAME.key."""
+    """Issue a client certificate for mutual TLS: NAME.pem and NAME.key (CN = NAME; for a
+    database link, NAME is the database user that `hostssl ... cert` rules map it to)."""
     from ..server.certs import CertAuthority  # noqa: PLC0415
 
     directory = directory or app.settings.home_path / "certs"
     ca = CertAuthority.load_or_create(directory)
     ca.issue(directory / f"{name}.pem", directory / f"{name}.key", [name], client=True)
     click.echo(
-        f"{directory / name}.pem and .key issued; trust {ca.cert_path} with tls_client_ca_file", err=True
+        f"{directory / name}.pem and .key issued; trust {ca.cert_path} with tls_client_ca_file (or, for "
+        "a database link, ssl_ca_file in postgresql.conf; then database_ssl_cert_file/_key_file)",
+        err=True,
     )

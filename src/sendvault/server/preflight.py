@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError, KeyProviderError, SendvaultError, StoreError
@@ -273,6 +274,9 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
     except StoreError as exc:
         yield _error("database", _unreachable(settings, exc))
         return
+    except ConfigError as exc:  # the database link's TLS files, checked before connecting
+        yield _error("database", exc)
+        return
     if facts.schema > facts.latest_schema:
         yield _error(
             "database",
@@ -319,6 +323,7 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
             return
     keys = f"{opened} data key(s) open with the master key" if opened else "data keys are made at first start"
     yield Finding("database", "ok", f"{where}: {schema}; {keys}")
+    yield from _standby(settings, store)
     if not dev:
         try:
             count = len(store.list_clients()) if facts.schema >= 2 else 0
@@ -326,6 +331,26 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
             yield _error("database", exc)
             return
         yield Finding("clients", "ok", f"{count} API client(s)") if count else _no_clients()
+
+
+def _standby(settings: Settings, store: Store) -> Iterator[Finding]:
+    """The read standby: a warning, not an error, when it does not answer (reads then go to the
+    primary, and to the standby once it answers)."""
+    if not settings.database_read_url:
+        return
+    from ..store.postgres import PostgresStore  # noqa: PLC0415 - psycopg is an optional extra
+
+    if not isinstance(store, PostgresStore):
+        return
+    url = urlsplit(settings.database_read_url)
+    where = f"standby {url.hostname or 'localhost'}:{url.port or 5432}"
+    answers, said = store.check_standby()
+    if answers:
+        yield Finding("database", "ok", f"{where} {said}: resolve reads go to it")
+    else:
+        yield Finding(
+            "database", "warning", f"{where} {said}; resolve reads go to the primary until it answers"
+        )
 
 
 def open_keys(facts: StoreFacts, kek: bytes | None) -> int:
@@ -359,7 +384,6 @@ def _no_clients() -> Finding:
 
 
 def database_label(settings: Settings) -> str:
-    from urllib.parse import urlsplit  # noqa: PLC0415
 
     if settings.database_url.startswith(("postgresql://", "postgres://")):
         url = urlsplit(settings.database_url)

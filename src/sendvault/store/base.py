@@ -113,6 +113,12 @@ class Store(Protocol):
         """The rows of the given tokens that exist, in any order; one query."""
         ...
 
+    def fetch_for_resolve(self, tokens: Sequence[str]) -> list[ContactRow]:
+        """:meth:`fetch_by_tokens` for resolve traffic, which a backend may serve from a standby
+        as long as every committed token is found (rows of a token changed a moment ago may be
+        a moment old)."""
+        ...
+
     def fetch_by_bidx(self, bidxs: Sequence[bytes]) -> dict[bytes, str]:
         """Blind index to token for those that exist; one query."""
         ...

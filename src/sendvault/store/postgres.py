@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import Counter
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
@@ -34,7 +39,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "TLSFiles"]
 
 log = logging.getLogger("sendvault.store")
 T = TypeVar("T")
@@ -51,6 +56,12 @@ RETRIES = Counter(
     "sendvault_store_retries",
     "PostgreSQL transactions run again after a deadlock (40P01) or serialization failure (40001).",
     ["sqlstate"],
+)
+FALLBACKS = Counter(
+    "sendvault_store_standby_fallbacks",
+    "Resolve reads sent to the primary instead of the standby (database_read_url): `not-replicated` "
+    "(a token the standby does not have yet) or `standby-unavailable` (down or cannot answer).",
+    ["reason"],
 )
 
 
@@ -80,21 +91,34 @@ def _errors() -> Iterator[None]:
 class PostgresStore(ConnectionsBase[Any]):
     """A :class:`~sendvault.store.base.Store` on a PostgreSQL database."""
 
-    def __init__(self, url: str, *, clock: Callable[[], float] = time.time, connect_timeout: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        connect_timeout: int = 5,
+        read_url: str = "",
+        tls: TLSFiles | None = None,
+    ) -> None:
         if psycopg is None:
             raise ConfigError(
                 "database_url", "PostgreSQL needs the postgres extra: pip install 'sendvault[postgres]'"
             )
         super().__init__()
+        tls = tls or TLSFiles()
         self._url = url
+        self._link = tls.check(url, "database_url")
         self._clock = clock
         self._connect_timeout = connect_timeout
+        self._standby = Standby(read_url, tls.check(read_url, "database_read_url")) if read_url else None
 
     _writer_name = "sendvault-postgres-writer"
 
     def _open_connection(self) -> _Conn:
         try:
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
+            conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=self._connect_timeout, **self._link
+            )
         except psycopg.OperationalError as exc:
             # A failed connect names the host, port and the server's reason (refused, no such
             # database, password authentication failed): what the operator needs, and no value.
@@ -189,11 +213,37 @@ class PostgresStore(ConnectionsBase[Any]):
     def fetch_by_tokens(self, tokens: Sequence[str]) -> list[ContactRow]:
         """The rows of the given tokens that exist; one query."""
         with _errors():
-            rows = self._conn.execute(
-                "SELECT token, kind, value_ct, attrs_ct FROM sv_contacts WHERE token = ANY(%s)",
-                (list(tokens),),
-            ).fetchall()
+            rows = self._conn.execute(_SELECT_TOKENS, (list(tokens),)).fetchall()
         return [(t, int(k), _b(v), _b(a)) for t, k, v, a in rows]
+
+    def fetch_for_resolve(self, tokens: Sequence[str]) -> list[ContactRow]:
+        """:meth:`fetch_by_tokens` for resolve traffic: from the standby (``read_url``) when one
+        is configured and answers, and from the primary for every token the standby does not
+        have yet (or for all of them when the standby cannot answer)."""
+        if self._standby is None:
+            return self.fetch_by_tokens(tokens)
+        rows = self._standby.fetch(tokens, self._connect_timeout)
+        if rows is None:
+            return self.fetch_by_tokens(tokens)
+        if len(rows) < len(set(tokens)):
+            found = {row[0] for row in rows}
+            missing = [t for t in dict.fromkeys(tokens) if t not in found]
+            FALLBACKS.labels("not-replicated").inc()
+            rows += self.fetch_by_tokens(missing)
+        return rows
+
+    def check_standby(self) -> tuple[bool, str]:
+        """Whether the standby (``read_url``) answers as a standby, and what it said; one
+        connection, closed again. For start-up checks and ``config check``."""
+        if self._standby is None:
+            return False, "no database_read_url"
+        return self._standby.check(self._connect_timeout)
+
+    def close(self) -> None:
+        """Close the primary's connections and the standby's."""
+        super().close()
+        if self._standby is not None:
+            self._standby.close()
 
     def fetch_by_bidx(self, bidxs: Sequence[bytes]) -> dict[bytes, str]:
         """Blind index to token for those that exist; one query."""
@@ -328,6 +378,7 @@ class PostgresStore(ConnectionsBase[Any]):
         return StoreFacts(int(version), latest, keys, meta, live, erased)
 
 
+_SELECT_TOKENS = "SELECT token, kind, value_ct, attrs_ct FROM sv_contacts WHERE token = ANY(%s)"
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM sv_api_clients"  # noqa: S608 - constant column list
 # ORDER BY keeps the caller's (sorted) order explicit: the executor inserts in the order the
 # SELECT delivers rows.
@@ -363,6 +414,161 @@ def retrying(attempt: Callable[[], T], *, attempts: int = TX_ATTEMPTS) -> T:
         if number < attempts:
             time.sleep(random.uniform(0, 0.002 * 2**number))  # noqa: S311 - jitter, not a secret
     raise StoreUnavailable(f"postgres: SQLSTATE {state} {attempts} times in a row")
+
+
+class TLSFiles(NamedTuple):
+    """The database link's TLS files from the settings; each may also be given in the URL."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def check(self, url: str, setting: str) -> dict[str, Any]:
+        """The connection parameters these files add to ``url``, each file checked (exists,
+        parses, key matches certificate, key not readable by others): a bad one stops start-up
+        with one :class:`ConfigError` naming it, before any connection is tried."""
+        given = psycopg.conninfo.conninfo_to_dict(url) if url else {}
+        params: dict[str, Any] = {}
+        files = (("sslrootcert", self.ca_file), ("sslcert", self.cert_file), ("sslkey", self.key_file))
+        for param, value in files:
+            if value is not None and param not in given:
+                params[param] = value
+        if self.ca_file is not None and "sslmode" not in given:
+            params["sslmode"] = "verify-full"
+        merged = {**given, **params}
+
+        def origin(param: str, name: str) -> str:
+            return setting if param in given else name
+
+        ca, cert, key = merged.get("sslrootcert"), merged.get("sslcert"), merged.get("sslkey")
+        if ca is not None and ca != "system":
+            _load_certs(ca, origin("sslrootcert", "database_ssl_ca_file"))
+        if cert is not None:
+            chain = _load_certs(cert, origin("sslcert", "database_ssl_cert_file"))
+            if key is None:
+                raise ConfigError(setting, "names a client certificate (sslcert) but no key (sslkey)")
+            _check_key(key, chain[0], origin("sslkey", "database_ssl_key_file"))
+        elif key is not None:
+            raise ConfigError(setting, "names a client key (sslkey) but no certificate (sslcert)")
+        mode = merged.get("sslmode")
+        if (cert is not None or ca is not None) and mode in ("disable", "allow", "prefer"):
+            raise ConfigError(
+                setting,
+                f"sslmode={mode} would send the link in the clear when the server allows it",
+                hint="use sslmode=verify-full (or leave sslmode out: the CA file implies it)",
+            )
+        return params
+
+
+def _read_pem(path: str, setting: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot be read ({exc.strerror})") from None
+
+
+def _load_certs(path: str, setting: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(_read_pem(path, setting))
+    except ValueError:
+        raise ConfigError(setting, "is not a PEM certificate file", allowed="a PEM file") from None
+    return certs
+
+
+def _check_key(path: str, cert: x509.Certificate, setting: str) -> None:
+    data = _read_pem(path, setting)
+    facts = Path(path).stat()
+    if facts.st_mode & 0o077 and facts.st_uid == os.geteuid():
+        # libpq refuses such a key with a message of its own; this says which setting and what to do.
+        raise ConfigError(setting, "can be read by others", hint=f"chmod 600 {path}")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(setting, "is not an unencrypted PEM private key") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public) != cert.public_key().public_bytes(encoding, public):
+        raise ConfigError(setting, "is not the key of the client certificate")
+
+
+class Standby:
+    """Connections to a streaming standby, one per thread, for resolve reads.
+
+    A standby that cannot be reached or cannot answer is left alone for a few seconds (reads go to
+    the primary meanwhile), so an outage costs one failed connect per thread per pause, not one
+    per request.
+    """
+
+    RETRY_SECONDS = 5.0
+
+    def __init__(self, url: str, link: dict[str, Any]) -> None:
+        self._url = url
+        self._link = link
+        self._local = threading.local()
+        self._connections: list[_Conn] = []
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._closed = False
+
+    def _connection(self, timeout: int) -> _Conn | None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed:
+            return conn
+        if self._closed or time.monotonic() < self._down_until:
+            return None
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=timeout, **self._link)
+        except psycopg.Error as exc:
+            self._failed(f"cannot connect: {_connect_reason(exc)}")
+            return None
+        with self._lock:
+            self._connections = [c for c in self._connections if not c.closed]
+            self._connections.append(conn)
+        self._local.conn = conn
+        if self._down_until:
+            log.warning("postgres standby answers again; resolve reads go to it")
+            self._down_until = 0.0
+        return conn
+
+    def _failed(self, why: str) -> None:
+        if not self._down_until or time.monotonic() >= self._down_until:
+            log.warning("postgres standby %s; resolve reads go to the primary for now", why)
+        self._down_until = time.monotonic() + self.RETRY_SECONDS
+
+    def fetch(self, tokens: Sequence[str], timeout: int) -> list[ContactRow] | None:
+        """The rows the standby has, or None when it cannot answer now."""
+        conn = self._connection(timeout)
+        if conn is None:
+            FALLBACKS.labels("standby-unavailable").inc()
+            return None
+        try:
+            rows = conn.execute(_SELECT_TOKENS, (list(tokens),)).fetchall()
+        except psycopg.Error as exc:
+            # Down, restarted, or a query cancelled by replay (40001): the primary answers instead.
+            _close(conn)
+            self._local.conn = None
+            self._failed(f"query failed ({type(exc).__name__} {exc.sqlstate or ''})".replace(" )", ")"))
+            FALLBACKS.labels("standby-unavailable").inc()
+            return None
+        return [(t, int(k), _b(v), _b(a)) for t, k, v, a in rows]
+
+    def check(self, timeout: int) -> tuple[bool, str]:
+        try:
+            with psycopg.connect(self._url, autocommit=True, connect_timeout=timeout, **self._link) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        except psycopg.Error as exc:
+            return False, f"cannot connect: {_connect_reason(exc)}"
+        if not (row and row[0]):
+            return False, "answers but is not a standby (pg_is_in_recovery() is false)"
+        return True, "answers as a streaming standby"
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            for conn in self._connections:
+                _close(conn)
+            self._connections.clear()
+        self._local = threading.local()
 
 
 def _connect_reason(exc: Exception) -> str:

@@ -221,6 +221,10 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
                 out.extend(conn.execute(sql, chunk).fetchall())
         return out
 
+    def fetch_for_resolve(self, tokens: Sequence[str]) -> list[ContactRow]:
+        """Resolve reads: the same as :meth:`fetch_by_tokens` (SQLite has no standby)."""
+        return self.fetch_by_tokens(tokens)
+
     def fetch_by_bidx(self, bidxs: Sequence[bytes]) -> dict[bytes, str]:
         """Blind index to token for those that exist; one query per 10,000 indexes."""
         return _fetch_by_bidx(self._conn, bidxs)

@@ -26,9 +26,13 @@ def open_store(settings: Settings, *, clock: Callable[[], float] = time.time, mi
     """The store ``database_url`` names, migrated to the current schema (unless not ``migrate``)."""
     store: Store
     if settings.database_url.startswith(("postgresql://", "postgres://")):
-        from ..store.postgres import PostgresStore  # noqa: PLC0415 - psycopg is an optional extra
+        from ..store.postgres import PostgresStore, TLSFiles  # noqa: PLC0415 - psycopg is an optional extra
 
-        store = PostgresStore(settings.database_url, clock=clock)
+        tls = TLSFiles(
+            settings.database_ssl_ca_file, settings.database_ssl_cert_file, settings.database_ssl_key_file
+        )
+        read_url = settings.database_read_url
+        store = PostgresStore(settings.database_url, clock=clock, read_url=read_url, tls=tls)
     else:
         store = SQLiteStore(
             settings.sqlite_path,

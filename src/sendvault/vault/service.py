@@ -293,7 +293,7 @@ class Vault:
         Reasons: ``unknown-token``, ``erased``, ``unreadable`` (a ciphertext failed to open: the
         row was tampered with or its key is gone; nothing is returned for it).
         """
-        rows = self.store.fetch_by_tokens(list(set(tokens)))
+        rows = self.store.fetch_for_resolve(list(set(tokens)))
         # The hot path: live rows without attributes (most of a Marketing Cloud batch) are opened
         # in one keyring loop; erased rows and rows with attributes take the general route.
         plain = [
