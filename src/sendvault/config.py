@@ -49,7 +49,7 @@ __all__ = [
 ENV_PREFIX = "SENDVAULT_"
 _CONFIG_FILE_NAME = "sendvault.toml"
 # Settings that are secrets: never printed by `config show`, and recommended via env only.
-_SECRET_SETTINGS = frozenset({"master_key", "audit_key"})
+_SECRET_SETTINGS = frozenset({"master_key", "audit_key", "master_passphrase", "transit_token"})
 
 
 def _doc(
@@ -115,6 +115,11 @@ def _check_key(text: str | None) -> None:
         raise _Bad("is not base64") from None
     if len(raw) != 32:
         raise _Bad(f"decodes to {len(raw)} bytes, not 32")
+
+
+def _check_passphrase(text: str | None) -> None:
+    if text is not None and len(text) < 12:
+        raise _Bad("is shorter than 12 characters")
 
 
 def _check_path(text: str | None) -> None:
@@ -259,12 +264,65 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         ),
     ] = None
     key_provider: Annotated[
-        Literal["local"],
+        Literal["local", "sealed", "transit"],
         _doc(
-            "Who holds the key-encryption key. `local`: `SENDVAULT_MASTER_KEY` if set, else the file "
-            "`$SENDVAULT_HOME/keys/master.key` (created on first use, mode 0600)."
+            "Who holds the key-encryption key (KEK). `local`: `SENDVAULT_MASTER_KEY` if set, else the file "
+            "`$SENDVAULT_HOME/keys/master.key` (created on first use, mode 0600). `sealed`: the file "
+            "`$SENDVAULT_HOME/keys/master.sealed`, the KEK sealed under a passphrase (scrypt) from "
+            "`SENDVAULT_MASTER_PASSPHRASE` or a prompt. `transit`: OpenBao or HashiCorp Vault's transit "
+            "engine (`transit_*` settings; needs the `openbao` extra); the KEK never leaves it."
         ),
     ] = "local"
+    master_passphrase: Annotated[
+        str | None,
+        _doc(
+            "Passphrase of the sealed KEK file (`key_provider = sealed`). Set it in the environment; when "
+            "unset, commands run at a terminal prompt for it.",
+            allowed="any text of 12 characters or more",
+            check=_check_passphrase,
+        ),
+    ] = None
+    transit_url: Annotated[
+        Annotated[str, msgspec.Meta(pattern=r"^https?://.+")] | None,
+        _doc(
+            "Address of the OpenBao or Vault server (`key_provider = transit`), e.g. "
+            "`https://bao.example.com:8200`.",
+            allowed="an http:// or https:// URL, or empty",
+        ),
+    ] = None
+    transit_token: Annotated[
+        Annotated[str, msgspec.Meta(pattern=r"^\S{1,4096}$")] | None,
+        _doc(
+            "Token sendvault presents to OpenBao/Vault; its policy needs only encrypt, decrypt and rewrap "
+            "on `transit_key` (plus read, for `keys status`). Set it in the environment.",
+            allowed="an OpenBao/Vault token (no spaces), or empty",
+        ),
+    ] = None
+    transit_key: Annotated[
+        str,
+        _doc(
+            "Name of the transit key that wraps sendvault's data keys (an `aes256-gcm96` key).",
+            pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+            allowed="1 to 128 letters, digits, `_`, `.` or `-`",
+        ),
+    ] = "sendvault"
+    transit_mount: Annotated[
+        str,
+        _doc(
+            "Mount path of the transit engine.",
+            pattern=r"^[A-Za-z0-9_./-]{1,128}$",
+            allowed="a mount path such as `transit`",
+        ),
+    ] = "transit"
+    transit_ca_file: Annotated[
+        str | None,
+        _doc(
+            "CA certificate (PEM) that signed the OpenBao/Vault server's certificate; empty uses the "
+            "system's trusted CAs.",
+            allowed=_PEM + ", or empty",
+            check=_check_path,
+        ),
+    ] = None
     master_key: Annotated[
         str | None,
         _doc(
@@ -343,6 +401,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         int,
         _doc("Megabytes of the SQLite file read through mmap (0 turns it off).", ge=0, le=1_048_576),
     ] = 1024
+
+    reencrypt_share: Annotated[
+        float,
+        _doc(
+            "Share of time `serve` spends moving rows to the current data key after `keys rotate dek` "
+            "(in the background, in batches; the rest is the API's). 0 turns the background run off: "
+            "then run `sendvault keys reencrypt`.",
+            ge=0.0,
+            le=1.0,
+        ),
+    ] = 0.3
 
     audit: Annotated[
         Literal["on", "off"],
@@ -886,8 +955,8 @@ def _checked(name: str, value: Any, annotation: Any, source: str) -> Any:
 
 
 # SENDVAULT_* variables that are not settings: the config file's path, the scanner's secret,
-# the test suite's switches.
-_NOT_SETTINGS = ("SENDVAULT_SCAN_", "SENDVAULT_TEST_")
+# the test suite's switches, the new master key or passphrase of `keys rotate kek`.
+_NOT_SETTINGS = ("SENDVAULT_SCAN_", "SENDVAULT_TEST_", "SENDVAULT_NEW_")
 
 
 def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:

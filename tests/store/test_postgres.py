@@ -28,7 +28,8 @@ _INSERT = "INSERT INTO sv_contacts (token, kind, bidx, value_ct, created_at) VAL
 
 
 def _row(token: str, bidx: bytes) -> NewContact:
-    return NewContact(token, 1, bidx.ljust(32, b"\0"), os.urandom(40))
+    # Version byte 0: not a sealed value, so the store checks no data key for it.
+    return NewContact(token, 1, bidx.ljust(32, b"\0"), b"\0" + os.urandom(39))
 
 
 def test_a_deadlock_victim_runs_again_and_gets_the_winners_tokens(store: PostgresStore, pg_url: str) -> None:

@@ -36,6 +36,7 @@ __all__ = ["cli", "main"]
 # the audit log, and a CI job's scan starts in a fraction of the time.
 _LAZY = {
     "audit": "audit:audit",
+    "backup": "backup:backup",
     "certs": "serve:certs",
     "clients": "serve:clients",
     "contact": "contact:contact",
@@ -43,6 +44,8 @@ _LAZY = {
     "exchange": "exchange:exchange",
     "erase": "contact:erase",
     "harness": "harness:harness",
+    "restore": "backup:restore",
+    "keys": "keys:keys",
     "scan": "scan:scan",
     "serve": "serve:serve",
     "status": "status:status",
@@ -281,22 +284,6 @@ def config_reference() -> None:
     from ..config import settings_reference  # noqa: PLC0415
 
     click.echo(settings_reference(), nl=False)
-
-
-@cli.group()
-def keys() -> None:
-    """Manage data keys."""
-
-
-@keys.command("rotate")
-@pass_app
-def keys_rotate(app: AppContext) -> None:
-    """Add a new data key: new ciphertexts use it, existing ones still open."""
-    from ..audit import Event  # noqa: PLC0415
-
-    key_id = app.vault.rotate_data_key()
-    app.record(Event.KEY_ROTATE, meta={"key_id": key_id})
-    click.echo(f"new data key {key_id}", err=True)
 
 
 def main() -> None:

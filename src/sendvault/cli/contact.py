@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from ..audit import Event
 from ..errors import NotFound
 from ..vault import parse_kind
-from ._common import EXIT_USAGE, AppContext, emit_json, fail, pass_app
+from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, fail, pass_app
 
 __all__ = ["contact", "erase"]
 
@@ -99,14 +102,35 @@ def attrs_delete(app: AppContext, delete_all: bool, token: str, names: tuple[str
 @click.option("--token", "token_", help="The token to erase.")
 @click.option("--value", help="The clear value whose token to erase (needs --type).")
 @click.option("--type", "kind_name", type=click.Choice(["email", "mobile"]), help="Kind of --value.")
+@click.option(
+    "--file",
+    "list_file",
+    type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+    help="Erase every contact listed in this file: one token or value per line (`-`: stdin).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --file: print one JSON outcome per line.")
 @pass_app
-def erase(app: AppContext, token_: str | None, value: str | None, kind_name: str | None) -> None:
+def erase(
+    app: AppContext,
+    token_: str | None,
+    value: str | None,
+    kind_name: str | None,
+    list_file: Path | None,
+    as_json: bool,
+) -> None:
     """Erase a contact: its value, attributes and blind index go; the token stays retired forever.
 
-    No prompt: scripts call this. Exits 0 when something was erased, 1 when nothing matched.
+    With --file, every contact in the list (tokens or values, one a line, blank lines and lines
+    starting with # skipped), each recorded as its own audit event, then a summary. No prompt:
+    scripts call this. Exits 0 when something was erased, 1 when nothing matched.
     """
+    if list_file is not None:
+        if token_ is not None or value is not None:
+            fail("give --file alone, or one of --token or --value", code=EXIT_USAGE)
+        _erase_file(app, list_file, as_json)
+        return
     if (token_ is None) == (value is None):
-        fail("give exactly one of --token or --value", code=EXIT_USAGE)
+        fail("give exactly one of --token, --value or --file", code=EXIT_USAGE)
     if token_ is not None:
         erased = app.vault.erase_token(token_)
     else:
@@ -122,3 +146,34 @@ def erase(app: AppContext, token_: str | None, value: str | None, kind_name: str
     if not erased:
         fail("nothing to erase: no live token matched", "it may be erased already")
     click.echo("erased", err=True)
+
+
+def _read_list(list_file: Path) -> list[str]:
+    try:
+        text = sys.stdin.read() if str(list_file) == "-" else list_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {list_file} ({exc.strerror})", code=EXIT_USAGE)
+    except UnicodeDecodeError:
+        fail(f"{list_file} is not UTF-8 text", "give one token or value per line", code=EXIT_USAGE)
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _erase_file(app: AppContext, list_file: Path, as_json: bool) -> None:
+    lines = _read_list(list_file)
+    if not lines:
+        fail(f"{list_file} lists no contact", "one token or value per line", code=EXIT_USAGE)
+    outcomes = app.vault.erase_many(lines)
+    counts: dict[str, int] = {}
+    for number, (line, (token, outcome)) in enumerate(zip(lines, outcomes, strict=True), start=1):
+        counts[outcome] = counts.get(outcome, 0) + 1
+        # One event per contact; a line that was a value is sealed in the record, never clear.
+        request: dict[str, object] = {"line": number, "token": token}
+        if token != line:
+            request["value"] = line
+        app.record(Event.CONTACT_ERASE, request=request, counts={"erased": int(outcome == "erased")})
+        if as_json:
+            emit_json({"line": number, "token": token, "outcome": outcome})
+    summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+    click.echo(f"{len(lines)} line(s): {summary}", err=True)
+    if not counts.get("erased"):
+        sys.exit(EXIT_FAILURE)

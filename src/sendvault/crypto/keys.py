@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import stat
 import time
@@ -49,6 +50,8 @@ class LocalKeyProvider:
 
     def __init__(self, kek: bytes) -> None:
         self._aead = new_aead(kek)
+        # Names the KEK in `keys status` without revealing it: a hash under a fixed label.
+        self.fingerprint = hashlib.sha256(b"sendvault/kek-fingerprint|" + kek).hexdigest()[:16]
 
     def wrap(self, purpose: str, key_id: int, key: bytes) -> bytes:
         """Wrap a data key: version byte, nonce, ciphertext and tag."""

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from ..config import Settings
-from ..errors import ConfigError, KeyProviderError, SendvaultError, StoreError
+from ..errors import ConfigError, KeyProviderError, KeyProviderUnavailable, SendvaultError, StoreError
 
 if TYPE_CHECKING:
+    from ..crypto.keys import KeyProvider
     from ..store.base import Store, StoreFacts
 
 __all__ = [
@@ -193,7 +194,7 @@ def _certificate(settings: Settings, dev: bool) -> Iterator[Finding]:
 class _State:
     """What one check learns for the next ones."""
 
-    kek: bytes | None = None
+    provider: KeyProvider | None = None
     kek_file_missing: Path | None = None
     facts: StoreFacts | None = None
     store: Store | None = None
@@ -208,28 +209,39 @@ def _key_file(path: Path, setting: str) -> bytes | None:
     return load_key(path, None, setting)
 
 
-def read_kek(settings: Settings) -> bytes | None:
-    """The key-encryption key the vault would use (never creating its file), or None."""
-    from ..crypto.keys import load_key  # noqa: PLC0415
+def read_kek(settings: Settings) -> KeyProvider | None:
+    """The key provider the vault would use (never creating a KEK file), or None without one."""
+    from ..crypto.providers import read_provider  # noqa: PLC0415
 
-    if settings.master_key is not None:
-        return load_key(settings.home_path / "keys" / "master.key", settings.master_key, "master_key")
-    return _key_file(settings.home_path / "keys" / "master.key", "master_key")
+    return read_provider(settings)
 
 
-def _keys(settings: Settings, state: _State) -> Iterator[Finding]:
+def _keys(settings: Settings, state: _State) -> Iterator[Finding]:  # noqa: PLR0912 - a branch per provider
     from ..crypto.keys import load_key  # noqa: PLC0415
 
     home = settings.home_path
     parts = []
     try:
-        if settings.master_key is not None:
-            state.kek = load_key(home / "keys" / "master.key", settings.master_key, "master_key")
+        if settings.key_provider == "transit":
+            state.provider = read_kek(settings)
+            parts.append(f"master key in transit key {settings.transit_key!r} at {settings.transit_url}")
+        elif settings.key_provider == "sealed":
+            path = home / "keys" / "master.sealed"
+            state.provider = read_kek(settings)
+            if state.provider is None:
+                state.kek_file_missing = path
+                parts.append(f"sealed master key {path} will be created")
+            else:
+                parts.append(f"sealed master key {path}")
+        elif settings.master_key is not None:
+            state.provider = read_kek(settings)
             parts.append("master key given in master_key (SENDVAULT_MASTER_KEY)")
         else:
             path = home / "keys" / "master.key"
-            state.kek = _key_file(path, "master_key")
-            if state.kek is None:
+            if path.exists():
+                _key_file(path, "master_key")
+            state.provider = read_kek(settings)
+            if state.provider is None:
                 state.kek_file_missing = path
                 parts.append(f"master key {path} will be created")
             else:
@@ -246,7 +258,7 @@ def _keys(settings: Settings, state: _State) -> Iterator[Finding]:
     except SendvaultError as exc:
         yield _error("keys", exc)
         return
-    yield Finding("keys", "ok" if state.kek is not None else "note", "; ".join(parts))
+    yield Finding("keys", "ok" if state.provider is not None else "note", "; ".join(parts))
 
 
 def open_store_for_reading(settings: Settings) -> Store | None:
@@ -307,7 +319,7 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
         return
     opened = 0
     if facts.keys:
-        if state.kek is None:
+        if state.provider is None:
             yield _error(
                 "keys",
                 KeyProviderError(
@@ -317,7 +329,7 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
             )
             return
         try:
-            opened = open_keys(facts, state.kek)
+            opened = open_keys(facts, state.provider, settings)
         except KeyProviderError as exc:
             yield _error("keys", exc)
             return
@@ -353,15 +365,31 @@ def _standby(settings: Settings, store: Store) -> Iterator[Finding]:
         )
 
 
-def open_keys(facts: StoreFacts, kek: bytes | None) -> int:
-    """Unwrap every stored data key with the configured provider; the number opened."""
-    from ..crypto import LocalKeyProvider  # noqa: PLC0415
+def open_keys(facts: StoreFacts, provider: KeyProvider | None, settings: Settings | None = None) -> int:
+    """Unwrap every stored data key with the configured provider; the number opened.
+
+    A KEK rotation interrupted after its rewrap (the new KEK still in ``*.next``) counts as
+    opened: the vault finishes it at start.
+    """
+    from ..crypto.providers import pending_provider  # noqa: PLC0415
 
     if not facts.keys:
         return 0
-    if kek is None:
+    if provider is None:
         raise KeyProviderError("the vault holds data keys but no master key is configured or on disk")
-    provider = LocalKeyProvider(kek)
+    try:
+        _unwrap_all(facts, provider)
+    except KeyProviderError as exc:
+        if isinstance(exc, KeyProviderUnavailable) or settings is None:
+            raise
+        pending = pending_provider(settings)
+        if pending is None:
+            raise
+        _unwrap_all(facts, pending)
+    return len(facts.keys)
+
+
+def _unwrap_all(facts: StoreFacts, provider: KeyProvider) -> None:
     for key in facts.keys:
         if key.provider != provider.name:
             raise KeyProviderError(
@@ -369,7 +397,6 @@ def open_keys(facts: StoreFacts, kek: bytes | None) -> int:
                 f"but {provider.name!r} is configured"
             )
         provider.unwrap(key.purpose, key.id, key.wrapped)
-    return len(facts.keys)
 
 
 def _no_clients() -> Finding:

@@ -80,6 +80,26 @@ def _start_exchange_jobs(settings: Settings) -> Any:
     return Scheduler(settings, audit_recorder(settings)).start()
 
 
+class _Reencryption:
+    """The background re-encryption of the main process, with the vault it owns."""
+
+    def __init__(self, settings: Settings) -> None:
+        from ..vault import open_vault  # noqa: PLC0415
+        from ..vault.lifecycle import BackgroundReencryption  # noqa: PLC0415
+
+        self._vault = open_vault(settings)
+        self._job = BackgroundReencryption(self._vault, share=settings.reencrypt_share).start()
+
+    def stop(self) -> None:
+        self._job.stop()
+        self._vault.close()
+
+
+def _start_reencryption(settings: Settings) -> _Reencryption | None:
+    """Move rows to the current data key in the background, unless turned off."""
+    return _Reencryption(settings) if settings.reencrypt_share > 0 else None
+
+
 def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """Run the server until SIGINT or SIGTERM; raise :class:`SendvaultError` if a worker dies."""
     # Until the main loop handles SIGHUP (reload), it is ignored here and in the workers, which
@@ -90,6 +110,7 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
         if finding.level == "warning":
             log.warning("%s %s", finding.check, finding.message)
     _initialize(settings)
+    reencryption = _start_reencryption(settings)
     https = bind(settings.host, settings.https_port, "https_port")
     http = bind(settings.host, settings.http_port, "http_port") if settings.http_port else None
     metrics_dir = tempfile.mkdtemp(prefix="sendvault-metrics-")
@@ -118,6 +139,8 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
     finally:
         if scheduler is not None:
             scheduler.stop()
+        if reencryption is not None:
+            reencryption.stop()
         _stop_workers(workers)
         _checkpoint(settings)
         if admin is not None:

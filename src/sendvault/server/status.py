@@ -120,7 +120,7 @@ def _vault(settings: Settings, now: float, counts: bool) -> tuple[dict[str, Any]
     )
     attention = []
     try:
-        opened = open_keys(facts, read_kek(settings))
+        opened = open_keys(facts, read_kek(settings), settings)
     except SendvaultError as exc:
         doc["key_provider"].update(ok=False, error=str(exc))
         attention.append(f"key provider: {exc}")

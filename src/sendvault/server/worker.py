@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from ..api.auth import parse_networks
 from ..api.metrics import METRICS
 from ..audit import open_audit
 from ..config import Settings
-from ..errors import ConfigError
-from ..vault import open_vault
+from ..errors import ConfigError, SendvaultError
+from ..vault import Vault, open_vault
 from .logs import configure_logging
 from .protocol import ConnectionLimits, ConnectionTable, protocol_class
 from .tls import ReloadableContext, server_context
@@ -183,6 +184,39 @@ def _stopped(_sig: int, _frame: object) -> None:
         _server.should_exit = True
 
 
+class KeyWatcher:
+    """Loads data keys that other processes add (`keys rotate dek`), so new writes move to the
+    newest key within seconds; keys already loaded keep serving if the key provider is down."""
+
+    def __init__(self, vault: Vault, seconds: float = 2.0) -> None:
+        self._vault = vault
+        self._seconds = seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sendvault-key-watcher", daemon=True)
+
+    def start(self) -> KeyWatcher:
+        """Start the thread; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """End the thread."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self._seconds):
+            try:
+                self._vault.refresh_keys()
+            except SendvaultError as exc:
+                if not failing:
+                    log.warning("new data keys cannot be loaded yet: %s", exc)
+                failing = True
+            else:
+                failing = False
+
+
 def run_worker(
     settings: Settings, sock: socket.socket, *, on_started: Callable[[], None] | None = None
 ) -> None:
@@ -218,9 +252,11 @@ def run_worker(
     server = _server
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped)
+    watcher = KeyWatcher(app.vault).start()
     try:
         server.run(sockets=[sock])
     finally:
+        watcher.stop()
         app.auth.close()
         app.vault.close()
         if app.audit is not None:

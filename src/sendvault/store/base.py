@@ -158,6 +158,53 @@ class Store(Protocol):
         """Drop value, attributes and blind index, keep a tombstone; False if nothing to erase."""
         ...
 
+    def load_keys(self) -> list[StoredKey]:
+        """Every stored key (data and blind-index), by id."""
+        ...
+
+    def rewrap_keys(
+        self, items: Sequence[tuple[int, bytes, str, bytes]], meta: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Replace wrapped keys ``(id, old wrapped, provider, new wrapped)`` and wrapped secrets in
+        the meta table ``(name, old, new)`` in one transaction; :class:`~sendvault.errors.StaleKeys`
+        and no change if any is not as it was read."""
+        ...
+
+    def key_usage(self) -> dict[int, int]:
+        """Live rows per data key id (one full read of the table)."""
+        ...
+
+    def scan_stale(self, after: str, header: bytes, limit: int) -> list[ContactRow]:
+        """Up to ``limit`` live rows after token ``after``, in token order, with a value or
+        attribute ciphertext that does not begin with ``header`` (not under the current key)."""
+        ...
+
+    def replace_ciphertexts(
+        self, items: Sequence[tuple[str, bytes, bytes | None, bytes, bytes | None]], cursor: tuple[str, str]
+    ) -> int:
+        """Swap re-encrypted ciphertexts in, each only if the row is unchanged since it was read,
+        and record ``cursor`` (meta name, value) in the same transaction; how many rows changed.
+
+        Every write of a ciphertext (this, new tokens, attributes) refuses with
+        :class:`~sendvault.errors.StaleKeys` a data key that no longer exists.
+        """
+        ...
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        """Set, or with None delete, a vault-wide value."""
+        ...
+
+    def retire_key(self, key_id: int) -> int:
+        """Delete data key ``key_id`` unless a live row uses it; the number of rows using it
+        (0: deleted). Refuses the current (newest) data key."""
+        ...
+
+    def purge_erased(self) -> None:
+        """Make erased values unrecoverable from the database files as far as the backend can
+        (SQLite: overwritten pages are checkpointed out of the write-ahead log, which is
+        truncated; PostgreSQL keeps dead row versions until its own vacuum)."""
+        ...
+
     def put_client(self, record: ClientRecord) -> None:
         """Insert or replace an API client."""
         ...

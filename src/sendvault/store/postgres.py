@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import Counter
 
-from ..errors import ConfigError, StoreError, StoreUnavailable
+from ..errors import ConfigError, CryptoError, NotFound, StaleKeys, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
 
@@ -264,6 +264,7 @@ class PostgresStore(ConnectionsBase[Any]):
         )
 
         def work(c: _Conn) -> dict[bytes, str]:
+            _require_keys(c, params[4])
             c.execute(_INSERT_NEW, params)
             return _fetch_by_bidx(c, list({r.bidx for r in ordered}))
 
@@ -288,6 +289,7 @@ class PostgresStore(ConnectionsBase[Any]):
         if not items:
             return 0
         with self._tx() as conn:
+            _require_keys(conn, [a for _, a in items])
             cur = conn.execute(
                 "UPDATE sv_contacts AS c SET attrs_ct = u.a FROM unnest(%s::text[], %s::bytea[]) AS u(t, a) "
                 "WHERE c.token = u.t AND c.erased_at IS NULL",
@@ -298,6 +300,7 @@ class PostgresStore(ConnectionsBase[Any]):
     def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
         """Replace a live token's attribute ciphertext."""
         with self._tx() as conn:
+            _require_keys(conn, [attrs_ct])
             cur = conn.execute(
                 "UPDATE sv_contacts SET attrs_ct = %s WHERE token = %s AND erased_at IS NULL",
                 (attrs_ct, token),
@@ -313,6 +316,131 @@ class PostgresStore(ConnectionsBase[Any]):
                 (int(self._clock()), token),
             )
             return bool(cur.rowcount == 1)
+
+    # -- key lifecycle ---------------------------------------------------------------------
+
+    def load_keys(self) -> list[StoredKey]:
+        """Every stored key, by id."""
+        with _errors():
+            return [
+                StoredKey(int(i), str(p), str(v), bytes(w), int(c))
+                for i, p, v, w, c in self._conn.execute(
+                    "SELECT id, purpose, provider, wrapped, created_at FROM sv_data_keys ORDER BY id"
+                ).fetchall()
+            ]
+
+    def rewrap_keys(
+        self, items: Sequence[tuple[int, bytes, str, bytes]], meta: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Replace wrapped keys ``(id, old wrapped, provider, new wrapped)`` all at once.
+
+        :class:`StaleKeys` (and nothing changed) if any key is no longer as it was read.
+        """
+        with self._tx() as conn:
+            for key_id, old, provider, new in items:
+                cur = conn.execute(
+                    "UPDATE sv_data_keys SET wrapped = %s, provider = %s WHERE id = %s AND wrapped = %s",
+                    (new, provider, key_id, old),
+                )
+                if cur.rowcount != 1:
+                    raise StaleKeys(f"key {key_id} changed while it was being rewrapped; run it again")
+            for name, old_value, new_value in meta:
+                cur = conn.execute(
+                    "UPDATE sv_meta SET value = %s WHERE name = %s AND value = %s",
+                    (new_value, name, old_value),
+                )
+                if cur.rowcount != 1:
+                    raise StaleKeys(f"{name} changed while it was being rewrapped; run it again")
+
+    def key_usage(self) -> dict[int, int]:
+        """Live rows per data key id (a row counts once per key its value or attributes use)."""
+        with _errors():
+            rows = self._conn.execute(_KEY_USAGE_SQL).fetchall()
+        return {int.from_bytes(bytes(k), "big"): int(n) for k, n in rows if k is not None and len(k) == 4}
+
+    def scan_stale(self, after: str, header: bytes, limit: int) -> list[ContactRow]:
+        """Live rows after token ``after``, in token order, whose value or attributes are not
+        sealed under ``header`` (version byte and key id): the next batch to re-encrypt."""
+        with _errors():
+            rows = self._conn.execute(
+                "SELECT token, kind, value_ct, attrs_ct FROM sv_contacts WHERE token > %s "
+                "AND value_ct IS NOT NULL AND (substring(value_ct from 1 for 5) <> %s "
+                "OR (attrs_ct IS NOT NULL AND substring(attrs_ct from 1 for 5) <> %s)) "
+                "ORDER BY token LIMIT %s",
+                (after, header, header, limit),
+            ).fetchall()
+        return [(t, int(k), _b(v), _b(a)) for t, k, v, a in rows]
+
+    def replace_ciphertexts(
+        self, items: Sequence[tuple[str, bytes, bytes | None, bytes, bytes | None]], cursor: tuple[str, str]
+    ) -> int:
+        """Re-encrypted rows ``(token, old value, old attrs, new value, new attrs)``, each only
+        if unchanged since it was read, and the meta ``cursor`` (name, value), in one transaction."""
+
+        def work(conn: _Conn) -> int:
+            _require_keys(conn, [ct for item in items for ct in item[3:]])
+            cur = conn.execute(
+                "UPDATE sv_contacts AS c SET value_ct = u.nv, attrs_ct = u.na "
+                "FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[]) "
+                "AS u(t, ov, oa, nv, na) "
+                "WHERE c.token = u.t AND c.value_ct = u.ov AND c.attrs_ct IS NOT DISTINCT FROM u.oa",
+                (
+                    [i[0] for i in items],
+                    [i[1] for i in items],
+                    [i[2] for i in items],
+                    [i[3] for i in items],
+                    [i[4] for i in items],
+                ),
+            )
+            conn.execute(
+                "INSERT INTO sv_meta (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                cursor,
+            )
+            return int(cur.rowcount)
+
+        return self._retrying(work)
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        """Set (or with None delete) a vault-wide value."""
+        with self._tx() as conn:
+            if value is None:
+                conn.execute("DELETE FROM sv_meta WHERE name = %s", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO sv_meta (name, value) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    (name, value),
+                )
+
+    def retire_key(self, key_id: int) -> int:
+        """Delete data key ``key_id`` if no live row uses it; else keep it. Returns the rows using it.
+
+        The DELETE waits for every writer holding the key (``FOR SHARE`` in :func:`_require_keys`)
+        to commit; the count after it sees their rows (READ COMMITTED reads what committed before
+        each statement), and writers after it find the key gone and reload.
+        """
+        try:
+            with self._tx() as conn:
+                row = conn.execute("SELECT purpose FROM sv_data_keys WHERE id = %s", (key_id,)).fetchone()
+                if row is None or row[0] != "data":
+                    raise NotFound(f"no data key {key_id}")
+                (newest,) = conn.execute("SELECT max(id) FROM sv_data_keys WHERE purpose = 'data'").fetchone()
+                if key_id == newest:
+                    raise CryptoError(
+                        f"data key {key_id} is the current key; rotate first (sendvault keys rotate dek)"
+                    )
+                conn.execute("DELETE FROM sv_data_keys WHERE id = %s", (key_id,))
+                blob = key_id.to_bytes(4, "big")
+                (used,) = conn.execute(_KEY_USERS_SQL, (blob, blob)).fetchone()
+                if used:
+                    raise _KeepKey(int(used))  # noqa: TRY301 - rolls the DELETE back
+        except _KeepKey as keep:
+            return keep.used
+        return 0
+
+    def purge_erased(self) -> None:
+        """Nothing to do here: PostgreSQL's autovacuum reclaims dead row versions."""
 
     def put_client(self, record: ClientRecord) -> None:
         """Insert or replace an API client."""
@@ -387,6 +515,46 @@ _INSERT_NEW = (
     "SELECT t, k, b, v, %s FROM unnest(%s::text[], %s::smallint[], %s::bytea[], %s::bytea[]) "
     "AS u(t, k, b, v) ORDER BY b ON CONFLICT DO NOTHING"
 )
+
+
+_KEY_USAGE_SQL = (
+    "SELECT k, count(*) FROM (SELECT substring(value_ct from 2 for 4) AS k FROM sv_contacts "
+    "WHERE value_ct IS NOT NULL UNION ALL SELECT substring(attrs_ct from 2 for 4) FROM sv_contacts "
+    "WHERE attrs_ct IS NOT NULL AND substring(attrs_ct from 2 for 4) <> substring(value_ct from 2 for 4)) "
+    "AS u GROUP BY k"
+)
+_KEY_USERS_SQL = (
+    "SELECT count(*) FROM sv_contacts WHERE value_ct IS NOT NULL "
+    "AND (substring(value_ct from 2 for 4) = %s OR substring(attrs_ct from 2 for 4) = %s)"
+)
+
+
+class _KeepKey(Exception):
+    def __init__(self, used: int) -> None:
+        self.used = used
+
+
+def _require_keys(conn: _Conn, ciphertexts: Iterable[bytes | None]) -> None:
+    """Refuse (:class:`StaleKeys`) ciphertexts sealed under a data key that no longer exists.
+
+    ``FOR SHARE`` holds the keys until this transaction ends: a concurrent ``keys retire`` waits
+    for it, then counts its rows.
+    """
+    # Sealed values begin with the version byte 1 and the key id (crypto/keyring.py).
+    ids = sorted(
+        {
+            int.from_bytes(ct[1:5], "big")
+            for ct in ciphertexts
+            if ct is not None and len(ct) > 5 and ct[0] == 1
+        }
+    )
+    if not ids:
+        return
+    found = conn.execute(
+        "SELECT id FROM sv_data_keys WHERE purpose = 'data' AND id = ANY(%s) FOR SHARE", (ids,)
+    ).fetchall()
+    if len(found) != len(ids):
+        raise StaleKeys()
 
 
 def _in_transaction(conn: _Conn, work: Callable[[_Conn], T]) -> T:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..errors import StoreError, StoreUnavailable
+from ..errors import CryptoError, NotFound, StaleKeys, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
 
@@ -274,6 +274,7 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         if not items:
             return 0
         with self._write() as conn:
+            _require_keys(conn, [a for _, a in items])
             before = conn.total_changes
             conn.executemany(
                 "UPDATE contacts SET attrs_ct = ? WHERE token = ? AND erased_at IS NULL",
@@ -315,6 +316,7 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
     def update_attrs(self, token: str, attrs_ct: bytes | None) -> bool:
         """Replace a live token's attribute ciphertext."""
         with self._write() as conn:
+            _require_keys(conn, [attrs_ct])
             cur = conn.execute(
                 "UPDATE contacts SET attrs_ct = ? WHERE token = ? AND erased_at IS NULL", (attrs_ct, token)
             )
@@ -329,6 +331,144 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
                 (int(self._clock()), token),
             )
             return cur.rowcount == 1
+
+    # -- key lifecycle ---------------------------------------------------------------------
+
+    def load_keys(self) -> list[StoredKey]:
+        """Every stored key, by id."""
+        with _errors():
+            return [
+                StoredKey(int(i), str(p), str(v), bytes(w), int(c))
+                for i, p, v, w, c in self._conn.execute(
+                    "SELECT id, purpose, provider, wrapped, created_at FROM data_keys ORDER BY id"
+                )
+            ]
+
+    def rewrap_keys(
+        self, items: Sequence[tuple[int, bytes, str, bytes]], meta: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Replace wrapped keys ``(id, old wrapped, provider, new wrapped)`` all at once.
+
+        :class:`StaleKeys` (and nothing changed) if any key is no longer as it was read.
+        """
+        with self._write() as conn:
+            for key_id, old, provider, new in items:
+                cur = conn.execute(
+                    "UPDATE data_keys SET wrapped = ?, provider = ? WHERE id = ? AND wrapped = ?",
+                    (new, provider, key_id, old),
+                )
+                if cur.rowcount != 1:
+                    raise StaleKeys(f"key {key_id} changed while it was being rewrapped; run it again")
+            for name, old_value, new_value in meta:
+                cur = conn.execute(
+                    "UPDATE meta SET value = ? WHERE name = ? AND value = ?", (new_value, name, old_value)
+                )
+                if cur.rowcount != 1:
+                    raise StaleKeys(f"{name} changed while it was being rewrapped; run it again")
+
+    def key_usage(self) -> dict[int, int]:
+        """Live rows per data key id (a row counts once per key its value or attributes use)."""
+        with _errors():
+            rows = self._conn.execute(_KEY_USAGE_SQL).fetchall()
+        return {int.from_bytes(k, "big"): int(n) for k, n in rows if k is not None and len(k) == 4}
+
+    def scan_stale(self, after: str, header: bytes, limit: int) -> list[ContactRow]:
+        """Live rows after token ``after``, in token order, whose value or attributes are not
+        sealed under ``header`` (version byte and key id): the next batch to re-encrypt."""
+        with _errors():
+            return self._conn.execute(
+                "SELECT token, kind, value_ct, attrs_ct FROM contacts "
+                "WHERE token > ? AND value_ct IS NOT NULL AND (substr(value_ct, 1, 5) != ? "
+                "OR (attrs_ct IS NOT NULL AND substr(attrs_ct, 1, 5) != ?)) "
+                "ORDER BY token LIMIT ?",
+                (after, header, header, limit),
+            ).fetchall()
+
+    def replace_ciphertexts(
+        self, items: Sequence[tuple[str, bytes, bytes | None, bytes, bytes | None]], cursor: tuple[str, str]
+    ) -> int:
+        """Re-encrypted rows ``(token, old value, old attrs, new value, new attrs)``, each only
+        if unchanged since it was read, and the meta ``cursor`` (name, value), in one transaction."""
+        with self._write() as conn:
+            _require_keys(conn, [ct for item in items for ct in item[3:]])
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE contacts SET value_ct = ?, attrs_ct = ? "
+                "WHERE token = ? AND value_ct = ? AND attrs_ct IS ?",
+                [(nv, na, t, ov, oa) for t, ov, oa, nv, na in items],
+            )
+            changed = conn.total_changes - before
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                cursor,
+            )
+            return changed
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        """Set (or with None delete) a vault-wide value."""
+        with self._write() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE name = ?", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+
+    def retire_key(self, key_id: int) -> int:
+        """Delete data key ``key_id`` if no live row uses it; else keep it. Returns the rows using it.
+
+        The deletion and the count are one transaction, and every write of a ciphertext checks
+        in its own transaction that its key still exists, so no row can be sealed under a key
+        between the count and the deletion.
+        """
+        with self._write() as conn:
+            row = conn.execute("SELECT purpose FROM data_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None or row[0] != "data":
+                raise NotFound(f"no data key {key_id}")
+            (newest,) = conn.execute("SELECT max(id) FROM data_keys WHERE purpose = 'data'").fetchone()
+            if key_id == newest:
+                raise CryptoError(
+                    f"data key {key_id} is the current key; rotate first (sendvault keys rotate dek)"
+                )
+            (used,) = conn.execute(_KEY_USERS_SQL, (_key_id_blob(key_id),) * 2).fetchone()
+            if used == 0:
+                conn.execute("DELETE FROM data_keys WHERE id = ?", (key_id,))
+            return int(used)
+
+    def backup(self, target: Path, progress: Callable[[int, int], None] | None = None) -> None:
+        """A consistent copy of the database at ``target`` (SQLite's online backup API).
+
+        Runs while the vault serves: pages are copied in steps, and SQLite restarts the copy of
+        pages a writer changes meanwhile, so the copy is one committed state of the database.
+        """
+        with _errors():
+            dest = sqlite3.connect(target)
+            try:
+                self._connect().backup(
+                    dest,
+                    pages=4096,
+                    progress=None
+                    if progress is None
+                    else lambda _s, left, total: progress(total - left, total),
+                )
+                dest.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                dest.close()
+
+    def purge_erased(self) -> None:
+        """Checkpoint the WAL into the database and truncate it: the old page images that held
+        erased values go with it (``secure_delete`` already zeroes them in the database)."""
+        with _errors():
+            conn = self._conn
+            for _ in range(50):
+                busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(0.1)
+        log.warning("sqlite: the WAL could not be truncated after erasure (readers kept it busy)")
 
     # -- API clients -----------------------------------------------------------------------
 
@@ -393,6 +533,42 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         return StoreFacts(int(version), latest, keys, meta, live, erased)
 
 
+_KEY_USAGE_SQL = (
+    "SELECT k, count(*) FROM (SELECT substr(value_ct, 2, 4) AS k FROM contacts WHERE value_ct IS NOT NULL "
+    "UNION ALL SELECT substr(attrs_ct, 2, 4) FROM contacts WHERE attrs_ct IS NOT NULL "
+    "AND substr(attrs_ct, 2, 4) != substr(value_ct, 2, 4)) GROUP BY k"
+)
+_KEY_USERS_SQL = (
+    "SELECT count(*) FROM contacts WHERE value_ct IS NOT NULL "
+    "AND (substr(value_ct, 2, 4) = ? OR substr(attrs_ct, 2, 4) = ?)"
+)
+
+
+def _key_id_blob(key_id: int) -> bytes:
+    return key_id.to_bytes(4, "big")
+
+
+def _require_keys(conn: sqlite3.Connection, ciphertexts: Iterable[bytes | None]) -> None:
+    """Refuse (:class:`StaleKeys`) ciphertexts sealed under a data key that no longer exists.
+
+    Inside the writing transaction: a process that has not yet seen ``keys retire`` cannot seal
+    rows under the retired key after the retirement counted its rows.
+    """
+    # Sealed values begin with the version byte 1 and the key id (crypto/keyring.py).
+    ids = {ct[1:5] for ct in ciphertexts if ct is not None and len(ct) > 5 and ct[0] == 1}
+    if not ids:
+        return
+    # Only placeholders are interpolated; values are bound parameters.
+    sql = (
+        "SELECT count(*) FROM data_keys WHERE purpose = 'data' AND id IN ("  # noqa: S608
+        + ",".join("?" * len(ids))
+        + ")"
+    )
+    (found,) = conn.execute(sql, [int.from_bytes(i, "big") for i in ids]).fetchone()
+    if found != len(ids):
+        raise StaleKeys()
+
+
 def _fetch_by_bidx(conn: sqlite3.Connection, bidxs: Sequence[bytes]) -> dict[bytes, str]:
     # One aggregated row instead of one row per match: the sqlite3 module releases the GIL on
     # every step, and under many threads each re-acquisition waits a whole switch interval.
@@ -441,6 +617,7 @@ def _commit_group(conn: sqlite3.Connection, rows: list[NewContact], now: int) ->
     with _errors():
         conn.execute("BEGIN IMMEDIATE")
         try:
+            _require_keys(conn, [r.value_ct for r in rows])
             _insert_rows(conn, rows, now)
             found = _fetch_by_bidx(conn, list({r.bidx for r in rows}))
         except BaseException:
@@ -465,6 +642,7 @@ def _commit_bulk(conn: sqlite3.Connection, rows: Sequence[NewContact], now: int)
     with _errors():
         conn.execute("BEGIN IMMEDIATE")
         try:
+            _require_keys(conn, [r.value_ct for r in rows])
             conn.executemany(_BULK_INSERT_SQL, [(*row, now) for row in rows])
             found = _fetch_by_bidx(conn, [r.bidx for r in rows])
         except BaseException:

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 
 from ..config import Settings
-from ..crypto import BlindIndex, KeyProvider, Keyring, LocalKeyProvider, load_local_kek
+from ..crypto import BlindIndex, KeyProvider, Keyring
 from ..crypto._aead import new_key
+from ..crypto.providers import build_provider, kek_files, pending_provider
 from ..errors import ConfigError, KeyProviderError
 from ..store.base import KeyRecord, Store
 from ..store.sqlite import SQLiteStore
@@ -75,10 +76,11 @@ def open_vault(
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise ConfigError("home", f"the data directory cannot be created ({exc.strerror})") from None
-    provider = LocalKeyProvider(load_local_kek(home, settings.master_key))
+    provider = build_provider(settings)
     store = open_store(settings, clock=clock)
     try:
         _check_locked_settings(store, settings)
+        provider = _finish_kek_rotation(store, provider, settings)
         blind_index, keyring = _load_keys(store, provider)
     except BaseException:
         store.close()
@@ -90,6 +92,7 @@ def open_vault(
         normalizer=Normalizer(settings.email_keep_local_case, settings.default_region),
         token_format=token_format,
         key_provider=provider,
+        provider_factory=lambda: build_provider(settings),
         clock=clock,
     )
 
@@ -104,6 +107,30 @@ def _check_locked_settings(store: Store, settings: Settings) -> None:
             "email_keep_local_case",
             f"this vault was created with {recorded}; changing it would give one address two tokens",
         )
+
+
+def _finish_kek_rotation(store: Store, provider: KeyProvider, settings: Settings) -> KeyProvider:
+    """The provider that opens the stored keys, finishing a KEK rotation that crashed.
+
+    `keys rotate kek` writes the new KEK file (``*.next``) before it rewraps the keys and renames
+    the file after; if it stopped in between, the keys open with one of the two files.
+    """
+    pending = pending_provider(settings)
+    files = kek_files(settings)
+    if pending is None or files is None:
+        return provider
+    keys = store.load_keys()
+    if not keys:
+        return provider
+    probe = keys[0]
+    try:
+        pending.unwrap(probe.purpose, probe.id, probe.wrapped)
+    except KeyProviderError:
+        # The rewrap has not committed (or never will): the old file is still the KEK. The new
+        # file is left alone: a rotation may be running now, and it writes the file it needs.
+        return provider
+    files.next.replace(files.current)
+    return pending
 
 
 def _load_keys(store: Store, provider: KeyProvider) -> tuple[BlindIndex, Keyring]:

@@ -10,6 +10,8 @@ email-validator or phonenumbers.
 from __future__ import annotations
 
 import base64
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,12 +21,14 @@ import msgspec
 
 from ..crypto import BlindIndex, KeyProvider, Keyring
 from ..crypto._aead import new_key
-from ..errors import CryptoError, InvalidValue, NotFound
+from ..errors import CryptoError, InvalidValue, KeyProviderError, KeyProviderUnavailable, NotFound, StaleKeys
 from ..store.base import ContactRow, NewContact, Store
 from .formats import TokenFormat
 from .normalize import MAX_EMAIL_LENGTH, Kind, Normalizer
 
 __all__ = ["Resolved", "TokenPlan", "Tokenized", "Vault"]
+
+log = logging.getLogger("sendvault.vault")
 
 # Rounds of fresh draws for new tokens that collided with existing ones (live or erased). A
 # collision is expected only once the token space fills up (mobile tokens may hold as few as 10^9):
@@ -153,10 +157,13 @@ class Vault:
         normalizer: Normalizer | None = None,
         token_format: TokenFormat | None = None,
         key_provider: KeyProvider | None = None,
+        provider_factory: Callable[[], KeyProvider] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._keyring = keyring
+        self._keys_lock = threading.Lock()
+        self._provider_factory = provider_factory
         self._bidx = blind_index
         self._normalizer = normalizer or Normalizer()
         self._format = token_format or TokenFormat()
@@ -177,7 +184,10 @@ class Vault:
         if pending and create:
             creation = _Creation(pending.values())
             while creation.wanted:
-                creation.absorb(self.store.insert_new(creation.rows(self._format, self._keyring)))
+                try:
+                    creation.absorb(self.store.insert_new(creation.rows(self._format, self._keyring)))
+                except StaleKeys:
+                    self.refresh_keys()
             created = creation.out
         return _finish(results, pending, created)
 
@@ -194,7 +204,13 @@ class Vault:
         if pending and create:
             creation = _Creation(pending.values())
             while creation.wanted:
-                creation.absorb(await self.store.insert_new_async(creation.rows(self._format, self._keyring)))
+                rows = creation.rows(self._format, self._keyring)
+                try:
+                    creation.absorb(await self.store.insert_new_async(rows))
+                except StaleKeys:
+                    # Another process retired the key these rows were sealed with (rare: only
+                    # a vault that missed the rotation): load the keys and seal them again.
+                    self.refresh_keys()
             created = creation.out
         return _finish(results, pending, created)
 
@@ -239,7 +255,14 @@ class Vault:
     def tokenize_bulk(self, items: Sequence[tuple[Kind, str]]) -> list[Tokenized]:
         """:meth:`tokenize_many` for bulk jobs: new rows go through ``Store.insert_bulk``."""
         plan = self.plan_tokens(items)
-        results = self.finish_plan(plan, self.store.insert_bulk(plan.new))
+        try:
+            found = self.store.insert_bulk(plan.new)
+        except StaleKeys:
+            # Insert-or-get: whatever was committed is found by the second plan's lookups.
+            self.refresh_keys()
+            plan = self.plan_tokens(items)
+            found = self.store.insert_bulk(plan.new)
+        results = self.finish_plan(plan, found)
         retry = [i for i, r in enumerate(results) if r.reason == "retry"]
         if retry:
             for index, again in zip(retry, self.tokenize_many([items[i] for i in retry]), strict=True):
@@ -294,6 +317,13 @@ class Vault:
         row was tampered with or its key is gone; nothing is returned for it).
         """
         rows = self.store.fetch_for_resolve(list(set(tokens)))
+        out, unknown_key = self._open_rows(tokens, rows)
+        if unknown_key and self._refresh_quietly():
+            # A row sealed under a data key another process added since this one loaded its keys.
+            out, _ = self._open_rows(tokens, rows)
+        return out
+
+    def _open_rows(self, tokens: Sequence[str], rows: list[ContactRow]) -> tuple[list[Resolved], bool]:
         # The hot path: live rows without attributes (most of a Marketing Cloud batch) are opened
         # in one keyring loop; erased rows and rows with attributes take the general route.
         plain = [
@@ -309,7 +339,15 @@ class Vault:
         for row in rows:
             if row[0] not in opened:
                 opened[row[0]] = self._open_row(row)
-        return [opened.get(t) or Resolved(None, reason="unknown-token") for t in tokens]
+        unknown_key = False
+        known = self._keyring.key_ids
+        for row in rows:
+            if opened[row[0]].reason == "unreadable":
+                unknown_key = unknown_key or any(
+                    ct is not None and len(ct) > 5 and int.from_bytes(ct[1:5], "big") not in known
+                    for ct in row[2:]
+                )
+        return [opened.get(t) or Resolved(None, reason="unknown-token") for t in tokens], unknown_key
 
     def _open_row(self, row: ContactRow) -> Resolved:
         token, kind, value_ct, attrs_ct = row
@@ -381,8 +419,10 @@ class Vault:
             merged.setdefault(token, {}).update(attributes)
         if not merged:
             return 0
-        updates: list[tuple[str, bytes | None]] = []
+        updates: list[tuple[str, dict[str, str]]] = []
+        kinds: dict[str, int] = {}
         for row in self.store.fetch_by_tokens(list(merged)):
+            kinds[row[0]] = row[1]
             if row[2] is None:
                 continue
             try:
@@ -390,19 +430,40 @@ class Vault:
             except (CryptoError, UnicodeDecodeError, msgspec.DecodeError):
                 continue  # an unreadable set is left alone rather than overwritten
             current.update(merged[row[0]])
-            updates.append(
-                (row[0], self._keyring.seal(_attrs_encoder.encode(current), _attrs_context(row[0], row[1])))
-            )
-        return self.store.update_attrs_many(updates)
+            updates.append((row[0], current))
+        for attempt in range(2):
+            sealed: list[tuple[str, bytes | None]] = [
+                (
+                    token,
+                    self._keyring.seal(_attrs_encoder.encode(current), _attrs_context(token, kinds[token])),
+                )
+                for token, current in updates
+            ]
+            try:
+                return self.store.update_attrs_many(sealed)
+            except StaleKeys:
+                if attempt:
+                    raise
+                self.refresh_keys()
+        return 0
 
     def _write_attrs(self, row: ContactRow, attributes: dict[str, str]) -> None:
-        sealed = (
-            self._keyring.seal(_attrs_encoder.encode(attributes), _attrs_context(row[0], row[1]))
-            if attributes
-            else None
-        )
-        if not self.store.update_attrs(row[0], sealed):
-            raise NotFound("no such token")
+        for attempt in range(2):
+            sealed = (
+                self._keyring.seal(_attrs_encoder.encode(attributes), _attrs_context(row[0], row[1]))
+                if attributes
+                else None
+            )
+            try:
+                updated = self.store.update_attrs(row[0], sealed)
+            except StaleKeys:
+                if attempt:
+                    raise
+                self.refresh_keys()
+                continue
+            if not updated:
+                raise NotFound("no such token")
+            return
 
     # -- erasure ---------------------------------------------------------------------------
 
@@ -417,7 +478,112 @@ class Vault:
             raise InvalidValue(outcome.reason)
         return outcome.token is not None and self.store.erase(outcome.token)
 
+    def erase_many(self, lines: Sequence[str]) -> list[tuple[str | None, str]]:
+        """Erase many contacts, each given as its token or its value (an email address or a
+        mobile number); one ``(token, outcome)`` per line, in order.
+
+        Outcomes: ``erased``, ``already-erased``, ``unknown`` (no such token or value), or an
+        invalid-value reason. A line that names an existing token is that token; any other line
+        is a value.
+        """
+        rows = {row[0]: row for row in self.store.fetch_by_tokens(list(set(lines)))}
+        values = [i for i, line in enumerate(lines) if line not in rows]
+        found: dict[int, Tokenized] = {}
+        if values:
+            items = [(Kind.EMAIL if "@" in lines[i] else Kind.MOBILE, lines[i]) for i in values]
+            found = dict(zip(values, self.tokenize_many(items, create=False), strict=True))
+        out: list[tuple[str | None, str]] = []
+        done: set[str] = set()
+        for index, line in enumerate(lines):
+            token = line if line in rows else found[index].token
+            if token is None:
+                reason = found[index].reason
+                out.append((None, "unknown" if reason == "unknown-value" else reason or "unknown"))
+            elif token in done or (token in rows and rows[token][2] is None):
+                out.append((token, "already-erased"))
+            else:
+                out.append((token, "erased" if self.store.erase(token) else "already-erased"))
+                done.add(token)
+        self.store.purge_erased()
+        return out
+
     # -- keys ------------------------------------------------------------------------------
+
+    @property
+    def keyring(self) -> Keyring:
+        """The data keys this process holds, unwrapped (in memory only)."""
+        return self._keyring
+
+    @property
+    def provider(self) -> KeyProvider | None:
+        """The key provider the vault was opened with."""
+        return self._provider
+
+    def refresh_keys(self) -> bool:
+        """Load data keys another process added; True if there were any.
+
+        Keys already loaded stay in memory and keep serving: only new keys need the provider,
+        so a key manager outage stops nothing but the loading of a newer key.
+        """
+        with self._keys_lock:
+            known = set(self._keyring.key_ids)
+            new = [k for k in self.store.load_keys() if k.purpose == "data" and k.id not in known]
+            if not new:
+                return False
+            keyring = self._keyring
+            for key in new:
+                keyring = keyring.with_key(key.id, self._unwrap("data", key.id, key.wrapped))
+            self._keyring = keyring
+            return True
+
+    def _refresh_quietly(self) -> bool:
+        try:
+            return self.refresh_keys()
+        except KeyProviderUnavailable as exc:
+            log.warning("a newer data key cannot be loaded yet: %s", exc)
+            return False
+
+    def _unwrap(self, purpose: str, key_id: int, wrapped: bytes) -> bytes:
+        if self._provider is None:
+            raise CryptoError("this vault was opened without a key provider")
+        try:
+            return self._provider.unwrap(purpose, key_id, wrapped)
+        except KeyProviderUnavailable:
+            raise
+        except KeyProviderError:
+            # The KEK may have been rotated since start (`keys rotate kek` on a key file): read
+            # the provider again, once.
+            if self._provider_factory is None:
+                raise
+            self._provider = self._provider_factory()
+            return self._provider.unwrap(purpose, key_id, wrapped)
+
+    def reseal(
+        self, rows: Sequence[ContactRow]
+    ) -> tuple[list[tuple[str, bytes, bytes | None, bytes, bytes | None]], int]:
+        """Live rows' ciphertexts opened and sealed again under the current data key.
+
+        Returns ``(token, old value, old attrs, new value, new attrs)`` per row, and how many rows
+        did not open (left as they are, and reported).
+        """
+        keyring = self._keyring
+        out: list[tuple[str, bytes, bytes | None, bytes, bytes | None]] = []
+        unreadable = 0
+        for token, kind, value_ct, attrs_ct in rows:
+            if value_ct is None or kind not in _VALUE_PREFIX:
+                continue
+            try:
+                vctx = _value_context(token, kind)
+                new_value = keyring.seal(keyring.open(value_ct, vctx), vctx)
+                new_attrs = None
+                if attrs_ct is not None:
+                    actx = _attrs_context(token, kind)
+                    new_attrs = keyring.seal(keyring.open(attrs_ct, actx), actx)
+            except CryptoError:
+                unreadable += 1
+                continue
+            out.append((token, value_ct, attrs_ct, new_value, new_attrs))
+        return out, unreadable
 
     def rotate_data_key(self) -> int:
         """Add a new data key; new ciphertexts use it, old ones still open. Returns its id."""
@@ -426,7 +592,8 @@ class Vault:
         provider = self._provider
         key = new_key()
         key_id = self.store.add_key("data", provider.name, lambda new_id: provider.wrap("data", new_id, key))
-        self._keyring = self._keyring.with_key(key_id, key)
+        with self._keys_lock:
+            self._keyring = self._keyring.with_key(key_id, key)
         return key_id
 
     def shared_key(self, purpose: str) -> bytes:
@@ -438,7 +605,7 @@ class Vault:
             raise CryptoError("this vault was opened without a key provider")
         candidate = base64.b64encode(self._provider.wrap(purpose, 0, new_key())).decode()
         stored = self.store.claim_meta(f"key:{purpose}", candidate)
-        return self._provider.unwrap(purpose, 0, base64.b64decode(stored))
+        return self._unwrap(purpose, 0, base64.b64decode(stored))
 
     def close(self) -> None:
         """Close the store."""
