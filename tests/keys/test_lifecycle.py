@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -167,10 +168,15 @@ def test_killed_reencryption_resumes_and_finishes(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 60
         while not vault.store.get_meta(REENCRYPT_CURSOR) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
+            time.sleep(0.005)
+        # Take the write lock between two batches, so the kill lands mid-run whatever the speed
+        # of the machine: the command waits for the lock and dies waiting.
+        lock = sqlite3.connect(home / "sendvault.db", timeout=30)
+        lock.execute("BEGIN IMMEDIATE")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        lock.rollback()
+        lock.close()
         left = stale_rows(vault)
         assert 0 < left < 20_000, "the kill should land mid-run"
         cursor = vault.store.get_meta(REENCRYPT_CURSOR)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,44 @@ def test_every_rotation_under_traffic_fails_no_request_and_changes_no_token(
     done = deployment.cli(home, "token", "resolve", "-", stdin="\n".join(tokens) + "\n")
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.splitlines() == list(known.keys())
+
+
+@pytest.fixture
+def background(tmp_path: Path) -> Iterator[tuple[Deployment, Replica]]:
+    deployment = Deployment.create(tmp_path / "d", f"sqlite:///{tmp_path / 'vault.db'}")
+    home = deployment.home("a")
+    store = open_store(load_settings(env={**deployment.env, "SENDVAULT_HOME": str(home)}))
+    try:
+        secret = register_client(store, "mc")
+    finally:
+        store.close()
+    replica = deployment.start("a", workers=2, reencrypt_share="0.5", log_level="warning")
+    replica.headers = basic("mc", secret)
+    try:
+        yield deployment, replica
+    finally:
+        replica.stop()
+
+
+def test_serve_moves_rows_to_a_new_data_key_in_the_background_under_traffic(
+    background: tuple[Deployment, Replica],
+) -> None:
+    deployment, replica = background
+    home = replica.home
+    known = _seed(replica, SEED)
+    with Traffic(replica, known) as traffic:
+        _ok(deployment, home, "keys", "rotate", "dek")
+        deadline = time.monotonic() + 90
+        while True:
+            status = json.loads(_ok(deployment, home, "keys", "status", "--json"))
+            if status["reencryption"]["rows_under_older_keys"] == 0:
+                break
+            assert time.monotonic() < deadline, status["reencryption"]
+            time.sleep(1)
+    assert traffic.failures == []
+    old = [k["id"] for k in status["keys"] if k["kind"] == "data" and not k["current"]]
+    for key_id in old:
+        _ok(deployment, home, "keys", "retire", str(key_id))
+    tokens = list(traffic.known.values())
+    done = deployment.cli(home, "token", "resolve", "-", stdin="\n".join(tokens) + "\n")
+    assert done.stdout.splitlines() == list(traffic.known.keys())

@@ -130,7 +130,7 @@ def erase(
         _erase_file(app, list_file, as_json)
         return
     if (token_ is None) == (value is None):
-        fail("give exactly one of --token, --value or --file", code=EXIT_USAGE)
+        fail("give exactly one of --token or --value (or --file LIST)", code=EXIT_USAGE)
     if token_ is not None:
         erased = app.vault.erase_token(token_)
     else:
