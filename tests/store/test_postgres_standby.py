@@ -213,3 +213,29 @@ def test_config_check_reports_the_standby(pair: Pair, tmp_path: Path) -> None:
     assert "resolve reads go to the primary until it answers" in said
     primary = check(pair.url(pair.primary))
     assert "is not a standby" in primary.stdout + primary.stderr
+
+
+def test_a_read_url_naming_another_vault_never_answers(
+    pair: Pair, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another vault (its own keys) in another database: a plausible misconfiguration. Its rows
+    # must never stand in for this vault's, even for tokens that happen to exist in both.
+    pair.primary.sql(f"CREATE DATABASE other_vault OWNER {USER}")
+    other = f"postgresql://{USER}@127.0.0.1:{pair.primary.port}/other_vault"
+
+    def settings(home: str, key: str, **extra: str) -> dict[str, str]:
+        return {"SENDVAULT_HOME": str(tmp_path / home), "SENDVAULT_MASTER_KEY": key * 43 + "=", **extra}
+
+    open_vault(load_settings(env=settings("other", "B", SENDVAULT_DATABASE_URL=other))).close()
+    primary = pair.url(pair.primary)
+    env = settings("home", "A", SENDVAULT_DATABASE_URL=primary, SENDVAULT_DATABASE_READ_URL=other)
+    vault = open_vault(load_settings(env=env))
+    try:
+        before = fallbacks("standby-unavailable")
+        with caplog.at_level(logging.WARNING, "sendvault.store"):
+            tokens = new_tokens(vault, 10, "wrong-standby")
+            resolves(vault, tokens)
+        assert fallbacks("standby-unavailable") == before + 1
+        assert any("another vault's keys" in r.getMessage() for r in caplog.records)
+    finally:
+        vault.close()

@@ -110,7 +110,9 @@ class PostgresStore(ConnectionsBase[Any]):
         self._link = tls.check(url, "database_url")
         self._clock = clock
         self._connect_timeout = connect_timeout
-        self._standby = Standby(read_url, tls.check(read_url, "database_read_url")) if read_url else None
+        self._standby = (
+            Standby(read_url, tls.check(read_url, "database_read_url"), self._identity) if read_url else None
+        )
 
     _writer_name = "sendvault-postgres-writer"
 
@@ -231,6 +233,12 @@ class PostgresStore(ConnectionsBase[Any]):
             FALLBACKS.labels("not-replicated").inc()
             rows += self.fetch_by_tokens(missing)
         return rows
+
+    def _identity(self) -> bytes | None:
+        """What tells this vault's database from any other: its wrapped blind-index key."""
+        with _errors():
+            row = self._conn.execute(_IDENTITY).fetchone()
+        return None if row is None else bytes(row[0])
 
     def check_standby(self) -> tuple[bool, str]:
         """Whether the standby (``read_url``) answers as a standby, and what it said; one
@@ -506,6 +514,7 @@ class PostgresStore(ConnectionsBase[Any]):
         return StoreFacts(int(version), latest, keys, meta, live, erased)
 
 
+_IDENTITY = "SELECT wrapped FROM sv_data_keys WHERE purpose = 'bidx' ORDER BY id LIMIT 1"
 _SELECT_TOKENS = "SELECT token, kind, value_ct, attrs_ct FROM sv_contacts WHERE token = ANY(%s)"
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM sv_api_clients"  # noqa: S608 - constant column list
 # ORDER BY keeps the caller's (sorted) order explicit: the executor inserts in the order the
@@ -669,9 +678,11 @@ class Standby:
 
     RETRY_SECONDS = 5.0
 
-    def __init__(self, url: str, link: dict[str, Any]) -> None:
+    def __init__(self, url: str, link: dict[str, Any], identity: Callable[[], bytes | None]) -> None:
         self._url = url
         self._link = link
+        self._identity = identity
+        self._verified = False
         self._local = threading.local()
         self._connections: list[_Conn] = []
         self._lock = threading.Lock()
@@ -689,6 +700,11 @@ class Standby:
         except psycopg.Error as exc:
             self._failed(f"cannot connect: {_connect_reason(exc)}")
             return None
+        problem = self._same_vault(conn)
+        if problem is not None:
+            _close(conn)
+            self._failed(problem)
+            return None
         with self._lock:
             self._connections = [c for c in self._connections if not c.closed]
             self._connections.append(conn)
@@ -697,6 +713,28 @@ class Standby:
             log.warning("postgres standby answers again; resolve reads go to it")
             self._down_until = 0.0
         return conn
+
+    def _same_vault(self, conn: _Conn) -> str | None:
+        """None when the standby holds this vault (checked once), else what is wrong: a
+        read URL that names another database must never answer for this one."""
+        if self._verified:
+            return None
+        try:
+            row = conn.execute(_IDENTITY).fetchone()
+        except psycopg.Error as exc:
+            return f"query failed ({type(exc).__name__} {exc.sqlstate or ''})".replace(" )", ")")
+        try:
+            mine = self._identity()
+        except StoreError:
+            return None  # the primary cannot say (no schema yet, or down): checked again later
+        if mine is None:
+            return None  # no keys yet, so no tokens either: checked again on the next connection
+        if row is None:
+            return "does not have this vault's keys yet"
+        if bytes(row[0]) != mine:
+            return "is not a standby of database_url (it holds another vault's keys)"
+        self._verified = True
+        return None
 
     def _failed(self, why: str) -> None:
         if not self._down_until or time.monotonic() >= self._down_until:
@@ -724,10 +762,13 @@ class Standby:
         try:
             with psycopg.connect(self._url, autocommit=True, connect_timeout=timeout, **self._link) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                problem = self._same_vault(conn)
         except psycopg.Error as exc:
             return False, f"cannot connect: {_connect_reason(exc)}"
         if not (row and row[0]):
             return False, "answers but is not a standby (pg_is_in_recovery() is false)"
+        if problem is not None:
+            return False, problem
         return True, "answers as a streaming standby"
 
     def close(self) -> None:
