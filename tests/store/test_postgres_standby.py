@@ -7,6 +7,7 @@ a moment ago resolves; the fallback counter shows which database answered.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -19,11 +20,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 from tests.pgcluster import Cluster, clusters, free_port, require_pg_bin
+from tests.replicas import Deployment, basic
 
+from sendvault.api.auth import register_client
 from sendvault.config import load_settings
 from sendvault.server.certs import CertAuthority
 from sendvault.store.postgres import Standby
-from sendvault.vault import Vault, open_vault
+from sendvault.vault import Vault, open_store, open_vault
 from sendvault.vault.normalize import Kind
 
 pytest.importorskip("psycopg")
@@ -239,3 +242,45 @@ def test_a_read_url_naming_another_vault_never_answers(
         assert any("another vault's keys" in r.getMessage() for r in caplog.records)
     finally:
         vault.close()
+
+
+def test_serve_replicas_resolve_fresh_tokens_through_a_lagging_standby(pair: Pair, tmp_path: Path) -> None:
+    # The whole path: `sendvault serve` with two workers, Get Token then resolve at once over
+    # HTTPS, while the standby replays nothing.
+    pair.primary.sql(f"CREATE DATABASE serve_vault OWNER {USER}")
+    primary = f"postgresql://{USER}@127.0.0.1:{pair.primary.port}/serve_vault"
+    standby = f"postgresql://{USER}@127.0.0.1:{pair.standby.port}/serve_vault"
+    deployment = Deployment.create(tmp_path, primary, database_read_url=standby)
+    store = open_store(load_settings(env={**deployment.env, "SENDVAULT_HOME": str(tmp_path / "admin")}))
+    try:
+        secret = register_client(store, "mc")
+    finally:
+        store.close()
+    pair.wait_in_step()
+    replica = deployment.start("r1", workers=2)
+    replica.headers = basic("mc", secret)
+    pair.standby.sql("SELECT pg_wal_replay_pause()")
+    try:
+        for round_ in range(5):
+            values = [f"serve{round_}.{i}@example.com" for i in range(50)]
+            items = [
+                {"tokenRequestId": str(n), "tokenValue": v, "tokenType": "Email"}
+                for n, v in enumerate(values)
+            ]
+            body = {"tokenValues": items}
+            status, raw = replica.request("POST", "/v1/mc/tokens", body, replica.headers)
+            assert status == 200, raw[:300]
+            tokens = {int(t["tokenRequestId"]): t["token"] for t in json.loads(raw)["tokens"]}
+            ask = {"tokens": [{"tokenRequestId": n, "token": tokens[n]} for n in range(50)]}
+            status, raw = replica.request("POST", "/v1/mc/resolve", ask, replica.headers)
+            assert status == 200, raw[:300]
+            answer = json.loads(raw)
+            assert answer["unresolvedTokens"] == []
+            assert {r["tokenRequestId"]: r["tokenValue"] for r in answer["resolvedTokens"]} == dict(
+                enumerate(values)
+            )
+    finally:
+        pair.standby.sql("SELECT pg_wal_replay_resume()")
+        output = replica.stop()
+    assert f"(resolve reads from standby 127.0.0.1:{pair.standby.port})" in output
+    assert "resolve reads go to the primary" not in output  # the start-up check found it answering

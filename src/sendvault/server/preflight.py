@@ -411,7 +411,6 @@ def _no_clients() -> Finding:
 
 
 def database_label(settings: Settings) -> str:
-
     if settings.database_url.startswith(("postgresql://", "postgres://")):
         url = urlsplit(settings.database_url)
         return f"PostgreSQL {url.hostname or 'localhost'}:{url.port or 5432}{url.path or ''}"

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
 from .. import __version__
@@ -367,6 +368,13 @@ class _Reloader:
         )
 
 
+def _standby_label(settings: Settings) -> str:
+    if not settings.database_read_url:
+        return ""
+    url = urlsplit(settings.database_read_url)
+    return f" (resolve reads from standby {url.hostname or 'localhost'}:{url.port or 5432})"
+
+
 def _log_started(settings: Settings) -> None:
     from .preflight import database_label  # noqa: PLC0415
 
@@ -381,7 +389,7 @@ def _log_started(settings: Settings) -> None:
         "url": https,
         "redirect": http,
         "metrics": metrics,
-        "database": database_label(settings),
+        "database": database_label(settings) + _standby_label(settings),
         "key_provider": settings.key_provider,
         "workers": settings.workers,
         "audit": settings.audit,
