@@ -77,11 +77,53 @@ def test_tampered_or_foreign_tokens_are_refused(api: ApiEnv) -> None:
         .decode()
     )
     none_alg = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
-    for bad in (f"{header}.{forged_claims}.{sig}", f"{none_alg}.{claims}.", token[:-2] + "AA"):
+    # Every byte of the signature flipped in turn: each is a different signature, whatever the
+    # token happened to be (replacing its last characters by fixed ones sometimes changed nothing).
+    raw_sig = _unb64(sig)
+    flipped = [_b64(raw_sig[:i] + bytes([raw_sig[i] ^ 0x01]) + raw_sig[i + 1 :]) for i in range(len(raw_sig))]
+    assert all(_unb64(f) != raw_sig for f in flipped)
+    for bad in (
+        f"{header}.{forged_claims}.{sig}",
+        f"{none_alg}.{claims}.",
+        *(f"{header}.{claims}.{f}" for f in flipped),
+    ):
         assert (
             api.call("POST", "/v1/mc/resolve", {"tokens": []}, {"authorization": f"Bearer {bad}"}).status
             == 401
         )
+
+
+def test_a_token_has_one_spelling(api: ApiEnv) -> None:
+    # Python's base64 decoder ignores characters outside the alphabet, padding, and the unused low
+    # bits of the last character: each spelling below decodes to the same signature, and is refused.
+    token = str(_token(api, "grant_type=client_credentials", {**FORM, **api.basic("mc")})["access_token"])
+    header, claims, sig = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(_unb64(sig)) == 32  # 43 characters: the last one carries 4 bits and 2 unused ones
+    low_bits = alphabet[alphabet.index(sig[-1]) ^ 0x01]
+    spellings = [
+        f"{header}.{claims}.{sig[:-1]}{low_bits}",
+        f"{header}.{claims}.{sig}=",
+        f"{header}.{claims}.{sig[:10]}!{sig[10:]}",
+        f"{header}.{claims}=.{sig}",
+        f"{header}.{claims[:5]}*{claims[5:]}.{sig}",
+    ]
+    assert all(_unb64(s.split(".")[2].replace("!", "")) == _unb64(sig) for s in spellings[:3])
+    bearer = {"authorization": f"Bearer {token}"}
+    assert api.call("POST", "/v1/mc/resolve", {"tokens": []}, bearer).status == 200
+    for bad in spellings:
+        assert (
+            api.call("POST", "/v1/mc/resolve", {"tokens": []}, {"authorization": f"Bearer {bad}"}).status
+            == 401
+        ), bad
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def test_rotating_the_secret_revokes_earlier_tokens(api: ApiEnv) -> None:

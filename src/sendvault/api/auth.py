@@ -84,6 +84,18 @@ def _unb64(text: str | bytes) -> bytes:
     return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
 
 
+def _unb64_exact(text: bytes) -> bytes:
+    """Decode unpadded base64url that must be spelled exactly as :func:`_b64` spells it.
+
+    Python's decoder drops characters outside the alphabet and ignores the unused low bits of
+    the last character, so one token could be written many ways; a token has one spelling.
+    """
+    data = _unb64(text)
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller."""
@@ -301,10 +313,11 @@ class Authenticator:
         mac = crypto_hmac.HMAC(self._jwt_key, hashes.SHA256())
         mac.update(body)
         try:
-            mac.verify(_unb64(signature))
+            mac.verify(_unb64_exact(signature))
+            encoded_claims = _unb64_exact(body.split(b".")[1])
         except (InvalidSignature, ValueError):
             raise AuthError("invalid token") from None
-        claims = _claims_decoder.decode(_unb64(body.split(b".")[1]))
+        claims = _claims_decoder.decode(encoded_claims)
         exp = claims.get("exp")
         if claims.get("iss") != "sendvault" or not isinstance(exp, int) or exp <= self._clock():
             raise AuthError("invalid token")
