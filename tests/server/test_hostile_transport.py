@@ -21,6 +21,7 @@ ENV = {
     "SENDVAULT_MAX_INFLIGHT": "16",
     "SENDVAULT_HEADER_TIMEOUT_SECONDS": "2",
     "SENDVAULT_BODY_TIMEOUT_SECONDS": "3",
+    "SENDVAULT_KEEP_ALIVE_SECONDS": "2",
 }
 
 
@@ -131,6 +132,22 @@ def test_dripped_heads_and_silent_connections_are_cut_and_never_keep_the_real_cl
     asyncio.run(attack())
 
 
+def test_an_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(server: DevServer) -> None:
+    async def attack() -> None:
+        (conn,) = await open_many(server, 1)
+        conn.writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await conn.writer.drain()
+        answered = time.monotonic()
+        await watch(conn, 8.0)
+        assert conn.answer.startswith(b"HTTP/1.1 200")
+        assert b"connection: close" not in conn.answer.lower()  # kept alive, then idle
+        assert conn.closed_after is not None
+        idle_for = conn.opened + conn.closed_after - answered
+        assert 1.5 < idle_for < 4.0  # keep_alive_seconds is 2 here
+
+    asyncio.run(attack())
+
+
 def test_a_head_over_16_kib_gets_431_and_a_closed_connection(server: DevServer) -> None:
     async def attack() -> None:
         (conn,) = await open_many(server, 1)
@@ -211,6 +228,20 @@ def _audit_rows(home: object, after: int) -> list[tuple[int, str, bytes, int]]:
         db.close()
 
 
+def _audit_bytes(home: object) -> int:
+    """The audit database's size as its committed pages (what the file holds once checkpointed)."""
+    import sqlite3
+    from pathlib import Path
+
+    db = sqlite3.connect(f"file:{Path(str(home)) / 'audit.db'}?mode=ro", uri=True)
+    try:
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+        return int(pages) * int(size)
+    finally:
+        db.close()
+
+
 def test_strangers_cannot_fill_the_disk_through_the_audit_log(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -220,6 +251,7 @@ def test_strangers_cannot_fill_the_disk_through_the_audit_log(
     server = start_dev_server(home, env={"SENDVAULT_AUTH_FAILURE_SPACING_SECONDS": "0"})
     try:
         before = max([0] + [seq for seq, *_ in _audit_rows(home, 0)])
+        audit_bytes = _audit_bytes(home)
         big = b'{"tokens":[' + b'{"tokenRequestId":"1","token":"x"},' * 115_000 + b"{}]}"
         assert 4_000_000 < len(big) < 4 * 1024 * 1024  # under max_body_bytes: today it is read
 
@@ -256,6 +288,10 @@ def test_strangers_cannot_fill_the_disk_through_the_audit_log(
     refused_lines = [line for line in lines if "sendvault.access" in line and "status=401" in line]
     assert len(refused_lines) <= 40
     assert "access lines of unauthenticated calls not written" in output
+    # What the 305 refusals added to the audit database, its pages and indexes included: a few
+    # kB each at most (the records themselves are far smaller).
+    grown = _audit_bytes(home) - audit_bytes
+    assert grown < 305 * 2048, grown
     rows = _audit_rows(home, before)
     stranger_rows = [r for r in rows if r[1] == "auth:fail"]
     singles = [r for r in stranger_rows if b'"summary":true' not in r[2]]

@@ -196,14 +196,22 @@ def test_behind_a_port_mapping_the_308_names_the_public_port(tmp_path: Path) -> 
         env={"SENDVAULT_PUBLIC_HOST": "api.example.com", "SENDVAULT_PUBLIC_HTTPS_PORT": "443"},
     )
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
-        try:
-            conn.request("GET", "/v1/mc/resolve?x=1")
-            resp = conn.getresponse()
-            resp.read()
-        finally:
-            conn.close()
+        locations = []
+        # Whatever Host a caller sends (ours, a stranger's, none), the 308 names public_host.
+        for host in (None, "evil.example.com", "localhost", "127.0.0.1:80"):
+            conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+            try:
+                conn.putrequest("POST", "/v1/mc/resolve?x=1", skip_host=True)
+                if host is not None:
+                    conn.putheader("Host", host)
+                conn.putheader("Content-Length", "0")
+                conn.endheaders()
+                resp = conn.getresponse()
+                resp.read()
+            finally:
+                conn.close()
+            assert resp.status == 308
+            locations.append(resp.getheader("Location"))
     finally:
         stop_dev_server(server)
-    assert resp.status == 308
-    assert resp.getheader("Location") == "https://api.example.com/v1/mc/resolve?x=1"
+    assert locations == ["https://api.example.com/v1/mc/resolve?x=1"] * 4
