@@ -73,6 +73,24 @@ def test_the_real_client_is_served_while_300_strangers_hold_slow_bodies(server: 
     asyncio.run(attack())
 
 
+def test_the_real_client_is_served_while_300_strangers_hold_slow_oauth_forms(server: DevServer) -> None:
+    # The OAuth form is the one body read before authentication (credentials may be in it): its
+    # connections are busy as far as the caps know, and all come from the real client's address.
+    async def attack() -> None:
+        head = _slow_head("/oauth/token", 1000).replace(
+            b"application/json", b"application/x-www-form-urlencoded"
+        )
+        strangers = await open_many(server, 300, head)
+        try:
+            took, answer = await timed(lambda: _resolve(server))
+            assert answer[0] == 200, answer  # type: ignore[index]
+            assert took < 2.0
+        finally:
+            close_all(strangers)
+
+    asyncio.run(attack())
+
+
 def test_slow_authenticated_bodies_saturate_healthz_until_the_body_deadline_frees_them(
     server: DevServer,
 ) -> None:

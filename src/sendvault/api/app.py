@@ -486,7 +486,17 @@ class TokenApi:
             call.claimed_client = client_id
             principal = await self._oauth_login(call, client_id, secret, challenge)
         self._check_length(call.scope, _MAX_OAUTH_BODY)
-        form = oauth_form(call.scope, await self._read_body(call, receive, _MAX_OAUTH_BODY))
+        # Credentials in the body: until they are checked this may be a stranger, who must not
+        # hold a busy connection (at a connection cap, one that is only waiting makes room).
+        park = _park(call.scope) if principal is None else None
+        if park is not None:
+            park(True)
+        try:
+            raw_form = await self._read_body(call, receive, _MAX_OAUTH_BODY)
+        finally:
+            if park is not None:
+                park(False)
+        form = oauth_form(call.scope, raw_form)
         # An authenticated caller's refused request is kept (sealed), but never a secret; a
         # stranger's is not kept at all (see _record).
         call.body = msgspec.json.encode({k: v for k, v in form.items() if k not in _SECRET_FIELDS})
