@@ -483,7 +483,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     public_host: Annotated[
         str | None,
         _doc(
-            "Host name used in 308 redirects; when unset, the request's Host header (validated) is used.",
+            "Host name used in 308 redirects. When unset, the request's Host header is used only if it "
+            "is one of the listener's own names (the certificate's names and addresses, the address "
+            "reached); otherwise the address the caller reached.",
             allowed="a host name or IP address, e.g. `api.example.com`, or empty",
             check=_check_optional_address,
         ),
@@ -556,7 +558,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc(
             "Time a caller has to complete the TLS handshake, and then each request's head (request "
             "line and headers, at most 16 KiB), from the connection's start or the first byte of a "
-            "kept-alive connection's next request; later gets 408 and the connection closed.",
+            "kept-alive connection's next request; later gets 408 and the connection closed. The plain "
+            "HTTP listener gives each connection as long for its one head.",
             ge=0.5,
             le=300,
         ),
@@ -587,7 +590,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc(
             "Open connections one caller address may hold per worker (not counted for "
             "`trusted_proxies`). At the cap a new connection pushes out that address's oldest "
-            "connection that is not inside a request; if all are busy it gets 503.",
+            "connection that is not inside a request; if all are busy it gets 503. The plain HTTP "
+            "listener applies it, and `max_connections`, to its own connections.",
             ge=1,
         ),
     ] = 128

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -319,3 +320,54 @@ def test_strangers_cannot_fill_the_disk_through_the_audit_log(
     assert len(singles) <= 40
     assert sum(s["counts"]["unrecorded"] for s in summaries) + len(singles) == 305
     assert sum(size for *_, size in rows) < 100_000
+
+
+def _plain_exchange(server: DevServer, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_the_plain_listener_never_copies_a_callers_control_bytes_into_its_answer(server: DevServer) -> None:
+    for target in (b"/x\nSet-Cookie:a=b", b"/x\rSet-Cookie:a=b", b"/\xff\x00z", b"/a\tb", b"/\x7f"):
+        answer = _plain_exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400"), (target, answer)
+        assert b"set-cookie" not in answer.lower()
+    answer = _plain_exchange(server, b"GET /v1/mc/resolve?a=%0D%0A&b=[1] HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert (
+        f"Location: https://localhost:{server.https_port}/v1/mc/resolve?a=%0D%0A&b=[1]\r\n".encode() in answer
+    )
+
+
+def test_the_plain_listener_cuts_dripped_heads_and_caps_connections_per_address(server: DevServer) -> None:
+    async def attack() -> None:
+        # 200 connections from one address, each sending part of a head: the cap (128) pushes
+        # out the oldest, the head deadline (2 s here) closes the rest, and a real caller from
+        # the same address still gets its 308 at once.
+        conns = [await asyncio.open_connection("127.0.0.1", server.http_port) for _ in range(200)]
+        opened = time.monotonic()
+        for _, writer in conns:
+            writer.write(b"GET / HTTP/1.1\r\nHost: loc")
+        answer = await asyncio.to_thread(
+            _plain_exchange, server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 308")
+
+        async def closed_after(reader: asyncio.StreamReader) -> float:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(reader.read(), timeout=8.0)
+            return time.monotonic() - opened
+
+        try:
+            times = await asyncio.gather(*(closed_after(reader) for reader, _ in conns))
+            assert max(times) < 4.0
+            assert sorted(times)[72] < 1.0  # the first 72 (and the real caller's room) made at once
+        finally:
+            for _, writer in conns:
+                writer.transport.abort()
+
+    asyncio.run(attack())

@@ -18,12 +18,15 @@ import contextlib
 import ipaddress
 import re
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 __all__ = ["host_allowed", "redirect_location", "start_redirect_server"]
 
 _MAX_HEAD = 16 * 1024
 _HEAD_TIMEOUT = 10.0
+# RFC 3986 characters of an origin- or absolute-form target (unreserved, reserved, '%').
+_TARGET = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
 
 Names = Callable[[], Iterable[str]]
@@ -66,6 +69,8 @@ def redirect_location(
     ``host_header`` is used only if ``allowed`` says it is one of our names; otherwise (or
     without ``allowed``) ``fallback_host`` is.
     """
+    if _TARGET.match(target) is None:
+        return None
     if target.startswith(("http://", "https://")):
         # Absolute form: keep only its path and query.
         rest = target.split("://", 1)[1]
@@ -89,15 +94,51 @@ def _reached(writer: asyncio.StreamWriter) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+class _Connections:
+    """Open connections by caller address: at a cap the oldest one (of the address, or of all) goes."""
+
+    def __init__(self, per_address: int, total: int) -> None:
+        self.per_address = per_address
+        self.total = total
+        self._all: OrderedDict[asyncio.StreamWriter, str] = OrderedDict()
+        self._by_address: dict[str, OrderedDict[asyncio.StreamWriter, None]] = {}
+
+    def admit(self, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "?"
+        mine = self._by_address.setdefault(address, OrderedDict())
+        if len(mine) >= self.per_address:
+            self._push_out(next(iter(mine)))
+        if len(self._all) >= self.total:
+            self._push_out(next(iter(self._all)))
+        mine[writer] = None
+        self._all[writer] = address
+
+    def release(self, writer: asyncio.StreamWriter) -> None:
+        address = self._all.pop(writer, None)
+        if address is None:
+            return
+        mine = self._by_address[address]
+        mine.pop(writer, None)
+        if not mine:
+            del self._by_address[address]
+
+    def _push_out(self, writer: asyncio.StreamWriter) -> None:
+        self.release(writer)
+        writer.transport.abort()
+
+
 async def _handle(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     public_host: str | None,
     https_port: int,
     names: Names,
+    *,
+    head_timeout: float,
 ) -> None:
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=_HEAD_TIMEOUT)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=head_timeout)
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
         writer.close()
         return
@@ -136,15 +177,23 @@ async def start_redirect_server(
     *,
     sock: socket.socket | None = None,
     names: Names = tuple,
+    head_timeout: float = _HEAD_TIMEOUT,
+    max_per_address: int = 128,
+    max_connections: int = 4096,
 ) -> asyncio.Server:
     """Start the 308 listener (on ``sock`` if given, else on host:port).
 
     ``names`` gives the listener's own names (read at each request, so a reloaded certificate's
     names count at once).
     """
+    connections = _Connections(max_per_address, max_connections)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _handle(reader, writer, public_host, https_port, names)
+        connections.admit(writer)
+        try:
+            await _handle(reader, writer, public_host, https_port, names, head_timeout=head_timeout)
+        finally:
+            connections.release(writer)
 
     if sock is not None:
         return await asyncio.start_server(handler, sock=sock, limit=_MAX_HEAD)

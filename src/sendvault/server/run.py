@@ -230,6 +230,9 @@ async def _main_loop(
             settings.public_host,
             sock=http,
             names=lambda: certs.facts.names if certs.facts is not None else (),
+            head_timeout=settings.header_timeout_seconds,
+            max_per_address=settings.max_connections_per_address,
+            max_connections=settings.max_connections,
         )
         if http is not None
         else None
