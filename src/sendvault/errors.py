@@ -33,6 +33,8 @@ __all__ = [
     "KeyProviderError",
     "KeyProviderUnavailable",
     "NotFound",
+    "SchemaOutdated",
+    "SchemaTooNew",
     "SendvaultError",
     "StaleKeys",
     "StoreError",
@@ -114,6 +116,18 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str = "store unavailable", *, busy: bool = False) -> None:
         super().__init__(message)
         self.busy = busy
+
+
+class SchemaOutdated(StoreError):
+    """The database's schema is older than this sendvault's; ``sendvault db migrate`` upgrades it."""
+
+    hint = "back up the database, then run: sendvault db migrate (sendvault db status lists what it applies)"
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer sendvault; this one must not write to it."""
+
+    hint = "run the sendvault release that migrated it, or newer (sendvault db status lists the versions)"
 
 
 class AuditUnavailable(SendvaultError):

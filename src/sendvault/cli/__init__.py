@@ -41,6 +41,7 @@ _LAZY = {
     "clients": "serve:clients",
     "contact": "contact:contact",
     "csv": "csvfile:csv_group",
+    "db": "db:db",
     "exchange": "exchange:exchange",
     "erase": "contact:erase",
     "harness": "harness:harness",

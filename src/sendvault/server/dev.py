@@ -51,7 +51,7 @@ def prepare_dev(settings: Settings) -> dict[str, Any]:
     if settings.tls_cert_file is None and not (settings.cert_path.exists() and settings.key_path.exists()):
         ca.issue(settings.cert_path, settings.key_path, _DEV_NAMES)
 
-    store = open_store(settings)
+    store = open_store(settings, upgrade=True)  # dev mode migrates an older schema itself
     try:
         secret = previous.get("password") if isinstance(previous.get("password"), str) else None
         record = store.get_client(DEV_CLIENT)

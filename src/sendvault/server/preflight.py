@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError, KeyProviderError, KeyProviderUnavailable, SendvaultError, StoreError
+from ..store.migrations import check_upgrade
 
 if TYPE_CHECKING:
     from ..crypto.keys import KeyProvider
@@ -289,19 +290,15 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
     except ConfigError as exc:  # the database link's TLS files, checked before connecting
         yield _error("database", exc)
         return
-    if facts.schema > facts.latest_schema:
-        yield _error(
-            "database",
-            StoreError(
-                f"{where} has schema version {facts.schema}, newer than this sendvault knows "
-                f"({facts.latest_schema}): upgrade sendvault"
-            ),
-        )
+    try:
+        check_upgrade(where, facts.schema, facts.latest_schema, upgrade=dev)
+    except StoreError as exc:
+        yield _error("database", exc)
         return
     schema = (
         f"schema {facts.schema}"
         if facts.schema == facts.latest_schema
-        else f"schema {facts.schema}, migrated to {facts.latest_schema} at start"
+        else f"schema {facts.schema}, migrated to {facts.latest_schema} at start (dev mode)"
         if facts.schema
         else "empty, set up at start"
     )

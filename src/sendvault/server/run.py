@@ -42,12 +42,13 @@ __all__ = ["bind", "preflight", "serve"]
 log = logging.getLogger("sendvault.server")
 
 
-def _initialize(settings: Settings) -> None:
+def _initialize(settings: Settings, *, dev: bool = False) -> None:
     """Create what a first start needs (data directory, keys, schema, audit log), once the
-    checks have passed; a bad key or a wrong master key still stops start-up here in one line."""
+    checks have passed; a bad key or a wrong master key still stops start-up here in one line.
+    In dev mode an older schema is migrated too (in production that is `sendvault db migrate`)."""
     from ..vault import open_vault  # noqa: PLC0415 - keeps `sendvault --help` light
 
-    open_vault(settings).close()
+    open_vault(settings, upgrade=dev).close()
     if settings.audit == "on":
         from ..audit import open_audit  # noqa: PLC0415
 
@@ -110,7 +111,7 @@ def serve(settings: Settings, *, dev: bool = False, on_ready: Callable[[], None]
     for finding in preflight(settings, dev=dev):
         if finding.level == "warning":
             log.warning("%s %s", finding.check, finding.message)
-    _initialize(settings)
+    _initialize(settings, dev=dev)
     reencryption = _start_reencryption(settings)
     https = bind(settings.host, settings.https_port, "https_port")
     http = bind(settings.host, settings.http_port, "http_port") if settings.http_port else None

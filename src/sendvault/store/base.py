@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
+from .migrations import SchemaStatus
+
 __all__ = [
     "CLIENT_COLUMNS",
     "ClientRecord",
@@ -89,8 +91,17 @@ class ClientRecord(NamedTuple):
 class Store(Protocol):
     """What the vault needs from a database."""
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema; safe to call from several processes at once."""
+    def migrate(self, *, upgrade: bool = True) -> list[int]:
+        """Apply pending migrations; the versions applied. Safe from several processes at once.
+
+        An empty database is always set up; an older one only with ``upgrade`` (else
+        :class:`~sendvault.errors.SchemaOutdated`); a newer one never
+        (:class:`~sendvault.errors.SchemaTooNew`).
+        """
+        ...
+
+    def schema_status(self) -> SchemaStatus:
+        """The schema version, the history of applied migrations and what is pending; reads only."""
         ...
 
     def get_meta(self, name: str) -> str | None:

@@ -22,7 +22,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -33,6 +32,15 @@ from prometheus_client import Counter
 from ..errors import ConfigError, CryptoError, NotFound, StaleKeys, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
+from .migrations import (
+    HISTORY_VERSION,
+    AppliedMigration,
+    Migration,
+    SchemaStatus,
+    check_upgrade,
+    load,
+    status_from,
+)
 
 try:
     import psycopg
@@ -63,12 +71,6 @@ FALLBACKS = Counter(
     "(a token the standby does not have yet) or `standby-unavailable` (down or cannot answer).",
     ["reason"],
 )
-
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("sendvault.store") / "migrations" / "postgres"
-    scripts = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
-    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in scripts]
 
 
 def _translate(exc: Exception) -> StoreError:
@@ -149,17 +151,54 @@ class PostgresStore(ConnectionsBase[Any]):
         conn = conn or self._conn
         return retrying(lambda: _in_transaction(conn, work))
 
-    def migrate(self) -> None:
-        """Apply pending migrations under an advisory lock."""
+    def migrate(self, *, upgrade: bool = True) -> list[int]:
+        """Apply pending migrations in one transaction, under an advisory lock (replicas starting
+        together migrate once).
+
+        An empty database is always set up; an older one only with ``upgrade`` (else
+        :class:`~sendvault.errors.SchemaOutdated`), a newer one never
+        (:class:`~sendvault.errors.SchemaTooNew`). Returns the versions applied.
+        """
+        migrations = load("postgres")
+        applied: list[int] = []
         with self._tx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS sv_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM sv_schema").fetchone()
-            version = row[0] or 0
-            for number, script in _migrations():
-                if number > version:
-                    conn.execute(script)
-                    conn.execute("INSERT INTO sv_schema (version) VALUES (%s)", (number,))
+            version = int(conn.execute("SELECT coalesce(max(version), 0) FROM sv_schema").fetchone()[0])
+            check_upgrade("the PostgreSQL database", version, len(migrations), upgrade=upgrade)
+            now = int(self._clock())
+            unrecorded: list[Migration] = []
+            for migration in migrations[version:]:
+                conn.execute(migration.sql)
+                conn.execute("INSERT INTO sv_schema (version) VALUES (%s)", (migration.version,))
+                applied.append(migration.version)
+                unrecorded.append(migration)
+                if migration.version >= HISTORY_VERSION:
+                    for m in unrecorded:
+                        conn.execute(
+                            "INSERT INTO sv_schema_migrations VALUES (%s, %s, %s, %s) ON CONFLICT (version) "
+                            "DO UPDATE SET name = EXCLUDED.name, sha256 = EXCLUDED.sha256, "
+                            "applied_at = EXCLUDED.applied_at",
+                            (m.version, m.name, m.sha256, now),
+                        )
+                    unrecorded.clear()
+        return applied
+
+    def schema_status(self) -> SchemaStatus:
+        """The schema version, its history and what is pending; reads only."""
+        history: list[AppliedMigration] = []
+        with self._tx() as conn:
+            version = 0
+            if conn.execute("SELECT to_regclass('sv_schema')").fetchone()[0] is not None:
+                version = int(conn.execute("SELECT coalesce(max(version), 0) FROM sv_schema").fetchone()[0])
+            if conn.execute("SELECT to_regclass('sv_schema_migrations')").fetchone()[0] is not None:
+                history = [
+                    AppliedMigration(int(v), str(n), s, None if a is None else int(a))
+                    for v, n, s, a in conn.execute(
+                        "SELECT version, name, sha256, applied_at FROM sv_schema_migrations ORDER BY version"
+                    ).fetchall()
+                ]
+        return status_from("postgres", version, history)
 
     def get_meta(self, name: str) -> str | None:
         """A vault-wide setting recorded at creation, or None."""
@@ -493,7 +532,7 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def describe(self, *, counts: bool = False) -> StoreFacts:
         """Schema version, keys, metadata (and counts), read in one transaction; never migrates."""
-        latest = max(number for number, _ in _migrations())
+        latest = len(load("postgres"))
         with self._tx() as conn:
             if conn.execute("SELECT to_regclass('sv_schema')").fetchone()[0] is None:
                 return StoreFacts(0, latest, [], {})

@@ -14,7 +14,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 
 import msgspec
@@ -22,6 +21,15 @@ import msgspec
 from ..errors import CryptoError, NotFound, StaleKeys, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
+from .migrations import (
+    HISTORY_VERSION,
+    AppliedMigration,
+    Migration,
+    SchemaStatus,
+    check_upgrade,
+    load,
+    status_from,
+)
 
 _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM api_clients"  # noqa: S608 - constant column list
 
@@ -37,12 +45,6 @@ _BULK_TX_ROWS = 20_000
 # Page cache of the bulk connection: a transaction's dirty pages stay in memory until its commit
 # writes each once, instead of spilling (and writing again) as the default 32 MiB cache would.
 _BULK_CACHE_KIB = 256 * 1024
-
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("sendvault.store") / "migrations" / "sqlite"
-    scripts = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
-    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in scripts]
 
 
 def _translate(exc: sqlite3.Error) -> StoreError:
@@ -139,8 +141,13 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
 
     # -- schema and metadata ---------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Create the file with 0600 permissions, switch to WAL, apply pending migrations."""
+    def migrate(self, *, upgrade: bool = True) -> list[int]:
+        """Create the file (0600), switch to WAL, apply pending migrations in one transaction.
+
+        An empty database is always set up; an older one only with ``upgrade`` (else
+        :class:`~sendvault.errors.SchemaOutdated`), a newer one never
+        (:class:`~sendvault.errors.SchemaTooNew`). Returns the versions applied.
+        """
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self._path.exists():
             with contextlib.suppress(FileExistsError):
@@ -148,14 +155,48 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         conn = self._conn
         with _errors():
             conn.execute("PRAGMA journal_mode = WAL")
+        migrations = load("sqlite")
+        unrecorded: list[Migration] = []
+        applied: list[int] = []
         with self._write(conn):
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            for number, script in _migrations():
-                if number > version:
-                    for statement in script.split(";\n"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {number}")
+            check_upgrade(str(self._path), version, len(migrations), upgrade=upgrade)
+            now = int(self._clock())
+            for migration in migrations[version:]:
+                for statement in migration.sql.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+                applied.append(migration.version)
+                unrecorded.append(migration)
+                if migration.version >= HISTORY_VERSION:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO schema_migrations VALUES (?, ?, ?, ?)",
+                        [(m.version, m.name, m.sha256, now) for m in unrecorded],
+                    )
+                    unrecorded.clear()
+        return applied
+
+    def schema_status(self) -> SchemaStatus:
+        """The schema version, its history and what is pending; reads only."""
+        with _errors():
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                history: list[AppliedMigration] = []
+                if conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+                ).fetchone():
+                    history = [
+                        AppliedMigration(int(v), str(n), s, a)
+                        for v, n, s, a in conn.execute(
+                            "SELECT version, name, sha256, applied_at FROM schema_migrations ORDER BY version"
+                        )
+                    ]
+            finally:
+                conn.execute("COMMIT")
+        return status_from("sqlite", int(version), history)
 
     def get_meta(self, name: str) -> str | None:
         """A vault-wide setting recorded at creation, or None."""
@@ -507,7 +548,7 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
 
     def describe(self, *, counts: bool = False) -> StoreFacts:
         """Schema version, keys, metadata (and counts), read in one snapshot; never migrates."""
-        latest = max(number for number, _ in _migrations())
+        latest = len(load("sqlite"))
         with _errors():
             conn = self._conn
             conn.execute("BEGIN")

@@ -23,8 +23,19 @@ _BIDX_KEY_ID = 1
 _FIRST_DATA_KEY_ID = 2
 
 
-def open_store(settings: Settings, *, clock: Callable[[], float] = time.time, migrate: bool = True) -> Store:
-    """The store ``database_url`` names, migrated to the current schema (unless not ``migrate``)."""
+def open_store(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    migrate: bool = True,
+    upgrade: bool = False,
+) -> Store:
+    """The store ``database_url`` names, with its schema checked (unless not ``migrate``).
+
+    An empty database gets the current schema; an older one is upgraded only with ``upgrade``
+    (``serve --dev``, ``db migrate``), else :class:`~sendvault.errors.SchemaOutdated` says to run
+    ``sendvault db migrate``; a newer one is :class:`~sendvault.errors.SchemaTooNew`.
+    """
     store: Store
     if settings.database_url.startswith(("postgresql://", "postgres://")):
         from ..store.postgres import PostgresStore, TLSFiles  # noqa: PLC0415 - psycopg is an optional extra
@@ -44,7 +55,7 @@ def open_store(settings: Settings, *, clock: Callable[[], float] = time.time, mi
     if not migrate:
         return store
     try:
-        store.migrate()
+        store.migrate(upgrade=upgrade)
     except BaseException:
         store.close()
         raise
@@ -56,10 +67,12 @@ def open_vault(
     *,
     clock: Callable[[], float] = time.time,
     rng: RandomBelow = secrets.randbelow,
+    upgrade: bool = False,
 ) -> Vault:
     """A ready vault; creates the data directory, KEK, schema and first keys on first use.
 
-    ``rng`` draws new tokens (tests inject one to force collisions); ``clock`` stamps rows.
+    ``rng`` draws new tokens (tests inject one to force collisions); ``clock`` stamps rows;
+    ``upgrade`` migrates an older schema (else it is refused, see :func:`open_store`).
     """
     # The token format is checked first: a configuration that cannot make enough distinct mobile
     # tokens stops start-up before anything is created.
@@ -77,7 +90,7 @@ def open_vault(
     except OSError as exc:
         raise ConfigError("home", f"the data directory cannot be created ({exc.strerror})") from None
     provider = build_provider(settings)
-    store = open_store(settings, clock=clock)
+    store = open_store(settings, clock=clock, upgrade=upgrade)
     try:
         _check_locked_settings(store, settings)
         provider = _finish_kek_rotation(store, provider, settings)
