@@ -13,6 +13,7 @@ from tests.replicas import free_port
 from sendvault.store.migrations import load
 
 LATEST = len(load("sqlite"))
+HINT = "back up the database, then run: sendvault db migrate (sendvault db status lists what it applies)"
 
 
 def _downgrade(db: Path, version: int) -> None:
@@ -52,8 +53,7 @@ def test_status_and_migrate_on_a_new_then_an_older_database(tmp_path: Path) -> N
     assert done.returncode == 1
     assert _error_lines(done) == [
         f"error: {home / 'sendvault.db'} has schema version 3; this sendvault needs {LATEST}",
-        "hint: back up the database, then run: sendvault db migrate (sendvault db status lists"
-        + " what it applies)",
+        f"hint: {HINT}",
     ]
     assert "Traceback" not in done.stderr
     done = run_cli(home, "db", "migrate")
