@@ -46,10 +46,13 @@ def test_a_deadlock_victim_runs_again_and_gets_the_winners_tokens(store: Postgre
             f"{_INSERT} ('theirs2', 1, %s, %s, 0)",
             (mine[1].bidx, b"x" * 40),
         )
+        (xid,) = other.execute("SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").fetchone()  # type: ignore[misc]
         got: list[dict[bytes, str]] = []
         worker = threading.Thread(target=lambda: got.append(store.insert_new(mine)))
         worker.start()
-        time.sleep(0.3)  # ours now holds b1 and waits for b2
+        # Ours must hold b1 and wait for b2 before the other asks for b1: else there is no
+        # deadlock at all (a fixed sleep here was sometimes too short on a loaded machine).
+        _wait_for_a_waiter(other, xid)
         other.execute(
             f"{_INSERT} ('theirs1', 1, %s, %s, 0) ON CONFLICT DO NOTHING",
             (mine[0].bidx, b"x" * 40),
@@ -58,6 +61,21 @@ def test_a_deadlock_victim_runs_again_and_gets_the_winners_tokens(store: Postgre
         worker.join(timeout=30)
     assert got == [{mine[0].bidx: "theirs1", mine[1].bidx: "theirs2"}]
     assert _retries() == before + 1  # there was a deadlock, and the caller never saw it
+
+
+def _wait_for_a_waiter(conn: psycopg.Connection[tuple[object, ...]], xid: str, seconds: float = 30) -> None:
+    """Until some session waits for the transaction ``xid`` (a row it inserted)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        waiting = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND transactionid = %s::xid "
+            "AND NOT granted",
+            (xid,),
+        ).fetchone()
+        if waiting and waiting[0]:
+            return
+        time.sleep(0.01)
+    raise AssertionError("our transaction never waited for the other's row")
 
 
 def _retries() -> float:
