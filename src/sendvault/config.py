@@ -603,8 +603,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     token_lifetime_seconds: Annotated[int, _doc("Lifetime of OAuth access tokens.", ge=60, le=86_400)] = 3600
     auth_cache_seconds: Annotated[
         float,
-        _doc("How long a successful Basic check and a client record are cached per worker.", ge=0, le=600),
-    ] = 30.0
+        _doc(
+            "How long a successful Basic check and a client record are cached per worker: a client "
+            "added, changed or removed on one replica is honoured by every replica within this.",
+            ge=0,
+            le=600,
+        ),
+    ] = 0.5
     auth_max_failures: Annotated[
         int,
         _doc(

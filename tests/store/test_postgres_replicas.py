@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -29,9 +30,14 @@ BATCHES = (75, 450)
 
 
 @pytest.fixture(scope="module")
-def pair(pg_module_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Replica, Replica]]:
-    root = tmp_path_factory.mktemp("replicas")
-    deployment = Deployment.create(root, pg_module_url)
+def pair_deployment(pg_module_url: str, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    return Deployment.create(tmp_path_factory.mktemp("replicas"), pg_module_url)
+
+
+@pytest.fixture(scope="module")
+def pair(pair_deployment: Deployment) -> Iterator[tuple[Replica, Replica]]:
+    deployment = pair_deployment
+    root = deployment.root
     store = open_store(load_settings(env={**deployment.env, "SENDVAULT_HOME": str(root / "admin")}))
     try:
         secret = register_client(store, "mc")
@@ -119,3 +125,66 @@ def test_opposite_orders_give_one_token_per_value_and_no_error(
         assert len(tokens) == VALUES
         assert len(set(tokens.values())) == VALUES
         assert _contacts(pg_module_url) - before == VALUES, f"round {round_}: stray rows"
+
+
+# -- the replicas behave as one service ----------------------------------------------------
+
+
+def _within(seconds: float, ok: Callable[[], bool]) -> float:
+    """Seconds until ``ok()`` held, polling; fails if it did not within ``seconds``."""
+    started = time.monotonic()
+    while not ok():
+        assert time.monotonic() - started < seconds, f"not within {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _status(replica: Replica, headers: dict[str, str]) -> int:
+    body = {"tokens": [{"tokenRequestId": "1", "token": "unknown@tokens.sendvault.invalid"}]}
+    return replica.request("POST", "/v1/mc/resolve", body, headers)[0]
+
+
+def test_an_access_token_from_one_replica_is_accepted_by_the_other(pair: tuple[Replica, Replica]) -> None:
+    a, b = pair
+    status, raw = a.request(
+        "POST",
+        "/oauth/token",
+        "grant_type=client_credentials",
+        {**a.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200, raw
+    bearer = {"Authorization": f"Bearer {json.loads(raw)['access_token']}"}
+    value = f"oauth.{uuid.uuid4().hex[:8]}@example.com"
+    status, raw = b.request(
+        "POST",
+        "/v1/mc/tokens",
+        {"tokenValues": [{"tokenRequestId": "1", "tokenValue": value, "tokenType": "Email"}]},
+        bearer,
+    )
+    assert status == 200, raw
+    token = json.loads(raw)["tokens"][0]["token"]
+    status, raw = a.request(
+        "POST", "/v1/mc/resolve", {"tokens": [{"tokenRequestId": "1", "token": token}]}, bearer
+    )
+    assert status == 200, raw
+    assert json.loads(raw)["resolvedTokens"][0]["tokenValue"] == value
+
+
+def test_a_client_added_or_rotated_through_one_is_honoured_by_all_within_a_second(
+    pair: tuple[Replica, Replica], pair_deployment: Deployment
+) -> None:
+    a, b = pair
+    name = f"ops{uuid.uuid4().hex[:6]}"
+    # Each replica has looked the client up (and found none) just before it is added.
+    assert {_status(r, basic(name, "x" * 43)) for r in pair} == {401}
+    added = pair_deployment.cli(a.home, "clients", "add", name, "--scopes", "resolve")
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.strip().splitlines()[0]
+    for replica in pair:
+        assert _within(1.0, lambda r=replica: _status(r, basic(name, secret)) == 200) < 1.0
+    rotated = pair_deployment.cli(b.home, "clients", "rotate-secret", name)
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip().splitlines()[0]
+    for replica in pair:
+        _within(1.0, lambda r=replica: _status(r, basic(name, secret)) == 401)
+        assert _status(replica, basic(name, new)) == 200

@@ -152,7 +152,7 @@ class Authenticator:
         store: Store,
         jwt_key: bytes,
         *,
-        cache_seconds: float = 30.0,
+        cache_seconds: float = 0.5,
         token_seconds: int = 3600,
         max_failures: int = 10,
         failure_window: float = 300.0,
