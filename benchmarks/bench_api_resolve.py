@@ -1,7 +1,7 @@
 """Marketing Cloud's load on the token API, beside OpenBao's transit engine, in one run.
 
     python benchmarks/bench_api_resolve.py [--home DIR] [--size 1000000] [--seconds 10] [--rounds 3] [--workers 2]
-        [--compare-src OTHER/src]
+        [--compare-src OTHER/src] [--database postgresql://...]
 
 50 keep-alive TLS connections (wrk, 2 threads) POST 500-token resolve batches drawn at random from
 a store of ``--size`` tokens (built once with benchmarks/bench_vault.py's values, then reused),
@@ -17,6 +17,14 @@ sendvault runs ``--rounds`` times with the audit log on and as often with it off
 and the medians are compared (issue 5's target: with audit >= 90% of without). Prints tokens/s,
 p50 and p99 for each, and sendvault's ratio to OpenBao (issue 4's target: >= 2x with p99 <=
 150 ms). Only 127.0.0.1 is loaded; every run is bounded by ``--seconds``.
+
+With ``--database postgresql://...``: the same load on a PostgreSQL vault of ``--size`` tokens (a
+fresh schema of that database, built with the bulk path, dropped afterwards) beside the SQLite
+vault, alternating over ``--rounds``, audit on for both; medians and the ratio (issue 10's target:
+PostgreSQL >= 60% of SQLite). Then two replicas with one worker each on that PostgreSQL (each
+loaded by its own wrk of 25 connections, one thread; the figures add up) against one replica
+with ``--workers`` workers (one wrk, 50 connections, two threads). The two replicas share one
+home (certificate, dev client, audit log), as two processes of one host would.
 """
 
 from __future__ import annotations
@@ -76,11 +84,14 @@ def bench_sendvault(
     *,
     audit: bool = True,
     src: Path | None = None,
+    database_url: str = "",
 ) -> WrkResult:
     """Start `sendvault serve --dev --workers N` on the store and load it (from ``src`` if given)."""
     port = free_port()
     (home / "dev-client.json").unlink(missing_ok=True)
     env = {**os.environ, "SENDVAULT_HOME": str(home), "SENDVAULT_AUDIT": "on" if audit else "off"}
+    if database_url:
+        env["SENDVAULT_DATABASE_URL"] = database_url
     if src is not None:
         env["PYTHONPATH"] = str(src)  # another build of sendvault, ahead of the installed one
     proc = subprocess.Popen(
@@ -181,6 +192,10 @@ def main() -> None:
         help="the src/ directory of another build (e.g. `git archive` of the previous commit): each "
         "round runs it and this build, both audited, in alternating order, and prints their ratio",
     )
+    parser.add_argument(
+        "--database",
+        help="a postgresql:// URL: the same load on PostgreSQL beside SQLite, then two replicas against one",
+    )
     args = parser.parse_args()
 
     vault = open_vault(load_settings(env={"SENDVAULT_HOME": str(args.home)}))
@@ -193,6 +208,9 @@ def main() -> None:
     ]
     db.close()
     rng = random.Random(11)
+    if args.database:
+        postgres_beside_sqlite(args, tokens, rng)
+        return
     if args.compare_src is not None:
         compare(args, tokens, rng)
         return
@@ -272,6 +290,149 @@ def compare(args: argparse.Namespace, tokens: list[str], rng: random.Random) -> 
         f"this / OpenBao: {ours.items_per_s / peer.items_per_s:.2f}x; "
         f"baseline / OpenBao: {base.items_per_s / peer.items_per_s:.2f}x"
     )
+
+
+def _pg_schema(admin_url: str) -> tuple[str, str]:
+    """A new schema on ``admin_url``: (its name, a URL whose search_path is it)."""
+    import uuid
+
+    import psycopg
+
+    schema = f"sv_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in admin_url else "?"
+    return schema, f"{admin_url}{sep}options=-csearch_path%3D{schema}"
+
+
+def _build_postgres(home: Path, url: str, size: int) -> list[str]:
+    """A PostgreSQL vault of ``size`` benchmark values (bulk path); its tokens."""
+    import psycopg
+
+    from bench_vault import value_of
+    from sendvault.vault import Kind
+
+    vault = open_vault(load_settings(env={"SENDVAULT_HOME": str(home), "SENDVAULT_DATABASE_URL": url}))
+    started = time.perf_counter()
+    step = 50_000
+    for start in range(0, size, step):
+        vault.tokenize_bulk([(Kind.EMAIL, value_of(i)) for i in range(start, min(size, start + step))])
+    vault.close()
+    print(f"PostgreSQL store: {size:,} tokens built in {time.perf_counter() - started:.0f} s")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT token FROM sv_contacts LIMIT %s", (size,)).fetchall()
+    return [str(t) for (t,) in rows]
+
+
+def _two_replicas(
+    home: Path, url: str, tokens: list[str], args: argparse.Namespace, rng: random.Random
+) -> WrkResult:
+    """Two `serve --dev --workers 1` on one PostgreSQL, each loaded by its own wrk (25 connections)."""
+    import base64
+    import concurrent.futures
+
+    env = {**os.environ, "SENDVAULT_HOME": str(home), "SENDVAULT_DATABASE_URL": url, "SENDVAULT_AUDIT": "on"}
+    ports = [free_port(), free_port()]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            (home / "dev-client.json").unlink(missing_ok=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sendvault", "serve", "--dev", "--https-port", str(port), "--http-port",
+                 "0", "--admin-port", "0", "--workers", "1"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            procs.append(proc)
+            _wait_for(home / "dev-client.json", proc)
+        time.sleep(3)
+        client = json.loads((home / "dev-client.json").read_text())
+        auth = base64.b64encode(f"{client['username']}:{client['password']}".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
+        urls = [f"https://127.0.0.1:{p}/v1/mc/resolve" for p in ports]
+        bodies = [_resolve_bodies(tokens, rng) for _ in urls]
+
+        def load(i: int, seconds: int) -> WrkResult:
+            return run_wrk(
+                urls[i], bodies[i], headers, '"tokenValue"', BATCH, connections=25, threads=1, seconds=seconds
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(load, [0, 1], [3, 3]))  # warm-up
+            a, b = pool.map(load, [0, 1], [args.seconds, args.seconds])
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+    seconds = max(a.seconds, b.seconds)
+    return WrkResult(
+        requests=round((a.requests / a.seconds + b.requests / b.seconds) * seconds),
+        seconds=seconds,
+        p50_ms=max(a.p50_ms, b.p50_ms),
+        p99_ms=max(a.p99_ms, b.p99_ms),
+        max_ms=max(a.max_ms, b.max_ms),
+        socket_errors=a.socket_errors + b.socket_errors,
+        non2xx=a.non2xx + b.non2xx,
+        bad=a.bad + b.bad,
+        checked=a.checked + b.checked,
+        items_per_request=BATCH,
+    )
+
+
+def postgres_beside_sqlite(args: argparse.Namespace, tokens: list[str], rng: random.Random) -> None:
+    """--database: SQLite and PostgreSQL alternating, then two replicas against one (PostgreSQL)."""
+    import psycopg
+
+    schema, url = _pg_schema(args.database)
+    try:
+        with tempfile.TemporaryDirectory(dir=args.home.parent) as tmp:
+            pg_home = Path(tmp) / "pg"
+            pg_tokens = _build_postgres(pg_home, url, args.size)
+            runs: dict[str, list[WrkResult]] = {"sqlite": [], "postgres": []}
+            for n in range(args.rounds):
+                for name in ("sqlite", "postgres") if n % 2 == 0 else ("postgres", "sqlite"):
+                    home = args.home if name == "sqlite" else pg_home
+                    for stale in home.glob("audit.db*"):
+                        stale.unlink()
+                    os.sync()
+                    if name == "sqlite":
+                        runs[name].append(bench_sendvault(home, tokens, args, rng))
+                    else:
+                        runs[name].append(bench_sendvault(home, pg_tokens, args, rng, database_url=url))
+            replicas: list[WrkResult] = []
+            single: list[WrkResult] = []
+            for n in range(args.rounds):
+                for two in (True, False) if n % 2 == 0 else (False, True):
+                    for stale in pg_home.glob("audit.db*"):
+                        stale.unlink()
+                    os.sync()
+                    if two:
+                        replicas.append(_two_replicas(pg_home, url, pg_tokens, args, rng))
+                    else:
+                        single.append(bench_sendvault(pg_home, pg_tokens, args, rng, database_url=url))
+    finally:
+        with psycopg.connect(args.database, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    lite, pg = _median(runs["sqlite"]), _median(runs["postgres"])
+    two, one = _median(replicas), _median(single)
+    print(f"50 connections, 500 tokens per resolve, {args.size:,} tokens, {args.seconds} s each, audit on, "
+          f"medians of {args.rounds}, 2-core machine:")  # fmt: skip
+    print(f"{'server':56} {'items/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'bad':>5}")
+    for name, r in (
+        (f"SQLite, 1 replica x {args.workers} workers", lite),
+        (f"PostgreSQL, 1 replica x {args.workers} workers", pg),
+        (f"PostgreSQL, 1 replica x {args.workers} workers (second series)", one),
+        ("PostgreSQL, 2 replicas x 1 worker (2 wrk x 25 connections)", two),
+    ):
+        bad = r.bad + r.non2xx + r.socket_errors
+        print(f"{name:56} {r.items_per_s:10,.0f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {bad:5}")
+    per_round = ", ".join(
+        f"{p.items_per_s / s.items_per_s:.0%}" for p, s in zip(runs["postgres"], runs["sqlite"], strict=True)
+    )
+    print(f"PostgreSQL / SQLite: {pg.items_per_s / lite.items_per_s:.0%} of medians (target >= 60%); "
+          f"per round: {per_round}")  # fmt: skip
+    print(f"2 replicas x 1 worker / 1 replica x {args.workers} workers (PostgreSQL): "
+          f"{two.items_per_s / one.items_per_s:.0%} of medians")  # fmt: skip
 
 
 if __name__ == "__main__":
