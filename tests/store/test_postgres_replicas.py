@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -188,3 +189,55 @@ def test_a_client_added_or_rotated_through_one_is_honoured_by_all_within_a_secon
     for replica in pair:
         _within(1.0, lambda r=replica: _status(r, basic(name, secret)) == 401)
         assert _status(replica, basic(name, new)) == 200
+
+
+def _get_token(replica: Replica, value: str) -> str:
+    body = {"tokenValues": [{"tokenRequestId": "1", "tokenValue": value, "tokenType": "Email"}]}
+    status, raw = replica.request("POST", "/v1/mc/tokens", body, replica.headers)
+    assert status == 200, raw
+    return str(json.loads(raw)["tokens"][0]["token"])
+
+
+def _resolved(replica: Replica, token: str) -> str | None:
+    body = {"tokens": [{"tokenRequestId": "1", "token": token}]}
+    status, raw = replica.request("POST", "/v1/mc/resolve", body, replica.headers)
+    assert status == 200, raw
+    found = json.loads(raw)["resolvedTokens"]
+    return str(found[0]["tokenValue"]) if found else None
+
+
+def test_each_audit_log_verifies_alone_and_their_exports_merge_into_one_verifiable_bundle(
+    pair: tuple[Replica, Replica], pair_deployment: Deployment, tmp_path: Path
+) -> None:
+    for replica in pair:
+        _get_token(replica, f"audited.{uuid.uuid4().hex[:8]}@example.com")
+    keys: list[str] = []
+    exports: list[str] = []
+    for replica in pair:
+        key = replica.home / "keys" / "audit-signing.pub"
+        keys.append(f"{replica.name}={key}")
+        verified = pair_deployment.cli(replica.home, "audit", "verify", "--public-key", str(key))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        out = tmp_path / f"{replica.name}.jsonl"
+        exported = pair_deployment.cli(replica.home, "audit", "export", "--output", str(out))
+        assert exported.returncode == 0, exported.stderr
+        exports.append(str(out))
+    bundle = tmp_path / "bundle.jsonl"
+    admin = pair[0].home
+    merged = pair_deployment.cli(admin, "audit", "merge", *exports, "--output", str(bundle))
+    assert merged.returncode == 0, merged.stderr
+    check = ["audit", "verify-bundle", str(bundle), *(x for k in keys for x in ("--public-key", k))]
+    done = pair_deployment.cli(admin, *check, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert [s["name"] for s in doc["sources"]] == ["a", "b"]
+    assert all(s["records"] > 0 for s in doc["sources"])
+    # Each chain is checked under its own replica's key: swapped keys fail.
+    swapped = ["--public-key", keys[0].replace("a=", "b=", 1), "--public-key", keys[1].replace("b=", "a=", 1)]
+    assert pair_deployment.cli(admin, "audit", "verify-bundle", str(bundle), *swapped).returncode == 1
+    # A section cut short breaks the bundle.
+    lines = bundle.read_text().splitlines(keepends=True)
+    bundle.write_text("".join(lines[:-1]))
+    done = pair_deployment.cli(admin, *check)
+    assert done.returncode == 1
+    assert "BROKEN" in done.stderr

@@ -548,3 +548,103 @@ def audit_purge(app: AppContext, before: str) -> None:
     count, last = app.audit.store.purge(_when(before, "--before"))
     app.record(Event.AUDIT_PURGE, meta={"removed": count, "through_seq": last})
     click.echo(f"{count} record(s) removed" + (f" through record {last}" if count else ""), err=True)
+
+
+# -- many replicas: one bundle of their exports ------------------------------------------------
+
+
+@audit.command("merge")
+@click.argument(
+    "exports", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Bundle file."
+)
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="A name per export, in order (default: each file's name without .jsonl): the replica it came from.",
+)
+def audit_merge(exports: tuple[Path, ...], output: Path, names: tuple[str, ...]) -> None:
+    """Merge the exports of several replicas (`audit export` on each) into one bundle.
+
+    Each export is kept whole, under its replica's name, with its SHA-256 in the bundle's first
+    line; `sendvault audit verify-bundle` checks every one under that replica's trusted key.
+    """
+    from ..audit.bundle import BundleBroken, write_bundle  # noqa: PLC0415
+
+    if names and len(names) != len(exports):
+        fail(
+            f"{len(names)} --name for {len(exports)} exports",
+            "give one --name per export, or none",
+            EXIT_USAGE,
+        )
+    labels = list(names) or [p.name.removesuffix(".jsonl") for p in exports]
+    try:
+        count = write_bundle(list(zip(labels, exports, strict=True)), output)
+    except BundleBroken as exc:
+        fail(str(exc), "give each export its own --name", EXIT_USAGE)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read or write the exports ({type(exc).__name__})", code=EXIT_FAILURE)
+    click.echo(f"{count} export(s) merged into {output}", err=True)
+
+
+@audit.command("verify-bundle")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--public-key",
+    "keys",
+    multiple=True,
+    help="NAME=FILE: the trusted Ed25519 public key (PEM) of replica NAME; a bare FILE is the key of "
+    "every replica without its own (default: the audit_public_key setting).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@pass_app
+def audit_verify_bundle(app: AppContext, bundle: Path, keys: tuple[str, ...], as_json: bool) -> None:
+    """Check a bundle of replicas' exports: every export whole, each chain under its own key.
+
+    Exit 0 when every export verifies, 1 when one does not (or the bundle was cut or edited), 2
+    usage error.
+    """
+    from ..audit import load_public_key  # noqa: PLC0415
+    from ..audit.bundle import BundleBroken, verify_bundle  # noqa: PLC0415
+
+    named: dict[str, Any] = {}
+    default: Any = None
+    try:
+        for item in keys:
+            name, sep, file = item.rpartition("=")
+            if sep and name:
+                named[name] = load_public_key(file)
+            else:
+                default = load_public_key(item)
+    except (OSError, ValueError) as exc:
+        fail(f"no usable audit public key: {exc}", code=EXIT_USAGE)
+    if default is None and app.settings.audit_public_key is not None:
+        default = _public_key(app, None)
+    try:
+        results = verify_bundle(bundle, named, default)
+    except BundleBroken as exc:
+        if as_json:
+            emit_json({"intact": False, "reason": str(exc)})
+        else:
+            click.echo(f"BROKEN: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except ChainBroken as broken:
+        _broken(broken, as_json)
+    if as_json:
+        emit_json(
+            {
+                "intact": True,
+                "sources": [
+                    {"name": n, "first": r.first, "last": r.last, "records": r.records} for n, r in results
+                ],
+            }
+        )
+    else:
+        for name, result in results:
+            click.echo(
+                f"{name}: intact, records {result.first}..{result.last} ({result.records}), signed head"
+            )
+        click.echo(f"bundle intact: {len(results)} replica(s)")

@@ -1,0 +1,124 @@
+"""One bundle from the audit exports of many replicas, and its check.
+
+Every replica keeps its own audit log (its own chain, its own signing key). A bundle holds the
+exports of all of them, unchanged, one after the other, behind a first line that names each and
+the SHA-256 of its export::
+
+    {"type": "bundle", "version": 1, "sources": [{"name": "a", "sha256": "...", "lines": 12}, ...]}
+    {"type": "source", "name": "a"}
+    ... replica a's export, line for line ...
+    {"type": "source", "name": "b"}
+    ...
+
+A bundle verifies when its sections are exactly the sources it names (same order, same SHA-256)
+and each section verifies as an export on its own, under the key trusted for that replica. A
+section cut, swapped or edited, a source added or dropped, breaks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .._fs import write_atomic
+from .export import verify_export
+from .verify import ChainBroken, Verified
+
+__all__ = ["BundleBroken", "read_bundle", "verify_bundle", "write_bundle"]
+
+
+class BundleBroken(Exception):
+    """The bundle's shape does not hold (before any chain is checked), or a section is broken."""
+
+
+def write_bundle(sources: Sequence[tuple[str, Path]], output: Path) -> int:
+    """Write the exports ``(name, path)`` as one bundle; returns the number of sources."""
+    names = [name for name, _ in sources]
+    if len(set(names)) != len(names):
+        raise BundleBroken("each source needs its own name")
+    sections: list[tuple[str, str]] = []
+    for name, path in sources:
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        sections.append((name, text))
+    header = {
+        "type": "bundle",
+        "version": 1,
+        "sources": [
+            {"name": n, "sha256": hashlib.sha256(t.encode()).hexdigest(), "lines": t.count("\n")}
+            for n, t in sections
+        ],
+    }
+    parts = [json.dumps(header) + "\n"]
+    for name, text in sections:
+        parts.append(json.dumps({"type": "source", "name": name}) + "\n")
+        parts.append(text)
+    write_atomic(output, "".join(parts).encode())
+    return len(sections)
+
+
+def read_bundle(path: Path) -> list[tuple[str, str]]:
+    """The sections ``(name, export text)`` of a bundle whose shape and checksums hold."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("type") != "bundle" or header.get("version") != 1:
+        raise BundleBroken("line 1 is not a bundle header")
+    try:
+        named = [(str(s["name"]), str(s["sha256"]), int(s["lines"])) for s in header["sources"]]
+    except (KeyError, TypeError, ValueError):
+        raise BundleBroken("the bundle header's sources are malformed") from None
+    sections: list[tuple[str, str]] = []
+    at = 1
+    for name, digest, count in named:
+        try:
+            marker = json.loads(lines[at]) if at < len(lines) else None
+        except ValueError:
+            marker = None
+        if marker != {"type": "source", "name": name}:
+            raise BundleBroken(f"line {at + 1}: expected the section of source {name!r}")
+        text = "".join(lines[at + 1 : at + 1 + count])
+        if hashlib.sha256(text.encode()).hexdigest() != digest:
+            raise BundleBroken(f"source {name!r}: its section does not match the bundle header")
+        sections.append((name, text))
+        at += 1 + count
+    if at != len(lines):
+        raise BundleBroken(f"line {at + 1}: lines after the last source")
+    return sections
+
+
+def verify_bundle(
+    path: Path, keys: Mapping[str, Ed25519PublicKey], default: Ed25519PublicKey | None = None
+) -> list[tuple[str, Verified]]:
+    """Verify every section under its source's trusted key (``keys``, else ``default``).
+
+    Raises :class:`BundleBroken` for the shape or a missing key, :class:`ChainBroken` (its
+    reason naming the source) for the first section that does not verify.
+    """
+    sections = read_bundle(path)
+    unknown = set(keys) - {name for name, _ in sections}
+    if unknown:
+        raise BundleBroken(f"no source named {sorted(unknown)[0]!r} in the bundle")
+    results: list[tuple[str, Verified]] = []
+    with tempfile.TemporaryDirectory(prefix="sendvault-bundle-") as tmp:
+        for number, (name, text) in enumerate(sections):
+            key = keys.get(name, default)
+            if key is None:
+                raise BundleBroken(
+                    f"no trusted public key for source {name!r}: give --public-key {name}=FILE"
+                )
+            part = Path(tmp) / f"{number}.jsonl"
+            part.write_text(text, encoding="utf-8")
+            try:
+                results.append((name, verify_export(part, key)))
+            except ChainBroken as broken:
+                raise ChainBroken(broken.seq, f"source {name!r}: {broken.reason}") from None
+    return results
