@@ -206,6 +206,36 @@ def _resolved(replica: Replica, token: str) -> str | None:
     return str(found[0]["tokenValue"]) if found else None
 
 
+def _sealed_with(url: str, token: str) -> int:
+    """The data key id in a token's value ciphertext header (version byte, then the id)."""
+    with psycopg.connect(url) as conn:
+        (ct,) = conn.execute("SELECT value_ct FROM sv_contacts WHERE token = %s", (token,)).fetchone()  # type: ignore[misc]
+    return int.from_bytes(bytes(ct)[1:5], "big")
+
+
+def test_a_key_rotated_through_one_is_used_and_opened_by_all_without_a_restart(
+    pair: tuple[Replica, Replica], pair_deployment: Deployment, pg_module_url: str
+) -> None:
+    a = pair[0]
+    rotated = pair_deployment.cli(a.home, "keys", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    # A value sealed with the new key by a process other than the replicas...
+    value = f"rotated.{uuid.uuid4().hex[:8]}@example.com"
+    made = pair_deployment.cli(a.home, "token", "get", "--type", "email", value)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    new_key = _sealed_with(pg_module_url, token)
+    # ...opens on both replicas, and both seal new values with the new key, without a restart.
+    for replica in pair:
+        _within(10.0, lambda r=replica: _resolved(r, token) == value)
+        _within(
+            10.0,
+            lambda r=replica: (
+                _sealed_with(pg_module_url, _get_token(r, f"k.{uuid.uuid4().hex[:8]}@example.com")) == new_key
+            ),
+        )
+
+
 def test_each_audit_log_verifies_alone_and_their_exports_merge_into_one_verifiable_bundle(
     pair: tuple[Replica, Replica], pair_deployment: Deployment, tmp_path: Path
 ) -> None:
