@@ -19,6 +19,7 @@ from tests.pgcluster import Cluster, require_pg_bin
 from sendvault.config import load_settings
 from sendvault.errors import ConfigError
 from sendvault.server.certs import CertAuthority
+from sendvault.store.postgres import TLSFiles
 from sendvault.vault import open_vault
 from sendvault.vault.normalize import Kind
 
@@ -213,3 +214,22 @@ def test_scan_db_reports_the_cluster_compliant(link: Link) -> None:
     assert target["findings"] == [], target
     assert target["unknown"] == [], target
     assert done.returncode == 0, done.stderr
+
+
+def test_the_url_wins_over_the_settings_and_a_clear_text_mode_is_refused(link: Link) -> None:
+    files = link.files()
+    tls = TLSFiles(files["ca_file"], files["cert_file"], files["key_file"])
+    # Settings fill in what the URL does not say; the CA implies verify-full.
+    assert tls.check(link.url, "database_url") == {
+        "sslrootcert": files["ca_file"], "sslcert": files["cert_file"], "sslkey": files["key_file"],
+        "sslmode": "verify-full",
+    }  # fmt: skip
+    assert tls.check(f"{link.url}?sslmode=verify-ca&sslrootcert={files['ca_file']}", "database_url") == {
+        "sslcert": files["cert_file"], "sslkey": files["key_file"],
+    }  # fmt: skip
+    for mode in ("disable", "allow", "prefer"):
+        with pytest.raises(ConfigError, match=f"sslmode={mode} would send the link in the clear"):
+            tls.check(f"{link.url}?sslmode={mode}", "database_url")
+    with pytest.raises(ConfigError, match="is not a PEM certificate file") as info:
+        TLSFiles(files["key_file"]).check(link.url, "database_url")
+    assert info.value.setting == "database_ssl_ca_file"
