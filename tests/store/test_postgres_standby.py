@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +259,8 @@ def test_serve_replicas_resolve_fresh_tokens_through_a_lagging_standby(pair: Pai
     finally:
         store.close()
     pair.wait_in_step()
-    replica = deployment.start("r1", workers=2)
+    admin = free_port()
+    replica = deployment.start("r1", workers=2, admin_port=str(admin))
     replica.headers = basic("mc", secret)
     pair.standby.sql("SELECT pg_wal_replay_pause()")
     try:
@@ -279,6 +282,14 @@ def test_serve_replicas_resolve_fresh_tokens_through_a_lagging_standby(pair: Pai
             assert {r["tokenRequestId"]: r["tokenValue"] for r in answer["resolvedTokens"]} == dict(
                 enumerate(values)
             )
+        # The workers' fallbacks reach the admin listener's metrics, which the alerts read.
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=30) as answer:
+            metrics = answer.read().decode()
+        found = re.search(
+            r'^sendvault_store_standby_fallbacks_total\{reason="not-replicated"\} (\S+)$', metrics, re.M
+        )
+        assert found is not None, metrics[-2000:]
+        assert float(found.group(1)) >= 5
     finally:
         pair.standby.sql("SELECT pg_wal_replay_resume()")
         output = replica.stop()
