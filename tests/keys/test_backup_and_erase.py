@@ -83,6 +83,12 @@ def test_restore_without_the_kek_is_refused_and_changes_nothing(tmp_path: Path) 
     again = run_cli(home, "backup", str(tmp_path / "b.db"))
     assert again.returncode == 1
     assert "exists" in again.stderr
+    for name, content in (("text.db", b"not a database at all\n" * 100), ("empty.db", b"")):
+        (tmp_path / name).write_bytes(content)
+        bad = run_cli(other, "restore", str(tmp_path / name), env=wrong)
+        assert bad.returncode == 1
+        assert "is not a sendvault backup" in bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_postgres_backup_says_to_use_pg_dump_and_restore_checks_the_file(tmp_path: Path, pg_url: str) -> None:

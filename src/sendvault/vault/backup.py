@@ -141,7 +141,7 @@ def restore(
             keys = src.execute("SELECT id, purpose, provider, wrapped FROM data_keys ORDER BY id").fetchall()
             (rows,) = src.execute("SELECT count(*) FROM contacts").fetchone()
             made_under = src.execute("SELECT value FROM meta WHERE name = 'backup:kek'").fetchone()
-        except StoreError:
+        except sqlite3.Error:
             raise BackupError(f"{source} is not a sendvault backup") from None
         if check != "ok":
             raise StoreError(f"{source} failed its integrity check ({check})")
