@@ -139,11 +139,18 @@ def rotate_audit(app: AppContext, signing: bool, sealing: bool) -> None:
         click.echo(f"audit sealing key {done.sealing[0]} -> {done.sealing[1]}", err=True)
     if done.public_key_pem:
         click.echo(done.public_key_pem.rstrip("\n"))
-        click.echo(
-            "add the public key above to the file audit_public_key names (keep the old one too):"
-            " audit verify trusts only that file",
-            err=True,
-        )
+        if getattr(done, "pending", False):
+            click.echo(
+                "a new signing key is ready but not used yet: add the public key above to the file"
+                " audit_public_key names (keep the old one too), then run `keys rotate audit` again",
+                err=True,
+            )
+        else:
+            click.echo(
+                "add the public key above to the file audit_public_key names (keep the old one too):"
+                " audit verify trusts only that file",
+                err=True,
+            )
 
 
 @contextlib.contextmanager
