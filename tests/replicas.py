@@ -74,6 +74,24 @@ class Deployment:
             check=False,
         )
 
+    def start_with_client(
+        self, name: str, *, workers: int = 1, client: str = "mc", **settings: str
+    ) -> Replica:
+        """Register API client ``client`` on the shared database, then start replica ``name``
+        with the client's HTTP Basic credentials as its default headers."""
+        from sendvault.api.auth import register_client
+        from sendvault.config import load_settings
+        from sendvault.vault import open_store
+
+        store = open_store(load_settings(env={**self.env, "SENDVAULT_HOME": str(self.home(name))}))
+        try:
+            secret = register_client(store, client)
+        finally:
+            store.close()
+        replica = self.start(name, workers=workers, **settings)
+        replica.headers = basic(client, secret)
+        return replica
+
     def start(self, name: str, *, workers: int = 1, **settings: str) -> Replica:
         home = self.home(name)
         port = free_port()

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from tests.helpers import run_cli
 from tests.openbao_server import OpenBaoServer
-from tests.replicas import Deployment, Replica, basic
+from tests.replicas import Deployment, Replica
 
-from sendvault.api.auth import register_client
 from sendvault.config import load_settings
 from sendvault.crypto.transit import ciphertext_version
 from sendvault.vault import open_store
@@ -83,16 +82,9 @@ def served(openbao: OpenBaoServer, tmp_path: Path) -> Iterator[tuple[Deployment,
     deployment = Deployment.create(tmp_path / "d", f"sqlite:///{tmp_path / 'vault.db'}", log_level="warning")
     del deployment.env["SENDVAULT_MASTER_KEY"]
     deployment.env.update(_env(openbao, key))
-    home = deployment.home("a")
-    store = open_store(load_settings(env={**deployment.env, "SENDVAULT_HOME": str(home)}))
-    try:
-        secret = register_client(store, "mc")
-    finally:
-        store.close()
     # One worker: /healthz answering then means every worker has unwrapped its keys (a worker
     # still starting when OpenBao stops cannot start, by design: start needs the provider).
-    replica = deployment.start("a", workers=1)
-    replica.headers = basic("mc", secret)
+    replica = deployment.start_with_client("a", workers=1)
     try:
         yield deployment, replica, deployment.env
     finally:

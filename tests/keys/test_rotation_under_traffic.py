@@ -16,11 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.replicas import Deployment, Replica, basic
-
-from sendvault.api.auth import register_client
-from sendvault.config import load_settings
-from sendvault.vault import open_store
+from tests.replicas import Deployment, Replica
 
 ROUNDS = 3
 SEED = 1500
@@ -128,17 +124,10 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Dep
     deployment = Deployment.create(tmp_path / "d", url)
     # The KEK lives in the replica's key file (rotated by `keys rotate kek`), not the environment.
     del deployment.env["SENDVAULT_MASTER_KEY"]
-    home = deployment.home("a")
-    store = open_store(load_settings(env={**deployment.env, "SENDVAULT_HOME": str(home)}))
-    try:
-        secret = register_client(store, "mc")
-    finally:
-        store.close()
     # The server's own background re-encryption is off: the rounds run `keys reencrypt` (and the
     # background run has its own test), so the two never share the work by chance.
     # Warnings only: the replica's output is a pipe read at its end, and access lines would fill it.
-    replica = deployment.start("a", workers=2, reencrypt_share="0", log_level="warning")
-    replica.headers = basic("mc", secret)
+    replica = deployment.start_with_client("a", workers=2, reencrypt_share="0", log_level="warning")
     try:
         yield deployment, replica
     finally:
@@ -188,14 +177,7 @@ def test_every_rotation_under_traffic_fails_no_request_and_changes_no_token(
 @pytest.fixture
 def background(tmp_path: Path) -> Iterator[tuple[Deployment, Replica]]:
     deployment = Deployment.create(tmp_path / "d", f"sqlite:///{tmp_path / 'vault.db'}")
-    home = deployment.home("a")
-    store = open_store(load_settings(env={**deployment.env, "SENDVAULT_HOME": str(home)}))
-    try:
-        secret = register_client(store, "mc")
-    finally:
-        store.close()
-    replica = deployment.start("a", workers=2, reencrypt_share="0.5", log_level="warning")
-    replica.headers = basic("mc", secret)
+    replica = deployment.start_with_client("a", workers=2, reencrypt_share="0.5", log_level="warning")
     try:
         yield deployment, replica
     finally:
