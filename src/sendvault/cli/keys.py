@@ -65,6 +65,7 @@ def _audit_keys() -> Callable[[Any], list[dict[str, Any]]] | None:
                 "id": info.key_id,
                 "provider": info.provider,
                 "current": info.state == "current",
+                "state": info.state,
                 "where": info.where,
             }
             if info.age_days is not None:
