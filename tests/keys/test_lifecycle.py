@@ -334,3 +334,23 @@ def test_wrong_kek_is_one_line(settings: Settings) -> None:
     path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     with pytest.raises(KeyProviderError):
         open_vault(settings)
+
+
+def test_a_tampered_row_is_reported_left_alone_and_keeps_its_key(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    tokens = _big_store(home, 50)
+    db = sqlite3.connect(home / "sendvault.db")
+    (ct,) = db.execute("SELECT value_ct FROM contacts WHERE token = ?", (tokens[7],)).fetchone()
+    db.execute("UPDATE contacts SET value_ct = ? WHERE token = ?", (ct[:-1] + bytes([ct[-1] ^ 1]), tokens[7]))
+    db.commit()
+    db.close()
+    assert run_cli(home, "keys", "rotate", "dek").returncode == 0
+    done = run_cli(home, "keys", "reencrypt", "--json")
+    assert done.returncode == 1
+    assert '"rows":49' in done.stdout
+    assert '"unreadable":1' in done.stdout
+    assert '"complete":true' in done.stdout
+    assert "1 row(s) did not open" in done.stderr
+    kept = run_cli(home, "keys", "retire", "2")
+    assert kept.returncode == 1
+    assert "still protects 1 row(s)" in kept.stderr

@@ -100,7 +100,7 @@ def reencrypt(
     report = ReencryptReport(key_id)
     after = _cursor(vault, key_id)
     full_pass = after == ""
-    found_in_pass = 0
+    found_in_pass = unreadable_in_pass = 0
     while True:
         if should_stop is not None and should_stop():
             break
@@ -109,12 +109,14 @@ def reencrypt(
         if not rows:
             report.passes += 1
             if full_pass and found_in_pass == 0:
+                # The last pass saw every row: what did not open then is what is left unreadable.
+                report.unreadable = unreadable_in_pass
                 report.complete = True
                 store.set_meta(REENCRYPT_DONE, str(key_id))
                 break
             # Rows written under an older key behind the cursor (by a process that had not yet
             # loaded the new key) are found by one more pass from the start.
-            after, full_pass, found_in_pass = "", True, 0
+            after, full_pass, found_in_pass, unreadable_in_pass = "", True, 0, 0
             continue
         items, unreadable = vault.reseal(rows)
         try:
@@ -122,8 +124,7 @@ def reencrypt(
         except StaleKeys:
             vault.refresh_keys()
             continue
-        if full_pass:
-            report.unreadable += unreadable
+        unreadable_in_pass += unreadable
         after = rows[-1][0]
         found_in_pass += len(items)
         report.changed += changed
@@ -145,7 +146,7 @@ class BackgroundReencryption:
     move them in the background, working ``share`` of the time (the rest is the API's)."""
 
     def __init__(
-        self, vault: Vault, *, share: float = 0.5, batch_rows: int = 500, poll_seconds: float = 5.0
+        self, vault: Vault, *, share: float = 0.5, batch_rows: int = 5000, poll_seconds: float = 5.0
     ) -> None:
         self._vault = vault
         self._share = share
