@@ -2,7 +2,7 @@
 the server re-encrypts in the background, as a share of its idle throughput in the same run.
 
     flock /work/coord/bench.lock python benchmarks/bench_keys.py --home /work/benchdata/issue-13/vault \
-        [--size 1000000] [--seconds 10] [--workers 2] [--share 0.3] [--rounds 2]
+        [--size 1000000] [--seconds 10] [--workers 2] [--share 0.15] [--rounds 3]
 
 The store (``--size`` tokens, benchmarks/bench_vault.py's values) is built once and reused; each
 measurement rotates to a fresh data key and retires the previous one, so every run re-encrypts
@@ -13,7 +13,8 @@ the whole store. Three figures, same store, same run:
    TLS connections, 500-token resolve batches, every answer checked) for ``--seconds`` while idle,
    then ``keys rotate dek`` and the same wrk load for ``--seconds`` while the server re-encrypts in
    the background; the server is then stopped and the rows moved in that window counted.
-3. The ratio resolve-during / resolve-idle (target >= 70%), per round and of the medians.
+3. The ratio resolve-during / resolve-idle (target >= 70%) of each round, their median, and the
+   ratio of the medians. The machine is shared: compare within a round, not across runs.
 
 Only 127.0.0.1 is loaded; each phase is bounded by ``--seconds``.
 """
@@ -144,8 +145,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--share", type=float, default=0.3, help="reencrypt_share of the server")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--share", type=float, default=0.15, help="reencrypt_share of the server")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     args.home.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,11 @@ def main() -> None:
         )
     idle = statistics.median(r["idle"] for r in results)
     during = statistics.median(r["during"] for r in results)
-    print(f"resolve during background re-encryption / idle: {during / idle:.0%} of medians (target >= 70%)")
+    ratio = statistics.median(r["during"] / r["idle"] for r in results)
+    print(
+        f"resolve during background re-encryption / idle: median of the rounds' ratios {ratio:.0%}, "
+        f"ratio of the medians {during / idle:.0%} (target >= 70%)"
+    )
     moved = statistics.median(r["moved_rows_per_s"] for r in results)
     print(
         f"background re-encryption under load: {moved:,.0f} rows/s "

@@ -407,11 +407,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc(
             "Share of time `serve` spends moving rows to the current data key after `keys rotate dek` "
             "(in the background, in batches; the rest is the API's). 0 turns the background run off: "
-            "then run `sendvault keys reencrypt`.",
+            "then run `sendvault keys reencrypt`. The default keeps resolve throughput at about 70% or "
+            "more of idle on 2 cores (benchmarks/bench_keys.py) and moves a million rows in minutes.",
             ge=0.0,
             le=1.0,
         ),
-    ] = 0.3
+    ] = 0.15
 
     audit: Annotated[
         Literal["on", "off"],

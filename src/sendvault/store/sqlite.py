@@ -444,7 +444,12 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 cursor,
             )
-            return changed
+        # Re-encryption rewrites the whole table: a checkpoint after each batch keeps the WAL
+        # short (every reader looks each page up in it) and puts the pages back into the file
+        # the readers map into memory. PASSIVE never waits for a reader or a writer.
+        with _errors():
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return changed
 
     def set_meta(self, name: str, value: str | None) -> None:
         """Set (or with None delete) a vault-wide value."""
