@@ -49,7 +49,7 @@ __all__ = [
 ENV_PREFIX = "SENDVAULT_"
 _CONFIG_FILE_NAME = "sendvault.toml"
 # Settings that are secrets: never printed by `config show`, and recommended via env only.
-_SECRET_SETTINGS = frozenset({"master_key", "audit_key", "master_passphrase", "transit_token"})
+_SECRET_SETTINGS = frozenset({"master_key", "audit_key", "master_passphrase", "transit_token", "audit_transit_token"})
 
 
 def _doc(
@@ -125,6 +125,28 @@ def _check_passphrase(text: str | None) -> None:
 def _check_path(text: str | None) -> None:
     if text is not None and (not text.strip() or "\0" in text):
         raise _Bad("is not a usable path")
+
+
+def _check_http_url(text: str | None) -> None:
+    if text is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise _Bad("is not an http(s):// URL")
+
+
+def _check_transit_name(text: str | None) -> None:
+    if text is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", text):
+        raise _Bad("is not a transit key name")
+
+
+def _check_token(text: str | None) -> None:
+    if text is not None and (not text or any(c.isspace() or not c.isprintable() for c in text)):
+        raise _Bad("is not a token")
+
+
+def _check_witnesses(text: str) -> None:
+    for url in text.split():
+        if not url.startswith(("file:///", "postgresql://", "postgres://", "syslog://")):
+            # Not echoed: a witness URL may hold a password.
+            raise _Bad("holds a URL that is not file:///, postgresql:// or syslog://")
 
 
 def _check_database_url(text: str) -> None:
@@ -461,6 +483,71 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         ),
     ] = 5.0
 
+    audit_signer: Annotated[
+        Literal["local", "transit"],
+        _doc(
+            "Who signs audit heads. `local`: the file `$SENDVAULT_HOME/keys/audit-signing.key` (the "
+            "development default; a production start warns when sendvault's own user can read it). "
+            "`transit`: an ed25519 key in OpenBao/HashiCorp Vault transit (`audit_transit_*`); sendvault "
+            "asks it to sign each head and never holds the private key."
+        ),
+    ] = "local"
+    audit_transit_url: Annotated[
+        str | None,
+        _doc(
+            "OpenBao/Vault address for `audit_signer = transit`, e.g. `https://bao.example.com:8200`.",
+            allowed="an https:// or http:// URL, or empty",
+            check=_check_http_url,
+        ),
+    ] = None
+    audit_transit_key: Annotated[
+        str | None,
+        _doc(
+            "Name of the ed25519 transit key that signs audit heads.",
+            allowed="a transit key name (letters, digits, `-`, `_`, `.`), or empty",
+            check=_check_transit_name,
+        ),
+    ] = None
+    audit_transit_token: Annotated[
+        str | None,
+        _doc(
+            "Token for the audit transit key; give it a policy that allows only `sign` (and `read`) on "
+            "that key. Set it in the environment (`SENDVAULT_AUDIT_TRANSIT_TOKEN`), not in a file.",
+            allowed="an OpenBao/Vault token (no spaces), or empty",
+            check=_check_token,
+        ),
+    ] = None
+    audit_transit_mount: Annotated[
+        str,
+        _doc(
+            "Mount path of the transit engine.",
+            allowed="a mount path (letters, digits, `-`, `_`, `.`, `/`)",
+            pattern=r"^[A-Za-z0-9_./-]{1,128}$",
+        ),
+    ] = "transit"
+    audit_transit_ca_file: Annotated[
+        str | None,
+        _doc(
+            "CA bundle that verifies the OpenBao/Vault server (default: the system's).",
+            allowed=_PEM,
+            check=_check_path,
+        ),
+    ] = None
+    audit_witness: Annotated[
+        str,
+        _doc(
+            "Where every audit checkpoint (a signed, dated head) is also written, space-separated: "
+            "`file:///PATH` (an append-only file on another mount or host), `postgresql://...` (a table "
+            "`sendvault_audit_witness` on another server; give the user INSERT and SELECT only), "
+            "`syslog://HOST:PORT` (UDP, to a SIEM; write-only). `audit verify --witness` checks the log "
+            "against what a witness holds. A witness that cannot be written stops the log (503) until "
+            "it can.",
+            allowed="space-separated `file:///PATH`, `postgresql://...` or `syslog://HOST:PORT` URLs, "
+            "or empty",
+            check=_check_witnesses,
+        ),
+    ] = ""
+
     # -- server ------------------------------------------------------------------------------
     host: Annotated[
         str,
@@ -722,7 +809,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             if url.password:
                 host = url.netloc.rpartition("@")[2]
                 out[name] = urlunsplit(url._replace(netloc=f"{url.username}:***@{host}"))
+        out["audit_witness"] = " ".join(_no_password(w) for w in self.audit_witness.split())
         return out
+
+
+def _no_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _field_types() -> dict[str, Any]:

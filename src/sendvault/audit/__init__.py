@@ -15,29 +15,45 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from ..config import Settings
-from ..crypto.keys import load_key, private_file
+from ..crypto.keys import load_key
 from ..errors import AuditUnavailable, ConfigError, SendvaultError
 from .events import Event
 from .export import export_jsonl, head_document, parse_head, verify_export
+from .keys import (
+    AuditKeyInfo,
+    AuditRotation,
+    TransitSigner,
+    audit_key_status,
+    load_public_keys,
+    local_ring,
+    local_signing_key,
+    retired_sealing_keys,
+    rotate_audit_keys,
+    transit_client,
+)
 from .log import AuditLog
+from .marks import KeyRing, Verifier
 from .record import Sealer
 from .store import AuditLogMissing, AuditStore, Mark, Signer
 from .verify import ChainBroken, Verified, signed_head, verify_store
+from .witness import Witnesses, open_witnesses, witnessed_heads
 
 __all__ = [
+    "AuditKeyInfo",
     "AuditKeyMissing",
     "AuditLog",
     "AuditLogMissing",
+    "AuditRotation",
     "AuditStore",
     "ChainBroken",
     "Event",
+    "KeyRing",
     "Mark",
     "NoTrustedKey",
     "Verified",
+    "Witnesses",
+    "audit_key_status",
     "audit_sealer",
     "configured_public_key",
     "export_jsonl",
@@ -46,12 +62,15 @@ __all__ = [
     "open_audit",
     "open_audit_reader",
     "open_audit_store",
+    "open_witnesses",
     "parse_head",
+    "rotate_audit_keys",
     "signed_head",
     "signing_key_warning",
     "trusted_public_key",
     "verify_export",
     "verify_store",
+    "witnessed_heads",
     "writer_public_key",
 ]
 
@@ -64,28 +83,17 @@ class AuditKeyMissing(SendvaultError):
     """A read needs the audit key (to open or find sealed values) and there is none."""
 
 
-def _raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def load_public_key(path: str | Path) -> KeyRing:
+    """The Ed25519 public keys of a PEM file (one or more); ValueError when it holds none."""
+    return KeyRing(load_public_keys(path))
 
 
-def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    """An Ed25519 public key from a PEM file; ValueError when the file holds none."""
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror}") from None
-    except ValueError:
-        raise ValueError(f"{path} is not a PEM public key") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key")  # noqa: TRY004 - a bad file, not a bad call
-    return key
-
-
-def trusted_public_key(settings: Settings, path: str | Path | None = None) -> Ed25519PublicKey:
-    """The key verification trusts: ``path`` if given, else the ``audit_public_key`` setting.
+def trusted_public_key(settings: Settings, path: str | Path | None = None) -> KeyRing:
+    """The keys verification trusts: ``path`` if given, else the ``audit_public_key`` setting.
 
     Never the ``keys/audit-signing.pub`` beside the log: whoever can write the log can replace
     it. Raises :class:`NoTrustedKey` when neither is given, ValueError when the file is unusable.
+    The file may hold several keys: the current signing key and the ones rotated out.
     """
     chosen = path if path is not None else settings.audit_public_key
     if chosen is None:
@@ -96,11 +104,11 @@ def trusted_public_key(settings: Settings, path: str | Path | None = None) -> Ed
     return load_public_key(chosen)
 
 
-_TRUSTED_KEY = "the path of a PEM file holding an Ed25519 public key (the audit signing key's), or empty"
+_TRUSTED_KEY = "the path of a PEM file holding Ed25519 public keys (the audit signing keys'), or empty"
 
 
-def configured_public_key(settings: Settings) -> Ed25519PublicKey | None:
-    """The ``audit_public_key`` setting's key; ConfigError naming the setting when unusable."""
+def configured_public_key(settings: Settings) -> KeyRing | None:
+    """The ``audit_public_key`` setting's keys; ConfigError naming the setting when unusable."""
     if settings.audit_public_key is None:
         return None
     try:
@@ -109,86 +117,78 @@ def configured_public_key(settings: Settings) -> Ed25519PublicKey | None:
         raise ConfigError("audit_public_key", str(exc), allowed=_TRUSTED_KEY) from None
 
 
-def writer_public_key(settings: Settings) -> Ed25519PublicKey | None:
-    """The key this deployment's heads verify under, found without creating anything.
+def writer_public_key(settings: Settings) -> Verifier | None:
+    """The keys this deployment's heads verify under, found without creating anything.
 
-    ``audit_public_key`` when set (and then the signing key must be its pair), else the local
-    signing key's public half; None when there is no key yet (a first start makes one).
+    ``audit_public_key`` when set (and then the signer must be one of its keys), else the
+    signer's ring (the local key and its retired keys, or every version of the transit key);
+    None when there is no local key yet (a first start makes one).
     """
     configured = configured_public_key(settings)
+    if settings.audit_signer == "transit":
+        return _signer_and_ring(settings)[1]
     path = settings.home_path / "keys" / "audit-signing.key"
     if not path.exists():
         return configured
-    own = _signing_key(settings).public_key()
-    if configured is not None and _raw(configured) != _raw(own):
-        raise AuditUnavailable("the audit signing key does not match audit_public_key")
-    return configured or own
+    return _signer_and_ring(settings)[1]
 
 
 def signing_key_warning(settings: Settings) -> str | None:
     """What to warn about at a production start: a signing key this very process can read.
 
     Whoever runs as sendvault's user (or root) can then sign a forged log; a witness still
-    catches rewrites of what it holds, but nothing stops new forged heads.
+    catches rewrites of what it holds, but nothing stops new forged heads. A transit signer
+    holds no key here (its token can still ask for signatures: see docs/audit.md).
     """
+    if settings.audit_signer == "transit":
+        return None
     path = settings.home_path / "keys" / "audit-signing.key"
     if os.access(path, os.R_OK) or not path.exists():
         return (
             f"the audit signing key {path} is readable by the user sendvault runs as: whoever runs as "
             "that user, or root, can sign a forged audit log; keep the key off this host "
-            "(docs/audit.md, 'Keys off the host') and set audit_witness"
+            "(audit_signer = transit, docs/audit.md 'Keys off the host') and set audit_witness"
         )
     return None
 
 
-def _signing_key(settings: Settings) -> Ed25519PrivateKey:
-    path = settings.home_path / "keys" / "audit-signing.key"
-    if not path.exists() and (settings.home_path / "audit.db").exists():
-        # A new key would sign over a log the old one signed: the log would stop at once anyway
-        # (its head no longer verifies), so say why instead.
-        raise AuditUnavailable(f"the audit signing key {path} is missing but the log exists: restore the key")
+def _signer_and_ring(settings: Settings) -> tuple[Signer, Verifier]:
+    """This deployment's signer and the keys its heads verify under.
 
-    def create() -> bytes:
-        return Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-
-    key = serialization.load_pem_private_key(private_file(path, create), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise TypeError("audit signing key is not Ed25519")
-    public = settings.home_path / "keys" / "audit-signing.pub"
-    if not public.exists():
-        public.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-    return key
+    With ``audit_public_key`` set, the signer's key must be one of its keys: a writer handed
+    another key (a replaced key file) refuses to start rather than sign with it.
+    """
+    trusted = configured_public_key(settings)
+    if settings.audit_signer == "transit":
+        client = transit_client(settings)
+        assert settings.audit_transit_key is not None  # transit_client checked it
+        signer = TransitSigner(client, settings.audit_transit_key, trusted)
+        return signer, trusted or signer.ring
+    key = local_signing_key(settings)
+    if trusted is not None and key.public_key() not in trusted:
+        raise AuditUnavailable("the audit signing key does not match audit_public_key")
+    return key, trusted or local_ring(settings, key.public_key())
 
 
 def open_audit_store(settings: Settings) -> AuditStore:
-    """The audit database for writing, with this deployment's signer.
+    """The audit database for writing, with this deployment's signer and key ring.
 
-    With ``audit_public_key`` set, the signer's key must be that key: a writer handed another
-    key (a replaced key file) refuses to start rather than sign with it.
+    The store reloads the keys when the head stops verifying under them (a rotation by another
+    process); the reloaded keys pass the same checks.
     """
-    trusted = configured_public_key(settings)
-    signer: Signer = _signing_key(settings)
-    public = signer.public_key()
-    if trusted is not None:
-        if _raw(trusted) != _raw(public):
-            raise AuditUnavailable("the audit signing key does not match audit_public_key")
-        public = trusted
-    return AuditStore(
+    signer, ring = _signer_and_ring(settings)
+    store = AuditStore(
         settings.home_path / "audit.db",
         signer,
-        public,
+        ring,
         checkpoint_records=settings.audit_checkpoint_records,
         checkpoint_seconds=settings.audit_checkpoint_seconds,
     )
+    store.reload_keys = lambda: _signer_and_ring(settings)
+    return store
 
 
-def open_audit_reader(settings: Settings, public_key: Ed25519PublicKey | None = None) -> AuditStore:
+def open_audit_reader(settings: Settings, public_key: Verifier | None = None) -> AuditStore:
     """The audit database, read-only: nothing is created; a missing file is AuditLogMissing."""
     store = AuditStore(settings.home_path / "audit.db", None, public_key, read_only=True)
     store.connect()
@@ -200,7 +200,7 @@ def audit_sealer(settings: Settings, *, create: bool = True) -> Sealer:
     path = settings.home_path / "keys" / "audit.key"
     if not create and settings.audit_key is None and not path.exists():
         raise AuditKeyMissing(f"no audit key: set audit_key or restore {path}")
-    return Sealer(load_key(path, settings.audit_key, "audit_key"))
+    return Sealer(load_key(path, settings.audit_key, "audit_key"), retired_sealing_keys(settings))
 
 
 def open_audit(
@@ -208,4 +208,11 @@ def open_audit(
 ) -> AuditLog:
     """A running audit log for this process; the API's lets records gather for ``linger_seconds``."""
     store = open_audit_store(settings)
-    return AuditLog(store, audit_sealer(settings), linger_seconds=linger_seconds, clock=clock)
+    witness = open_witnesses(settings)
+    try:
+        return AuditLog(
+            store, audit_sealer(settings), linger_seconds=linger_seconds, clock=clock, witness=witness
+        )
+    except BaseException:
+        witness.close()
+        raise

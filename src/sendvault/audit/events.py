@@ -34,3 +34,4 @@ class Event(enum.StrEnum):
     EXCHANGE_CHECK = "exchange:check"
     EXCHANGE_STATUS = "exchange:status"
     AUDIT_PURGE = "audit:purge"
+    AUDIT_KEYS_ROTATE = "audit:keys-rotate"

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from .._fs import write_atomic
-from .marks import Checkpoint, Mark, Stored
+from .marks import Checkpoint, Mark, Stored, Verifier
 from .store import AuditStore
 from .verify import ChainBroken, Verified, _knowns, _start, _Walk
 
@@ -181,9 +179,7 @@ def _mark(doc: dict[str, Any], *, dated: bool) -> Mark:
     return Mark(int(doc["seq"]), base64.b64decode(doc["hash"]), base64.b64decode(doc["sig"]), ts_us)
 
 
-def verify_export(
-    path: Path, key: Ed25519PublicKey, *, known: Mark | Sequence[Mark] | None = None
-) -> Verified:
+def verify_export(path: Path, key: Verifier, *, known: Mark | Sequence[Mark] | None = None) -> Verified:
     """Verify an export on its own: a cut tail is caught by the missing or mismatched head, and a
     tail cut together with an older head pasted back by ``known`` (heads kept elsewhere)."""
     knowns = _knowns(key, known)

@@ -10,6 +10,9 @@ store's busy timeout, so a write stuck behind a lock fails in time rather than h
 Nothing is dropped silently: only a process that dies with records still queued loses them, and
 the signed head then shows exactly where the log ends.
 
+Each new checkpoint goes to the witnesses (:mod:`.witness`) after its commit; a witness that
+cannot be written stops the log like a failed write (503), and giving it the head is the probe.
+
 A write refused because the log does not match its signed head (:class:`AuditTampered`, see
 :mod:`.store`) is an integrity alarm: logged at CRITICAL with ``ALERT``, counted in
 ``sendvault_audit_integrity_failures_total``, and the log stays stopped (the API answers 503)
@@ -34,7 +37,8 @@ from ..errors import AuditTampered, AuditUnavailable
 from ._metrics import INTEGRITY_FAILURES
 from .events import Event
 from .record import Sealer, canonical, redact
-from .store import AuditStore, Pending
+from .store import AuditStore, Mark, Pending
+from .witness import Witnesses
 
 __all__ = ["AuditLog"]
 
@@ -64,8 +68,16 @@ class AuditLog:
         retry_seconds: float = 1.0,
         linger_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        witness: Witnesses | None = None,
     ) -> None:
         self.store = store
+        self.witness = witness if witness else None
+        # The newest checkpoint not yet given to the witnesses (set by the store after a commit).
+        self._owed: Mark | None = None
+        store.on_checkpoint = self._checkpointed
+        if self.witness is not None:
+            # A rollback made while no writer ran shows against the newest witnessed head.
+            store.trust_witnessed(self.witness.newest())
         self._linger = linger_seconds
         self.sealer = sealer
         self._clock = clock
@@ -133,6 +145,8 @@ class AuditLog:
         self._queue.put(None)
         self._thread.join(timeout=30)
         self.store.close()
+        if self.witness is not None:
+            self.witness.close()
 
     # -- writer ----------------------------------------------------------------------------
 
@@ -158,13 +172,17 @@ class AuditLog:
                 retry = self._failed(group, exc, stopping)
             else:
                 retry = []
-                self._recovered()
                 for entry in group:
                     if entry.done is not None:
                         entry.done(None)
+                self._witnessed()
             for entry in group:
                 if entry not in retry:
                     self._queue.task_done()
+        if self.store.checkpoint_due_in() is not None and self._failure is None:
+            # A short-lived writer (a CLI command) leaves its records under a checkpoint, and so
+            # with the witnesses, rather than waiting for another writer's next one.
+            self._checkpoint()
 
     def _failed(self, group: list[_Entry], exc: Exception, stopping: bool) -> list[_Entry]:
         """Tell waiting callers; return the records to retry after a pause."""
@@ -247,18 +265,42 @@ class AuditLog:
         return True
 
     def _probe(self) -> None:
+        if self.witness is not None and self.witness.pending:
+            self._witnessed()  # what failed was a witness: giving it its head is the probe
+            return
         try:
             self.store.probe()
         except Exception as exc:  # noqa: BLE001 - the failure goes on; logged once per reason
             self._fail(exc)
         else:
-            self._recovered()
+            self._witnessed()
 
     def _checkpoint(self) -> None:
         try:
             self.store.checkpoint()
         except Exception as exc:  # noqa: BLE001 - a failed checkpoint stops the log like a failed write
             self._fail(exc)
+        else:
+            self._witnessed()
+
+    def _checkpointed(self, head: Mark) -> None:
+        self._owed = head
+
+    def _witnessed(self) -> None:
+        """After a successful write: give the witnesses any new checkpoint; the log runs again
+        only when every witness has what it is owed."""
+        if self.witness is not None:
+            owed, self._owed = self._owed, None
+            try:
+                if owed is not None:
+                    self.witness.deliver(owed)
+                elif self.witness.pending:
+                    self.witness.retry()
+            except AuditUnavailable as exc:
+                self._fail(exc)
+                return
+        self._owed = None
+        self._recovered()
 
     def _fail(self, exc: Exception) -> None:
         failure = f"{type(exc).__name__}: {exc}"

@@ -12,9 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["Checkpoint", "Mark", "Pending", "Signer", "Stored", "check_signature", "head_message", "now_us"]
+__all__ = [
+    "Checkpoint",
+    "KeyRing",
+    "Mark",
+    "Pending",
+    "Signer",
+    "Stored",
+    "Verifier",
+    "check_signature",
+    "head_message",
+    "now_us",
+]
 
 
 def head_message(kind: str, seq: int, digest: bytes, ts_us: int | None = None) -> bytes:
@@ -33,6 +46,52 @@ class Signer(Protocol):
     def public_key(self) -> Ed25519PublicKey:
         """The public key that verifies this signer's signatures."""
         ...
+
+
+class Verifier(Protocol):
+    """Checks an Ed25519 signature (``Ed25519PublicKey`` and :class:`KeyRing` are verifiers)."""
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise InvalidSignature unless ``signature`` signs ``data``."""
+        ...
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class KeyRing:
+    """The public keys a log's signatures may verify under: the current one and retired ones.
+
+    A signature passes when one of them verifies it. Retired keys stay so that records signed
+    before a rotation still verify; their private halves are destroyed at the rotation (local
+    keys) or barred from signing (transit ``min_encryption_version``).
+    """
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: list[Ed25519PublicKey] | tuple[Ed25519PublicKey, ...]) -> None:
+        unique: dict[bytes, Ed25519PublicKey] = {}
+        for key in keys:
+            unique.setdefault(raw_public(key), key)
+        self.keys = tuple(unique.values())
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise InvalidSignature unless one of the keys verifies ``signature`` of ``data``."""
+        for key in self.keys:
+            try:
+                key.verify(signature, data)
+            except InvalidSignature:
+                continue
+            return
+        raise InvalidSignature
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, Ed25519PublicKey) and any(raw_public(k) == raw_public(key) for k in self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +148,12 @@ class Pending:
 
 
 def check_signature(
-    public_key: Ed25519PublicKey, kind: str, seq: int, digest: bytes, sig: bytes, *, ts_us: int | None = None
+    public_key: Verifier, kind: str, seq: int, digest: bytes, sig: bytes, *, ts_us: int | None = None
 ) -> None:
-    """Raise InvalidSignature unless ``sig`` signs (kind, seq, digest[, time]) under ``public_key``."""
+    """Raise InvalidSignature unless ``sig`` signs (kind, seq, digest[, time]) under ``public_key``.
+
+    ``public_key`` is a key or a :class:`KeyRing`.
+    """
     public_key.verify(sig, head_message(kind, seq, digest, ts_us))
 
 

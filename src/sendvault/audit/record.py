@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -78,10 +79,15 @@ def canonical(doc: dict[str, Any]) -> bytes:
 class Sealer:
     """Seals a record's clear values and fingerprints them, under the audit key."""
 
-    def __init__(self, audit_key: bytes) -> None:
+    def __init__(self, audit_key: bytes, retired: Sequence[bytes] = ()) -> None:
         self._aead = AESGCM(audit_key)
-        fp_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"sendvault audit fingerprint").derive(audit_key)
-        self._fp = hmac.HMAC(fp_key, hashes.SHA256())
+        self._fp = _fp_mac(audit_key)
+        # Keys rotated out: they still open the records they sealed and find them by value.
+        self._retired = [(AESGCM(key), _fp_mac(key)) for key in retired if key != audit_key]
+
+    def fingerprints(self, value: str) -> list[str]:
+        """The value's fingerprint under the current key and every retired one (for searches)."""
+        return [self.fingerprint(value)] + [_fingerprint(fp, value) for _, fp in self._retired]
 
     def fingerprint(self, value: str) -> str:
         """Keyed fingerprint of one clear value (hex, 128 bits), over its search form.
@@ -90,9 +96,7 @@ class Sealer:
         finds ``Some.One@Example.com`` by ``some.one@example.com`` and ``+1 212-555-0123`` by
         ``12125550123``.
         """
-        mac = self._fp.copy()
-        mac.update(_search_form(value).encode())
-        return mac.finalize()[:16].hex()
+        return _fingerprint(self._fp, value)
 
     def seal(self, values: list[str]) -> dict[str, str]:
         """``{"id", "ct"}``: the values sealed together, bound to a fresh record id."""
@@ -111,10 +115,12 @@ class Sealer:
 
     def open_blob(self, blob: bytes) -> bytes:
         """What :meth:`seal_blob` sealed (an investigator holding the audit key)."""
-        try:
-            return self._aead.decrypt(blob[12:24], blob[24:], b"sendvault-audit|" + blob[:12])
-        except Exception:  # noqa: BLE001 - every failure is the same opaque answer
-            raise CryptoError("audit record could not be opened") from None
+        for aead in (self._aead, *(a for a, _ in self._retired)):
+            try:
+                return aead.decrypt(blob[12:24], blob[24:], b"sendvault-audit|" + blob[:12])
+            except Exception:  # noqa: BLE001, S112 - every failure is the same opaque answer
+                continue
+        raise CryptoError("audit record could not be opened")
 
     def open_bytes(self, sealed: dict[str, str]) -> bytes:
         """What :meth:`seal_bytes` sealed."""
@@ -130,3 +136,14 @@ class Sealer:
             return list(msgspec.json.decode(self.open_bytes(sealed), type=list[str]))
         except msgspec.DecodeError:
             raise CryptoError("audit record could not be opened") from None
+
+
+def _fp_mac(key: bytes) -> hmac.HMAC:
+    fp_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"sendvault audit fingerprint").derive(key)
+    return hmac.HMAC(fp_key, hashes.SHA256())
+
+
+def _fingerprint(mac: hmac.HMAC, value: str) -> str:
+    copy = mac.copy()
+    copy.update(_search_form(value).encode())
+    return copy.finalize()[:16].hex()

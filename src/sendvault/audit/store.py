@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import AuditTampered, AuditUnavailable
-from .marks import Checkpoint, Mark, Pending, Signer, Stored, check_signature, head_message, now_us
+from .marks import Checkpoint, Mark, Pending, Signer, Stored, Verifier, check_signature, head_message, now_us
 from .record import GENESIS, chain_hash
 
 __all__ = [
@@ -93,7 +93,7 @@ class AuditStore:
         self,
         path: Path,
         signer: Signer | Ed25519PrivateKey | None,
-        public_key: Ed25519PublicKey | None,
+        public_key: Verifier | None,
         *,
         checkpoint_records: int = 1000,
         checkpoint_seconds: float = 5.0,
@@ -118,6 +118,9 @@ class AuditStore:
         self._uncovered_since: float | None = None
         # Called with each new checkpoint after its commit (witness delivery, see AuditLog).
         self.on_checkpoint: Callable[[Mark], None] | None = None
+        # Reads the keys again when the head stops verifying under them (another process
+        # rotated them): a new (signer, ring), checked as at start. None: keys never change.
+        self.reload_keys: Callable[[], tuple[Signer, Verifier]] | None = None
 
     def connect(self) -> sqlite3.Connection:
         """The connection of the calling thread's user (one per store instance)."""
@@ -204,6 +207,34 @@ class AuditStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def trust_witnessed(self, head: Mark | None) -> None:
+        """Start from a head a witness holds: the log must not be behind it or differ at it.
+
+        Its signature must verify under this store's keys (AuditTampered otherwise: a witness
+        holding a forged head is itself an alarm).
+        """
+        if head is None:
+            return
+        assert self.public_key is not None
+        try:
+            check_signature(self.public_key, "head", head.seq, head.hash, head.sig, ts_us=head.ts_us)
+        except InvalidSignature:
+            raise AuditTampered(f"a witness holds a head (record {head.seq}) that does not verify") from None
+        if self._trusted is None or head.seq > self._trusted.seq:
+            self._trusted = head
+
+    def signer_public_key(self) -> Ed25519PublicKey:
+        """The public key of the key that signs this store's heads."""
+        if self._signer is None:
+            raise AuditUnavailable("this process holds no audit signing key")
+        return self._signer.public_key()
+
+    def last_head_seq(self) -> int:
+        """The record the stored head names (0 for a new log)."""
+        with self.snapshot() as conn:
+            head = self.marks(conn).get("head")
+        return 0 if head is None else head.seq
 
     def _sign(self, kind: str, seq: int, digest: bytes, ts_us: int | None = None) -> bytes:
         if self._signer is None or self.read_only:
@@ -340,23 +371,8 @@ class AuditStore:
             raise AuditTampered(f"the audit tables cannot be read ({exc})") from None
         if head is None:
             raise AuditTampered("the log has no signed head (deleted)")
-        trusted = self._trusted
-        if head != trusted:
-            if self.public_key is None:
-                raise AuditUnavailable("no public key to check the signed head with")
-            try:
-                check_signature(self.public_key, "head", head.seq, head.hash, head.sig, ts_us=head.ts_us)
-            except InvalidSignature:
-                raise AuditTampered(
-                    f"the signed head (record {head.seq}) does not verify under the signing key"
-                ) from None
-            if trusted is not None and (
-                head.seq < trusted.seq or (head.seq == trusted.seq and head.hash != trusted.hash)
-            ):
-                raise AuditTampered(
-                    f"the log was rolled back: its signed head is record {head.seq}, this process"
-                    f" saw record {trusted.seq}"
-                )
+        if head != self._trusted:
+            self._check_new_head(conn, head)
         if last is None:
             if (head.seq, head.hash) != start:
                 raise AuditTampered(f"records up to {head.seq} are missing (deleted) below the signed head")
@@ -370,6 +386,52 @@ class AuditStore:
             raise AuditTampered(f"record {head.seq} does not match the signed head (rewritten)")
         self._trusted = head
         return head.seq, head.hash
+
+    def _check_new_head(self, conn: sqlite3.Connection, head: Mark) -> None:
+        """A head this process did not write or see: signed, and not behind what it trusts."""
+        trusted = self._trusted
+        if self.public_key is None:
+            raise AuditUnavailable("no public key to check the signed head with")
+        if not self._head_verifies(head):
+            raise AuditTampered(f"the signed head (record {head.seq}) does not verify under the signing key")
+        if trusted is None:
+            return
+        if head.seq < trusted.seq or (head.seq == trusted.seq and head.hash != trusted.hash):
+            raise AuditTampered(
+                f"the log was rolled back: its signed head is record {head.seq}, this process"
+                f" saw (or a witness holds) record {trusted.seq}"
+            )
+        if head.seq > trusted.seq:
+            # Others wrote since: the record this process trusted must still be there.
+            row = conn.execute("SELECT hash FROM audit_records WHERE seq = ?", (trusted.seq,)).fetchone()
+            if row is not None and _blob(row[0]) != trusted.hash:
+                raise AuditTampered(
+                    f"record {trusted.seq} differs from the head this process saw or a witness holds"
+                    " (the log was rewritten)"
+                )
+
+    def _head_verifies(self, head: Mark) -> bool:
+        """Whether the head verifies under this store's keys, or under its keys read again.
+
+        Reading them again is how a running writer follows a rotation made by another process;
+        the reloaded keys pass the start-up checks (with ``audit_public_key`` set, only keys it
+        trusts), so a key file swapped in by someone else is no way in.
+        """
+        assert self.public_key is not None
+        try:
+            check_signature(self.public_key, "head", head.seq, head.hash, head.sig, ts_us=head.ts_us)
+        except InvalidSignature:
+            if self.reload_keys is None:
+                return False
+        else:
+            return True
+        signer, ring = self.reload_keys()
+        try:
+            check_signature(ring, "head", head.seq, head.hash, head.sig, ts_us=head.ts_us)
+        except InvalidSignature:
+            return False
+        self._signer, self.public_key = signer, ring
+        return True
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .marks import Verifier
 from .record import GENESIS, chain_hash
 from .store import AuditStore, Checkpoint, Mark, Stored, check_signature
 
@@ -65,7 +65,7 @@ class Verified:
     covered_by: tuple[str, int] | None = None
 
 
-def _sig(key: Ed25519PublicKey, kind: str, mark: Mark, what: str | None = None) -> None:
+def _sig(key: Verifier, kind: str, mark: Mark, what: str | None = None) -> None:
     try:
         ts_us = mark.ts_us if kind == "head" else None
         check_signature(key, kind, mark.seq, mark.hash, mark.sig, ts_us=ts_us)
@@ -96,7 +96,7 @@ class _Walk:
 
     def __init__(
         self,
-        key: Ed25519PublicKey,
+        key: Verifier,
         seq: int,
         prev: bytes,
         checkpoints: dict[int, Checkpoint],
@@ -214,20 +214,20 @@ class _Walk:
         return None
 
 
-def _start(key: Ed25519PublicKey, anchor: Mark | None) -> tuple[int, bytes]:
+def _start(key: Verifier, anchor: Mark | None) -> tuple[int, bytes]:
     if anchor is None:
         return 0, GENESIS
     _sig(key, "anchor", anchor)
     return anchor.seq, anchor.hash
 
 
-def _trusted(store: AuditStore) -> Ed25519PublicKey:
+def _trusted(store: AuditStore) -> Verifier:
     if store.public_key is None:
         raise ValueError("no trusted public key to verify with")
     return store.public_key
 
 
-def _knowns(key: Ed25519PublicKey, known: Mark | Sequence[Mark] | None) -> list[Mark]:
+def _knowns(key: Verifier, known: Mark | Sequence[Mark] | None) -> list[Mark]:
     """The known heads as a list, each signature checked under the trusted key."""
     marks = [] if known is None else [known] if isinstance(known, Mark) else list(known)
     for mark in marks:

@@ -34,10 +34,11 @@ from ..audit import (
     trusted_public_key,
     verify_export,
     verify_store,
+    witnessed_heads,
 )
 from ..audit.record import Sealer
 from ..audit.store import Stored
-from ..errors import InvalidValue
+from ..errors import AuditUnavailable, InvalidValue
 from ..vault import Normalizer, parse_kind
 from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, fail, pass_app
 from ._output import cell, print_table
@@ -125,10 +126,11 @@ def _rows(
     if filters.get("send_key"):
         # The body is canonical JSON, so each pair is exact. Records keep the sendKey's keyed
         # fingerprint (it is free text and may hold an address); older ones kept it as is.
-        clauses.append("(instr(body, ?) > 0 OR instr(body, ?) > 0)")
         assert sealer is not None  # _search opens it for --send-key
-        fingerprint = sealer.fingerprint(filters["send_key"])
-        params.append(b'"send_key_fp":' + msgspec.json.encode(fingerprint))
+        # One fingerprint per audit key, current and retired (records sealed before a rotation).
+        fingerprints = sealer.fingerprints(filters["send_key"])
+        clauses.append("(" + " OR ".join(["instr(body, ?) > 0"] * (len(fingerprints) + 1)) + ")")
+        params.extend(b'"send_key_fp":' + msgspec.json.encode(fp) for fp in fingerprints)
         params.append(b'"send_key":' + msgspec.json.encode(filters["send_key"]))
     with store.snapshot() as conn:
         if filters.get("fingerprints") is not None:
@@ -292,7 +294,7 @@ def _search(app: AppContext, opts: dict[str, Any]) -> None:
             # The value's token, looked up without creating one, finds the resolve records that
             # disclosed it (they are not fingerprinted: that would cost the hot path).
             filters["value_tokens"] = _value_token(app, kind, value)
-        filters["fingerprints"] = [sealer.fingerprint(v) for v in candidates]
+        filters["fingerprints"] = [fp for v in candidates for fp in sealer.fingerprints(v)]
     reveal = bool(opts.get("reveal"))
     if opts.get("follow"):
         _follow(store, sealer, filters, opts.get("tail") or 10, as_json=opts["as_json"], reveal=reveal)
@@ -430,6 +432,14 @@ def _known_head(path: Path) -> Mark:
     help="Trusted Ed25519 public key (PEM); default: the audit_public_key setting, never the log's own key.",
 )
 @click.option(
+    "--witness",
+    "witnesses",
+    multiple=True,
+    metavar="URL",
+    help="A witness (file:///PATH or postgresql://...) whose heads the chain must hold; repeatable."
+    " Default: the readable ones in audit_witness.",
+)
+@click.option(
     "--require-signed",
     is_flag=True,
     help="With --to: exit 1 unless a signed checkpoint or head covers the range's end.",
@@ -443,6 +453,7 @@ def audit_verify(
     last: int | None,
     known_head: Path | None,
     public_key: str | None,
+    witnesses: tuple[str, ...],
     require_signed: bool,
     as_json: bool,
 ) -> None:
@@ -460,7 +471,9 @@ def audit_verify(
     if known_head is not None and (first is not None or last is not None):
         fail("--known-head checks the whole chain", "drop --from/--to", code=EXIT_USAGE)
     key = _public_key(app, public_key)
-    known = _known_head(known_head) if known_head is not None else None
+    known_one = _known_head(known_head) if known_head is not None else None
+    witnessed = _witness_heads(app, witnesses, ranged=first is not None or last is not None)
+    known = ([known_one] if known_one is not None else []) + witnessed or None
     if path is not None and not path.exists():
         fail(f"{path} does not exist", code=EXIT_USAGE)
     try:
@@ -476,10 +489,42 @@ def audit_verify(
         fail(str(exc), code=EXIT_USAGE)
     if path is None and first is None and last is None:
         _note(app, intact=True, detail={"records": result.records, "last": result.last})
-    _verdict(result, known, as_json)
+    _verdict(result, known_one, as_json, witnessed)
     if result.covered_by is None and require_signed:
         click.echo(f"no signed head covers record {result.last}", err=True)
         sys.exit(EXIT_FAILURE)
+
+
+def _witness_heads(app: AppContext, named: tuple[str, ...], *, ranged: bool) -> list[Mark]:
+    """The heads of the named witnesses (which must hold one), else of the configured readable
+    ones (whole-chain verifies only; they may hold none yet)."""
+    if named:
+        if ranged:
+            fail("--witness checks the whole chain", "drop --from/--to", code=EXIT_USAGE)
+        return _witnessed(list(named), required=True)
+    if ranged:
+        return []
+    urls = [url for url in app.settings.audit_witness.split() if not url.startswith("syslog://")]
+    return _witnessed(urls, required=False)
+
+
+def _witnessed(urls: list[str], *, required: bool) -> list[Mark]:
+    """Every head the witnesses hold; exit 2 when one cannot be read (or, if required, holds none)."""
+    if not urls:
+        return []
+    try:
+        heads = witnessed_heads(urls)
+    except (ValueError, AuditUnavailable) as exc:
+        fail(
+            str(exc), "a witness that cannot be read proves nothing: fix it or name another", code=EXIT_USAGE
+        )
+    if not heads and required:
+        fail(
+            "the witnesses hold no head yet",
+            "verify without --witness until one is delivered",
+            code=EXIT_USAGE,
+        )
+    return heads
 
 
 def _note(app: AppContext, *, intact: bool, detail: dict[str, Any]) -> None:
@@ -489,7 +534,7 @@ def _note(app: AppContext, *, intact: bool, detail: dict[str, Any]) -> None:
     note_verify(app.settings, intact=intact, detail=detail)
 
 
-def _verdict(result: Verified, known: Mark | None, as_json: bool) -> None:
+def _verdict(result: Verified, known: Mark | None, as_json: bool, witnessed: list[Mark]) -> None:
     head = head_document(result.head) if result.head is not None else None
     covered = (
         {"kind": result.covered_by[0], "seq": result.covered_by[1]} if result.covered_by is not None else None
@@ -499,6 +544,8 @@ def _verdict(result: Verified, known: Mark | None, as_json: bool) -> None:
                "checkpoints": result.checkpoints, "head": head, "covered_by": covered}  # fmt: skip
         if known is not None:
             doc["known_head"] = known.seq
+        if witnessed:
+            doc["witnessed"] = {"heads": len(witnessed), "newest": max(m.seq for m in witnessed)}
         emit_json(doc)
         return
     span = f"records {result.first}..{result.last} ({result.records})"
@@ -515,6 +562,12 @@ def _verdict(result: Verified, known: Mark | None, as_json: bool) -> None:
         click.echo(f"covered by the signed {kind} at record {seq}")
     if known is not None:
         click.echo(f"known head: record {known.seq} is in the chain with the same hash")
+    if witnessed:
+        newest = max(m.seq for m in witnessed)
+        click.echo(
+            f"witnessed: {len(witnessed)} head(s), newest record {newest},"
+            " all in the chain with the same hash"
+        )
 
 
 @audit.command("head")
