@@ -49,7 +49,9 @@ __all__ = [
 ENV_PREFIX = "SENDVAULT_"
 _CONFIG_FILE_NAME = "sendvault.toml"
 # Settings that are secrets: never printed by `config show`, and recommended via env only.
-_SECRET_SETTINGS = frozenset({"master_key", "audit_key", "master_passphrase", "transit_token", "audit_transit_token"})
+_SECRET_SETTINGS = frozenset(
+    {"master_key", "audit_key", "master_passphrase", "transit_token", "audit_transit_token"}
+)
 
 
 def _doc(
