@@ -917,6 +917,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except PermissionError:
         raise ConfigError("config", f"{path} is not readable by this user") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "config",
+            f"{path} is not UTF-8 text (byte {exc.start + 1} cannot be read)",
+            hint="give a TOML file saved as UTF-8 with --config FILE",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         # TOMLDecodeError names the line and column, never the offending value.
         raise ConfigError(

@@ -310,3 +310,67 @@ def test_status_counts_exchange_files_past_their_retention(tmp_path: Path) -> No
     )
     old.unlink()
     assert run(home, "--config", str(config), "status").returncode == 0
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "binary.toml"
+    config.write_bytes(b'token_domain = "t\xd0\x01.example.com"\n')
+    for args in (("config", "check", "--no-ports"), ("config", "show"), ("serve",)):
+        result = run(tmp_path / "home", "--config", str(config), *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert (
+            result.stderr.splitlines()[0]
+            == f"error: config file: {config} is not UTF-8 text (byte 18 cannot be read)"
+        )
+        assert "Traceback" not in result.stderr
+
+
+def test_a_master_key_file_others_can_read_is_one_error_not_two(home: Path) -> None:
+    key = home / "keys" / "master.key"
+    key.chmod(0o644)
+    try:
+        result = run(home, "config", "check", "--no-ports")
+    finally:
+        key.chmod(0o600)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: keys: {key} is accessible by group or others (mode 644); run: chmod 600 {key}"]
+    assert "None" not in result.stdout + result.stderr
+    assert "data keys not opened (see keys)" in result.stdout
+
+
+def test_a_certificate_not_valid_yet_needs_attention(home: Path, tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_cert = x509.load_pem_x509_certificate((home / "certs" / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((home / "certs" / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=5))
+        .not_valid_after(now + dt.timedelta(days=100))
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "later.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file = tmp_path / "later.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_file.chmod(0o600)
+    env = {"SENDVAULT_TLS_CERT_FILE": str(tmp_path / "later.pem"), "SENDVAULT_TLS_KEY_FILE": str(key_file)}
+    checked = run(home, "config", "check", "--no-ports", env=env)
+    assert "warning  certificate     is not valid until" in checked.stdout
+    status = run(home, "status", "--json", env=env)
+    assert status.returncode == 1
+    assert any("is not valid until" in line for line in json.loads(status.stdout)["attention"])

@@ -123,6 +123,66 @@ def test_sighup_serves_a_renewed_certificate_and_keeps_open_connections(server: 
     assert server.proc.poll() is None
 
 
+def _issue_dated(home: Path, name: str, start_days: float, end_days: float) -> tuple[Path, Path]:
+    """A certificate for localhost from the home's local CA, valid from/until days from now."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_cert = x509.load_pem_x509_certificate((home / "certs" / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((home / "certs" / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=start_days))
+        .not_valid_after(now + dt.timedelta(days=end_days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem, key_file = home / f"{name}.pem", home / f"{name}.key"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_file.chmod(0o600)
+    return pem, key_file
+
+
+@pytest.mark.parametrize(("start", "end", "said"), [(-30, -1, "expired on"), (5, 100, "is not valid until")])
+def test_a_renewal_callers_would_refuse_is_not_served(
+    server: DevServer, start: float, end: float, said: str
+) -> None:
+    old = _serial(server)
+    certs = server.home / "certs"
+    kept = {f: (certs / f).read_bytes() for f in ("server.pem", "server.key")}
+    pem, key = _issue_dated(server.home, "dated", start, end)
+    before = server.output().count("certificate not reloaded")
+    (certs / "server.key").write_bytes(key.read_bytes())
+    (certs / "server.pem").write_bytes(pem.read_bytes())
+    try:
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while server.output().count("certificate not reloaded") == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        refusal = [line for line in server.output().splitlines() if "certificate not reloaded" in line]
+        assert len(refusal) == before + 1
+        assert f"the new certificate {said}" in refusal[-1]
+        assert {_serial(server) for _ in range(4)} == {old}
+    finally:
+        for f, data in kept.items():
+            (certs / f).write_bytes(data)
+
+
 def test_metrics_carry_the_certificate_expiry_and_the_audit_health(server: DevServer) -> None:
     import urllib.request
 
@@ -147,9 +207,10 @@ def test_metrics_carry_the_certificate_expiry_and_the_audit_health(server: DevSe
     assert (
         values["sendvault_certificate_not_after_timestamp_seconds"] == served.not_valid_after_utc.timestamp()
     )
-    # The SIGHUP test before this one: one refused renewal, one served.
+    # The SIGHUP tests before this one: one refused renewal, one served, then an expired and a
+    # not-yet-valid renewal refused.
     assert values['sendvault_certificate_reloads_total{result="ok"}'] == 1
-    assert values['sendvault_certificate_reloads_total{result="failed"}'] == 1
+    assert values['sendvault_certificate_reloads_total{result="failed"}'] == 3
     assert values["sendvault_audit_verified"] == 1
     assert values["sendvault_audit_head_record"] >= 1
     assert values['sendvault_key_provider_up{provider="local"}'] == 1

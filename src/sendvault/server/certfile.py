@@ -41,6 +41,15 @@ class CertFacts:
         """Seconds until it expires (negative once it has)."""
         return (self.not_after - (now or dt.datetime.now(dt.UTC))).total_seconds()
 
+    def validity_problem(self, now: dt.datetime | None = None) -> str | None:
+        """Why callers would refuse it today (expired, or not valid yet), or None."""
+        now = now or dt.datetime.now(dt.UTC)
+        if now > self.not_after:
+            return f"expired on {self.not_after:%Y-%m-%d %H:%M}Z"
+        if now < self.not_before:
+            return f"is not valid until {self.not_before:%Y-%m-%d %H:%M}Z"
+        return None
+
     @property
     def self_issued(self) -> bool:
         """Issued by sendvault's local CA (or by itself): Marketing Cloud will not trust it."""

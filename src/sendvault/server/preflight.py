@@ -174,6 +174,8 @@ def _certificate(settings: Settings, dev: bool) -> Iterator[Finding]:
     )
     if days < 0:
         yield Finding("certificate", "warning", "has EXPIRED: callers refuse it; install a renewed one")
+    elif (problem := facts.validity_problem()) is not None:
+        yield Finding("certificate", "warning", f"{problem}: callers refuse it until then")
     elif days < settings.cert_warn_days:
         yield Finding(
             "certificate", "warning", f"expires in {days:.1f} days (cert_warn_days {settings.cert_warn_days})"
@@ -273,7 +275,7 @@ def open_store_for_reading(settings: Settings) -> Store | None:
     return open_store(settings, migrate=False)
 
 
-def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]:
+def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]:  # noqa: PLR0912
     where = database_label(settings)
     try:
         store = open_store_for_reading(settings)
@@ -316,7 +318,9 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
         return
     opened = 0
     if facts.keys:
-        if state.provider is None:
+        if state.provider is None and state.kek_file_missing is None:
+            pass  # the key check has already said why the master key does not load
+        elif state.provider is None:
             yield _error(
                 "keys",
                 KeyProviderError(
@@ -325,12 +329,19 @@ def _database(settings: Settings, state: _State, dev: bool) -> Iterator[Finding]
                 ),
             )
             return
-        try:
-            opened = open_keys(facts, state.provider, settings)
-        except KeyProviderError as exc:
-            yield _error("keys", exc)
-            return
-    keys = f"{opened} data key(s) open with the master key" if opened else "data keys are made at first start"
+        else:
+            try:
+                opened = open_keys(facts, state.provider, settings)
+            except KeyProviderError as exc:
+                yield _error("keys", exc)
+                return
+    keys = (
+        f"{opened} data key(s) open with the master key"
+        if opened
+        else "data keys not opened (see keys)"
+        if facts.keys
+        else "data keys are made at first start"
+    )
     yield Finding("database", "ok", f"{where}: {schema}; {keys}")
     yield from _standby(settings, store)
     if not dev:

@@ -327,19 +327,9 @@ class _Reloader:
         self._reload(why)
 
     def _reload(self, why: str) -> None:
-        from .certfile import read_certificate  # noqa: PLC0415
-        from .tls import server_context  # noqa: PLC0415
-
         settings = self._settings
         try:
-            facts = read_certificate(settings.cert_path, settings.key_path)
-            server_context(
-                settings.cert_path,
-                settings.key_path,
-                min_version=settings.tls_min_version,
-                client_ca_file=Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
-                client_cert=settings.tls_client_cert,
-            )
+            facts = _check_renewal(settings)
         except ConfigError as exc:
             self._served.reloads["failed"] += 1
             log.error(  # noqa: TRY400 - a bad file, not a bug: one line, no traceback
@@ -377,6 +367,28 @@ def _standby_label(settings: Settings) -> str:
         return ""
     url = urlsplit(settings.database_read_url)
     return f" (resolve reads from standby {url.hostname or 'localhost'}:{url.port or 5432})"
+
+
+def _check_renewal(settings: Settings) -> CertFacts:
+    """The new certificate files as the listener would load them, and valid today.
+
+    Raises ConfigError naming the setting; a renewal never installs what callers refuse.
+    """
+    from .certfile import read_certificate  # noqa: PLC0415
+    from .tls import server_context  # noqa: PLC0415
+
+    facts = read_certificate(settings.cert_path, settings.key_path)
+    server_context(
+        settings.cert_path,
+        settings.key_path,
+        min_version=settings.tls_min_version,
+        client_ca_file=Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+        client_cert=settings.tls_client_cert,
+    )
+    problem = facts.validity_problem()
+    if problem is not None:
+        raise ConfigError("tls_cert_file", f"{settings.cert_path}: the new certificate {problem}")
+    return facts
 
 
 def _log_started(settings: Settings) -> None:

@@ -66,6 +66,7 @@ def _certificate(settings: Settings, now: float) -> tuple[dict[str, Any], list[s
         "subject": facts.subject,
         "issuer": facts.issuer,
         "names": list(facts.names),
+        "not_before": facts.not_before.isoformat(),
         "not_after": facts.not_after.isoformat(),
         "days_left": round(left / 86400, 1),
         "self_issued": facts.self_issued,
@@ -73,6 +74,11 @@ def _certificate(settings: Settings, now: float) -> tuple[dict[str, Any], list[s
     attention = []
     if left < 0:
         attention.append(f"certificate expired on {facts.not_after:%Y-%m-%d}: install a renewed one")
+    elif facts.not_before.timestamp() > now:
+        attention.append(
+            f"certificate is not valid until {facts.not_before:%Y-%m-%d %H:%M}Z: callers refuse it "
+            "until then; install one valid today"
+        )
     elif left < settings.cert_warn_days * 86400:
         attention.append(
             f"certificate expires in {left / 86400:.1f} days ({facts.not_after:%Y-%m-%d}), within "
