@@ -384,7 +384,14 @@ def test_too_many_connections_at_once_are_refused_not_queued(
     finally:
         for s in sockets:
             s.close()
-        running.stop()
+        results = running.stop()
+    # Refused connections are said once (not once each) and never vanish from the report.
+    said = [line for line in running.lines if line.startswith("refused 127.0.0.1:")]
+    assert len(said) == 1
+    assert said[0].endswith("(1 refused so far; they are not judged)")
+    [refused] = [r for r in results if r.target.endswith("refused connection(s)")]
+    assert refused.target == f"{closed} refused connection(s)"
+    assert _rules(refused) == {"client.unknown"}
 
 
 def test_cli_listens_reports_and_exits_with_the_verdicts(tmp_path: Path) -> None:
@@ -538,3 +545,67 @@ def test_a_run_where_no_client_connected_is_unknown_not_a_pass(tmp_path: Path) -
     [result] = running.stop()
     assert _rules(result) == {"client.unknown"}
     assert exit_code([result], Severity.MEDIUM) == 2
+
+
+def _hello_with(suites: range, groups: range) -> bytes:
+    """A well-formed TLS 1.2 ClientHello listing ``suites`` and ``groups``, in 16000-byte records."""
+    group_list = b"".join(g.to_bytes(2, "big") for g in groups)
+    extension = (10).to_bytes(2, "big") + (len(group_list) + 2).to_bytes(2, "big")
+    extension += len(group_list).to_bytes(2, "big") + group_list
+    suite_list = b"".join(c.to_bytes(2, "big") for c in suites)
+    body = b"\x03\x03" + bytes(32) + b"\x00" + len(suite_list).to_bytes(2, "big") + suite_list + b"\x01\x00"
+    body += len(extension).to_bytes(2, "big") + extension
+    message = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"".join(
+        b"\x16\x03\x01" + len(message[i : i + 16000]).to_bytes(2, "big") + message[i : i + 16000]
+        for i in range(0, len(message), 16000)
+    )
+
+
+def test_a_hello_with_thousands_of_codes_is_kept_small(listening: Running) -> None:
+    # 20000 suites and 9000 groups fit in 64 KiB; what the report keeps of them must not.
+    with socket.create_connection(("127.0.0.1", listening.tls)) as s:
+        s.sendall(_hello_with(range(1, 20001), range(1, 9001)))
+        s.settimeout(10)
+        with contextlib.suppress(OSError):
+            s.recv(100)
+    listening.wait_for(1)
+    result = _only(listening.stop(), "TLS client")
+    for name in ("suites", "groups"):
+        listed = result.facts[name]
+        assert isinstance(listed, list)
+        assert len(listed) == 65
+        assert listed[-1].endswith(" more")
+    assert len(json.dumps(result.facts)) < 20_000
+    assert all(len(f.detail) < 5_000 for f in result.findings)
+    assert max(len(line) for line in listening.lines) < 5_000
+
+
+def test_connections_past_the_report_limit_are_tallied_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sendvault.scan.listen as listen
+
+    monkeypatch.setattr(listen, "_MAX_RESULTS", 3)
+    running = Running(tmp_path)
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", running.tls)) as s:
+                s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                s.settimeout(5)
+                with contextlib.suppress(OSError):
+                    s.recv(10)
+        running.wait_for(5)
+    finally:
+        results = running.stop()
+    assert len(running.lines) == 5  # every connection is still printed as it happens
+    assert len(results) == 4
+    summary = results[-1]
+    assert summary.target == "2 further connection(s)"
+    assert [(f.rule, f.detail) for f in summary.findings] == [
+        (
+            "client.unknown",
+            "in 2 of the 2 connections after the first 3 (printed as they came, not kept in this report)",
+        )
+    ]
+    assert exit_code(results, Severity.MEDIUM) == 2

@@ -48,6 +48,19 @@ _CONNECTION_SECONDS = 10.0
 _MAX_HEADERS = 16 * 1024
 _MAX_BODY = 1024 * 1024
 _MAX_CONNECTIONS = 32
+# A ClientHello may list tens of thousands of codes: what is kept and printed of each list is
+# bounded, and so is the number of connections kept for the report (later ones are printed as
+# they happen and tallied by rule), so a flood of hostile hellos cannot grow the listener.
+_MAX_LISTED = 64
+_MAX_RESULTS = 1000
+_MAX_SNI = 255
+
+
+def _capped(names: list[str]) -> list[str]:
+    """At most _MAX_LISTED names, then how many more there were."""
+    if len(names) <= _MAX_LISTED:
+        return names
+    return [*names[:_MAX_LISTED], f"... and {len(names) - _MAX_LISTED} more"]
 
 
 def judge_hello(hello: ClientHello, result: CheckResult) -> None:
@@ -56,12 +69,12 @@ def judge_hello(hello: ClientHello, result: CheckResult) -> None:
     suites = [(code, *suite_info(code)) for code in hello.suites]
     result.facts.update(
         {
-            "versions": [version_name(v) for v in offered],
-            "suites": [name + (" (RSA key exchange)" if rsa else "") for _, name, rsa in suites],
-            "groups": [group_name(g) for g in hello.groups],
-            "signature_algorithms": [signature_name(s) for s in hello.signature_algorithms],
-            "sni": hello.server_name,
-            "alpn": list(hello.alpn),
+            "versions": _capped([version_name(v) for v in offered]),
+            "suites": _capped([name + (" (RSA key exchange)" if rsa else "") for _, name, rsa in suites]),
+            "groups": _capped([group_name(g) for g in hello.groups]),
+            "signature_algorithms": _capped([signature_name(s) for s in hello.signature_algorithms]),
+            "sni": None if hello.server_name is None else hello.server_name[:_MAX_SNI],
+            "alpn": _capped([p[:_MAX_SNI] for p in hello.alpn]),
         }
     )
     if hello.sslv2_format:
@@ -78,7 +91,7 @@ def judge_hello(hello: ClientHello, result: CheckResult) -> None:
         result.fail(
             "client.no-tls12",
             "offers "
-            + ", ".join(version_name(v) for v in offered)
+            + ", ".join(_capped([version_name(v) for v in offered]))
             + " but not TLS 1.2: a TLS 1.2-only server refuses it",
         )
     legacy = [_LEGACY[v] for v in sorted(set(offered)) if v in _LEGACY]
@@ -97,11 +110,12 @@ def judge_hello(hello: ClientHello, result: CheckResult) -> None:
     if rsa and _only_rsa(suites, offered):
         result.fail(
             "client.offers-rsa-key-exchange",
-            "offers only RSA key exchange (a server without it refuses the client): " + ", ".join(rsa),
+            "offers only RSA key exchange (a server without it refuses the client): "
+            + ", ".join(_capped(rsa)),
             severity=Severity.HIGH,
         )
     elif rsa:
-        result.fail("client.offers-rsa-key-exchange", "offers RSA key exchange: " + ", ".join(rsa))
+        result.fail("client.offers-rsa-key-exchange", "offers RSA key exchange: " + ", ".join(_capped(rsa)))
     else:
         result.ok()
 
@@ -145,6 +159,12 @@ class Listener:
         default_factory=lambda: threading.BoundedSemaphore(_MAX_CONNECTIONS)
     )
     _sockets: list[socket.socket] = field(default_factory=list)
+    # Connections judged past _MAX_RESULTS: how many, and how often each (rule, severity) came.
+    _dropped: int = 0
+    _dropped_rules: dict[tuple[str, Severity], int] = field(default_factory=dict)
+    # Connections refused because _MAX_CONNECTIONS were open, and when that was last said.
+    _refused: int = 0
+    _refused_said: float = 0.0
 
     def bind(self) -> None:
         """Bind both ports (0 picks a free one; the chosen port is kept). OSError when taken."""
@@ -181,6 +201,17 @@ class Listener:
             for _ in range(_MAX_CONNECTIONS):
                 self._slots.acquire(timeout=max(0.0, until - time.monotonic()))
             self._expire(final=True)
+        if self._dropped:
+            self.results.append(self._dropped_summary())
+        if self._refused:
+            refused = CheckResult("listen", f"{self._refused} refused connection(s)")
+            why = (
+                f"{self._refused} connection(s) arrived while {_MAX_CONNECTIONS} were open and were "
+                "refused unjudged: a client under test among them was not seen"
+            )
+            refused.cannot(why)
+            refused.fail("client.unknown", why)
+            self.results.append(refused)
         if not self.results:
             # Nothing connected: nothing was checked, which is never a pass.
             idle = CheckResult("listen", "no client")
@@ -205,6 +236,7 @@ class Listener:
                 return
             if not self._slots.acquire(blocking=False):
                 conn.close()  # too many at once: refuse rather than queue without bound
+                self._refuse(f"{address[0]}:{address[1]}")
                 continue
             client = f"{address[0]}:{address[1]}"
             threading.Thread(target=self._guarded, args=(handler, conn, client), daemon=True).start()
@@ -228,10 +260,44 @@ class Listener:
         finally:
             self._slots.release()
 
+    def _refuse(self, client: str) -> None:
+        # Said at once, then at most every 5 s: a flood must not flood the terminal too.
+        self._refused += 1
+        now = time.monotonic()
+        if self._refused == 1 or now - self._refused_said >= 5:
+            self._refused_said = now
+            self.say(
+                f"refused {client}: {_MAX_CONNECTIONS} connections already open "
+                f"({self._refused} refused so far; they are not judged)"
+            )
+
     def _record(self, result: CheckResult, line: str) -> None:
         with self._lock:
-            self.results.append(result)
+            self._keep(result)
         self.say(line)
+
+    def _keep(self, result: CheckResult) -> None:
+        """Keep a result for the report, or past _MAX_RESULTS tally its rules (lock held)."""
+        if len(self.results) < _MAX_RESULTS:
+            self.results.append(result)
+            return
+        self._dropped += 1
+        for finding in {(f.rule, f.severity) for f in result.findings}:
+            self._dropped_rules[finding] = self._dropped_rules.get(finding, 0) + 1
+
+    def _dropped_summary(self) -> CheckResult:
+        summary = CheckResult("listen", f"{self._dropped} further connection(s)")
+        summary.facts["not_kept"] = self._dropped
+        for (rule, severity), count in sorted(self._dropped_rules.items()):
+            summary.fail(
+                rule,
+                f"in {count} of the {self._dropped} connections after the first {_MAX_RESULTS} "
+                "(printed as they came, not kept in this report)",
+                severity=severity,
+            )
+        if not summary.findings:
+            summary.ok()
+        return summary
 
     # -- TLS port
 
@@ -353,7 +419,7 @@ class Listener:
         )
         with self._lock:
             self._redirects[token] = redirect
-            self.results.append(result)
+            self._keep(result)
         conn.sendall(_answer(308, b"", location))
         self.say(f"{result.target}: answered 308 to the TLS port")
 
@@ -367,6 +433,10 @@ class Listener:
             ]
             for r in due:
                 r.done = True
+            # A late follower is still recognised for a while; after that, forget the token.
+            forget = now - self.follow_seconds - 2 * _CONNECTION_SECONDS
+            for token in [t for t, r in self._redirects.items() if r.done and r.at < forget]:
+                del self._redirects[token]
         for r in due:
             r.result.fail(
                 "client.redirect-not-followed",
