@@ -12,8 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.audit.conftest import fill
-from tests.audit.tamper import rechain
+from tests.audit.tamper import rechain, sign_head
 from tests.helpers import run_cli
 
 from sendvault.audit import (
@@ -214,3 +216,26 @@ def test_a_sealing_key_from_configuration_is_rotated_there(tmp_path: Path) -> No
     assert rotate_audit_keys(settings, sealing=False).signing is not None
     (sealing,) = [k for k in audit_key_status(settings) if k.role == "sealing"]
     assert (sealing.provider, sealing.state, sealing.created) == ("config", "current", None)
+
+
+def test_a_swapped_key_pair_under_a_running_writer_is_an_integrity_alarm(tmp_path: Path) -> None:
+    settings = _home(tmp_path)
+    log = open_audit(settings)
+    fill(log, 2)
+    log.close()
+    trusted = tmp_path / "trusted.pub"
+    trusted.write_text((settings.home_path / "keys" / "audit-signing.pub").read_text())
+    configured = _home(tmp_path, SENDVAULT_AUDIT_PUBLIC_KEY=str(trusted))
+    running = open_audit(configured)
+    fill(running, 1, start=5)
+    # The insider swaps in a key pair of their own and signs the head with it.
+    mine = Ed25519PrivateKey.generate()
+    (configured.home_path / "keys" / "audit-signing.key").write_bytes(
+        mine.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    sign_head(configured.home_path / "audit.db", mine)
+    with pytest.raises(AuditTampered, match="does not verify"):
+        running.store.append([])
+    running.close()
