@@ -107,12 +107,27 @@ def test_bulk_run_and_concurrent_get_token_calls_agree_on_one_token_per_value(
     api_tokens: dict[str, str] = {}
     api_created = [0]
     errors: list[BaseException] = []
-    start = threading.Barrier(2)
+    # The two sides overlap by construction, not by luck of scheduling: the API side makes its
+    # first batch (the file's last values) before the bulk run starts, then waits until the bulk
+    # run has committed its first rows (the file's first values) before racing on.
+    api_started, bulk_committed = threading.Event(), threading.Event()
+    insert_bulk = bulk_vault.store.insert_bulk
+
+    def insert_bulk_and_tell(*args: object, **kwargs: object) -> object:
+        try:
+            return insert_bulk(*args, **kwargs)
+        finally:
+            bulk_committed.set()
+
+    monkeypatch.setattr(bulk_vault.store, "insert_bulk", insert_bulk_and_tell)
 
     def api_caller() -> None:
         async def run() -> None:
             order = values[::-1]
             for i in range(0, len(order), 50):
+                if i == 50:
+                    api_started.set()
+                    assert bulk_committed.wait(120), "the bulk run never committed"
                 batch = order[i : i + 50]
                 results = await asyncio.gather(
                     api_vault.tokenize_many_async([(Kind.EMAIL, v) for v in batch[:25]]),
@@ -123,16 +138,17 @@ def test_bulk_run_and_concurrent_get_token_calls_agree_on_one_token_per_value(
                     api_tokens[value] = result.token
                     api_created[0] += int(result.created)
 
-        start.wait()
         try:
             asyncio.run(run())
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
+        finally:
+            api_started.set()
 
     thread = threading.Thread(target=api_caller)
     thread.start()
     src = CsvInput(str(source))
-    start.wait()
+    assert api_started.wait(120)
     summary = tokenize_file(
         bulk_vault, settings, src, str(out), columns=[("Email", Kind.EMAIL)], rejects=Collect(), workers=0
     )
@@ -143,7 +159,7 @@ def test_bulk_run_and_concurrent_get_token_calls_agree_on_one_token_per_value(
     assert len(bulk_tokens) == len(values)
     assert all(api_tokens[v] == t for v, t in zip(values, bulk_tokens, strict=True))
     assert bulk_vault.store.count() == len(values)
-    # Both sides created tokens: the runs overlapped, and together made one per value.
+    # Both sides created tokens (the gates above make sure), and together made one per value.
     assert summary.created > 0
     assert api_created[0] > 0
     assert summary.created + api_created[0] == len(values)
