@@ -62,6 +62,17 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], seconds: float = 120) -
         time.sleep(0.2)
 
 
+def _fresh_audit(home: Path) -> None:
+    """Before a run: an empty audit log and no witness file, then the page cache's dirty pages flushed.
+
+    The witness file must go with the log: a witness holding a head of the previous run's log
+    stands for a log cut back to nothing, and the writer rightly stops (every call a 503).
+    """
+    for stale in [*home.glob("audit.db*"), home.absolute().parent / "audit-witness.jsonl"]:
+        stale.unlink(missing_ok=True)
+    os.sync()
+
+
 def _resolve_bodies(tokens: list[str], rng: random.Random) -> list[str]:
     bodies = []
     for b in range(BODIES):
@@ -233,9 +244,7 @@ def main() -> None:
     runs: dict[bool, list[WrkResult]] = {True: [], False: []}
     for n in range(args.rounds):
         for audit in (False, True) if n % 2 == 0 else (True, False):
-            for stale in [*args.home.glob("audit.db*"), args.home.parent / "audit-witness.jsonl"]:
-                stale.unlink(missing_ok=True)
-            os.sync()
+            _fresh_audit(args.home)
             runs[audit].append(bench_sendvault(args.home, tokens, args, rng, audit=audit))
             r = runs[audit][-1]
             print(
@@ -286,9 +295,7 @@ def compare(args: argparse.Namespace, tokens: list[str], rng: random.Random) -> 
     runs: dict[str, list[WrkResult]] = {"this": [], "baseline": []}
     for n in range(args.rounds):
         for name in ("this", "baseline") if n % 2 == 0 else ("baseline", "this"):
-            for stale in args.home.glob("audit.db*"):
-                stale.unlink()
-            os.sync()
+            _fresh_audit(args.home)
             src = args.compare_src if name == "baseline" else None
             runs[name].append(bench_sendvault(args.home, tokens, args, rng, audit=True, src=src))
     os.sync()
@@ -415,9 +422,7 @@ def postgres_beside_sqlite(args: argparse.Namespace, tokens: list[str], rng: ran
             for n in range(args.rounds):
                 for name in ("sqlite", "postgres") if n % 2 == 0 else ("postgres", "sqlite"):
                     home = args.home if name == "sqlite" else pg_home
-                    for stale in home.glob("audit.db*"):
-                        stale.unlink()
-                    os.sync()
+                    _fresh_audit(home)
                     if name == "sqlite":
                         runs[name].append(bench_sendvault(home, tokens, args, rng))
                     else:
@@ -426,9 +431,7 @@ def postgres_beside_sqlite(args: argparse.Namespace, tokens: list[str], rng: ran
             single: list[WrkResult] = []
             for n in range(args.rounds):
                 for two in (True, False) if n % 2 == 0 else (False, True):
-                    for stale in pg_home.glob("audit.db*"):
-                        stale.unlink()
-                    os.sync()
+                    _fresh_audit(pg_home)
                     if two:
                         replicas.append(_two_replicas(pg_home, url, pg_tokens, args, rng))
                     else:
