@@ -1,8 +1,8 @@
 """Every key rotation while a real `sendvault serve` (two workers) answers Marketing Cloud calls.
 
 Traffic threads keep sending Get Token (known and new values) and Resolve for the whole run;
-meanwhile the operator's commands rotate the data key, re-encrypt, retire the old data key and
-rotate the KEK. No request may fail, no value may get a second token, every token must resolve
+meanwhile the operator's commands rotate the data key and the blind-index key, re-encrypt and
+re-index, retire the old keys and rotate the KEK. No request may fail, no value may get a second token, every token must resolve
 to its value. Several rounds per backend: a race that passes only sometimes is a failing test.
 """
 
@@ -149,8 +149,13 @@ def test_every_rotation_under_traffic_fails_no_request_and_changes_no_token(
     for round_ in range(ROUNDS):
         with Traffic(replica, known) as traffic:
             _ok(deployment, home, "keys", "rotate", "dek")
+            _ok(deployment, home, "keys", "rotate", "index")
+            # Moves the rows to the new data key, then to the new blind-index key, and retires
+            # the old blind-index key once no row uses it.
             _ok(deployment, home, "keys", "reencrypt", "--batch", "200")
             status = json.loads(_ok(deployment, home, "keys", "status", "--json"))
+            assert status["reindexing"]["older_index_keys"] == [], status["reindexing"]
+            assert len([k for k in status["keys"] if k["kind"] == "blind-index"]) == 1
             current = status["reencryption"]["current_data_key"]
             older = [k["id"] for k in status["keys"] if k["kind"] == "data" and k["id"] != current]
             for key_id in older:

@@ -141,5 +141,7 @@ def test_version_3_keeps_every_row_and_makes_lookups_by_value_covering(tmp_path:
     )
     assert "COVERING INDEX" in plan.fetchone()[3]
     with pytest.raises(sqlite3.IntegrityError):  # the blind index is still unique
-        conn.execute("INSERT INTO contacts VALUES ('t3', 1, x'01', x'03', NULL, 6, NULL)")
+        conn.execute(
+            "INSERT INTO contacts (token, kind, bidx, value_ct, created_at) VALUES ('t3', 1, x'01', x'03', 6)"
+        )
     conn.close()

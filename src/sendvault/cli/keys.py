@@ -47,6 +47,14 @@ def keys_status(app: AppContext, as_json: bool) -> None:
             "sendvault keys reencrypt (or let serve move them)",
             err=True,
         )
+    index = doc["reindexing"]
+    if index["older_index_keys"]:
+        click.echo(
+            f"blind-index rotation running: {index['rows_under_older_index_keys']} row(s) still under "
+            f"blind-index key {', '.join(map(str, index['older_index_keys']))}: "
+            "sendvault keys reencrypt (or let serve move them)",
+            err=True,
+        )
 
 
 def _audit_keys() -> Callable[[Any], list[dict[str, Any]]] | None:
@@ -92,6 +100,22 @@ def rotate_dek(app: AppContext) -> None:
     key_id = app.vault.rotate_data_key()
     app.record(Event.KEY_ROTATE, meta={"key": "dek", "key_id": key_id})
     click.echo(f"new data key {key_id}; existing rows move to it with: sendvault keys reencrypt", err=True)
+
+
+@keys_rotate.command("index")
+@pass_app
+def rotate_index(app: AppContext) -> None:
+    """Add a new blind-index key. New rows carry it at once and every lookup asks for both keys,
+    so Get Token keeps answering the same token; existing rows move to it with
+    `sendvault keys reencrypt` (or in the background of `sendvault serve`), and the old key is
+    retired by that run once no row uses it."""
+    from ..vault.lifecycle import rotate_index_key  # noqa: PLC0415
+
+    key_id = rotate_index_key(app.vault)
+    app.record(Event.KEY_ROTATE, meta={"key": "index", "key_id": key_id})
+    click.echo(
+        f"new blind-index key {key_id}; existing rows move to it with: sendvault keys reencrypt", err=True
+    )
 
 
 @keys_rotate.command("kek")
@@ -193,10 +217,12 @@ def _bar(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @pass_app
 def keys_reencrypt(app: AppContext, batch_rows: int, as_json: bool) -> None:
-    """Move every row to the current data key now, in batches, with a progress bar.
+    """Move every row to the current data key, and to the current blind-index key while one
+    rotates, now, in batches, with a progress bar.
 
     Safe while serve runs (no request fails, no token changes); a killed run resumes where it
-    stopped. Afterwards, older data keys can be destroyed with `sendvault keys retire ID`.
+    stopped. Afterwards, older data keys can be destroyed with `sendvault keys retire ID`; an
+    older blind-index key is retired by this run itself once no row uses it.
     """
     from ..vault.lifecycle import reencrypt, stale_rows  # noqa: PLC0415
 
@@ -205,6 +231,7 @@ def keys_reencrypt(app: AppContext, batch_rows: int, as_json: bool) -> None:
     total = stale_rows(vault)
     with _bar(total, f"re-encrypting under data key {vault.keyring.current_key_id}") as advance:
         report = reencrypt(vault, batch_rows=batch_rows, progress=advance)
+    index = _reindex(app, batch_rows) if len(vault.index_key_ids) > 1 else None
     app.record(
         Event.KEY_REENCRYPT,
         meta={"key_id": report.key_id, "complete": report.complete},
@@ -212,38 +239,91 @@ def keys_reencrypt(app: AppContext, batch_rows: int, as_json: bool) -> None:
     )
     rate = report.changed / report.seconds if report.seconds else 0.0
     if as_json:
-        emit_json(
-            {
-                "key_id": report.key_id,
-                "rows": report.changed,
-                "unreadable": report.unreadable,
-                "seconds": round(report.seconds, 3),
-                "complete": report.complete,
+        doc: dict[str, Any] = {
+            "key_id": report.key_id,
+            "rows": report.changed,
+            "unreadable": report.unreadable,
+            "seconds": round(report.seconds, 3),
+            "complete": report.complete,
+        }
+        if index is not None:
+            doc["index"] = {
+                "key_id": index.key_id,
+                "rows": index.changed,
+                "unreadable": index.unreadable,
+                "seconds": round(index.seconds, 3),
+                "complete": index.complete,
+                "retired": index.retired,
             }
-        )
+        emit_json(doc)
     click.echo(
         f"{report.changed} row(s) re-encrypted under data key {report.key_id} in {report.seconds:.1f} s"
         f" ({rate:,.0f} rows/s)",
         err=True,
     )
-    if report.unreadable:
-        fail(
-            f"{report.unreadable} row(s) did not open and were left as they are",
-            "their ciphertext was changed or its key is gone; their data keys cannot be retired",
+    if index is not None:
+        rate = index.changed / index.seconds if index.seconds else 0.0
+        click.echo(
+            f"{index.changed} row(s) re-indexed under blind-index key {index.key_id} in {index.seconds:.1f} s"
+            f" ({rate:,.0f} rows/s)",
+            err=True,
         )
+        for old in index.retired:
+            click.echo(f"blind-index key {old} retired (no row uses it)", err=True)
+    unreadable = report.unreadable + (index.unreadable if index is not None else 0)
+    if unreadable:
+        fail(
+            f"{unreadable} row(s) did not open and were left as they are",
+            "their ciphertext was changed or its key is gone; their keys cannot be retired",
+        )
+
+
+def _reindex(app: AppContext, batch_rows: int) -> Any:
+    """The blind-index part of `keys reencrypt`: move rows to the newest index key, audited."""
+    from ..vault.lifecycle import reindex, unindexed_rows  # noqa: PLC0415
+
+    vault = app.vault
+    label = f"re-indexing under blind-index key {vault.index_key_ids[-1]}"
+    with _bar(unindexed_rows(vault), label) as advance:
+        done = reindex(vault, batch_rows=batch_rows, progress=advance)
+    app.record(
+        Event.KEY_REENCRYPT,
+        meta={"key": "index", "key_id": done.key_id, "complete": done.complete},
+        counts={"rows": done.changed, "unreadable": done.unreadable},
+    )
+    for old in done.retired:
+        app.record(Event.KEY_RETIRE, meta={"key": "index", "key_id": old})
+    return done
 
 
 @keys.command("retire")
 @click.argument("key_id", type=int)
 @pass_app
 def keys_retire(app: AppContext, key_id: int) -> None:
-    """Destroy data key KEY_ID, only if no row uses it any more (never while one does)."""
+    """Destroy data key (or older blind-index key) KEY_ID, only if no row uses it any more
+    (never while one does)."""
     from ..vault.lifecycle import retire_key  # noqa: PLC0415
 
-    app.vault.refresh_keys()
-    if key_id == app.vault.keyring.current_key_id:
+    vault = app.vault
+    vault.refresh_keys()
+    if key_id in vault.index_key_ids:
+        if key_id == vault.index_key_ids[-1]:
+            fail(
+                f"blind-index key {key_id} is the current blind-index key",
+                "rotate first: sendvault keys rotate index",
+            )
+        used = retire_key(vault, key_id)
+        if used:
+            fail(
+                f"blind-index key {key_id} still indexes {used} row(s); it was kept",
+                "move them first: sendvault keys reencrypt",
+            )
+        app.record(Event.KEY_RETIRE, meta={"key": "index", "key_id": key_id})
+        click.echo(f"blind-index key {key_id} destroyed", err=True)
+        return
+    if key_id == vault.keyring.current_key_id:
         fail(f"data key {key_id} is the current data key", "rotate first: sendvault keys rotate dek")
-    used = retire_key(app.vault, key_id)
+    used = retire_key(vault, key_id)
     if used:
         fail(
             f"data key {key_id} still protects {used} row(s); it was kept",

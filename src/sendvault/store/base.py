@@ -64,12 +64,23 @@ ContactRow = tuple[str, int, bytes | None, bytes | None]
 
 
 class NewContact(NamedTuple):
-    """A token to create, unless its blind index already has one."""
+    """A token to create, unless its blind index already has one.
+
+    ``bidx_key`` names the blind-index key ``bidx`` was computed under. While the blind-index
+    key rotates, ``alt_bidx`` is the same value's index under the old key ``alt_key``: a row that
+    holds it (not yet re-indexed) is the value's token, and no new row is made. The store checks,
+    inside the writing transaction, that these are exactly the vault's blind-index keys
+    (:class:`~sendvault.errors.StaleKeys` otherwise), so no process can add a row under an index
+    that lookups no longer ask for.
+    """
 
     token: str
     kind: int
     bidx: bytes
     value_ct: bytes
+    bidx_key: int = 1
+    alt_bidx: bytes | None = None
+    alt_key: int | None = None
 
 
 # Column order of ClientRecord in every backend's client table.
@@ -117,7 +128,10 @@ class Store(Protocol):
         ...
 
     def add_key(self, purpose: str, provider: str, wrap: Callable[[int], bytes]) -> int:
-        """Store a new key; ``wrap`` receives the new id (wrapping binds it). Returns the id."""
+        """Store a new key; ``wrap`` receives the new id (wrapping binds it). Returns the id.
+
+        A second blind-index key is refused (:class:`~sendvault.errors.CryptoError`) while two
+        exist: one rotation of the blind index at a time."""
         ...
 
     def fetch_by_tokens(self, tokens: Sequence[str]) -> list[ContactRow]:
@@ -201,13 +215,31 @@ class Store(Protocol):
         """
         ...
 
+    def index_usage(self) -> dict[int, int]:
+        """Live rows per blind-index key id (one full read of the table)."""
+        ...
+
+    def scan_unindexed(self, after: str, key_id: int, limit: int) -> list[tuple[str, int, bytes, bytes]]:
+        """Up to ``limit`` live rows after token ``after``, in token order, whose blind index is
+        not under key ``key_id``: ``(token, kind, value_ct, bidx)``, the next batch to re-index."""
+        ...
+
+    def replace_indexes(
+        self, items: Sequence[tuple[str, bytes, bytes]], key_id: int, cursor: tuple[str, str]
+    ) -> int:
+        """Move rows ``(token, old bidx, new bidx)`` to blind-index key ``key_id``, each only if
+        its index is still the old one (not erased or moved meanwhile), and record ``cursor`` in
+        the same transaction; how many rows changed. :class:`~sendvault.errors.StaleKeys` if
+        ``key_id`` is not the newest blind-index key."""
+        ...
+
     def set_meta(self, name: str, value: str | None) -> None:
         """Set, or with None delete, a vault-wide value."""
         ...
 
     def retire_key(self, key_id: int) -> int:
-        """Delete data key ``key_id`` unless a live row uses it; the number of rows using it
-        (0: deleted). Refuses the current (newest) data key."""
+        """Delete data key (or blind-index key) ``key_id`` unless a live row uses it; the number
+        of rows using it (0: deleted). Refuses the current (newest) key of its purpose."""
         ...
 
     def purge_erased(self) -> None:

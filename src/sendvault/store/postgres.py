@@ -244,7 +244,15 @@ class PostgresStore(ConnectionsBase[Any]):
     def add_key(self, purpose: str, provider: str, wrap: Callable[[int], bytes]) -> int:
         """Store a new key; ``wrap`` receives the new id. Returns the id."""
         with self._tx() as conn:
+            # EXCLUSIVE waits for every writer holding keys FOR SHARE (_require_keys) and holds
+            # new ones back until this commits: a writer then sees the new key in its check.
             conn.execute("LOCK TABLE sv_data_keys IN EXCLUSIVE MODE")
+            if purpose == "bidx":
+                (indexes,) = conn.execute(
+                    "SELECT count(*) FROM sv_data_keys WHERE purpose = 'bidx'"
+                ).fetchone()
+                if indexes > 1:
+                    raise CryptoError(_INDEX_MOVE_RUNNING)
             (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM sv_data_keys").fetchone()
             key_id = int(last) + 1
             conn.execute(
@@ -305,18 +313,33 @@ class PostgresStore(ConnectionsBase[Any]):
         # bytes do in Python). A transaction then only ever waits for rows ahead of its own
         # position, so no two can wait on each other (see the module docstring).
         ordered = sorted(rows, key=lambda r: r.bidx)
-        params = (
-            int(self._clock()),
-            [r.token for r in ordered],
-            [r.kind for r in ordered],
-            [r.bidx for r in ordered],
-            [r.value_ct for r in ordered],
-        )
+        now = int(self._clock())
 
         def work(c: _Conn) -> dict[bytes, str]:
-            _require_keys(c, params[4])
-            c.execute(_INSERT_NEW, params)
-            return _fetch_by_bidx(c, list({r.bidx for r in ordered}))
+            _require_keys(c, [r.value_ct for r in ordered], ordered)
+            alts = [r.alt_bidx for r in ordered if r.alt_bidx is not None]
+            # During a blind-index move: a value held under the old index keeps its token. The
+            # re-indexer may be moving that row now; this statement sees it either before or
+            # after the move (one snapshot), and asks for both indexes.
+            old = _fetch_by_bidx(c, alts) if alts else {}
+            new = [r for r in ordered if r.alt_bidx not in old] if old else ordered
+            if new:
+                c.execute(
+                    _INSERT_NEW,
+                    (
+                        now,
+                        [r.token for r in new],
+                        [r.kind for r in new],
+                        [r.bidx for r in new],
+                        [r.bidx_key for r in new],
+                        [r.value_ct for r in new],
+                    ),
+                )
+            found = _fetch_by_bidx(c, list({r.bidx for r in ordered}))
+            for r in ordered:
+                if r.alt_bidx is not None and r.alt_bidx in old:
+                    found[r.bidx] = old[r.alt_bidx]
+            return found
 
         return self._retrying(work, conn)
 
@@ -457,6 +480,53 @@ class PostgresStore(ConnectionsBase[Any]):
 
         return self._retrying(work)
 
+    def index_usage(self) -> dict[int, int]:
+        """Live rows per blind-index key id."""
+        with _errors():
+            rows = self._conn.execute(
+                "SELECT bidx_key, count(*) FROM sv_contacts WHERE bidx IS NOT NULL GROUP BY bidx_key"
+            ).fetchall()
+        return {int(k): int(n) for k, n in rows}
+
+    def scan_unindexed(self, after: str, key_id: int, limit: int) -> list[tuple[str, int, bytes, bytes]]:
+        """Live rows after ``after``, in token order, whose blind index is not under ``key_id``."""
+        with _errors():
+            rows = self._conn.execute(
+                "SELECT token, kind, value_ct, bidx FROM sv_contacts WHERE token > %s "
+                "AND bidx IS NOT NULL AND bidx_key <> %s ORDER BY token LIMIT %s",
+                (after, key_id, limit),
+            ).fetchall()
+        return [(str(t), int(k), bytes(v), bytes(b)) for t, k, v, b in rows]
+
+    def replace_indexes(
+        self, items: Sequence[tuple[str, bytes, bytes]], key_id: int, cursor: tuple[str, str]
+    ) -> int:
+        """Re-indexed rows ``(token, old bidx, new bidx)`` under ``key_id``, each only if its index
+        is unchanged since it was read, and the meta ``cursor``, in one transaction.
+
+        The rows are updated in new-index order, the order every creator inserts in, so the
+        re-indexer and a creator never wait on each other's rows in opposite orders."""
+        ordered = sorted(items, key=lambda i: i[2])
+
+        def work(conn: _Conn) -> int:
+            ids = _index_keys(conn)
+            if not ids or ids[-1] != key_id:
+                raise StaleKeys()
+            cur = conn.execute(
+                "UPDATE sv_contacts AS c SET bidx = u.nb, bidx_key = %s "
+                "FROM (SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[]) AS u(t, ob, nb) "
+                "ORDER BY nb) AS u WHERE c.token = u.t AND c.bidx = u.ob",
+                (key_id, [i[0] for i in ordered], [i[1] for i in ordered], [i[2] for i in ordered]),
+            )
+            conn.execute(
+                "INSERT INTO sv_meta (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                cursor,
+            )
+            return int(cur.rowcount)
+
+        return self._retrying(work)
+
     def set_meta(self, name: str, value: str | None) -> None:
         """Set (or with None delete) a vault-wide value."""
         with self._tx() as conn:
@@ -479,8 +549,25 @@ class PostgresStore(ConnectionsBase[Any]):
         try:
             with self._tx() as conn:
                 row = conn.execute("SELECT purpose FROM sv_data_keys WHERE id = %s", (key_id,)).fetchone()
-                if row is None or row[0] != "data":
+                if row is None:
                     raise NotFound(f"no data key {key_id}")
+                if row[0] == "bidx":
+                    (newest,) = conn.execute(
+                        "SELECT max(id) FROM sv_data_keys WHERE purpose = 'bidx'"
+                    ).fetchone()
+                    if key_id == newest:
+                        raise CryptoError(
+                            f"blind-index key {key_id} is the current one; "
+                            "rotate first (sendvault keys rotate index)"
+                        )
+                    # Waits for every creator holding the index keys FOR SHARE; counts after it.
+                    conn.execute("DELETE FROM sv_data_keys WHERE id = %s", (key_id,))
+                    (used,) = conn.execute(
+                        "SELECT count(*) FROM sv_contacts WHERE bidx IS NOT NULL AND bidx_key = %s", (key_id,)
+                    ).fetchone()
+                    if used:
+                        raise _KeepKey(int(used))  # noqa: TRY301 - rolls the DELETE back
+                    return 0
                 (newest,) = conn.execute("SELECT max(id) FROM sv_data_keys WHERE purpose = 'data'").fetchone()
                 if key_id == newest:
                     raise CryptoError(
@@ -568,9 +655,9 @@ _CLIENT_SELECT = f"SELECT {CLIENT_COLUMNS} FROM sv_api_clients"  # noqa: S608 - 
 # ORDER BY keeps the caller's (sorted) order explicit: the executor inserts in the order the
 # SELECT delivers rows.
 _INSERT_NEW = (
-    "INSERT INTO sv_contacts (token, kind, bidx, value_ct, created_at) "
-    "SELECT t, k, b, v, %s FROM unnest(%s::text[], %s::smallint[], %s::bytea[], %s::bytea[]) "
-    "AS u(t, k, b, v) ORDER BY b ON CONFLICT DO NOTHING"
+    "INSERT INTO sv_contacts (token, kind, bidx, bidx_key, value_ct, created_at) "
+    "SELECT t, k, b, bk, v, %s FROM unnest(%s::text[], %s::smallint[], %s::bytea[], %s::int[], %s::bytea[]) "
+    "AS u(t, k, b, bk, v) ORDER BY b ON CONFLICT DO NOTHING"
 )
 
 
@@ -591,12 +678,24 @@ class _KeepKey(Exception):
         self.used = used
 
 
-def _require_keys(conn: _Conn, ciphertexts: Iterable[bytes | None]) -> None:
-    """Refuse (:class:`StaleKeys`) ciphertexts sealed under a data key that no longer exists.
+_INDEX_MOVE_RUNNING = (
+    "a blind-index rotation is still moving rows; finish it first (sendvault keys reencrypt)"
+)
+
+
+def _require_keys(
+    conn: _Conn, ciphertexts: Iterable[bytes | None], rows: Sequence[NewContact] | None = None
+) -> None:
+    """Refuse (:class:`StaleKeys`) ciphertexts sealed under a data key that no longer exists,
+    and new ``rows`` whose blind indexes were not computed under exactly the vault's blind-index
+    keys (the newest for ``bidx``; during a move, the old one for ``alt_bidx``).
 
     ``FOR SHARE`` holds the keys until this transaction ends: a concurrent ``keys retire`` waits
-    for it, then counts its rows.
+    for it, then counts its rows, and ``keys rotate index`` (``LOCK TABLE ... EXCLUSIVE`` in
+    :meth:`PostgresStore.add_key`) waits for it, then holds new writers back until it commits.
     """
+    if rows is not None:
+        _require_index(conn, rows)
     # Sealed values begin with the version byte 1 and the key id (crypto/keyring.py).
     ids = sorted(
         {
@@ -614,30 +713,57 @@ def _require_keys(conn: _Conn, ciphertexts: Iterable[bytes | None]) -> None:
         raise StaleKeys()
 
 
+def _index_keys(conn: _Conn) -> list[int]:
+    rows = conn.execute("SELECT id FROM sv_data_keys WHERE purpose = 'bidx' ORDER BY id FOR SHARE").fetchall()
+    return [int(i) for (i,) in rows]
+
+
+def _require_index(conn: _Conn, rows: Sequence[NewContact]) -> None:
+    ids = _index_keys(conn)
+    if not ids:
+        return  # a bare store without keys (tests): nothing to check against
+    current, old = ids[-1], (ids[0] if len(ids) > 1 else None)
+    for row in rows:
+        if row.bidx_key != current or row.alt_key != old or (old is not None and row.alt_bidx is None):
+            raise StaleKeys()
+
+
+# The staging table's name carries its shape: a connection never meets an older shape of it.
 _STAGE = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS sv_bulk_stage "
-    "(token TEXT, kind SMALLINT, bidx BYTEA, value_ct BYTEA) ON COMMIT DELETE ROWS"
+    "CREATE TEMPORARY TABLE IF NOT EXISTS sv_bulk_stage5 "
+    "(token TEXT, kind SMALLINT, bidx BYTEA, value_ct BYTEA, bidx_key INTEGER, alt_bidx BYTEA) "
+    "ON COMMIT DELETE ROWS"
 )
-_STAGE_COPY = "COPY sv_bulk_stage (token, kind, bidx, value_ct) FROM STDIN (FORMAT BINARY)"
-# ORDER BY: the executor inserts in the order the SELECT delivers rows (see _INSERT_NEW).
+_STAGE_COPY = (
+    "COPY sv_bulk_stage5 (token, kind, bidx, value_ct, bidx_key, alt_bidx) FROM STDIN (FORMAT BINARY)"
+)
+# ORDER BY: the executor inserts in the order the SELECT delivers rows (see _INSERT_NEW). A row
+# whose value is held under the old blind index (during a move) is not inserted.
 _STAGE_INSERT = (
-    "INSERT INTO sv_contacts (token, kind, bidx, value_ct, created_at) "
-    "SELECT token, kind, bidx, value_ct, %s FROM sv_bulk_stage ORDER BY bidx ON CONFLICT DO NOTHING"
+    "INSERT INTO sv_contacts (token, kind, bidx, bidx_key, value_ct, created_at) "
+    "SELECT token, kind, bidx, bidx_key, value_ct, %s FROM sv_bulk_stage5 s WHERE s.alt_bidx IS NULL "
+    "OR NOT EXISTS (SELECT 1 FROM sv_contacts o WHERE o.bidx = s.alt_bidx) "
+    "ORDER BY bidx ON CONFLICT DO NOTHING"
 )
-_STAGE_FOUND = "SELECT c.bidx, c.token FROM sv_bulk_stage s JOIN sv_contacts c ON c.bidx = s.bidx"
+_STAGE_FOUND = "SELECT c.bidx, c.token FROM sv_bulk_stage5 s JOIN sv_contacts c ON c.bidx = s.bidx"
+_STAGE_FOUND_OLD = "SELECT s.bidx, c.token FROM sv_bulk_stage5 s JOIN sv_contacts c ON c.bidx = s.alt_bidx"
 
 
 def _copy_chunk(conn: _Conn, rows: Sequence[NewContact], now: int) -> dict[bytes, str]:
     """One bulk chunk, inside the caller's transaction: COPY, INSERT ... SELECT, read back."""
-    _require_keys(conn, [row.value_ct for row in rows])
+    _require_keys(conn, [row.value_ct for row in rows], rows)
     conn.execute(_STAGE)
     with conn.cursor() as cur:
         with cur.copy(_STAGE_COPY) as copy:
-            copy.set_types(["text", "int2", "bytea", "bytea"])
+            copy.set_types(["text", "int2", "bytea", "bytea", "int4", "bytea"])
             for row in rows:
-                copy.write_row(row)
+                copy.write_row(row[:6])
         cur.execute(_STAGE_INSERT, (now,))
-        return {bytes(b): str(t) for b, t in cur.execute(_STAGE_FOUND).fetchall()}
+        found = {bytes(b): str(t) for b, t in cur.execute(_STAGE_FOUND).fetchall()}
+        if any(row.alt_bidx is not None for row in rows):
+            # The older token wins: the value had it before the move began.
+            found.update((bytes(b), str(t)) for b, t in cur.execute(_STAGE_FOUND_OLD).fetchall())
+        return found
 
 
 def _in_transaction(conn: _Conn, work: Callable[[_Conn], T]) -> T:

@@ -236,6 +236,10 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
     def add_key(self, purpose: str, provider: str, wrap: Callable[[int], bytes]) -> int:
         """Store a new key; ``wrap`` receives the new id. Returns the id."""
         with self._write() as conn:
+            if purpose == "bidx":
+                (indexes,) = conn.execute("SELECT count(*) FROM data_keys WHERE purpose = 'bidx'").fetchone()
+                if indexes > 1:
+                    raise CryptoError(_INDEX_MOVE_RUNNING)
             (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM data_keys").fetchone()
             key_id = int(last) + 1
             conn.execute(
@@ -451,6 +455,47 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         return changed
 
+    def index_usage(self) -> dict[int, int]:
+        """Live rows per blind-index key id."""
+        with _errors():
+            rows = self._conn.execute(
+                "SELECT bidx_key, count(*) FROM contacts WHERE bidx IS NOT NULL GROUP BY bidx_key"
+            ).fetchall()
+        return {int(k): int(n) for k, n in rows}
+
+    def scan_unindexed(self, after: str, key_id: int, limit: int) -> list[tuple[str, int, bytes, bytes]]:
+        """Live rows after ``after``, in token order, whose blind index is not under ``key_id``."""
+        with _errors():
+            return self._conn.execute(
+                "SELECT token, kind, value_ct, bidx FROM contacts WHERE token > ? AND bidx IS NOT NULL "
+                "AND bidx_key != ? ORDER BY token LIMIT ?",
+                (after, key_id, limit),
+            ).fetchall()
+
+    def replace_indexes(
+        self, items: Sequence[tuple[str, bytes, bytes]], key_id: int, cursor: tuple[str, str]
+    ) -> int:
+        """Re-indexed rows ``(token, old bidx, new bidx)`` under ``key_id``, each only if its index
+        is unchanged since it was read, and the meta ``cursor``, in one transaction."""
+        with self._write() as conn:
+            ids = _index_keys(conn)
+            if not ids or ids[-1] != key_id:
+                raise StaleKeys()
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE contacts SET bidx = ?, bidx_key = ? WHERE token = ? AND bidx = ?",
+                [(new, key_id, token, old) for token, old, new in items],
+            )
+            changed = conn.total_changes - before
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                cursor,
+            )
+        with _errors():
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return changed
+
     def set_meta(self, name: str, value: str | None) -> None:
         """Set (or with None delete) a vault-wide value."""
         with self._write() as conn:
@@ -472,8 +517,21 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         """
         with self._write() as conn:
             row = conn.execute("SELECT purpose FROM data_keys WHERE id = ?", (key_id,)).fetchone()
-            if row is None or row[0] != "data":
+            if row is None:
                 raise NotFound(f"no data key {key_id}")
+            if row[0] == "bidx":
+                ids = _index_keys(conn)
+                if key_id == ids[-1]:
+                    raise CryptoError(
+                        f"blind-index key {key_id} is the current one; "
+                        "rotate first (sendvault keys rotate index)"
+                    )
+                (used,) = conn.execute(
+                    "SELECT count(*) FROM contacts WHERE bidx IS NOT NULL AND bidx_key = ?", (key_id,)
+                ).fetchone()
+                if used == 0:
+                    conn.execute("DELETE FROM data_keys WHERE id = ?", (key_id,))
+                return int(used)
             (newest,) = conn.execute("SELECT max(id) FROM data_keys WHERE purpose = 'data'").fetchone()
             if key_id == newest:
                 raise CryptoError(
@@ -615,6 +673,45 @@ def _require_keys(conn: sqlite3.Connection, ciphertexts: Iterable[bytes | None])
         raise StaleKeys()
 
 
+_INDEX_MOVE_RUNNING = (
+    "a blind-index rotation is still moving rows; finish it first (sendvault keys reencrypt)"
+)
+
+
+def _index_keys(conn: sqlite3.Connection) -> list[int]:
+    return [int(i) for (i,) in conn.execute("SELECT id FROM data_keys WHERE purpose = 'bidx' ORDER BY id")]
+
+
+def _require_index(conn: sqlite3.Connection, rows: Sequence[NewContact]) -> None:
+    """Refuse (:class:`StaleKeys`) rows whose blind indexes were not computed under exactly the
+    vault's blind-index keys: the newest for ``bidx``, and during a move the old one for
+    ``alt_bidx``. Inside the writing transaction, so a rotation or retirement of the index key
+    cannot slip between the check and the insert."""
+    ids = _index_keys(conn)
+    if not ids:
+        return  # a bare store without keys (tests): nothing to check against
+    current, old = ids[-1], (ids[0] if len(ids) > 1 else None)
+    for row in rows:
+        if row.bidx_key != current or row.alt_key != old or (old is not None and row.alt_bidx is None):
+            raise StaleKeys()
+
+
+def _fetch_alt(conn: sqlite3.Connection, rows: Sequence[NewContact]) -> dict[bytes, str]:
+    """During a blind-index move: the rows' values already held under the old index."""
+    alts = [r.alt_bidx for r in rows if r.alt_bidx is not None]
+    return _fetch_by_bidx(conn, alts) if alts else {}
+
+
+def _found_under_old_index(
+    found: dict[bytes, str], rows: Sequence[NewContact], old: dict[bytes, str]
+) -> None:
+    """Answer each row whose value exists under the old index with that (older) token."""
+    if old:
+        for row in rows:
+            if row.alt_bidx is not None and row.alt_bidx in old:
+                found[row.bidx] = old[row.alt_bidx]
+
+
 def _fetch_by_bidx(conn: sqlite3.Connection, bidxs: Sequence[bytes]) -> dict[bytes, str]:
     # One aggregated row instead of one row per match: the sqlite3 module releases the GIL on
     # every step, and under many threads each re-acquisition waits a whole switch interval.
@@ -642,7 +739,7 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[NewContact], now: int)
         chunk = rows[start : start + size]
         params: list[object] = []
         for r in chunk:
-            params += (r.token, r.kind, r.bidx, r.value_ct, now)
+            params += (r.token, r.kind, r.bidx, r.bidx_key, r.value_ct, now)
         conn.execute(_INSERT_SQL[size], params)
         start += size
 
@@ -650,8 +747,8 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[NewContact], now: int)
 _MAX_INSERT_ROWS = 1024
 # Only placeholders are interpolated; values are bound parameters.
 _INSERT_SQL = {
-    1 << n: "INSERT INTO contacts (token, kind, bidx, value_ct, created_at) VALUES "  # noqa: S608
-    + ",".join(["(?, ?, ?, ?, ?)"] * (1 << n))
+    1 << n: "INSERT INTO contacts (token, kind, bidx, bidx_key, value_ct, created_at) VALUES "  # noqa: S608
+    + ",".join(["(?, ?, ?, ?, ?, ?)"] * (1 << n))
     + " ON CONFLICT DO NOTHING"
     for n in range(_MAX_INSERT_ROWS.bit_length())
 }
@@ -664,8 +761,11 @@ def _commit_group(conn: sqlite3.Connection, rows: list[NewContact], now: int) ->
         conn.execute("BEGIN IMMEDIATE")
         try:
             _require_keys(conn, [r.value_ct for r in rows])
-            _insert_rows(conn, rows, now)
+            _require_index(conn, rows)
+            old = _fetch_alt(conn, rows)
+            _insert_rows(conn, [r for r in rows if r.alt_bidx not in old] if old else rows, now)
             found = _fetch_by_bidx(conn, list({r.bidx for r in rows}))
+            _found_under_old_index(found, rows, old)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -678,7 +778,7 @@ def _token_of(row: NewContact) -> str:
 
 
 _BULK_INSERT_SQL = (
-    "INSERT INTO contacts (token, kind, bidx, value_ct, created_at) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO contacts (token, kind, bidx, bidx_key, value_ct, created_at) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING"
 )
 
@@ -689,8 +789,18 @@ def _commit_bulk(conn: sqlite3.Connection, rows: Sequence[NewContact], now: int)
         conn.execute("BEGIN IMMEDIATE")
         try:
             _require_keys(conn, [r.value_ct for r in rows])
-            conn.executemany(_BULK_INSERT_SQL, [(*row, now) for row in rows])
+            _require_index(conn, rows)
+            old = _fetch_alt(conn, rows)
+            conn.executemany(
+                _BULK_INSERT_SQL,
+                [
+                    (r.token, r.kind, r.bidx, r.bidx_key, r.value_ct, now)
+                    for r in rows
+                    if r.alt_bidx not in old
+                ],
+            )
             found = _fetch_by_bidx(conn, [r.bidx for r in rows])
+            _found_under_old_index(found, rows, old)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -94,19 +94,20 @@ def open_vault(
     try:
         _check_locked_settings(store, settings)
         provider = _finish_kek_rotation(store, provider, settings)
-        blind_index, keyring = _load_keys(store, provider)
+        indexes, keyring = _load_keys(store, provider)
     except BaseException:
         store.close()
         raise
     return Vault(
         store,
         keyring,
-        blind_index,
+        indexes[-1][1],
         normalizer=Normalizer(settings.email_keep_local_case, settings.default_region),
         token_format=token_format,
         key_provider=provider,
         provider_factory=lambda: build_provider(settings),
         clock=clock,
+        index_keys=indexes,
     )
 
 
@@ -146,7 +147,7 @@ def _finish_kek_rotation(store: Store, provider: KeyProvider, settings: Settings
     return pending
 
 
-def _load_keys(store: Store, provider: KeyProvider) -> tuple[BlindIndex, Keyring]:
+def _load_keys(store: Store, provider: KeyProvider) -> tuple[list[tuple[int, BlindIndex]], Keyring]:
     def first_keys() -> list[KeyRecord]:
         return [
             KeyRecord(_BIDX_KEY_ID, "bidx", provider.name, provider.wrap("bidx", _BIDX_KEY_ID, new_key())),
@@ -166,10 +167,11 @@ def _load_keys(store: Store, provider: KeyProvider) -> tuple[BlindIndex, Keyring
                 f"but {provider.name!r} is configured"
             )
     bidx_keys = [r for r in records if r.purpose == "bidx"]
-    if len(bidx_keys) != 1:
-        raise KeyProviderError("the vault must have exactly one blind-index key")
-    blind_index = BlindIndex(provider.unwrap("bidx", bidx_keys[0].id, bidx_keys[0].wrapped))
+    if len(bidx_keys) not in (1, 2):
+        raise KeyProviderError("the vault must have one blind-index key, or two while it rotates")
+    # Two while `keys rotate index` moves the rows: lookups ask for both, new rows carry the newest.
+    indexes = [(r.id, BlindIndex(provider.unwrap("bidx", r.id, r.wrapped))) for r in bidx_keys]
     keyring = Keyring(
         (r.id, provider.unwrap("data", r.id, r.wrapped)) for r in records if r.purpose == "data"
     )
-    return blind_index, keyring
+    return indexes, keyring

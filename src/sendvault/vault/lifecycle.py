@@ -7,6 +7,13 @@ the run got (``reencrypt:cursor`` in the vault's meta table). A run that is kill
 there; a row changed by someone else since it was read (attributes set meanwhile) is skipped and
 picked up by the next pass. A run is complete when one full pass over the table finds no row
 left under an older key; only then may the older keys be retired.
+
+The blind-index key rotates the same way (``keys rotate index``): each row names the index key
+its ``bidx`` was computed under; while two index keys exist, every lookup asks for both (one
+query), new rows carry the new one, and :func:`reindex` moves the rows in batches (open the
+value, compute its index under the new key, swap it in only where the row still holds the old
+one; ``reindex:cursor`` records how far). When one full pass finds no row left under the old
+index key, the run retires that key itself, in the same guarded transaction as ``keys retire``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +46,20 @@ from .service import Vault
 __all__ = [
     "REENCRYPT_CURSOR",
     "REENCRYPT_DONE",
+    "REINDEX_CURSOR",
     "BackgroundReencryption",
     "ReencryptReport",
+    "ReindexReport",
     "key_status",
     "reencrypt",
+    "reindex",
     "retire_key",
     "rotate_kek",
 ]
 
 REENCRYPT_CURSOR = "reencrypt:cursor"
 REENCRYPT_DONE = "reencrypt:done"
+REINDEX_CURSOR = "reindex:cursor"
 _HEADER = struct.Struct(">BI")
 
 
@@ -136,6 +147,105 @@ def reencrypt(
     return report
 
 
+@dataclass(slots=True)
+class ReindexReport:
+    """What one re-indexing run did (``key_id``: the new blind-index key)."""
+
+    key_id: int
+    changed: int = 0
+    unreadable: int = 0
+    passes: int = 0
+    complete: bool = False
+    retired: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def unindexed_rows(vault: Vault) -> int:
+    """Live rows whose blind index is under an older blind-index key (a full read)."""
+    current = vault.index_key_ids[-1]
+    return sum(n for key_id, n in vault.store.index_usage().items() if key_id != current)
+
+
+def reindex(
+    vault: Vault,
+    *,
+    batch_rows: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    pause: Callable[[float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReindexReport:
+    """Move every live row to the newest blind-index key, batch by batch, resuming a killed run;
+    when a full pass finds none left under the old key, retire it (see the module docstring).
+
+    Same batches, cursor and callbacks as :func:`reencrypt`. A vault with one index key has
+    nothing to move: the report is complete at once.
+    """
+    started = clock()
+    vault.refresh_keys()
+    store = vault.store
+    ids = vault.index_key_ids
+    key_id = ids[-1]
+    report = ReindexReport(key_id)
+    if len(ids) == 1:
+        report.complete = True
+        return report
+    recorded = store.get_meta(REINDEX_CURSOR) or ""
+    owner, sep, token = recorded.partition(":")
+    after = token if sep and owner == str(key_id) else ""
+    full_pass = after == ""
+    found_in_pass = unreadable_in_pass = 0
+    while True:
+        if should_stop is not None and should_stop():
+            break
+        began = clock()
+        rows = store.scan_unindexed(after, key_id, batch_rows)
+        if not rows:
+            report.passes += 1
+            if full_pass and found_in_pass == 0:
+                report.unreadable = unreadable_in_pass
+                report.complete = True
+                for old in ids[:-1]:
+                    # Counted again inside the retiring transaction: kept if any row still uses it.
+                    if store.retire_key(old) == 0:
+                        report.retired.append(old)
+                vault.refresh_keys()
+                break
+            # New rows always carry the new key (the store refuses any other), so a second pass
+            # finds only rows that did not open, or that a resumed run had not seen.
+            after, full_pass, found_in_pass, unreadable_in_pass = "", True, 0, 0
+            continue
+        items, unreadable = vault.reindex(rows)
+        try:
+            changed = store.replace_indexes(items, key_id, (REINDEX_CURSOR, f"{key_id}:{rows[-1][0]}"))
+        except StaleKeys:
+            vault.refresh_keys()
+            if vault.index_key_ids[-1] != key_id:
+                break  # another index rotation finished meanwhile; nothing of ours to move
+            continue
+        unreadable_in_pass += unreadable
+        after = rows[-1][0]
+        found_in_pass += len(items)
+        report.changed += changed
+        if progress is not None:
+            progress(changed)
+        if pause is not None:
+            pause(clock() - began)
+    report.seconds = clock() - started
+    return report
+
+
+def rotate_index_key(vault: Vault) -> int:
+    """Add a new blind-index key (refused while an earlier rotation still has rows to move)."""
+    vault.refresh_keys()
+    if len(vault.index_key_ids) > 1:
+        raise CryptoError(
+            f"blind-index key {vault.index_key_ids[-1]} is still being moved to; "
+            "finish it first: sendvault keys reencrypt"
+        )
+    return vault.rotate_index_key()
+
+
 def retire_key(vault: Vault, key_id: int) -> int:
     """Destroy data key ``key_id`` when no row uses it; the rows still using it (0: destroyed)."""
     return vault.store.retire_key(key_id)
@@ -154,6 +264,9 @@ class BackgroundReencryption:
         self._poll = poll_seconds
         self._stop = threading.Event()
         self.last: ReencryptReport | None = None
+        self.last_index: ReindexReport | None = None
+        # What the server audits of its own key work (key:reencrypt, key:retire), if anything.
+        self.on_index_done: Callable[[ReindexReport], None] | None = None
         self._thread = threading.Thread(target=self._run, name="sendvault-reencrypt", daemon=True)
 
     def start(self) -> BackgroundReencryption:
@@ -191,6 +304,28 @@ class BackgroundReencryption:
                                 "fields": {"event": "reencrypt", "key_id": current, "rows": self.last.changed}
                             },
                         )
+                if len(self._vault.index_key_ids) > 1 and not self._stop.is_set():
+                    self.last_index = reindex(
+                        self._vault, batch_rows=self._batch, should_stop=self._stop.is_set, pause=self._sleep
+                    )
+                    if self.last_index.complete:
+                        done = self.last_index
+                        log.info(
+                            "re-indexing under blind-index key %d complete: %d rows moved, retired %s",
+                            done.key_id,
+                            done.changed,
+                            done.retired or "none",
+                            extra={
+                                "fields": {
+                                    "event": "reindex",
+                                    "key_id": done.key_id,
+                                    "rows": done.changed,
+                                    "retired": done.retired,
+                                }
+                            },
+                        )
+                        if self.on_index_done is not None:
+                            self.on_index_done(done)
                 failing = False
             except Exception as exc:  # noqa: BLE001 - a background job reports and tries again later
                 if not failing:
@@ -370,8 +505,9 @@ def key_status(
     store = vault.store
     keys = store.load_keys()
     usage = store.key_usage()
-    live = store.count()
+    index_usage = store.index_usage()
     current = max((k.id for k in keys if k.purpose == "data"), default=0)
+    current_index = max((k.id for k in keys if k.purpose == "bidx"), default=0)
     provider = vault.provider
     if provider is None:
         raise KeyProviderError("this vault was opened without a key provider")
@@ -383,19 +519,29 @@ def key_status(
             "provider": k.provider,
             "created": _iso(k.created_at),
             "age_days": _age_days(k.created_at, now),
-            "rows": usage.get(k.id, 0) if k.purpose == "data" else live,
+            "rows": usage.get(k.id, 0) if k.purpose == "data" else index_usage.get(k.id, 0),
         }
         if k.purpose == "data":
             doc["current"] = k.id == current
+        else:
+            doc["current"] = k.id == current_index
         rows.append(doc)
     if audit_keys is not None:
         rows.extend(audit_keys(settings))
     stale = sum(n for key_id, n in usage.items() if key_id != current)
+    unindexed = sum(n for key_id, n in index_usage.items() if key_id != current_index)
+    older_index = [k.id for k in keys if k.purpose == "bidx" and k.id != current_index]
     return {
         "keys": rows,
         "reencryption": {
             "current_data_key": current,
             "rows_under_older_keys": stale,
             "complete": stale == 0,
+        },
+        "reindexing": {
+            "current_index_key": current_index,
+            "older_index_keys": older_index,
+            "rows_under_older_index_keys": unindexed,
+            "complete": not older_index,
         },
     }

@@ -22,7 +22,7 @@ import msgspec
 from ..crypto import BlindIndex, KeyProvider, Keyring
 from ..crypto._aead import new_key
 from ..errors import CryptoError, InvalidValue, KeyProviderError, KeyProviderUnavailable, NotFound, StaleKeys
-from ..store.base import ContactRow, NewContact, Store
+from ..store.base import ContactRow, NewContact, Store, StoredKey
 from .formats import TokenFormat
 from .normalize import MAX_EMAIL_LENGTH, Kind, Normalizer
 
@@ -38,6 +38,8 @@ _MAX_ATTRIBUTE_NAME = 128
 _MAX_ATTRIBUTE_VALUE = 4096
 
 _KINDS = {int(k): k for k in Kind}
+# Rounds of a call whose blind-index keys changed under it (a rotation, then a retirement).
+_INDEX_RETRIES = 4
 _attrs_encoder = msgspec.json.Encoder()
 _attrs_decoder = msgspec.json.Decoder(dict[str, str])
 
@@ -85,6 +87,19 @@ def _attrs_context(token: str, kind: int) -> bytes:
     return _ATTRS_PREFIX[kind] + token.encode()
 
 
+class _Index(NamedTuple):
+    """The blind-index keys one call works with, taken once (a key watcher may swap them).
+
+    ``old`` is set only while the blind-index key rotates: lookups then ask for every value under
+    both keys, and new rows carry the old index too, so the store can find a row not yet moved.
+    """
+
+    key_id: int
+    blind: BlindIndex
+    old_id: int | None = None
+    old: BlindIndex | None = None
+
+
 class _Creation:
     """New tokens for a batch's unknown values, drawn again for any that collide."""
 
@@ -96,7 +111,7 @@ class _Creation:
         self._mine: dict[bytes, str] = {}
         self._tries = 0
 
-    def rows(self, token_format: TokenFormat, keyring: Keyring) -> list[NewContact]:
+    def rows(self, token_format: TokenFormat, keyring: Keyring, index: _Index) -> list[NewContact]:
         """Fresh tokens and sealed values for everything still wanted."""
         self._tries += 1
         if self._tries > _COLLISION_RETRIES:
@@ -106,7 +121,11 @@ class _Creation:
         for bidx, (kind, normalized) in self.wanted.items():
             token = token_format.new(kind, normalized)
             sealed = keyring.seal(normalized.encode(), _value_context(token, kind))
-            rows.append(NewContact(token, int(kind), bidx, sealed))
+            if index.old is None:
+                rows.append(NewContact(token, int(kind), bidx, sealed, index.key_id))
+            else:
+                alt = index.old.digest(kind, normalized)
+                rows.append(NewContact(token, int(kind), bidx, sealed, index.key_id, alt, index.old_id))
         self._mine = {row.bidx: row.token for row in rows}
         return rows
 
@@ -159,12 +178,13 @@ class Vault:
         key_provider: KeyProvider | None = None,
         provider_factory: Callable[[], KeyProvider] | None = None,
         clock: Callable[[], float] = time.time,
+        index_keys: Sequence[tuple[int, BlindIndex]] | None = None,
     ) -> None:
         self.store = store
         self._keyring = keyring
         self._keys_lock = threading.Lock()
         self._provider_factory = provider_factory
-        self._bidx = blind_index
+        self._index = _index_of(index_keys or [(1, blind_index)])
         self._normalizer = normalizer or Normalizer()
         self._format = token_format or TokenFormat()
         self._provider = key_provider
@@ -178,18 +198,28 @@ class Vault:
         With ``create=False`` unknown values get the reason ``unknown-value`` instead of a token.
         Two items with the same normalized value in one batch share one new token.
         """
-        results: list[Tokenized | None] = [None] * len(items)
-        pending = self._lookup(items, results)
-        created: dict[bytes, tuple[str, bool]] = {}
-        if pending and create:
-            creation = _Creation(pending.values())
-            while creation.wanted:
-                try:
-                    creation.absorb(self.store.insert_new(creation.rows(self._format, self._keyring)))
-                except StaleKeys:
-                    self.refresh_keys()
-            created = creation.out
-        return _finish(results, pending, created)
+        for _ in range(_INDEX_RETRIES):
+            index = self._index
+            results: list[Tokenized | None] = [None] * len(items)
+            pending = self._lookup(items, results, index)
+            created: dict[bytes, tuple[str, bool]] = {}
+            if pending and not create and self._index_moved(index):
+                continue
+            if pending and create:
+                creation = _Creation(pending.values())
+                while creation.wanted:
+                    try:
+                        rows = creation.rows(self._format, self._keyring, index)
+                        creation.absorb(self.store.insert_new(rows))
+                    except StaleKeys:
+                        self.refresh_keys()
+                        if self._index is not index:
+                            break  # the blind-index keys changed: look everything up again
+                if self._index is not index:
+                    continue
+                created = creation.out
+            return _finish(results, pending, created)
+        raise StaleKeys("the blind-index keys kept changing during one call")
 
     async def tokenize_many_async(
         self, items: Sequence[tuple[Kind, str]], *, create: bool = True
@@ -198,21 +228,31 @@ class Vault:
 
         Lookups run inline (one batched query each); only the insert of new tokens waits.
         """
-        results: list[Tokenized | None] = [None] * len(items)
-        pending = self._lookup(items, results)
-        created: dict[bytes, tuple[str, bool]] = {}
-        if pending and create:
-            creation = _Creation(pending.values())
-            while creation.wanted:
-                rows = creation.rows(self._format, self._keyring)
-                try:
-                    creation.absorb(await self.store.insert_new_async(rows))
-                except StaleKeys:
-                    # Another process retired the key these rows were sealed with (rare: only
-                    # a vault that missed the rotation): load the keys and seal them again.
-                    self.refresh_keys()
-            created = creation.out
-        return _finish(results, pending, created)
+        for _ in range(_INDEX_RETRIES):
+            index = self._index
+            results: list[Tokenized | None] = [None] * len(items)
+            pending = self._lookup(items, results, index)
+            created: dict[bytes, tuple[str, bool]] = {}
+            if pending and not create and self._index_moved(index):
+                continue
+            if pending and create:
+                creation = _Creation(pending.values())
+                while creation.wanted:
+                    rows = creation.rows(self._format, self._keyring, index)
+                    try:
+                        creation.absorb(await self.store.insert_new_async(rows))
+                    except StaleKeys:
+                        # Another process retired the key these rows were sealed with, or
+                        # rotated the blind-index key (rare: only a vault that missed the
+                        # rotation): load the keys and seal (or look up) again.
+                        self.refresh_keys()
+                        if self._index is not index:
+                            break
+                if self._index is not index:
+                    continue
+                created = creation.out
+            return _finish(results, pending, created)
+        raise StaleKeys("the blind-index keys kept changing during one call")
 
     def plan_tokens(self, items: Sequence[tuple[Kind, str]], *, create: bool = True) -> TokenPlan:
         """Look ``items`` up and draw new tokens for the unknown ones, without storing them.
@@ -220,11 +260,16 @@ class Vault:
         Same lookups and normalization as :meth:`tokenize_many`; items with the same normalized
         value share one new row. With ``create=False`` unknown values get ``unknown-value``.
         """
+        keys = self._index
         results: list[Tokenized | None] = [None] * len(items)
-        pending = self._lookup(items, results)
+        pending = self._lookup(items, results, keys)
+        if pending and not create and self._index_moved(keys):
+            keys = self._index
+            results = [None] * len(items)
+            pending = self._lookup(items, results, keys)
         new: list[NewContact] = []
         if pending and create:
-            new = _Creation(pending.values()).rows(self._format, self._keyring)
+            new = _Creation(pending.values()).rows(self._format, self._keyring, keys)
         reasons = [r.reason if r is not None else None for r in results]
         if not create:
             for index in pending:
@@ -269,11 +314,26 @@ class Vault:
                 results[index] = again
         return results
 
+    def _index_moved(self, index: _Index) -> bool:
+        """Whether the stored blind-index keys differ from ``index`` (then they are reloaded).
+
+        Asked before a lookup's misses are reported as unknown: a process that has not yet
+        loaded a new blind-index key would miss the rows already moved to it.
+        """
+        stored = [k.id for k in self.store.load_keys() if k.purpose == "bidx"]
+        mine = [index.key_id] if index.old_id is None else [index.old_id, index.key_id]
+        if not stored or stored == mine:
+            return False
+        self.refresh_keys()
+        return self._index is not index
+
     def _lookup(
-        self, items: Sequence[tuple[Kind, str]], results: list[Tokenized | None]
+        self, items: Sequence[tuple[Kind, str]], results: list[Tokenized | None], keys: _Index
     ) -> dict[int, tuple[Kind, str, bytes]]:
         """Fill ``results`` for known values; return the still-unknown items by position."""
-        digest = self._bidx.digest
+        if keys.old is not None:
+            return self._lookup_moving(items, results, keys.blind, keys.old)
+        digest = keys.blind.digest
         # First pass: the value as given (see the module docstring for why this is sound).
         raw_bidx: list[bytes | None] = []
         for kind, raw in items:
@@ -303,6 +363,47 @@ class Vault:
                 known.update(self.store.fetch_by_bidx(unasked))
             for index, (_, _, bidx) in list(pending.items()):
                 hit = known.get(bidx)
+                if hit is not None:
+                    results[index] = Tokenized(hit)
+                    del pending[index]
+        return pending
+
+    def _lookup_moving(
+        self,
+        items: Sequence[tuple[Kind, str]],
+        results: list[Tokenized | None],
+        new: BlindIndex,
+        old: BlindIndex,
+    ) -> dict[int, tuple[Kind, str, bytes]]:
+        """:meth:`_lookup` while the blind-index key rotates: every value is asked for under both
+        keys in the same query, so a row is found whether or not it has been moved yet."""
+        raw_pairs: list[tuple[bytes, bytes] | None] = []
+        for kind, raw in items:
+            usable = 0 < len(raw) <= MAX_EMAIL_LENGTH
+            raw_pairs.append((new.digest(kind, raw), old.digest(kind, raw)) if usable else None)
+        asked = {b for pair in raw_pairs if pair is not None for b in pair}
+        known = self.store.fetch_by_bidx(list(asked))
+        pending: dict[int, tuple[Kind, str, bytes]] = {}
+        normalized_pairs: dict[int, bytes] = {}
+        for index, (kind, raw) in enumerate(items):
+            pair = raw_pairs[index]
+            hit = (known.get(pair[0]) or known.get(pair[1])) if pair is not None else None
+            if hit is not None:
+                results[index] = Tokenized(hit)
+                continue
+            try:
+                normalized = self._normalizer.normalize(kind, raw)
+            except InvalidValue as exc:
+                results[index] = Tokenized(None, exc.reason)
+                continue
+            pending[index] = (kind, normalized, new.digest(kind, normalized))
+            normalized_pairs[index] = old.digest(kind, normalized)
+        if pending:
+            unasked = list(({b for _, _, b in pending.values()} | set(normalized_pairs.values())) - asked)
+            if unasked:
+                known.update(self.store.fetch_by_bidx(unasked))
+            for index, (_, _, bidx) in list(pending.items()):
+                hit = known.get(bidx) or known.get(normalized_pairs[index])
                 if hit is not None:
                     results[index] = Tokenized(hit)
                     del pending[index]
@@ -527,14 +628,71 @@ class Vault:
         """
         with self._keys_lock:
             known = set(self._keyring.key_ids)
-            new = [k for k in self.store.load_keys() if k.purpose == "data" and k.id not in known]
+            stored = self.store.load_keys()
+            changed = self._refresh_index(stored)
+            new = [k for k in stored if k.purpose == "data" and k.id not in known]
             if not new:
-                return False
+                return changed
             keyring = self._keyring
             for key in new:
                 keyring = keyring.with_key(key.id, self._unwrap("data", key.id, key.wrapped))
             self._keyring = keyring
             return True
+
+    def _refresh_index(self, stored: Sequence[StoredKey]) -> bool:
+        """Take the stored blind-index keys (a rotation added one, a retirement dropped one)."""
+        records = [k for k in stored if k.purpose == "bidx"]
+        current = self._index
+        mine = [current.key_id] if current.old_id is None else [current.old_id, current.key_id]
+        if not records or [k.id for k in records] == mine:
+            return False
+        held = {current.key_id: current.blind}
+        if current.old_id is not None and current.old is not None:
+            held[current.old_id] = current.old
+        self._index = _index_of(
+            [(k.id, held.get(k.id) or BlindIndex(self._unwrap("bidx", k.id, k.wrapped))) for k in records]
+        )
+        return True
+
+    @property
+    def index_key_ids(self) -> list[int]:
+        """The blind-index keys this process looks values up under, oldest first (two during a
+        rotation); the last one is the key new rows carry."""
+        index = self._index
+        return [index.key_id] if index.old_id is None else [index.old_id, index.key_id]
+
+    def reindex(
+        self, rows: Sequence[tuple[str, int, bytes, bytes]]
+    ) -> tuple[list[tuple[str, bytes, bytes]], int]:
+        """Rows ``(token, kind, value_ct, bidx)`` with their value's index under the newest
+        blind-index key: ``(token, old bidx, new bidx)`` per row, and how many did not open."""
+        index = self._index.blind
+        keyring = self._keyring
+        out: list[tuple[str, bytes, bytes]] = []
+        unreadable = 0
+        for token, kind, value_ct, bidx in rows:
+            if kind not in _VALUE_PREFIX:
+                unreadable += 1
+                continue
+            try:
+                value = keyring.open(value_ct, _value_context(token, kind)).decode()
+            except (CryptoError, UnicodeDecodeError):
+                unreadable += 1
+                continue
+            out.append((token, bidx, index.digest(_KINDS[kind], value)))
+        return out, unreadable
+
+    def rotate_index_key(self) -> int:
+        """Add a new blind-index key: new rows carry it at once, lookups ask for both keys until
+        the re-indexer has moved every row and the old key is retired. Returns its id."""
+        if self._provider is None:
+            raise CryptoError("this vault was opened without a key provider")
+        provider = self._provider
+        key = new_key()
+        key_id = self.store.add_key("bidx", provider.name, lambda new_id: provider.wrap("bidx", new_id, key))
+        with self._keys_lock:
+            self._refresh_index(self.store.load_keys())
+        return key_id
 
     def _refresh_quietly(self) -> bool:
         try:
@@ -610,3 +768,13 @@ class Vault:
     def close(self) -> None:
         """Close the store."""
         self.store.close()
+
+
+def _index_of(keys: Sequence[tuple[int, BlindIndex]]) -> _Index:
+    """The :class:`_Index` of one or two blind-index keys (by id: the newest is current)."""
+    ordered = sorted(keys, key=lambda k: k[0])
+    if len(ordered) == 1:
+        return _Index(*ordered[0])
+    if len(ordered) == 2:
+        return _Index(ordered[1][0], ordered[1][1], ordered[0][0], ordered[0][1])
+    raise KeyProviderError("the vault must have one blind-index key, or two while it rotates")
