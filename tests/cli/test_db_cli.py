@@ -17,9 +17,12 @@ HINT = "back up the database, then run: sendvault db migrate (sendvault db statu
 
 
 def _downgrade(db: Path, version: int) -> None:
-    """Make the vault look as an older release left it (no history table before 4)."""
+    """Make the vault look as an older release left it (no history table before 4, no blind-index
+    key column before 5)."""
+    assert version < 4
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DROP TABLE schema_migrations")
+    conn.execute("ALTER TABLE contacts DROP COLUMN bidx_key")
     conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
 

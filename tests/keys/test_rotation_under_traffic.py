@@ -2,8 +2,9 @@
 
 Traffic threads keep sending Get Token (known and new values) and Resolve for the whole run;
 meanwhile the operator's commands rotate the data key and the blind-index key, re-encrypt and
-re-index, retire the old keys and rotate the KEK. No request may fail, no value may get a second token, every token must resolve
-to its value. Several rounds per backend: a race that passes only sometimes is a failing test.
+re-index, retire the old keys and rotate the KEK. No request may fail, no value may get a second
+token, every token must resolve to its value. Several rounds per backend: a race that passes
+only sometimes is a failing test.
 """
 
 from __future__ import annotations
