@@ -416,6 +416,11 @@ class PostgresStore(ConnectionsBase[Any]):
         :class:`StaleKeys` (and nothing changed) if any key is no longer as it was read.
         """
         with self._tx() as conn:
+            # As in add_key: wait for the writers holding keys FOR SHARE (_require_keys takes the
+            # blind-index rows, then the data-key rows) and hold new ones back. Updating the rows
+            # one by one instead deadlocked with a writer that held a blind-index row and waited
+            # for a data-key row this transaction had already updated.
+            conn.execute("LOCK TABLE sv_data_keys IN EXCLUSIVE MODE")
             for key_id, old, provider, new in items:
                 cur = conn.execute(
                     "UPDATE sv_data_keys SET wrapped = %s, provider = %s WHERE id = %s AND wrapped = %s",
