@@ -73,8 +73,10 @@ def test_a_server_slower_than_the_deadline_fails_the_deadline(fakes: FakeFarm) -
     assert out.returncode == 1, out.stdout + out.stderr
     report = load_json(out.stdout)
     assert _checks(report)["load.deadline"] == "fail"
-    assert report["summary"]["errors"]["timeout"] == 10  # two calls, five tries each
-    assert report["summary"]["gave_up"] == 2
+    # Every try times out: after three in a row the harness gives up on the server (the two
+    # connections' calls in flight then time out too), rather than spend five tries on each call.
+    assert 3 <= report["summary"]["errors"]["timeout"] <= 4
+    assert "3 calls in a row" in report["summary"]["stopped"]
 
 
 def test_wrong_values_and_missing_ids_fail_correctness(fakes: FakeFarm) -> None:

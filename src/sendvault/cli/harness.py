@@ -99,16 +99,21 @@ def _target(kwargs: dict[str, Any]) -> Any:
     if client_file is not None:
         try:
             doc = json.loads(client_file.read_text())
-            url = url or doc["url"]
-            user = user or doc.get("username")
-            password = password or doc.get("password")
-            ca = ca or doc.get("ca_file")
-        except (OSError, ValueError, KeyError, TypeError):
+            fields = {k: doc.get(k) for k in ("url", "username", "password", "ca_file")}
+        except (OSError, ValueError, AttributeError):
+            fields = {}
+        if not isinstance(fields.get("url"), str) or not all(
+            f is None or isinstance(f, str) for f in fields.values()
+        ):
             fail(
                 f"{client_file} is not a client file with a url",
                 "use the dev-client.json that serve --dev writes",
                 EXIT_USAGE,
             )
+        url = url or fields["url"]
+        user = user or fields["username"]
+        password = password or fields["password"]
+        ca = ca or fields["ca_file"]
     if not url:
         fail(
             "no server given",
@@ -127,6 +132,13 @@ def _target(kwargs: dict[str, Any]) -> Any:
     cert, key = kwargs.pop("client_cert"), kwargs.pop("client_key")
     if key and not cert:
         fail("--client-key needs --client-cert", None, EXIT_USAGE)
+    http_url = kwargs.pop("http_url", None)
+    _check_where(url, http_url, token_url, kwargs)
+    tls = TlsOptions(ca, cert, key)
+    try:
+        tls.context()
+    except ValueError as exc:
+        fail(str(exc), "--ca takes the PEM file of the CA that signed the server's certificate", EXIT_USAGE)
     credentials = (
         Credentials(token_url=token_url, client_id=client_id, client_secret=secret)
         if token_url
@@ -135,12 +147,43 @@ def _target(kwargs: dict[str, Any]) -> Any:
     return Target(
         url=url,
         credentials=credentials,
-        tls=TlsOptions(ca, cert, key),
-        http_url=kwargs.pop("http_url", None),
+        tls=tls,
+        http_url=http_url,
         resolve_path=kwargs.pop("resolve_path"),
         token_path=kwargs.pop("token_path"),
         deadline=kwargs.pop("deadline"),
     )
+
+
+def _check_where(url: str, http_url: str | None, token_url: str | None, kwargs: dict[str, Any]) -> None:
+    """URLs and paths the harness can write into a request, or one line and exit 2."""
+    from ..harness._http import Endpoint, check_path  # noqa: PLC0415
+
+    checks: list[tuple[Callable[[], object], str]] = [
+        (lambda: Endpoint.parse(url, want="https"), "--url takes the https:// URL of the server"),
+        (lambda: check_path(kwargs["resolve_path"], "--resolve-path"), "for example /v1/mc/resolve"),
+        (lambda: check_path(kwargs["token_path"], "--token-path"), "for example /v1/mc/tokens"),
+    ]
+    if http_url:
+        checks.append(
+            (lambda: Endpoint.parse(http_url, want="http"), "--http-url takes the plain http:// URL")
+        )
+    if token_url:
+        checks.append(
+            (lambda: Endpoint.parse(token_url), "--token-url takes the URL of the OAuth token endpoint")
+        )
+    for run, hint in checks:
+        try:
+            run()
+        except ValueError as exc:
+            fail(str(exc), hint, EXIT_USAGE)
+
+
+def _dirs(queue_file: Path, html: Path | None) -> None:
+    """The report and queue files can be written where they were asked for (checked before a run)."""
+    for name, path in (("--queue", queue_file), ("--html", html)):
+        if path is not None and not path.absolute().parent.is_dir():
+            fail(f"{name} {path}: the directory {path.parent} does not exist", "create it first", EXIT_USAGE)
 
 
 def _finish(report: Any, as_json: bool, html: Path | None) -> None:
@@ -165,11 +208,13 @@ def _unreachable(run: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(run)
     def wrapper(**kwargs: Any) -> None:
         from ..harness import Unreachable  # noqa: PLC0415
+        from ..harness._mask import clean  # noqa: PLC0415
 
         try:
             run(**kwargs)
         except Unreachable as exc:
-            fail(str(exc), exc.hint or "check --url, --ca and the credentials", EXIT_USAGE)
+            # The message may quote the server: control characters made visible, cut to a line.
+            fail(clean(str(exc), 1000), exc.hint or "check --url, --ca and the credentials", EXIT_USAGE)
         except KeyboardInterrupt:
             fail("interrupted", None, EXIT_USAGE)
 
@@ -210,6 +255,7 @@ def check(
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         fail(f"unknown check id: {', '.join(unknown)}", "docs/harness.md lists every id", EXIT_USAGE)
+    _dirs(queue_file, html)
     target = _target(kwargs)
     options = CheckOptions(time_scale=time_scale, queue_file=queue_file, skip=frozenset(skip), seed=seed)
     console = Console(stderr=True)
@@ -307,6 +353,7 @@ def load(
 
     if duration is not None and count is not None:
         fail("give --duration or --count, not both", None, EXIT_USAGE)
+    _dirs(queue_file, html)
     target = _target(kwargs)
     options = LoadOptions(
         connections=connections,

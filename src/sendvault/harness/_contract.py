@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from ._http import basic_header
+from ._http import HttpFailure, basic_header
 from ._judge import email_shape, id_problems, mobile_reachable, mobile_shape, value_inside
 from ._model import Exchange
 from ._session import Call, NoTokenQueue, Session, with_retries
@@ -32,6 +32,15 @@ def _items(doc: Any, key: str) -> list[dict[str, Any]] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
         return None
     return [item for item in doc[key] if isinstance(item, dict)]
+
+
+def _status(status: int | None) -> str:
+    return "no answer" if status is None else f"HTTP {status}"
+
+
+def _field(doc: Any, key: str) -> Any:
+    """``doc[key]`` when ``doc`` is an object (a server may answer a list, a string or null)."""
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def _rid(item: dict[str, Any]) -> str:
@@ -207,7 +216,7 @@ class Contract:
             got = (
                 alone.describe()
                 if alone.status != 200
-                else f"tokens = {msgspec.json.encode((alone.doc or {}).get('tokens')).decode()[:80]}"
+                else f"tokens = {msgspec.json.encode(_field(alone.doc, 'tokens')).decode()[:80]}"
             )
             self.r.put(
                 "gettoken.invalid-value-left-out",
@@ -664,8 +673,14 @@ class Contract:
                 ("a wrong password", await self.s.post(self.t.resolve_path, body, authorization=wrong), None)
             )
         elif creds.mode == "oauth":
-            answer = await self.s.authorizer.token_request(secret=(creds.client_secret or "") + "-wrong")
-            attempts.append(("a wrong client secret at the token endpoint", None, answer.status))
+            try:
+                answer = await self.s.authorizer.token_request(
+                    secret=(creds.client_secret or "") + "-wrong", timeout=self.t.deadline
+                )
+                status: int | None = answer.status
+            except HttpFailure:
+                status = None
+            attempts.append(("a wrong client secret at the token endpoint", None, status))
             forged = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJoYXJuZXNzIn0.Zm9yZ2Vk"
             attempts.append(
                 (
@@ -683,7 +698,7 @@ class Contract:
                 throttled.append(what)
             elif got != 401:
                 leak = " and returned data" if call is not None and call.status == 200 else ""
-                problems.append(f"{what}: {call.describe() if call is not None else f'HTTP {got}'}{leak}")
+                problems.append(f"{what}: {call.describe() if call is not None else _status(got)}{leak}")
         if problems:
             self.r.put("auth.bad-credentials-401", "fail", "; ".join(problems), exchanges)
         elif throttled:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 import httptools
 import msgspec
 
 __all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
     "Authorizer",
     "Connection",
     "Credentials",
@@ -26,7 +29,26 @@ __all__ = [
     "HttpFailure",
     "Response",
     "TlsOptions",
+    "decode_json",
 ]
+
+# A server's answer is read up to these sizes and no further: a hostile or broken server must
+# not make the harness hold gigabytes (the largest resolve answer, --batch 100000, is ~10 MB).
+MAX_BODY = 32 * 1024 * 1024
+MAX_HEAD = 64 * 1024
+# What a path may hold as the harness writes it into a request line (printable ASCII, no space).
+_PATH = re.compile(r"(/[\x21-\x7e]*)?")
+# What an OAuth access token may hold to travel in an Authorization header (RFC 6750's b64token,
+# widened to visible ASCII): anything else would break or inject into the request.
+_BEARER = re.compile(r"[\x21-\x7e]{1,8192}")
+
+
+def decode_json(body: bytes) -> Any:
+    """A JSON document, or msgspec.DecodeError (also for nesting too deep to decode)."""
+    try:
+        return msgspec.json.decode(body)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply") from None
 
 
 class HttpFailure(Exception):
@@ -59,7 +81,13 @@ class Endpoint:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise ValueError(f"{url!r} has a port that is not a number from 1 to 65535") from None
-        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+        base = parts.path.rstrip("/")
+        if not _PATH.fullmatch(base) or parts.query or parts.fragment:
+            raise ValueError(
+                f"{url!r}: the path may hold printable ASCII only (percent-encode the rest), "
+                "and no ?query or #fragment"
+            )
+        return cls(parts.scheme, parts.hostname, port, base)
 
     @property
     def tls(self) -> bool:
@@ -103,6 +131,12 @@ class TlsOptions:
         return ctx
 
 
+def check_path(path: str, option: str) -> None:
+    """ValueError (one line) unless ``path`` can go into a request line as it is."""
+    if not path.startswith("/") or not _PATH.fullmatch(path):
+        raise ValueError(f"{option} {path!r} must start with / and hold printable ASCII only")
+
+
 def _why(exc: OSError | ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLError):
         return str(exc.reason or "not PEM").replace("_", " ").lower()
@@ -126,6 +160,9 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
+        self._size = 0  # bytes of the current answer's head (before its body) or body
+        self._in_body = False
+        self._over: str | None = None
         self._lost: Exception | None = None
         self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reusable = False
@@ -165,10 +202,20 @@ class Connection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            self._size += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(HttpFailure("protocol", f"unparsable answer ({type(exc).__name__})"))
+            self.close()
+            return
+        if self._over is None and not self._in_body and self._size > MAX_HEAD:
+            self._over = (
+                f"the answer's status line and headers run past {MAX_HEAD // 1024} KiB: not read further"
+            )
+        if self._over is not None:
+            self._fail(HttpFailure("protocol", self._over))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -183,12 +230,22 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        self._in_body, self._size = True, 0
+
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        self._size += len(body)
+        if self._size > MAX_BODY:
+            self._over = f"the answer's body runs past {MAX_BODY // (1024 * 1024)} MiB: not read further"
+        elif self._over is None:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._over is not None:
+            return
         response = Response(self._parser.get_status_code(), self._headers, b"".join(self._body))
         self._headers, self._body = {}, []
+        self._in_body, self._size = False, 0
         if not self._parser.should_keep_alive():
             self.reusable = False
             self.close()
@@ -324,15 +381,28 @@ class Authorizer:
 
     async def fetch_token(self, *, timeout: float = 30.0) -> tuple[str, float]:
         """Run the client-credentials grant; (access token, lifetime in seconds) or HttpFailure."""
-        answer = await self.token_request(timeout=timeout)
-        if answer.status != 200:
-            raise HttpFailure("auth", f"the token endpoint answered {answer.status}")
         try:
-            doc = msgspec.json.decode(answer.body)
+            answer = await self.token_request(timeout=timeout)
+        except ValueError as exc:
+            raise HttpFailure("usage", f"--token-url: {exc}") from None
+        except HttpFailure as exc:
+            raise HttpFailure(exc.kind, f"OAuth token endpoint: {exc.detail}") from None
+        if answer.status != 200:
+            raise HttpFailure("auth", f"OAuth token endpoint: answered {answer.status}")
+        try:
+            doc = decode_json(answer.body)
             token = doc["access_token"]
             lifetime = float(doc.get("expires_in", 3600))
         except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
-            raise HttpFailure("auth", "the token endpoint's answer has no access_token") from None
+            raise HttpFailure(
+                "auth", "OAuth token endpoint: the answer is not JSON with an access_token and expires_in"
+            ) from None
         if not isinstance(token, str) or not token:
-            raise HttpFailure("auth", "the token endpoint's answer has no access_token")
+            raise HttpFailure("auth", "OAuth token endpoint: the answer has no access_token")
+        if not _BEARER.fullmatch(token):
+            raise HttpFailure(
+                "auth", "OAuth token endpoint: the access_token holds characters a header cannot carry"
+            )
+        if not 0 < lifetime < float("inf"):
+            raise HttpFailure("auth", "OAuth token endpoint: expires_in is not a positive number of seconds")
         return token, lifetime

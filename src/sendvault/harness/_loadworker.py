@@ -30,9 +30,10 @@ from ._http import (
     HttpFailure,
     Response,
     TlsOptions,
+    decode_json,
     request_head,
 )
-from ._session import RETRY_WAITS, TRIES
+from ._session import RETRY_WAITS, STALLED_AFTER, TRIES, stalled_reason
 
 __all__ = ["FAULT_KINDS", "WorkerArgs", "WorkerResult", "worker_main"]
 
@@ -81,6 +82,7 @@ class WorkerResult(msgspec.Struct):
     unfinished: int
     sms: int
     queued: list[dict[str, Any]]
+    stopped: str | None = None
 
 
 class _Item(msgspec.Struct):
@@ -167,6 +169,8 @@ class _Worker:
         self.unfinished = 0
         self.queued: list[dict[str, Any]] = []
         self.done_calls = 0
+        self.timeouts_in_row = 0
+        self.stopped: str | None = None
         self._heads: dict[tuple[str, int, str | None], bytes] = {}
 
     def _bodies(self) -> list[tuple[bytes, list[str]]]:
@@ -235,6 +239,20 @@ class _Worker:
             self.millis.append((time.monotonic() - started) * 1000)
             self.failed.append(failed)
 
+    def _given_up(self) -> bool:
+        return self.stopped is not None
+
+    def _count_timeouts(self, *, answered: bool, timed_out: bool) -> None:
+        """Give up on the server after STALLED_AFTER timeouts in a row: every loop ends at its next call."""
+        if answered:
+            self.timeouts_in_row = 0
+        elif timed_out:
+            self.timeouts_in_row += 1
+            if self.timeouts_in_row >= STALLED_AFTER and self.stopped is None:
+                self.stopped = stalled_reason(self.a.deadline)
+                self.stop_at = time.monotonic()
+                self.remaining = 0
+
     async def _message(
         self, slot: list[Connection | None], path: str, body: bytes, *, resolve: bool = True
     ) -> tuple[Response | None, int, str]:
@@ -244,6 +262,7 @@ class _Worker:
             started = time.monotonic()
             answer, failure = await self._call(slot, path, body)
             self.calls += resolve
+            self._count_timeouts(answered=answer is not None, timed_out=failure == "timeout")
             # Latency is the resolve calls' (send time); inbound-SMS calls are counted, not timed.
             if answer is not None and answer.status == 200:
                 if resolve:
@@ -259,6 +278,9 @@ class _Worker:
             else:
                 self.errors[failure] += 1
             last = failure
+            if self.stopped is not None:
+                self.unfinished += 1
+                return None, tries, last
             if tries == TRIES:
                 break
             wait = RETRY_WAITS[tries - 1] * self.a.time_scale
@@ -293,14 +315,18 @@ class _Worker:
             body = msgspec.json.encode(
                 {"tokenValues": [{"tokenRequestId": rid, "tokenValue": value, "tokenType": "MobileNumber"}]}
             )
+            if self.stopped is not None:
+                break
             answer, tries, last = await self._message(slot, self.a.token_path, body, resolve=False)
+            if answer is None and self._given_up():
+                break
             if answer is None:
                 self.queued.append(
                     {"tokenRequestId": rid, "value": value, "tries": tries, "last_error": last}
                 )
                 continue
             try:
-                doc = msgspec.json.decode(answer.body)
+                doc = decode_json(answer.body)
                 got = {str(i.get("tokenRequestId")): i.get("token") for i in doc["tokens"]}
             except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
                 self.errors["bad-answer"] += 1
@@ -348,6 +374,7 @@ class _Worker:
             unfinished=self.unfinished,
             sms=len(self.a.sms),
             queued=self.queued,
+            stopped=self.stopped,
         )
 
 

@@ -11,10 +11,29 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["Masker", "mask_value"]
+__all__ = ["Masker", "clean", "mask_value"]
 
 _MAX_ITEMS = 6
+_MAX_KEYS = 12
+_MAX_DEPTH = 12
 _MAX_TEXT = 400
+# Control characters (C0, DEL, C1) and the Unicode marks that reorder or hide text on a
+# terminal: a server's text must not move the cursor, set a title or turn text around.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: str, limit: int = _MAX_TEXT) -> str:
+    """``text`` as a server may not abuse it: control characters made visible, cut to ``limit``."""
+    cut = len(text) > limit
+    text = _UNSAFE.sub(_visible, text[: limit + 1] if cut else text)
+    if cut or len(text) > limit:
+        text = text[:limit] + "... (cut)"
+    return text
 
 
 def mask_value(value: str) -> str:
@@ -55,22 +74,40 @@ class Masker:
             self._pattern = re.compile("|".join(re.escape(v) for v in alternatives), re.IGNORECASE)
 
     def text(self, text: str) -> str:
-        """``text`` with every known value masked, cut to a readable length."""
+        """``text`` with every known value masked, cut to a readable length, control characters shown."""
+        more = len(text) - _MAX_TEXT
+        if more > 0:
+            # Cut before masking (a server's 30 MB must not go through the pattern), keeping
+            # enough that a value across the cut is still masked whole.
+            text = text[: _MAX_TEXT + self._longest]
         if self._pattern is not None:
             text = self._pattern.sub(lambda m: self._values[m.group(0).lower()], text)
-        if len(text) > _MAX_TEXT:
-            text = text[:_MAX_TEXT] + f"... ({len(text) - _MAX_TEXT} more characters)"
+        text = clean(text, limit=10 * _MAX_TEXT)
+        if more > 0 or len(text) > _MAX_TEXT:
+            text = text[:_MAX_TEXT] + f"... ({max(more, len(text) - _MAX_TEXT)} more characters)"
         return text
 
-    def json(self, doc: Any) -> Any:
-        """A JSON document with values masked and long arrays cut to their first items."""
+    @property
+    def _longest(self) -> int:
+        return max(map(len, self._values), default=0)
+
+    def json(self, doc: Any, depth: int = 0) -> Any:
+        """A JSON document with values masked, long arrays and objects cut, deep nesting cut."""
         if isinstance(doc, str):
             return self.text(doc)
+        if isinstance(doc, (list, dict)) and depth >= _MAX_DEPTH:
+            return f"... nested deeper than {_MAX_DEPTH} levels"
         if isinstance(doc, list):
-            shown = [self.json(item) for item in doc[:_MAX_ITEMS]]
+            shown = [self.json(item, depth + 1) for item in doc[:_MAX_ITEMS]]
             if len(doc) > _MAX_ITEMS:
                 shown.append(f"... {len(doc) - _MAX_ITEMS} more items")
             return shown
         if isinstance(doc, dict):
-            return {self.text(str(k)): self.json(v) for k, v in doc.items()}
+            out = {}
+            for n, (k, v) in enumerate(doc.items()):
+                if n == _MAX_KEYS:
+                    out["..."] = f"{len(doc) - _MAX_KEYS} more keys"
+                    break
+                out[self.text(str(k))] = self.json(v, depth + 1)
+            return out
         return doc

@@ -78,6 +78,7 @@ class CheckSummary(msgspec.Struct):
     verdict: Literal["pass", "fail"]
     retries: int
     no_token_queue: QueueSummary
+    stopped: str | None = None
 
 
 class CheckReport(msgspec.Struct, tag="check", tag_field="kind"):
@@ -149,6 +150,7 @@ class LoadSummary(msgspec.Struct):
     no_token_queue: QueueSummary
     generator: Generator
     verdict: Literal["pass", "fail"]
+    stopped: str | None = None
 
 
 class LoadReport(msgspec.Struct, tag="load", tag_field="kind"):

@@ -22,15 +22,40 @@ from typing import Any
 
 import msgspec
 
-from ._http import Authorizer, Connection, Endpoint, HttpFailure, Response, request_head
-from ._mask import Masker, mask_value
+from ._http import Authorizer, Connection, Endpoint, HttpFailure, Response, decode_json, request_head
+from ._mask import Masker, clean, mask_value
 from ._model import Exchange
 
-__all__ = ["RETRY_WAITS", "TRIES", "Call", "NoTokenQueue", "Session", "with_retries"]
+__all__ = [
+    "RETRY_WAITS",
+    "STALLED_AFTER",
+    "TRIES",
+    "Call",
+    "NoTokenQueue",
+    "Session",
+    "Stalled",
+    "stalled_reason",
+    "with_retries",
+]
 
 # Marketing Cloud's schedule after a failed call, in seconds; five tries in all.
 RETRY_WAITS = (5.0, 30.0, 60.0, 120.0)
 TRIES = len(RETRY_WAITS) + 1
+# Calls in a row that got no answer within the deadline before the harness gives up on a server
+# (a server that drips its answers would otherwise hold a run for an hour of deadlines).
+STALLED_AFTER = 3
+
+
+def stalled_reason(deadline: float) -> str:
+    """Why the harness gave up on a server."""
+    return (
+        f"the server did not answer {STALLED_AFTER} calls in a row within the {deadline:g} s deadline: "
+        "gave up on it"
+    )
+
+
+class Stalled(Exception):
+    """The server let :data:`STALLED_AFTER` calls in a row time out: the harness gives up on it."""
 
 
 @dataclass(slots=True)
@@ -80,6 +105,7 @@ class Session:
         self.deadline = deadline
         self.masker = masker
         self.calls = 0
+        self.timeouts_in_row = 0
         self.last_headers: dict[str, str] = {}
         self._conn: Connection | None = None
 
@@ -126,11 +152,17 @@ class Session:
             failure = exc
             self._conn = None
         ms = (time.perf_counter() - started) * 1000
+        if failure is not None and failure.kind == "timeout":
+            self.timeouts_in_row += 1
+            if self.timeouts_in_row >= STALLED_AFTER:
+                raise Stalled(stalled_reason(self.deadline))
+        else:
+            self.timeouts_in_row = 0
         doc = None
         if response is not None:
             self.last_headers = response.headers
             try:
-                doc = msgspec.json.decode(response.body) if response.body else None
+                doc = decode_json(response.body) if response.body else None
             except msgspec.DecodeError:
                 doc = None
         exchange = Exchange(
@@ -142,7 +174,7 @@ class Session:
             received=None
             if response is None
             else self.masker.json(doc if doc is not None else _text(response.body)),
-            error=failure.detail if failure else None,
+            error=clean(failure.detail) if failure else None,
         )
         return Call(response, failure, doc, exchange, ms)
 

@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ..scan.tls import scan_tls
 from ._http import Connection, Endpoint, HttpFailure, request_head
+from ._mask import clean
 from ._model import Evidence, Exchange, Status
 
 __all__ = ["hsts", "redirect_308", "tls_checks"]
@@ -27,13 +28,15 @@ def hsts(headers: dict[str, str] | None, url: str) -> tuple[Status, Evidence]:
     if headers is None:
         return "untested", Evidence("no HTTPS answer to look at")
     value = headers.get("strict-transport-security")
-    exchange = Exchange("POST", url, headers={"strict-transport-security": value or "(absent)"})
+    exchange = Exchange("POST", url, headers={"strict-transport-security": clean(value or "(absent)")})
     if value is None:
         return "fail", Evidence("no Strict-Transport-Security header on the HTTPS answer", [exchange])
     match = _MAX_AGE.search(value)
     if match is None:
         return "fail", Evidence("Strict-Transport-Security has no max-age", [exchange])
-    age = int(match.group(1))
+    digits = match.group(1).lstrip("0") or "0"
+    # int() refuses thousands of digits; any number of more than 18 is over a year anyway.
+    age = int(digits) if len(digits) <= 18 else 10**18
     if age < ONE_YEAR:
         return "fail", Evidence(f"max-age={age} is under one year ({ONE_YEAR} s)", [exchange])
     return "pass", Evidence(f"max-age={age} (at least one year)", [exchange])
@@ -65,7 +68,7 @@ async def redirect_308(
     except HttpFailure as exc:
         return "fail", Evidence(f"plain HTTP: {exc.detail}", [Exchange("POST", url, error=exc.detail)])
     location = answer.headers.get("location")
-    first = Exchange("POST", url, status=answer.status, headers={"location": location or "(absent)"})
+    first = Exchange("POST", url, status=answer.status, headers={"location": clean(location or "(absent)")})
     if answer.status != 308:
         what = (
             "a temporary redirect: clients may turn the POST into a GET"
@@ -75,23 +78,31 @@ async def redirect_308(
         return "fail", Evidence(f"plain HTTP answered {answer.status} ({what}); 308 is required", [first])
     if not location:
         return "fail", Evidence("308 without a Location header", [first])
-    target = urljoin(url, location)
-    parts = urlsplit(target)
+    try:
+        target = urljoin(url, location)
+        parts = urlsplit(target)
+        host = parts.hostname
+    except ValueError:
+        return "fail", Evidence("308 with a Location that is not a URL", [first])
     if parts.scheme != "https":
-        return "fail", Evidence(f"308 points to {parts.scheme}://, not https://", [first])
+        return "fail", Evidence(f"308 points to {clean(parts.scheme, 40)}://, not https://", [first])
     if parts.path != https.base + path:
         return "fail", Evidence(
-            f"308 points to {parts.path!r}, not the same path {https.base + path!r}", [first]
+            f"308 points to {clean(parts.path, 200)!r}, not the same path {https.base + path!r}", [first]
         )
-    if parts.hostname != https.host:
+    if host != https.host:
         return "fail", Evidence(
-            f"308 points to host {parts.hostname}, not {https.host}: not followed with credentials", [first]
+            f"308 points to host {clean(str(host), 100)}, not {https.host}: not followed with credentials",
+            [first],
         )
     status, second, problem = await follow(path, body)
     if problem:
-        return "fail", Evidence(f"the POST re-sent to {target} failed: {problem}", [first, second])
+        return "fail", Evidence(
+            f"the POST re-sent to {clean(target, 200)} failed: {problem}", [first, second]
+        )
     return "pass", Evidence(
-        f"308 to {target}; the POST re-sent there was answered {status} correctly", [first, second]
+        f"308 to {clean(target, 200)}; the POST re-sent there was answered {status} correctly",
+        [first, second],
     )
 
 

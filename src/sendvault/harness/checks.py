@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._http import Authorizer, Credentials, Endpoint, HttpFailure, TlsOptions
-from ._mask import Masker
+from ._mask import Masker, clean
 from ._model import Check, CheckReport, CheckSummary, Evidence, Exchange, QueueSummary, Status
-from ._session import NoTokenQueue, Session
+from ._session import NoTokenQueue, Session, Stalled
 
 if TYPE_CHECKING:
     from ._contract import Contract
@@ -180,7 +180,11 @@ def unreachable(failure: HttpFailure) -> Unreachable:
     if failure.kind == "tls":
         return Unreachable(failure.detail, "is --url the server's HTTPS port? it must speak TLS 1.2 or newer")
     if failure.kind == "auth":
-        return Unreachable(f"OAuth: {failure.detail}", _CREDENTIALS_HINT)
+        return Unreachable(failure.detail, _CREDENTIALS_HINT)
+    if failure.kind == "usage":
+        return Unreachable(failure.detail, "--token-url takes the https:// URL of the OAuth token endpoint")
+    if failure.detail.startswith("OAuth"):
+        return Unreachable(failure.detail, "is --token-url right, and is the token endpoint running?")
     return Unreachable(failure.detail, "is the server running, and is --url right?")
 
 
@@ -212,12 +216,20 @@ class CheckOptions:
     seed: int | None = None
 
 
+# Evidence stays readable whatever the server sent: a detail line, notes and calls per check.
+MAX_DETAIL = 1000
+MAX_NOTE = 400
+MAX_NOTES = 20
+MAX_EXCHANGES = 6
+
+
 class Results:
     """Check outcomes as they are found; each id gets one."""
 
     def __init__(self, skip: Iterable[str] = ()) -> None:
         self._skip = frozenset(skip)
         self._found: dict[str, Check] = {}
+        self.stopped: str | None = None
 
     def put(
         self,
@@ -232,7 +244,10 @@ class Results:
         if check_id in self._skip:
             return
         title = CHECKS[check_id][0]
-        self._found[check_id] = Check(check_id, title, status, Evidence(detail, list(exchanges), list(notes)))
+        # A detail may quote the server (an id it made up): cut, control characters made visible.
+        shown = [clean(n, MAX_NOTE) for n in list(notes)[:MAX_NOTES]]
+        evidence = Evidence(clean(detail, MAX_DETAIL), list(exchanges)[:MAX_EXCHANGES], shown)
+        self._found[check_id] = Check(check_id, title, status, evidence)
 
     def put_evidence(self, check_id: str, status: Status, evidence: Evidence) -> None:
         """Record a check with evidence built elsewhere."""
@@ -248,7 +263,13 @@ class Results:
         for check_id, (title, _) in CHECKS.items():
             found = self._found.get(check_id)
             if found is None:
-                why = "skipped (--skip)" if check_id in self._skip else "not reached"
+                why = (
+                    "skipped (--skip)"
+                    if check_id in self._skip
+                    else f"not reached: {self.stopped}"
+                    if self.stopped
+                    else "not reached"
+                )
                 found = Check(check_id, title, "untested", Evidence(why))
             out.append(found)
         return out
@@ -293,31 +314,19 @@ async def run_checks(
             await session.authorizer.header(timeout=target.deadline)
         except HttpFailure as exc:
             raise unreachable(exc) from None
-        progress("Get Token")
-        await contract.get_tokens()
-        progress("resolve")
-        await contract.resolve()
-        progress("a batch of 500")
-        await contract.batch_500()
-        contract.finish_resolve_checks()
-        progress("malformed requests")
-        await contract.malformed()
-        progress("inbound SMS and retries")
-        await contract.inbound_sms()
-        progress("transport")
-        await _transport(
-            session,
-            contract,
-            target=target,
-            options=options,
-            endpoint=endpoint,
-            http=http,
-            results=results,
-            progress=progress,
-        )
-        progress("credentials")
-        # Last: wrong credentials count against this address on servers that throttle them.
-        await contract.bad_credentials()
+        try:
+            await _steps(
+                session,
+                contract,
+                target=target,
+                options=options,
+                endpoint=endpoint,
+                http=http,
+                results=results,
+                progress=progress,
+            )
+        except Stalled as exc:
+            results.stopped = str(exc)
     finally:
         await session.aclose()
     checks = results.ordered()
@@ -333,8 +342,48 @@ async def run_checks(
         verdict="pass" if passed else "fail",
         retries=contract.retries,
         no_token_queue=QueueSummary(len(queue.entries), queue.write()),
+        stopped=results.stopped,
     )
     return CheckReport(checks, summary)
+
+
+async def _steps(
+    session: Session,
+    contract: Contract,
+    *,
+    target: Target,
+    options: CheckOptions,
+    endpoint: Endpoint,
+    http: Endpoint | None,
+    results: Results,
+    progress: Callable[[str], None],
+) -> None:
+    """The checks' calls, in order; :class:`Stalled` ends them early."""
+    progress("Get Token")
+    await contract.get_tokens()
+    progress("resolve")
+    await contract.resolve()
+    progress("a batch of 500")
+    await contract.batch_500()
+    contract.finish_resolve_checks()
+    progress("malformed requests")
+    await contract.malformed()
+    progress("inbound SMS and retries")
+    await contract.inbound_sms()
+    progress("transport")
+    await _transport(
+        session,
+        contract,
+        target=target,
+        options=options,
+        endpoint=endpoint,
+        http=http,
+        results=results,
+        progress=progress,
+    )
+    progress("credentials")
+    # Last: wrong credentials count against this address on servers that throttle them.
+    await contract.bad_credentials()
 
 
 async def _transport(

@@ -38,7 +38,7 @@ from ._model import (
     QueueSummary,
     TimelinePoint,
 )
-from ._session import NoTokenQueue, Session, with_retries
+from ._session import NoTokenQueue, Session, Stalled, with_retries
 from .checks import Target, Unreachable, refused, unreachable
 
 __all__ = ["LOAD_CHECKS", "LoadOptions", "histogram", "run_load"]
@@ -142,9 +142,15 @@ async def _make_pool(target: Target, options: LoadOptions, endpoint: Endpoint) -
                     for i, (t, v) in enumerate(part)
                 ]
             }
-            call, _ = await with_retries(
-                functools.partial(session.post, target.token_path, body), time_scale=options.time_scale
-            )
+            try:
+                call, _ = await with_retries(
+                    functools.partial(session.post, target.token_path, body), time_scale=options.time_scale
+                )
+            except Stalled as exc:
+                raise Unreachable(
+                    f"Get Token, making the token pool: {exc}",
+                    "is the server overloaded, or --deadline short?",
+                ) from None
             if call.failure is not None and call.failure.kind in ("connection", "tls"):
                 raise unreachable(call.failure)
             if call.status in (401, 403):
@@ -157,7 +163,9 @@ async def _make_pool(target: Target, options: LoadOptions, endpoint: Endpoint) -
                 raise Unreachable(f"Get Token, making the token pool, answered {call.describe()}")
             for item in call.doc["tokens"]:
                 if isinstance(item, dict) and isinstance(item.get("token"), str):
-                    index = int(str(item.get("tokenRequestId", "-1")))
+                    rid = item.get("tokenRequestId")
+                    # Only the ids sent ("0" to "499"); anything else a server made up is no token.
+                    index = int(rid) if isinstance(rid, str) and rid.isdigit() and len(rid) < 6 else -1
                     if 0 <= index < len(part):
                         made.append((part[index][0], part[index][1], item["token"]))
 
@@ -166,7 +174,10 @@ async def _make_pool(target: Target, options: LoadOptions, endpoint: Endpoint) -
     finally:
         await asyncio.gather(*(s.aclose() for s in sessions))
     if not made:
-        raise Unreachable("Get Token gave no token for the pool's values")
+        raise Unreachable(
+            "Get Token gave no token for the pool's values (none under a tokenRequestId it was sent)",
+            "run `sendvault harness check` against the server first",
+        )
     return made
 
 
@@ -385,6 +396,7 @@ def _report(
         no_token_queue=QueueSummary(len(queue_file.entries), queue_file.write()),
         generator=generator,
         verdict=verdict,  # type: ignore[arg-type]
+        stopped=next((r.stopped for r in results if r.stopped), None),
     )
     return LoadReport(checks, summary, histogram(millis), points)
 
@@ -428,7 +440,10 @@ def _load_checks(
         put("load.correct", "untested", "no answer came back to check")
     else:
         put("load.correct", "pass", f"{sum(r.tokens for r in results):,} tokens resolved to the right values")
-    if deadline_held:
+    stopped = next((r.stopped for r in results if r.stopped), None)
+    if stopped:
+        put("load.deadline", "fail", f"{stopped}; the run ended there")
+    elif deadline_held:
         put("load.deadline", "pass", f"slowest call {latency.max:,.1f} ms, deadline {latency.deadline:g} s")
     else:
         timeouts = errors.get("timeout", 0)

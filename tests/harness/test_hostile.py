@@ -1,0 +1,540 @@
+"""The harness against a hostile server, and in the hands of a careless user.
+
+The harness talks to servers it has no reason to trust (any team's token server). Whatever such a
+server sends, the harness must give a verdict with a reason: no traceback, no hang, no memory
+blow-up, nothing of the server's that restyles or drives the terminal, nothing in the HTML page
+that runs. And a user's slip is one line with a hint and exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.harness.conftest import cli, load_json
+from tests.harness.fakes import PASSWORD, USER
+from tests.harness.hostile import Hostile, Reply, Request, answer, hostile_server
+
+PASSWORD_ENV = {"SENDVAULT_HARNESS_PASSWORD": PASSWORD, "COLUMNS": "400"}
+NASTY = "\x1b[2J\x1b]0;pwned\x07\rEVIL\x9b31m\u202eXX\x00"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+    yield from hostile_server(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture
+def hostile(server: Hostile) -> Iterator[Hostile]:
+    server.rule = None
+    server.extra_headers = {}
+    server.requests.clear()
+    yield server
+    server.rule = None
+    server.extra_headers = {}
+
+
+def _args(server: Hostile, *more: str) -> list[str]:
+    return ["--url", server.url, "--user", USER, "--ca", str(server.ca_file), "--time-scale", "0.001", *more]
+
+
+def check(server: Hostile, *more: str) -> Any:
+    return cli("check", *_args(server, *more), env=PASSWORD_ENV)
+
+
+def _sound_tokens(server: Hostile, request: Request) -> dict[str, Any]:
+    status, doc = server.brain.get_token(request.doc)
+    assert status == 200
+    return dict(doc)
+
+
+def _extra_id(server: Hostile, rid: Any) -> None:
+    """Get Token answers soundly, plus one item under an id it was never sent."""
+
+    def rule(request: Request) -> Reply:
+        if request.path != "/v1/mc/tokens" or not isinstance(request.doc, dict):
+            return None
+        doc = _sound_tokens(server, request)
+        doc["tokens"].append({"tokenRequestId": rid, "token": "x@tokens.fake.test"})
+        return answer(200, doc)
+
+    server.rule = rule
+
+
+def _no_traceback(out: Any) -> None:
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+# -- 1, 2: server text printed as text, escapes neutralised --------------------------------------
+
+
+@pytest.mark.parametrize("markup", ["[bold]x[/", "[/]", "[link=http://evil.test]click[/link]"])
+def test_rich_markup_from_the_server_is_printed_as_text(hostile: Hostile, markup: str) -> None:
+    _extra_id(hostile, markup)
+    out = check(hostile)
+    _no_traceback(out)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "gettoken.every-id-once" in out.stdout
+    assert markup in out.stdout  # shown as sent, not taken as styling
+
+
+def test_terminal_escapes_from_the_server_never_reach_the_terminal_or_the_evidence(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    _extra_id(hostile, NASTY)
+    out = check(hostile)
+    _no_traceback(out)
+    assert out.returncode == 1
+    for char in "\x1b\x07\r\x9b\u202e\x00":
+        assert char not in out.stdout + out.stderr, repr(char)
+    assert "EVIL" in out.stdout  # the text is shown, its control characters made visible
+    as_json = check(hostile, "--json", "--html", str(tmp_path / "r.html"))
+    report = load_json(as_json.stdout)
+    evidence = json.dumps(report, ensure_ascii=False)
+    page = (tmp_path / "r.html").read_text()
+    for char in "\x1b\x07\r\x9b\u202e\x00":
+        assert char not in evidence, repr(char)
+        assert char not in page, repr(char)
+
+
+# -- 3, 6: malformed JSON shapes are failed checks, never tracebacks -------------------------------
+
+
+def test_json_nested_100k_deep_is_a_failed_check(hostile: Hostile) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/resolve":
+            return answer(200, deep, raw=True)
+        return None
+
+    hostile.rule = rule
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert out.returncode == 1, out.stderr
+    report = load_json(out.stdout)
+    known = next(c for c in report["checks"] if c["id"] == "resolve.known")
+    assert known["status"] == "fail"
+    assert len(out.stdout) < 200_000
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        [{"tokenRequestId": ["g0"], "token": "a@b.test"}],
+        [{"tokenRequestId": {"x": 1}, "token": None}],
+        [{"tokenRequestId": None, "token": None}],
+        [{"tokenRequestId": 1.5e300, "token": 7}],
+        [None, 3, "x", []],
+    ],
+    ids=["list-id", "object-id", "null-id", "float-id", "junk-items"],
+)
+def test_odd_ids_and_items_are_failed_checks(hostile: Hostile, tokens: list[Any]) -> None:
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/tokens":
+            return answer(200, {"tokens": tokens})
+        return None
+
+    hostile.rule = rule
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert out.returncode == 1, out.stderr
+    assert load_json(out.stdout)["summary"]["verdict"] == "fail"
+
+
+@pytest.mark.parametrize(
+    "doc", [[1, 2, 3], None, "tokens", {"tokens": None}, {"tokens": {"a": 1}}, {"resolvedTokens": 5}]
+)
+def test_a_list_or_null_instead_of_an_object_is_a_failed_check(hostile: Hostile, doc: Any) -> None:
+    hostile.rule = lambda request: answer(200, doc)
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert out.returncode in (1, 2), out.stderr
+    if out.returncode == 1:
+        assert load_json(out.stdout)["summary"]["verdict"] == "fail"
+    else:
+        assert out.stderr.startswith("error: ")
+
+
+def test_load_with_non_numeric_ids_from_get_token_is_a_clear_error(hostile: Hostile) -> None:
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/tokens":
+            doc = _sound_tokens(hostile, request)
+            for item in doc["tokens"]:
+                item["tokenRequestId"] = f"id-{item['tokenRequestId']}"
+            return answer(200, doc)
+        return None
+
+    hostile.rule = rule
+    out = cli("load", *_args(hostile, "--pool", "20", "--count", "2", "--processes", "1"), env=PASSWORD_ENV)
+    _no_traceback(out)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: ")
+    assert "Get Token" in out.stderr
+
+
+def test_inbound_sms_answers_nested_too_deep_are_counted_not_fatal(hostile: Hostile) -> None:
+    deep = b'{"tokens": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+
+    def rule(request: Request) -> Reply:
+        doc = request.doc
+        if (
+            request.path == "/v1/mc/tokens"
+            and isinstance(doc, dict)
+            and doc["tokenValues"][0]["tokenRequestId"].startswith("sms-")
+        ):
+            return answer(200, deep, raw=True)
+        return None
+
+    hostile.rule = rule
+    out = cli(
+        "load",
+        *_args(hostile, "--pool", "20", "--count", "4", "--processes", "1", "--sms", "2", "--json"),
+        env=PASSWORD_ENV,
+    )
+    _no_traceback(out)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert load_json(out.stdout)["summary"]["errors"].get("bad-answer") == 2
+
+
+# -- 4, 8: bounded bodies, headers and evidence ---------------------------------------------------
+
+
+def _flood(head: bytes, chunk: bytes, total: int) -> Any:
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(head)
+        sent = 0
+        while sent < total:
+            writer.write(chunk)
+            sent += len(chunk)
+            await writer.drain()
+
+    return write
+
+
+def test_an_endless_body_is_cut_at_32_mib_and_fails(hostile: Hostile) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/resolve":
+            return _flood(head, b"[" * 65536, 1_000_000_000)
+        return None
+
+    hostile.rule = rule
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert out.returncode == 1, out.stderr
+    report = load_json(out.stdout)
+    known = next(c for c in report["checks"] if c["id"] == "resolve.known")
+    assert known["status"] == "fail"
+    assert "32 MiB" in known["evidence"]["detail"]
+
+
+def test_endless_headers_are_cut_at_64_kib_and_fail(hostile: Hostile) -> None:
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/resolve":
+            return _flood(b"HTTP/1.1 200 OK\r\n", b"X-Junk: " + b"a" * 1000 + b"\r\n", 2_000_000)
+        return None
+
+    hostile.rule = rule
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert out.returncode == 1, out.stderr
+    known = next(c for c in load_json(out.stdout)["checks"] if c["id"] == "resolve.known")
+    assert "64 KiB" in known["evidence"]["detail"]
+
+
+def test_one_huge_header_line_is_cut_too(hostile: Hostile) -> None:
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/resolve":
+            return _flood(b"HTTP/1.1 200 OK\r\nX-Junk: ", b"a" * 65536, 2_000_000)
+        return None
+
+    hostile.rule = rule
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert out.returncode == 1, out.stderr
+    known = next(c for c in load_json(out.stdout)["checks"] if c["id"] == "resolve.known")
+    assert "64 KiB" in known["evidence"]["detail"]
+
+
+def test_evidence_is_cut_to_a_sane_length(hostile: Hostile) -> None:
+    big_id = "i" * 3_000_000
+    many = {f"k{i}": "v" * 100 for i in range(20_000)}
+
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/tokens" and isinstance(request.doc, dict):
+            doc = _sound_tokens(hostile, request)
+            doc["tokens"].append({"tokenRequestId": big_id, "token": "x@tokens.fake.test"})
+            doc.update(many)
+            return answer(200, doc)
+        return None
+
+    hostile.rule = rule
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert out.returncode == 1
+    assert len(out.stdout) < 300_000, len(out.stdout)
+    for c in load_json(out.stdout)["checks"]:
+        assert len(c["evidence"]["detail"]) <= 2000, c["id"]
+
+
+def test_a_huge_hsts_max_age_is_judged_not_a_traceback(hostile: Hostile) -> None:
+    hostile.extra_headers = {"Strict-Transport-Security": "max-age=" + "9" * 6000}
+    out = check(hostile, "--json", "--skip", "transport.redirect-308")
+    _no_traceback(out)
+    hsts = next(c for c in load_json(out.stdout)["checks"] if c["id"] == "transport.hsts")
+    assert hsts["status"] == "pass"
+
+
+def test_a_location_that_is_not_a_url_fails_the_redirect_check(hostile: Hostile, tmp_path: Path) -> None:
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 308 X\r\nLocation: https://[::1\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    loop = asyncio.new_event_loop()
+    srv = loop.run_until_complete(asyncio.start_server(redirect, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = srv.sockets[0].getsockname()[1]
+        out = check(hostile, "--json", "--http-url", f"http://127.0.0.1:{port}")
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        srv.close()
+        loop.run_until_complete(srv.wait_closed())
+        loop.close()
+    _no_traceback(out)
+    redirect308 = next(c for c in load_json(out.stdout)["checks"] if c["id"] == "transport.redirect-308")
+    assert redirect308["status"] == "fail"
+
+
+# -- 5: a server that drips is given up on --------------------------------------------------------
+
+
+def _drip(writer_head: bytes = b"HTTP/1.1 200 OK\r\n", every: float = 0.2) -> Any:
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(writer_head)
+        while True:
+            await asyncio.sleep(every)
+            writer.write(b"X")
+            await writer.drain()
+
+    return write
+
+
+def test_a_dripping_server_is_given_up_after_three_timeouts_in_a_row(hostile: Hostile) -> None:
+    hostile.rule = lambda request: _drip() if request.path == "/v1/mc/resolve" else None
+    started = time.monotonic()
+    out = check(hostile, "--deadline", "0.5", "--json")
+    _no_traceback(out)
+    assert out.returncode == 1, out.stderr
+    report = load_json(out.stdout)
+    assert "3 calls in a row" in (report["summary"].get("stopped") or "")
+    drips = [r for r in hostile.requests if r.path == "/v1/mc/resolve"]
+    assert len(drips) == 3
+    assert time.monotonic() - started < 60
+
+
+def test_load_gives_up_on_a_dripping_server(hostile: Hostile) -> None:
+    hostile.rule = lambda request: _drip() if request.path == "/v1/mc/resolve" else None
+    started = time.monotonic()
+    out = cli(
+        "load",
+        *_args(hostile, "--deadline", "0.5", "--pool", "20", "--count", "200", "--connections", "2"),
+        "--processes",
+        "1",
+        "--json",
+        env=PASSWORD_ENV,
+    )
+    _no_traceback(out)
+    assert out.returncode == 1, out.stdout + out.stderr
+    report = load_json(out.stdout)
+    assert "in a row" in json.dumps(report["checks"])
+    assert time.monotonic() - started < 60
+
+
+def test_making_the_pool_gives_up_on_a_dripping_get_token(hostile: Hostile) -> None:
+    hostile.rule = lambda request: _drip() if request.path == "/v1/mc/tokens" else None
+    out = cli("load", *_args(hostile, "--deadline", "0.5", "--pool", "20", "--count", "2"), env=PASSWORD_ENV)
+    _no_traceback(out)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "3 calls in a row" in out.stderr
+    assert len([r for r in hostile.requests if r.path == "/v1/mc/tokens"]) == 3
+
+
+# -- 7: the OAuth token endpoint -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        answer(200, "<html><body>Sign in</body></html>", raw=True),
+        answer(200, b"[" * 100_000, raw=True),
+        answer(200, {"access_token": "abc\r\nX-Injected: 1", "expires_in": 3600}),
+        answer(200, {"access_token": "t\u20ac", "expires_in": 3600}),
+        answer(200, {"access_token": "ok", "expires_in": "soon"}),
+        answer(200, [1, 2]),
+        answer(500, "[bold]down[/", raw=True),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n" + b"{" * 10,
+    ],
+    ids=["html", "deep", "crlf-token", "non-latin1-token", "bad-expiry", "list", "500", "short-body"],
+)
+def test_a_junk_token_endpoint_is_one_line_and_exit_2(hostile: Hostile, reply: bytes) -> None:
+    hostile.rule = lambda request: reply if request.path == "/oauth/token" else None
+    out = cli(
+        "check",
+        "--url",
+        hostile.url,
+        "--ca",
+        str(hostile.ca_file),
+        "--token-url",
+        f"{hostile.url}/oauth/token",
+        "--client-id",
+        "c",
+        "--client-secret",
+        "s",
+        "--deadline",
+        "2",
+    )
+    _no_traceback(out)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: OAuth"), out.stderr
+    assert len(out.stderr.splitlines()) == 2
+    assert not any(r.headers.get("x-injected") for r in hostile.requests)
+
+
+def test_a_huge_token_endpoint_answer_is_cut(hostile: Hostile) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n"
+    hostile.rule = lambda request: (
+        _flood(head, b"a" * 65536, 10**9) if request.path == "/oauth/token" else None
+    )
+    out = cli(
+        "check",
+        "--url",
+        hostile.url,
+        "--ca",
+        str(hostile.ca_file),
+        "--token-url",
+        f"{hostile.url}/oauth/token",
+        "--client-id",
+        "c",
+        "--client-secret",
+        "s",
+    )
+    _no_traceback(out)
+    assert out.returncode == 2
+    assert "32 MiB" in out.stderr
+
+
+# -- 9: the HTML page ---------------------------------------------------------------------------------
+
+
+def test_script_from_the_server_is_escaped_in_the_html_report(hostile: Hostile, tmp_path: Path) -> None:
+    script = "<script>document.title='pwned'</script>"
+    _extra_id(hostile, script)
+    page = tmp_path / "r.html"
+    out = check(hostile, "--html", str(page))
+    _no_traceback(out)
+    text = page.read_text()
+    assert "<script" not in text
+    assert "&lt;script&gt;document.title=" in text
+    # Loaded in headless Chromium, the page's title is still its own: no script of the server ran.
+    from tests.harness.test_html import CHROMIUM_FLAGS, _chromium
+
+    dom = subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p'}", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    ).stdout
+    assert "<title>sendvault harness check</title>" in dom
+    assert "pwned</title>" not in dom
+
+
+# -- 10: a careless user ----------------------------------------------------------------------------
+
+
+def _usage(out: Any) -> None:
+    _no_traceback(out)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    assert lines[0].startswith("error: "), out.stderr
+    assert len(lines) == 2, out.stderr
+    assert lines[1].startswith("hint: "), out.stderr
+
+
+def test_careless_users_get_one_line_and_a_hint(hostile: Hostile, tmp_path: Path) -> None:
+    from tests.server.conftest import free_port
+
+    port = free_port()
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("not a certificate\n")
+    listed = tmp_path / "client.json"
+    listed.write_text('["https://x"]')
+    typed = tmp_path / "client2.json"
+    typed.write_text('{"url": 5}')
+    cases = [
+        ("check", "--url", "http://127.0.0.1:1", "--user", "u", "--password", "p"),
+        ("check", "--url", "127.0.0.1:8443", "--user", "u", "--password", "p"),
+        ("check", "--url", f"https://127.0.0.1:{port}", "--user", "u", "--password", "p"),
+        ("check", "--url", "https://no-such-host.invalid", "--user", "u", "--password", "p"),
+        ("check", "--url", f"https://127.0.0.1:{port}", "--user", "u"),
+        ("check", "--url", hostile.url, "--user", "u", "--password", "p", "--ca", str(not_pem)),
+        ("check", "--url", hostile.url, "--user", "u", "--password", "p", "--ca", str(tmp_path / "none.pem")),
+        ("check", "--url", f"https://127.0.0.1:{port}/p\u20acth", "--user", "u", "--password", "p"),
+        ("check", "--url", hostile.url, "--user", "u", "--password", "p", "--resolve-path", "/a b\u20ac"),
+        ("check", "--url", hostile.url, "--user", "u", "--password", "p", "--resolve-path", "v1/mc/resolve"),
+        ("check", "--client-file", str(listed)),
+        ("check", "--client-file", str(typed)),
+        (
+            "check",
+            "--url",
+            hostile.url,
+            "--user",
+            "u",
+            "--password",
+            "p",
+            "--queue",
+            str(tmp_path / "no/q.jsonl"),
+        ),
+        (
+            "check",
+            "--url",
+            hostile.url,
+            "--user",
+            "u",
+            "--password",
+            "p",
+            "--html",
+            str(tmp_path / "no/r.html"),
+        ),
+        ("load", "--url", hostile.url, "--user", "u", "--password", "p", "--connections", "0"),
+        ("load", "--url", hostile.url, "--user", "u", "--password", "p", "--duration", "-1"),
+        ("load", "--url", hostile.url, "--user", "u", "--password", "p", "--count", "0"),
+    ]
+    for args in cases:
+        _usage(cli_any(*args))
+
+
+def cli_any(command: str, *args: str) -> Any:
+    return cli(command, *args, env={"SENDVAULT_HARNESS_PASSWORD": ""})
+
+
+def test_a_bad_ca_file_hints_at_the_ca_not_the_url(hostile: Hostile, tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("not a certificate\n")
+    out = cli("check", "--url", hostile.url, "--user", "u", "--password", "p", "--ca", str(not_pem))
+    _usage(out)
+    assert "--ca" in out.stderr.splitlines()[1]
