@@ -212,3 +212,48 @@ def test_serve_moves_rows_to_a_new_data_key_in_the_background_under_traffic(
     tokens = list(traffic.known.values())
     done = deployment.cli(home, "token", "resolve", "-", stdin="\n".join(tokens) + "\n")
     assert done.stdout.splitlines() == list(traffic.known.keys())
+
+
+def test_serve_moves_rows_to_a_new_blind_index_key_in_the_background_under_traffic(
+    background: tuple[Deployment, Replica],
+) -> None:
+    deployment, replica = background
+    home = replica.home
+    known = _seed(replica, SEED)
+    before = json.loads(_ok(deployment, home, "keys", "status", "--json"))
+    (old,) = [k["id"] for k in before["keys"] if k["kind"] == "blind-index"]
+    with Traffic(replica, known) as traffic:
+        _ok(deployment, home, "keys", "rotate", "index")
+        deadline = time.monotonic() + 90
+        while True:
+            status = json.loads(_ok(deployment, home, "keys", "status", "--json"))
+            # Done when the server has moved every row and retired the old key by itself.
+            if status["reindexing"]["complete"]:
+                break
+            assert time.monotonic() < deadline, status["reindexing"]
+            time.sleep(1)
+    assert traffic.failures == []
+    assert traffic.calls > 10
+    status = json.loads(_ok(deployment, home, "keys", "status", "--json"))  # with the last rows
+    index = [k for k in status["keys"] if k["kind"] == "blind-index"]
+    assert [k["id"] for k in index] == [status["reindexing"]["current_index_key"]]
+    assert index[0]["id"] != old
+    assert index[0]["rows"] == len(traffic.known)
+    # Every value answers the token it had before the rotation, and every token its value.
+    values = list(traffic.known)
+    got = deployment.cli(
+        home, "token", "get", "--type", "email", "--no-create", "-", stdin="\n".join(values) + "\n"
+    )
+    assert got.returncode == 0, got.stderr[-500:]
+    assert got.stdout.split() == [traffic.known[v] for v in values]
+    tokens = list(traffic.known.values())
+    done = deployment.cli(home, "token", "resolve", "-", stdin="\n".join(tokens) + "\n")
+    assert done.stdout.splitlines() == values
+    # The server audited its own work: the move and the retirement of the old key.
+    shown = deployment.cli(home, "audit", "show", "--client", "serve", "--json")
+    assert shown.returncode == 0, shown.stderr[-500:]
+    mine = json.loads(shown.stdout)
+    assert sorted((r["event"], r["meta"]["key"]) for r in mine) == [
+        ("key:reencrypt", "index"),
+        ("key:retire", "index"),
+    ]

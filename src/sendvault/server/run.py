@@ -83,14 +83,37 @@ def _start_exchange_jobs(settings: Settings) -> Any:
 
 
 class _Reencryption:
-    """The background re-encryption of the main process, with the vault it owns."""
+    """The background re-encryption (and re-indexing) of the main process, with the vault it owns."""
 
     def __init__(self, settings: Settings) -> None:
         from ..vault import open_vault  # noqa: PLC0415
         from ..vault.lifecycle import BackgroundReencryption  # noqa: PLC0415
 
+        self._settings = settings
         self._vault = open_vault(settings)
-        self._job = BackgroundReencryption(self._vault, share=settings.reencrypt_share).start()
+        job = BackgroundReencryption(self._vault, share=settings.reencrypt_share)
+        job.on_index_done = self._audit_index
+        self._job = job.start()
+
+    def _audit_index(self, done: Any) -> None:
+        """A finished background re-indexing, and the blind-index key it retired, as audit events
+        (the operator's `keys reencrypt` records the same ones)."""
+        if self._settings.audit != "on":
+            return
+        from ..audit import Event, open_audit  # noqa: PLC0415
+
+        audit = open_audit(self._settings)
+        try:
+            audit.record_sync(
+                Event.KEY_REENCRYPT,
+                actor="serve",
+                meta={"key": "index", "key_id": done.key_id, "complete": done.complete},
+                counts={"rows": done.changed, "unreadable": done.unreadable},
+            )
+            for old in done.retired:
+                audit.record_sync(Event.KEY_RETIRE, actor="serve", meta={"key": "index", "key_id": old})
+        finally:
+            audit.close()
 
     def stop(self) -> None:
         self._job.stop()

@@ -47,6 +47,7 @@ __all__ = [
     "REENCRYPT_CURSOR",
     "REENCRYPT_DONE",
     "REINDEX_CURSOR",
+    "REINDEX_DONE",
     "BackgroundReencryption",
     "ReencryptReport",
     "ReindexReport",
@@ -60,6 +61,7 @@ __all__ = [
 REENCRYPT_CURSOR = "reencrypt:cursor"
 REENCRYPT_DONE = "reencrypt:done"
 REINDEX_CURSOR = "reindex:cursor"
+REINDEX_DONE = "reindex:done"
 _HEADER = struct.Struct(">BI")
 
 
@@ -209,6 +211,9 @@ def reindex(
                     # Counted again inside the retiring transaction: kept if any row still uses it.
                     if store.retire_key(old) == 0:
                         report.retired.append(old)
+                # The server's background run stops here until the next rotation (a key kept
+                # for unreadable rows is the operator's to look at, not a loop's).
+                store.set_meta(REINDEX_DONE, str(key_id))
                 vault.refresh_keys()
                 break
             # New rows always carry the new key (the store refuses any other), so a second pass
@@ -304,7 +309,12 @@ class BackgroundReencryption:
                                 "fields": {"event": "reencrypt", "key_id": current, "rows": self.last.changed}
                             },
                         )
-                if len(self._vault.index_key_ids) > 1 and not self._stop.is_set():
+                index_keys = self._vault.index_key_ids
+                if (
+                    len(index_keys) > 1
+                    and not self._stop.is_set()
+                    and self._vault.store.get_meta(REINDEX_DONE) != str(index_keys[-1])
+                ):
                     self.last_index = reindex(
                         self._vault, batch_rows=self._batch, should_stop=self._stop.is_set, pause=self._sleep
                     )
