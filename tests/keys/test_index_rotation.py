@@ -329,3 +329,41 @@ def test_index_rotation_commands_are_audited_and_retire_refuses_in_use(tmp_path:
     assert '"index"' in text
     assert '"key:reencrypt"' in text
     assert '"key:retire"' in text
+
+
+class _Rejects:
+    def __init__(self) -> None:
+        self.items: list[tuple[int, str, str]] = []
+
+    def add(self, line: int, column: str, reason: str) -> None:
+        self.items.append((line, column, reason))
+
+
+def test_a_file_planned_under_a_retired_index_key_is_planned_again(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from sendvault.exchange import CsvInput, tokenize_file
+
+    settings = load_settings(env=env)
+    operator, bulk = open_vault(settings), open_vault(settings)
+    try:
+        known = _fill(operator, 50)
+        rotate_index_key(operator)
+        assert reindex(operator).retired  # `bulk` still holds only the retired key
+        values = [*known, *(f"new{i}@example.com" for i in range(30))]
+        source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+        source.write_text("Email\n" + "\n".join(values) + "\n")
+        src = CsvInput(str(source))
+        rejects = _Rejects()
+        summary = tokenize_file(
+            bulk, settings, src, str(out), columns=[("Email", Kind.EMAIL)], rejects=rejects, workers=0
+        )
+        src.close()
+        assert rejects.items == []
+        tokens = out.read_text().splitlines()[1:]
+        assert tokens[:50] == list(known.values())
+        assert summary.created == 30
+        assert _rows_per_value(operator, values) == [1] * len(values)
+    finally:
+        operator.close()
+        bulk.close()

@@ -18,7 +18,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from ..config import Settings
-from ..errors import SendvaultError
+from ..errors import SendvaultError, StaleKeys
 from ..store.base import NewContact
 from ..vault import Kind, Vault
 from ..vault.service import TokenPlan
@@ -329,10 +329,21 @@ def _store_and_write(
     keep: list[int] | None,
 ) -> None:
     """One bulk insert for the waiting chunks' new rows, then their rows in order."""
-    new: list[NewContact] = [row for chunk in waiting for row in chunk.plan.new]
-    found = vault.store.insert_bulk(new) if new else {}
-    run.summary.created += sum(1 for row in new if found.get(row.bidx) == row.token)
     kinds = dict(spec)
+    new: list[NewContact] = [row for chunk in waiting for row in chunk.plan.new]
+    try:
+        found = vault.store.insert_bulk(new) if new else {}
+    except StaleKeys:
+        # The keys changed while the chunks were planned (a data key retired, the blind-index key
+        # rotated or retired): plan them again here under the reloaded keys. Insert-or-get: rows
+        # of an earlier chunk already committed are found by the new plan's lookups.
+        vault.refresh_keys()
+        for chunk in waiting:
+            values = [(Kind(kinds[col]), chunk.rows[pos][1][col]) for pos, col in chunk.where]
+            chunk.plan = vault.plan_tokens(values)
+        new = [row for chunk in waiting for row in chunk.plan.new]
+        found = vault.store.insert_bulk(new) if new else {}
+    run.summary.created += sum(1 for row in new if found.get(row.bidx) == row.token)
     for chunk in waiting:
         plan: TokenPlan = chunk.plan
         outcomes = Vault.finish_plan(plan, found)
