@@ -416,10 +416,10 @@ class PostgresStore(ConnectionsBase[Any]):
         :class:`StaleKeys` (and nothing changed) if any key is no longer as it was read.
         """
         with self._tx() as conn:
-            # As in add_key: wait for the writers holding keys FOR SHARE (_require_keys takes the
-            # blind-index rows, then the data-key rows) and hold new ones back. Updating the rows
-            # one by one instead deadlocked with a writer that held a blind-index row and waited
-            # for a data-key row this transaction had already updated.
+            # As in add_key: wait for the writers holding keys FOR SHARE (_require_keys) and hold
+            # new ones back. Updating the rows one by one instead deadlocked with a writer that
+            # held a blind-index row and waited for a data-key row this transaction had already
+            # updated (writers now also lock their key rows in one statement, in id order).
             conn.execute("LOCK TABLE sv_data_keys IN EXCLUSIVE MODE")
             for key_id, old, provider, new in items:
                 cur = conn.execute(
@@ -698,9 +698,10 @@ def _require_keys(
     ``FOR SHARE`` holds the keys until this transaction ends: a concurrent ``keys retire`` waits
     for it, then counts its rows, and ``keys rotate index`` (``LOCK TABLE ... EXCLUSIVE`` in
     :meth:`PostgresStore.add_key`) waits for it, then holds new writers back until it commits.
+    One statement locks every key row it needs in id order, the order ``keys rotate kek``
+    updates them in (:meth:`PostgresStore.rewrap_keys`): the two never wait on each other in a
+    cycle.
     """
-    if rows is not None:
-        _require_index(conn, rows)
     # Sealed values begin with the version byte 1 and the key id (crypto/keyring.py).
     ids = sorted(
         {
@@ -709,13 +710,17 @@ def _require_keys(
             if ct is not None and len(ct) > 5 and ct[0] == 1
         }
     )
-    if not ids:
+    if not ids and rows is None:
         return
     found = conn.execute(
-        "SELECT id FROM sv_data_keys WHERE purpose = 'data' AND id = ANY(%s) FOR SHARE", (ids,)
+        "SELECT id, purpose FROM sv_data_keys WHERE (purpose = 'data' AND id = ANY(%s)) "
+        "OR (%s AND purpose = 'bidx') ORDER BY id FOR SHARE",
+        (ids, rows is not None),
     ).fetchall()
-    if len(found) != len(ids):
+    if sum(1 for _, purpose in found if purpose == "data") != len(ids):
         raise StaleKeys()
+    if rows is not None:
+        _check_index([int(i) for i, purpose in found if purpose == "bidx"], rows)
 
 
 def _index_keys(conn: _Conn) -> list[int]:
@@ -723,8 +728,7 @@ def _index_keys(conn: _Conn) -> list[int]:
     return [int(i) for (i,) in rows]
 
 
-def _require_index(conn: _Conn, rows: Sequence[NewContact]) -> None:
-    ids = _index_keys(conn)
+def _check_index(ids: Sequence[int], rows: Sequence[NewContact]) -> None:
     if not ids:
         return  # a bare store without keys (tests): nothing to check against
     current, old = ids[-1], (ids[0] if len(ids) > 1 else None)
