@@ -23,7 +23,11 @@ def test_an_email_hidden_in_the_subscriber_key_is_found(tmp_path: Path) -> None:
         "jane.roe@example.com,0f3a9c@tokens.sendvault.invalid,ok\n"
         "K-2,77aa@tokens.sendvault.invalid,call +1 212 555 0123 later\n"
     )
-    assert _check(f) == [(2, "SubscriberKey", "email-in-subscriber-key", "j***@***.com")]
+    assert _check(f) == [
+        (2, "SubscriberKey", "email-in-subscriber-key", "j***@***.com"),
+        # A number in a free-text note is as clear as one in a phone column (was missed before).
+        (3, "Notes", "phone", "+*********23"),
+    ]
 
 
 def test_clear_values_in_any_column_are_reported_masked(tmp_path: Path) -> None:
@@ -64,3 +68,53 @@ def test_national_numbers_need_a_region(tmp_path: Path) -> None:
 def test_mask_shows_almost_nothing() -> None:
     assert mask("email", "someone@example.com") == "s***@***.com"
     assert mask("phone", "+33 6 12 34 56 78") == "+*********78"
+
+
+def test_clear_values_in_odd_places_are_found(tmp_path: Path) -> None:
+    # Hostile-round findings: URL-encoded addresses (once and twice), an HTML entity, numbers inside
+    # text, behind tel:/sms: and in "(+44)" form were all missed.
+    f = tmp_path / "odd.csv"
+    f.write_text(
+        "SubscriberKey,Note\n"
+        '"""Ann Roe"" <ann.roe@example.com>",x\n'
+        "K1,https://t.example/c?e=ann%40example.com\n"
+        "K2,https://t.example/c?e=ann%2540example.com\n"
+        "K3,ann&#64;example.com\n"
+        "K4,Call +44 7911 123456 today\n"
+        "K5,tel:+447911123456\n"
+        "K6,sms:%2B14155552671\n"
+        "K7,(+44) 7911-123456\n"
+        "K8,Mobile: 447911123456\n"
+    )
+    found = [(line, column, kind) for line, column, kind, _ in _check(f)]
+    assert found == [
+        (2, "SubscriberKey", "email-in-subscriber-key"),
+        (3, "Note", "email"),
+        (4, "Note", "email"),
+        (5, "Note", "email"),
+        (6, "Note", "phone"),
+        (7, "Note", "phone"),
+        (8, "Note", "phone"),
+        (9, "Note", "phone"),
+        (10, "Note", "phone"),
+    ]
+    for *_, masked in _check(f):
+        assert "example" not in masked
+        assert "7911" not in masked
+        assert "ann" not in masked
+
+
+def test_digits_inside_tokens_and_ids_are_not_numbers(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text(
+        "SubscriberKey,EmailAddress,Mobile,Notes\n"
+        "K-1,4479111234560a62783ecc0c508653@tokens.sendvault.invalid,999515456716640,order 2024-01-15\n"
+        "K-2,a62783ecc0c508653447911123456b@tokens.sendvault.invalid,999123,ref AB447911123456CD\n"
+    )
+    assert _check(f) == []
+
+
+def test_a_mask_never_carries_control_characters() -> None:
+    masked = mask("email", "\x1b[31mann@example.c\x1b[0mom")
+    assert masked.isprintable()
+    assert "\x1b" not in masked

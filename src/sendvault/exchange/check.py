@@ -10,9 +10,11 @@ column and kind with the value masked, so the report itself leaks nothing worth 
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import phonenumbers
 
@@ -23,6 +25,10 @@ __all__ = ["Finding", "check_file", "mask"]
 # Broad on purpose: a guard should rather show a false finding than miss an address.
 _EMAIL = re.compile(r"[^\s@<>()\[\],;:\"']+@(?:[^\s@<>()\[\],;:\"'.]+\.)+[^\s@<>()\[\],;:\"'.]{2,}")
 _PHONE_CELL = re.compile(r"\+?[0-9][0-9 ().\-/]{5,24}")
+# A number inside other text ("Call +44 7911 123456", "tel:+1...", "Mobile: 4479..."): a run of
+# digits and separators that no letter or digit touches on either side (so a run of digits inside
+# an email token's hex is never one).
+_PHONE_RUN = re.compile(r"(?<![0-9A-Za-z+])\(?\+?\(?[0-9][0-9 ().\-/]{5,24}[0-9](?![0-9A-Za-z@])")
 _SUBSCRIBER_KEY = re.compile(r"subscriber.?key|contact.?key", re.IGNORECASE)
 
 
@@ -51,8 +57,10 @@ def mask(kind: str, value: str) -> str:
     """A masked form that helps find the cell without showing the value."""
     if kind == "email" or "@" in value:
         local, _, domain = value.rpartition("@")
-        tld = domain.rpartition(".")[2]
-        return f"{local[:1]}***@***.{tld}"
+        # Only letters and digits are shown: a hostile cell cannot put escape sequences on a terminal.
+        tld = re.sub(r"[^A-Za-z0-9]", "", domain.rpartition(".")[2])[:12]
+        first = local[:1] if local[:1].isascii() and local[:1].isalnum() else "*"
+        return f"{first}***@***.{tld}"
     digits = re.sub(r"[^0-9]", "", value)
     return ("+" if value.strip().startswith("+") else "") + "*" * max(len(digits) - 2, 1) + digits[-2:]
 
@@ -73,13 +81,26 @@ class _Detector:
             found.append(address)
         return found
 
+    def phones(self, cell: str) -> list[str]:
+        """Valid numbers in ``cell``: the whole cell, else each number-shaped run inside it."""
+        text = cell.strip()
+        if _PHONE_CELL.fullmatch(text):
+            return [text] if self.phone(text) else []
+        if not any(c.isdigit() for c in text):
+            return []
+        return [m.group(0) for m in _PHONE_RUN.finditer(text) if self.phone(m.group(0))]
+
     def phone(self, cell: str) -> bool:
         text = cell.strip()
+        if text.startswith("(+"):
+            text = "+" + text[2:].replace(")", " ", 1)  # "(+44) 7911-123456"
         if not _PHONE_CELL.fullmatch(text):
             return False
         digits = re.sub(r"[^0-9]", "", text)
         if not 7 <= len(digits) <= 15:
             return False  # longer than any E.164 number
+        if digits.startswith("999") and (text.startswith("+") or digits == text):
+            return False  # country code 999 is not assigned: a default-style mobile token, cheaply
         try:
             if text.startswith("+"):
                 number = phonenumbers.parse(text, None)
@@ -123,9 +144,39 @@ def _row(
         if not cell:
             continue
         column = header[index].strip() if index < len(header) else f"#{index + 1}"
-        if "@" in cell:
-            for address in detector.emails(cell):
-                kind = "email-in-subscriber-key" if _SUBSCRIBER_KEY.search(column) else "email"
-                yield Finding(path, line, column, kind, mask("email", address))
-        elif (any(c.isdigit() for c in cell[:3]) or cell.lstrip().startswith("+")) and detector.phone(cell):
-            yield Finding(path, line, column, "phone", mask("phone", cell))
+        emails: dict[str, str] = {}
+        phones: dict[str, str] = {}
+        for text in _decoded(cell):
+            if "@" in text:
+                for address in detector.emails(text):
+                    emails.setdefault(address.lower(), address)
+            for number in detector.phones(text):
+                phones.setdefault(re.sub(r"[^0-9]", "", number), number)
+        for address in emails.values():
+            kind = "email-in-subscriber-key" if _SUBSCRIBER_KEY.search(column) else "email"
+            yield Finding(path, line, column, kind, mask("email", address))
+        for number in phones.values():
+            yield Finding(path, line, column, "phone", mask("phone", number))
+
+
+def _decoded(cell: str) -> list[str]:
+    """The cell, and what it says once URL-decoded (even twice over) and HTML-unescaped.
+
+    ``ann%40example.com`` in a tracking link, ``%2B44...`` in a query string and ``ann&#64;...``
+    in an HTML snippet are as clear as the plain forms.
+    """
+    out = [cell]
+    text = cell
+    for _ in range(3):
+        if "%" not in text:
+            break
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        out.append(decoded)
+        text = decoded
+    if "&" in text:
+        unescaped = html.unescape(text)
+        if unescaped != text:
+            out.append(unescaped)
+    return out
