@@ -18,6 +18,7 @@ from ..exchange import (
     HostKeyError,
     Remote,
     SftpError,
+    SweepRefused,
     TransferState,
     check_file,
     parse_remote,
@@ -309,7 +310,10 @@ def sweep_cmd(
             "give --dir and/or --remote, or set exchange.local_dirs / exchange.remotes",
             EXIT_USAGE,
         )
-    deleted = ex.sweep_local(folders, days=days, dry_run=dry_run)
+    try:
+        deleted = ex.sweep_local(folders, days=days, dry_run=dry_run)
+    except SweepRefused as exc:
+        fail(str(exc), "nothing was deleted; give the real folder (see `ls -ld`)", EXIT_USAGE)
     for target in targets:
         deleted += _sftp(ex.sweep_remote(target, days=days, dry_run=dry_run))
     if as_json:

@@ -5,6 +5,7 @@ from ._rejects import RejectsFile, RejectsStream
 from ._state import TransferState
 from .check import Finding, check_file, mask
 from .convert import ColumnError, Summary, TooManyErrors, detokenize_file, tokenize_file
+from .retention import SweepRefused
 from .sftp import HostKeyError, Remote, SftpError, TransferResult, parse_remote, remote_from_settings
 from .transfer import Exchange
 
@@ -21,6 +22,7 @@ __all__ = [
     "Remote",
     "SftpError",
     "Summary",
+    "SweepRefused",
     "TooManyErrors",
     "TransferResult",
     "TransferState",

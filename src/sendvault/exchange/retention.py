@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,20 @@ from typing import Any
 
 import asyncssh
 
+from ..errors import SendvaultError
 from ._state import TransferState
 from .sftp import Remote, RemoteFile, list_files
 
-__all__ = ["DAY", "Deleted", "RemoteStatus", "remote_status", "sweep_local", "sweep_remote"]
+__all__ = [
+    "DAY",
+    "Deleted",
+    "RemoteStatus",
+    "SweepRefused",
+    "check_sweep_folder",
+    "remote_status",
+    "sweep_local",
+    "sweep_remote",
+]
 
 DAY = 86_400.0
 Record = Callable[[dict[str, Any]], None]
@@ -44,15 +55,39 @@ class Deleted:
         }  # fmt: skip
 
 
-def _sha256(path: Path) -> str | None:
+class SweepRefused(SendvaultError):
+    """A local sweep folder that could lead the sweep outside itself: nothing was deleted."""
+
+
+def _sha256_at(dirfd: int, name: str) -> str | None:
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dirfd)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_sweep_folder(folder: Path) -> None:
+    """:class:`SweepRefused` unless ``folder`` is a plain folder that cannot lead the sweep elsewhere.
+
+    A folder given as a symbolic link (``inbox -> /``), through ``..``, or the root itself is
+    refused outright: the sweep deletes recursively, and it only ever deletes under what was named.
+    """
+    if ".." in folder.parts:
+        raise SweepRefused(f"{folder}: a sweep folder may not go through '..'; name the folder itself")
+    if folder.is_symlink():
+        raise SweepRefused(
+            f"{folder} is a symbolic link (to {folder.readlink()}); a sweep folder must be the real "
+            "folder, not a link to it"
+        )
+    if not folder.is_dir():
+        raise SweepRefused(f"{folder} is not a folder")
+    if folder.resolve() == Path(folder.resolve().anchor):
+        raise SweepRefused(f"{folder} is the root of the file system; refusing to sweep it")
 
 
 def sweep_local(
@@ -60,24 +95,32 @@ def sweep_local(
 ) -> list[Deleted]:
     """Delete files older than ``days`` under ``folders`` (recursively; symlinks are not followed).
 
-    Each deletion is handed to ``record`` (path, size, age and SHA-256 of what was deleted).
+    Every folder is checked first (:func:`check_sweep_folder`; nothing is deleted if one is
+    refused). The walk holds each folder open and deletes relative to it (``dir_fd``), so a
+    subfolder swapped for a symbolic link during the sweep cannot lead it elsewhere. Each deletion
+    is handed to ``record`` (path, size, age and SHA-256 of what was deleted).
     """
+    folders = list(folders)
+    for folder in folders:
+        check_sweep_folder(folder)
     cutoff = now - days * DAY
     out: list[Deleted] = []
     for folder in folders:
-        for root, _, names in os.walk(folder, followlinks=False):
+        for root, _, names, dirfd in os.fwalk(folder, follow_symlinks=False):
             for name in sorted(names):
-                path = Path(root) / name
                 try:
-                    info = path.lstat()
+                    info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if not path.is_file() or path.is_symlink() or info.st_mtime > cutoff:
+                if not stat.S_ISREG(info.st_mode) or info.st_mtime > cutoff:
                     continue
-                item = Deleted("local", str(path), info.st_size, (now - info.st_mtime) / DAY, _sha256(path))
+                path = Path(root) / name
+                item = Deleted(
+                    "local", str(path), info.st_size, (now - info.st_mtime) / DAY, _sha256_at(dirfd, name)
+                )
                 if not dry_run:
                     try:
-                        path.unlink()
+                        os.unlink(name, dir_fd=dirfd)
                     except FileNotFoundError:
                         continue
                     if record is not None:
