@@ -31,8 +31,9 @@ class _Server(asyncssh.SSHServer):
 class SftpServer:
     """An SFTP server whose root is ``root``; ``port``, ``known_hosts``, ``client_key`` for clients."""
 
-    def __init__(self, root: Path, keys: Path) -> None:
+    def __init__(self, root: Path, keys: Path, sftp_class: type[asyncssh.SFTPServer] | None = None) -> None:
         self.root = root
+        self._sftp_class = sftp_class or asyncssh.SFTPServer
         root.mkdir(parents=True, exist_ok=True)
         keys.mkdir(parents=True, exist_ok=True)
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -74,7 +75,7 @@ class SftpServer:
             server_host_keys=[self.host_key],
             authorized_client_keys=str(self._authorized),
             server_factory=_Server,
-            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(self.root)),
+            sftp_factory=lambda chan: self._sftp_class(chan, chroot=str(self.root)),
             allow_scp=False,
         )
         return int(self._server.sockets[0].getsockname()[1])
@@ -92,7 +93,7 @@ class SftpServer:
                 server_host_keys=[self.host_key],
                 authorized_client_keys=str(self._authorized),
                 server_factory=_Server,
-                sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(self.root)),
+                sftp_factory=lambda chan: self._sftp_class(chan, chroot=str(self.root)),
                 allow_scp=False,
                 reuse_address=True,
             )

@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import posixpath
+import shutil
 import stat
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -43,7 +45,10 @@ __all__ = [
     "connect",
     "parse_remote",
     "remote_from_settings",
+    "safe_name",
 ]
+
+log = logging.getLogger("sendvault.exchange")
 
 _BLOCK = 256 * 1024
 _PART = ".sendvault-part"
@@ -320,12 +325,29 @@ async def _replace(sftp: asyncssh.SFTPClient, part: str, target: str) -> None:
         await sftp.rename(part, target)
 
 
+def safe_name(name: str) -> bool:
+    """Whether a name from a remote listing may be used: one path component, printable.
+
+    A server (or whoever can write to its folder) chooses these names: ``../x``, ``/etc/x`` or
+    ``a/../../x`` would lead a pull, a sweep or a status elsewhere, and control characters (a
+    line break, an escape sequence) would forge lines of our output on a terminal or in a log.
+    """
+    return bool(name) and "/" not in name and "\\" not in name and name.isprintable()
+
+
 async def list_files(sftp: asyncssh.SFTPClient, folder: str, *, recursive: bool = False) -> list[RemoteFile]:
-    """Regular files of a remote folder (hidden files, our part files among them, left out)."""
+    """Regular files of a remote folder (hidden files, our part files among them, left out).
+
+    Names that are not one printable path component (:func:`safe_name`) are left out too, with
+    a warning that shows them escaped.
+    """
     out: list[RemoteFile] = []
     for entry in await sftp.readdir(folder):
         name = str(entry.filename)
         if name in (".", "..") or name.startswith("."):
+            continue
+        if not safe_name(name):
+            log.warning("%s: skipped a remote file whose name is unsafe: %s", folder, ascii(name)[:200])
             continue
         path = posixpath.join(folder, name)
         mode = entry.attrs.permissions or 0
@@ -348,24 +370,48 @@ async def pull(
     """Download ``source`` to ``local`` through a hidden part file, resuming an earlier one."""
     started = clock()
     part = local.parent / f".{local.name}{_PART}"
+    if part.is_symlink() or (part.exists() and not part.is_file()):
+        part.unlink()  # our hidden name, but not our file: a planted link is never written through
     key = f"pull|{remote.server}|{source.path}"
     stamp = f"{source.size}|{source.mtime}"
     offset = 0
-    if part.exists() and state.get(key) == stamp and part.stat().st_size <= source.size:
+    if (
+        part.is_file()
+        and not part.is_symlink()
+        and state.get(key) == stamp
+        and part.stat().st_size <= source.size
+    ):
         offset = part.stat().st_size
+    free = shutil.disk_usage(local.parent).free
+    if source.size - offset > free:
+        raise SftpError(
+            f"{remote.display}{source.path}: {source.size - offset:,} bytes to download, only {free:,} "
+            f"free in {local.parent}"
+        )
     state.put(key, stamp)
     digest = hashlib.sha256()
     if offset:
         with part.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC), 0o600)
+    # O_NOFOLLOW: a link planted as the part file cannot send the download elsewhere.
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (0 if offset else os.O_TRUNC), 0o600)
     with os.fdopen(fd, "r+b" if offset else "wb") as out:
         out.seek(offset)
         async with sftp.open(source.path, "rb", encoding=None) as fh:
             position = offset
-            while chunk := await fh.read(_BLOCK, position):
+            # Never more than the size the listing declared (and one byte to see a lie): a server
+            # that streams on and on cannot fill the disk.
+            while chunk := await fh.read(min(_BLOCK, source.size - position + 1), position):
                 data = cast(bytes, chunk)
+                if position + len(data) > source.size:
+                    out.close()
+                    state.drop(key)
+                    part.unlink()
+                    raise SftpError(
+                        f"{remote.display}{source.path}: the server sent more than the {source.size:,} "
+                        "bytes it declared; nothing kept"
+                    )
                 out.write(data)
                 digest.update(data)
                 position += len(data)

@@ -6,6 +6,8 @@ exchange package does not write the log itself: the CLI and ``serve`` hand it th
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
 import stat
 import time
@@ -88,7 +90,8 @@ class Exchange:
                 if not target.parent.is_dir():
                     raise SftpError(f"{target.parent} is not a local folder")
                 targets = [(entry, target)]
-            for entry, target in targets:
+            for entry, named in targets:
+                target = self._free_target(remote, entry, named) if local.is_dir() else named
                 meta = {
                     "direction": "pull",
                     "remote": remote.display,
@@ -118,6 +121,28 @@ class Exchange:
                 )
                 results.append(result)
         return results
+
+    def _free_target(self, remote: Remote, entry: RemoteFile, target: Path) -> Path:
+        """Where a file pulled into a folder goes: its name, unless that would overwrite a file
+        that is not this remote file's own earlier copy (unchanged since it was pulled); then the
+        first free ``STEM.N.SUFFIX``. A pull never destroys a local file it did not write."""
+        seen = self.state.pulled(remote.server, entry.path)
+        if seen is not None and isinstance(seen.get("local"), str):
+            mine = Path(seen["local"])
+            if (
+                mine.parent == target.parent
+                and mine.is_file()
+                and not mine.is_symlink()
+                and _sha256(mine) == seen.get("sha256")
+            ):
+                return mine  # a newer version of a file we pulled here replaces our own copy
+        if not os.path.lexists(target):
+            return target
+        for n in range(1, 1000):
+            candidate = target.with_name(f"{target.stem}.{n}{target.suffix}")
+            if not os.path.lexists(candidate):
+                return candidate
+        raise SftpError(f"{target}: no free name beside it (tried {target.stem}.1..999{target.suffix})")
 
     def _pulled(self, remote: Remote, entry: RemoteFile) -> bool:
         seen = self.state.pulled(remote.server, entry.path)
@@ -156,6 +181,17 @@ class Exchange:
                 retention_days=self.retention_days,
                 warn_days=self.warn_days,
             )
+
+
+def _sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 async def _is_dir(sftp: asyncssh.SFTPClient, path: str) -> bool:
