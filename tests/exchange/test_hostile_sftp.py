@@ -263,3 +263,20 @@ def test_cli_status_never_prints_a_hostile_name(server: SftpServer, tmp_path: Pa
     )
     assert "\x1b" not in done.stdout + done.stderr
     assert "/names/ok.csv" in done.stdout
+
+
+def test_careless_pull_and_push_arguments_are_one_line_usage_errors(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for args, said in [
+        (["exchange", "push", __file__, "sftp://mc@127.0.0.1:99999/in/"], "invalid port"),
+        (
+            ["exchange", "pull", "sftp://mc@127.0.0.1:1/out", str(tmp_path / "no" / "such")],
+            "not a local folder",
+        ),
+        (["exchange", "pull", "sftp://mc@127.0.0.1:1/out", "-"], "cannot be `-`"),
+    ]:
+        done = run_cli(home, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error: "), done.stderr
+        assert said in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

@@ -135,7 +135,10 @@ def _remote(app: AppContext, spec: str, opts: dict[str, Any]) -> Remote:
     given = {k: v for k, v in given.items() if v}
     remotes = app.settings.exchange.remotes
     if spec.startswith("sftp://"):
-        return parse_remote(spec, **given)
+        try:
+            return parse_remote(spec, **given)
+        except SftpError as exc:
+            fail(str(exc), "write it as sftp://user@host[:port]/path", EXIT_USAGE)
     name, _, path = spec.partition(":")
     if name not in remotes:
         known = ", ".join(sorted(remotes)) or "none configured"
@@ -240,6 +243,14 @@ def pull_cmd(app: AppContext, /, remote: str, local: Path, again: bool, as_json:
     Downloads go to a hidden part file, are checked against the remote size, and renamed into
     place; an interrupted download resumes. Pulled files are remembered (size, time, SHA-256).
     """
+    if str(local) == "-":
+        fail(
+            "pull writes files; LOCAL cannot be `-` (stdout)", "give a local folder or file name", EXIT_USAGE
+        )
+    if not local.is_dir() and not local.parent.is_dir():
+        fail(
+            f"{local.parent} is not a local folder", "create it first, or give an existing folder", EXIT_USAGE
+        )
     source = _remote(app, remote, opts)
     results = _sftp(_exchange(app).pull(source, local, again=again))
     if as_json:
