@@ -169,7 +169,7 @@ class _Run:
             self.out.writer.writerows(good)
         except UnicodeEncodeError:
             raise CsvProblem(
-                f"a value cannot be written in {self.src.format.encoding}; give --output-encoding utf-8"
+                f"a value cannot be written in {self.out.text.encoding}; give --output-encoding utf-8"
             ) from None
         self.summary.rows += len(chunk.rows)
         self.summary.written += len(good)

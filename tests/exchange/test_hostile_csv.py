@@ -1,0 +1,52 @@
+"""Hostile CSV input to `csv tokenize` (hostile round): one line, exit 2, nothing written, no value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.helpers import run_cli
+
+SECRET = "zhong.secretname@example.com"
+
+
+def test_an_unencodable_value_names_the_output_encoding(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(f"Email,Name\n{SECRET},\u4e2d\u6587\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    done = run_cli(
+        tmp_path / "home", "csv", "tokenize", str(src), str(out), "--column", "Email=Email",
+        "--output-encoding", "latin-1",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot be written in iso8859-1" in done.stderr  # it said utf-8, the input's encoding
+    assert not out.exists()
+    assert "\u4e2d" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "said"),
+    [
+        (f"Email,Name\n{SECRET},A\0nn\n".encode(), [], "NUL"),
+        (f"Email,Email\n{SECRET},{SECRET}\n".encode(), [], "appears 2 times"),
+        (f'Email,Note\n{SECRET},"{"x" * 2_000_000}"\n'.encode(), [], "field limit"),
+        (f"Email,Name\n{SECRET},Ann\n".encode(), ["--column", "Mail=Email"], "not in the header"),
+        (b"", [], "empty"),
+    ],
+    ids=["nul", "duplicate-header", "huge-field", "missing-column", "empty"],
+)
+def test_hostile_files_are_one_line_and_leave_nothing(
+    tmp_path: Path, content: bytes, args: list[str], said: str
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(content)
+    out = tmp_path / "out.csv"
+    columns = args or ["--column", "Email=Email"]
+    done = run_cli(tmp_path / "home", "csv", "tokenize", str(src), str(out), *columns)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ")
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
+    assert SECRET not in done.stderr + done.stdout
+    assert not out.exists()
+    assert not (tmp_path / "out.csv.rejects.csv").exists()
