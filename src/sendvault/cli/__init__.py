@@ -187,7 +187,8 @@ def _usage_message(exc: click.UsageError) -> str:
 def _report(exc: SendvaultError, code: int, ctx: click.Context) -> None:
     app = ctx.find_object(AppContext)
     click.echo(f"error: {describe_error(exc, app.loaded_sources if app is not None else None)}", err=True)
-    hint = reason_hint(exc) or hint_for(exc)
+    settings = app.loaded_settings if app is not None else None
+    hint = reason_hint(exc) or hint_for(exc, settings.key_provider if settings is not None else None)
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.exit(code)
@@ -255,7 +256,7 @@ def config_check(app: AppContext, dev: bool, no_ports: bool, as_json: bool) -> N
             doc["message"] = describe_error(finding.error, sources)
             if isinstance(finding.error, ConfigError):
                 doc["setting"] = finding.error.setting
-            hint = hint_for(finding.error)
+            hint = hint_for(finding.error, settings.key_provider)
             if hint:
                 doc["hint"] = hint
         else:

@@ -90,6 +90,11 @@ class AppContext:
         return self._settings
 
     @property
+    def loaded_settings(self) -> Settings | None:
+        """The settings if they loaded, else None (never loads them)."""
+        return self._settings
+
+    @property
     def loaded_sources(self) -> dict[str, str] | None:
         """The sources if the settings loaded, else None (never loads them)."""
         return self._sources
@@ -146,11 +151,27 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
     sys.exit(code)
 
 
-def hint_for(exc: SendvaultError) -> str | None:
-    """The hint shown under an error: its own when it has one, else its class's."""
+# A KEK error's hint names where *this* provider's KEK comes from (the class's names the local one).
+_PROVIDER_HINTS = {
+    "sealed": (
+        "check SENDVAULT_MASTER_PASSPHRASE (or the passphrase typed at the prompt) and "
+        "$SENDVAULT_HOME/keys/master.sealed; sendvault config check says more"
+    ),
+    "transit": (
+        "check transit_url, transit_token and transit_key, and that OpenBao (or Vault) answers; "
+        "sendvault config check says more"
+    ),
+}
+
+
+def hint_for(exc: SendvaultError, key_provider: str | None = None) -> str | None:
+    """The hint shown under an error: its own when it has one, else its class's (for a KEK
+    error, the configured ``key_provider``'s)."""
     own = getattr(exc, "hint", None)
     if isinstance(own, str) and own:
         return own
+    if isinstance(exc, KeyProviderError) and key_provider in _PROVIDER_HINTS:
+        return _PROVIDER_HINTS[key_provider]
     for cls, hint in _HINTS:
         if isinstance(exc, cls):
             return hint
