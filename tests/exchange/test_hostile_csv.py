@@ -50,3 +50,26 @@ def test_hostile_files_are_one_line_and_leave_nothing(
     assert SECRET not in done.stderr + done.stdout
     assert not out.exists()
     assert not (tmp_path / "out.csv.rejects.csv").exists()
+
+
+def test_a_file_without_a_header_row_never_echoes_its_first_line(tmp_path: Path) -> None:
+    # A careless export without a header: its first line (data) became the column list of the error.
+    src = tmp_path / "in.csv"
+    src.write_text(f"{SECRET},Ann,+447911123456\nbob@example.com,Bob,+447911123457\n")
+    for command in (["tokenize", "--column", "Email=Email"], ["detokenize", "--column", "Email"]):
+        done = run_cli(
+            tmp_path / "home", "csv", command[0], str(src), str(tmp_path / "out.csv"), *command[1:]
+        )
+        assert done.returncode == 2
+        assert "needs a header row" in done.stderr
+        assert SECRET not in done.stderr
+        assert "7911123456" not in done.stderr
+
+
+def test_check_names_a_column_whose_header_is_a_clear_value_by_number(tmp_path: Path) -> None:
+    src = tmp_path / "send.csv"
+    src.write_text(f"SubscriberKey,{SECRET}\nK1,+447911123456\n")
+    done = run_cli(tmp_path / "home", "exchange", "check", str(src))
+    assert done.returncode == 1
+    assert "column '#2': phone" in done.stdout
+    assert SECRET not in done.stdout + done.stderr

@@ -20,7 +20,7 @@ import phonenumbers
 
 from ._csvio import CsvInput
 
-__all__ = ["Finding", "check_file", "mask"]
+__all__ = ["Finding", "check_file", "column_label", "mask"]
 
 # Broad on purpose: a guard should rather show a false finding than miss an address.
 _EMAIL = re.compile(r"[^\s@<>()\[\],;:\"']+@(?:[^\s@<>()\[\],;:\"'.]+\.)+[^\s@<>()\[\],;:\"'.]{2,}")
@@ -63,6 +63,16 @@ def mask(kind: str, value: str) -> str:
         return f"{first}***@***.{tld}"
     digits = re.sub(r"[^0-9]", "", value)
     return ("+" if value.strip().startswith("+") else "") + "*" * max(len(digits) - 2, 1) + digits[-2:]
+
+
+def column_label(name: str, index: int) -> str:
+    """How a column is named in messages, reports and rejects: its header, unless the header cell
+    itself looks like a clear value (a file whose first line is data, not a header): then
+    ``#N``, so the name never carries an address or a number out."""
+    text = name.strip()
+    if ("@" in text and _EMAIL.search(text)) or sum(c.isdigit() for c in text) >= 7:
+        return f"#{index + 1}"
+    return text
 
 
 class _Detector:
@@ -143,7 +153,7 @@ def _row(
     for index, cell in enumerate(fields):
         if not cell:
             continue
-        column = header[index].strip() if index < len(header) else f"#{index + 1}"
+        column = column_label(header[index], index) if index < len(header) else f"#{index + 1}"
         emails: dict[str, str] = {}
         phones: dict[str, str] = {}
         for text in _decoded(cell):

@@ -24,6 +24,7 @@ from ..vault import Kind, Vault
 from ..vault.service import TokenPlan
 from ._csvio import AtomicOutput, CsvInput, CsvProblem, open_output
 from ._workers import Planner, ResolvePlan
+from .check import column_label
 
 __all__ = [
     "ColumnError",
@@ -108,8 +109,15 @@ def _index(header: Sequence[str], names: Sequence[str], what: str) -> list[int]:
         if not hits:
             hits = [i for i, h in enumerate(stripped) if h.lower() == name.strip().lower()]
         if not hits:
-            shown = ", ".join(repr(h) for h in stripped[:30])
-            raise ColumnError(f"{what} column {name!r} is not in the header (columns: {shown})")
+            labels = [column_label(h, i) for i, h in enumerate(stripped[:30])]
+            shown = ", ".join(
+                repr(h) if h == label else label for h, label in zip(stripped, labels, strict=False)
+            )
+            data = any(label != h for h, label in zip(stripped, labels, strict=False))
+            raise ColumnError(
+                f"{what} column {name!r} is not in the header (columns: {shown})"
+                + ("; the first line looks like data: IN needs a header row" if data else "")
+            )
         if len(hits) > 1:
             raise ColumnError(f"{what} column {name!r} appears {len(hits)} times in the header")
         positions.append(hits[0])
@@ -161,7 +169,7 @@ class _Run:
             if problems:
                 self.summary.rejected += 1
                 for col, reason in problems:
-                    self.rejects.add(line, self.header[col] if col >= 0 else "", reason)
+                    self.rejects.add(line, column_label(self.header[col], col) if col >= 0 else "", reason)
                 continue
             good.append(fields if keep is None else [fields[j] for j in keep if j < len(fields)])
             written.append(pos)
