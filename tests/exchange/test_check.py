@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sendvault.exchange import check_file, mask
@@ -118,3 +119,14 @@ def test_a_mask_never_carries_control_characters() -> None:
     masked = mask("email", "\x1b[31mann@example.c\x1b[0mom")
     assert masked.isprintable()
     assert "\x1b" not in masked
+
+
+def test_a_long_cell_ending_in_an_at_sign_is_checked_in_linear_time(tmp_path: Path) -> None:
+    # Hostile round: the address pattern backtracked quadratically (40 KB took 13 s, 1 MiB hours),
+    # so one crafted cell could stall the guard in front of every push.
+    f = tmp_path / "slow.csv"
+    f.write_text("SubscriberKey,Note\nK1," + "a" * 200_000 + "@\nK2," + "x" * 100 + "@example.com\n")
+    started = time.monotonic()
+    found = _check(f)
+    assert time.monotonic() - started < 5
+    assert [(line, kind) for line, _, kind, _ in found] == [(3, "email")]
