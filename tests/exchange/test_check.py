@@ -130,3 +130,14 @@ def test_a_long_cell_ending_in_an_at_sign_is_checked_in_linear_time(tmp_path: Pa
     found = _check(f)
     assert time.monotonic() - started < 5
     assert [(line, kind) for line, _, kind, _ in found] == [(3, "email")]
+
+
+def test_numbers_a_spreadsheet_or_a_dialler_wrote_and_quoted_local_parts_are_found(tmp_path: Path) -> None:
+    f = tmp_path / "x.csv"
+    f.write_text(
+        "K,N\n"
+        "1,0044 7911 123456\n"  # the international prefix instead of +
+        "2,447911123456.0\n"  # saved by a spreadsheet as a number
+        '3,"""ann smith""@example.com"\n'  # a quoted local part
+    )
+    assert [(line, kind) for line, _, kind, _ in _check(f)] == [(2, "phone"), (3, "phone"), (4, "email")]

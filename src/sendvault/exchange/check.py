@@ -29,6 +29,11 @@ __all__ = ["Finding", "check_file", "column_label", "mask"]
 _EMAIL = re.compile(
     r"[^\s@<>()\[\],;:\"']{1,64}@(?:[^\s@<>()\[\],;:\"'.]{1,63}\.){1,10}[^\s@<>()\[\],;:\"'.]{2,63}"
 )
+# A quoted local part ("ann smith"@example.com) is legal and holds what the plain pattern stops at.
+_QUOTED_EMAIL = re.compile(
+    r'"[^"\r\n]{1,64}"@(?:[^\s@<>()\[\],;:\"\'.]{1,63}\.){1,10}[^\s@<>()\[\],;:\"\'.]{2,63}'
+)
+_EXCEL_FLOAT = re.compile(r"([0-9]{7,15})\.0+")
 _PHONE_CELL = re.compile(r"\+?[0-9][0-9 ().\-/]{5,24}")
 # A number inside other text ("Call +44 7911 123456", "tel:+1...", "Mobile: 4479..."): a run of
 # digits and separators that no letter or digit touches on either side (so a run of digits inside
@@ -88,7 +93,10 @@ class _Detector:
 
     def emails(self, cell: str) -> list[str]:
         found = []
-        for match in _EMAIL.finditer(cell):
+        matches = list(_EMAIL.finditer(cell))
+        if '"' in cell:
+            matches += _QUOTED_EMAIL.finditer(cell)
+        for match in matches:
             address = match.group(0).rstrip(".")
             domain = address.rpartition("@")[2].lower()
             if domain == self._token_domain or domain.endswith("." + self._token_domain):
@@ -99,7 +107,7 @@ class _Detector:
     def phones(self, cell: str) -> list[str]:
         """Valid numbers in ``cell``: the whole cell, else each number-shaped run inside it."""
         text = cell.strip()
-        if _PHONE_CELL.fullmatch(text):
+        if _PHONE_CELL.fullmatch(text) or _EXCEL_FLOAT.fullmatch(text):
             return [text] if self.phone(text) else []
         if not any(c.isdigit() for c in text):
             return []
@@ -107,6 +115,11 @@ class _Detector:
 
     def phone(self, cell: str) -> bool:
         text = cell.strip()
+        excel = _EXCEL_FLOAT.fullmatch(text)
+        if excel:
+            text = excel.group(1)  # a number a spreadsheet saved as 447911123456.0
+        if text.startswith("00") and not text.startswith("000"):
+            text = "+" + text[2:]  # the international prefix most countries dial
         if text.startswith("(+"):
             text = "+" + text[2:].replace(")", " ", 1)  # "(+44) 7911-123456"
         if not _PHONE_CELL.fullmatch(text):
