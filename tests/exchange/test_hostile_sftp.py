@@ -22,7 +22,7 @@ import pytest
 from tests.exchange.sftp_server import SftpServer
 from tests.helpers import run_cli
 
-from sendvault.exchange import Exchange, SftpError, TransferState, parse_remote
+from sendvault.exchange import Exchange, SftpError, SweepRefused, TransferState, parse_remote
 from sendvault.exchange.retention import DAY
 
 NOW = 1_900_000_000.0
@@ -280,3 +280,21 @@ def test_careless_pull_and_push_arguments_are_one_line_usage_errors(tmp_path: Pa
         assert done.stderr.startswith("error: "), done.stderr
         assert said in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_remote_sweep_of_the_account_root_is_refused(server: SftpServer, tmp_path: Path) -> None:
+    old = server.root / "Export" / "old.csv"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text("x")
+    os.utime(old, (NOW - 30 * DAY, NOW - 30 * DAY))
+    for path in ("/", "/Export/../"):
+        with pytest.raises(SweepRefused, match="needs the folder itself"):
+            _run(_ex(tmp_path).sweep_remote(_remote(server, path), days=10))
+    assert old.exists()
+    done = run_cli(
+        tmp_path / "home", "exchange", "sweep", "--remote", f"sftp://mc@127.0.0.1:{server.port}",
+        "--known-hosts", str(server.known_hosts), "--identity", str(server.client_key),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ")
+    assert old.exists()

@@ -326,7 +326,10 @@ def sweep_cmd(
     except SweepRefused as exc:
         fail(str(exc), "nothing was deleted; give the real folder (see `ls -ld`)", EXIT_USAGE)
     for target in targets:
-        deleted += _sftp(ex.sweep_remote(target, days=days, dry_run=dry_run))
+        try:
+            deleted += _sftp(ex.sweep_remote(target, days=days, dry_run=dry_run))
+        except SweepRefused as exc:
+            fail(str(exc), "name the remote folder to sweep", EXIT_USAGE)
     if as_json:
         emit_json([d.as_dict() for d in deleted])
     verb = "would delete" if dry_run else "deleted"

@@ -27,6 +27,7 @@ __all__ = [
     "Deleted",
     "RemoteStatus",
     "SweepRefused",
+    "check_remote_sweep_folder",
     "check_sweep_folder",
     "remote_status",
     "sweep_local",
@@ -129,6 +130,17 @@ def sweep_local(
     return out
 
 
+def check_remote_sweep_folder(remote: Remote) -> None:
+    """:class:`SweepRefused` for the account's root (``sftp://user@host`` without a folder would
+    sweep every folder of the account, recursively) or a path through ``..``."""
+    parts = [p for p in remote.path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise SweepRefused(
+            f"{remote.display}: a remote sweep needs the folder itself (not the account's root, "
+            "nor a path through '..'), e.g. sftp://user@host/Export"
+        )
+
+
 async def sweep_remote(
     sftp: asyncssh.SFTPClient,
     remote: Remote,
@@ -139,7 +151,9 @@ async def sweep_remote(
     dry_run: bool,
     record: Record | None = None,
 ) -> list[Deleted]:
-    """Delete files older than ``days`` in the remote folder (recursively)."""
+    """Delete files older than ``days`` in the remote folder (recursively), after
+    :func:`check_remote_sweep_folder`."""
+    check_remote_sweep_folder(remote)
     cutoff = now - days * DAY
     out: list[Deleted] = []
     for entry in await list_files(sftp, remote.path, recursive=True):

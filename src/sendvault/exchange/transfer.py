@@ -19,7 +19,14 @@ from typing import Any
 import asyncssh
 
 from ._state import TransferState
-from .retention import Deleted, RemoteStatus, remote_status, sweep_local, sweep_remote
+from .retention import (
+    Deleted,
+    RemoteStatus,
+    check_remote_sweep_folder,
+    remote_status,
+    sweep_local,
+    sweep_remote,
+)
 from .sftp import Remote, RemoteFile, SftpError, TransferResult, connect, list_files, pull, push
 
 __all__ = ["Exchange"]
@@ -161,6 +168,7 @@ class Exchange:
         self, remote: Remote, *, days: float | None = None, dry_run: bool = False
     ) -> list[Deleted]:
         """Delete remote exchange files older than the retention period."""
+        check_remote_sweep_folder(remote)  # before connecting: refused is refused
         async with connect(remote) as sftp:
             return await sweep_remote(
                 sftp, remote, self.state, now=self.clock(),
