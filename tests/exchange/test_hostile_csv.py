@@ -73,3 +73,38 @@ def test_check_names_a_column_whose_header_is_a_clear_value_by_number(tmp_path: 
     assert done.returncode == 1
     assert "column '#2': phone" in done.stdout
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_rejects_never_replace_or_remove_a_file_that_is_not_a_rejects_file(tmp_path: Path) -> None:
+    # Hostile round: `--rejects IN` replaced the input by the rejects (exit 0), and with nothing
+    # rejected any file given as --rejects was deleted as a "stale" rejects file.
+    home = tmp_path / "home"
+    src = tmp_path / "in.csv"
+    text = "Email,Name\na@example.com,Ann\nnot-an-address,Bob\n"
+    src.write_text(text)
+    out = tmp_path / "out.csv"
+    for rejects, said in ((src, "--rejects is the input file"), (out, "--rejects is OUT")):
+        done = run_cli(
+            home, "csv", "tokenize", str(src), str(out), "--column", "Email=Email", "--rejects", str(rejects)
+        )
+        assert done.returncode == 2, done.stderr
+        assert said in done.stderr
+        assert src.read_text() == text
+        assert not out.exists()
+    clean = tmp_path / "clean.csv"
+    clean.write_text("Email\nb@example.com\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    done = run_cli(
+        home, "csv", "tokenize", str(clean), str(out), "--column", "Email=Email", "--rejects", str(notes)
+    )
+    assert done.returncode == 0, done.stderr
+    assert notes.read_text() == "my notes\n"
+    stale = tmp_path / "stale.csv"
+    stale.write_text("line,column,reason\n3,Email,invalid-email\n")
+    out.unlink()
+    done = run_cli(
+        home, "csv", "tokenize", str(clean), str(out), "--column", "Email=Email", "--rejects", str(stale)
+    )
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists()  # a rejects file of an earlier run still goes

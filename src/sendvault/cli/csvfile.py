@@ -130,6 +130,17 @@ def _progress(enabled: bool, total: int | None, label: str) -> Iterator[Callable
         yield update
 
 
+def _check_paths(source: str, output: str, rejects: Path | None) -> None:
+    """OUT and --rejects each replace what is at their path: neither may be another of the files."""
+    if output != "-" and source != "-" and Path(output).resolve() == Path(source).resolve():
+        fail("OUT is the input file", "write the result to another file", EXIT_USAGE)
+    if rejects is not None:
+        for role, other in (("the input file", source), ("OUT", output)):
+            if other != "-" and Path(rejects).resolve() == Path(other).resolve():
+                # (With nothing rejected, a stale rejects file there would be removed, too.)
+                fail(f"--rejects is {role}", "give the rejects another file name", EXIT_USAGE)
+
+
 def _run(
     app: AppContext,
     operation: str,
@@ -139,9 +150,8 @@ def _run(
     convert: Callable[..., Summary],
     **kwargs: Any,
 ) -> None:
-    if output != "-" and source != "-" and Path(output).resolve() == Path(source).resolve():
-        fail("OUT is the input file", "write the result to another file", EXIT_USAGE)
     rejects_path = options["rejects"]
+    _check_paths(source, output, rejects_path)
     if rejects_path is None and output != "-":
         rejects_path = Path(f"{output}.rejects.csv")
     rejects: RejectsFile | RejectsStream = (

@@ -31,10 +31,11 @@ class RejectsFile:
         self.count += 1
 
     def finish(self) -> None:
-        """Move the file into place, or, with nothing rejected, remove a stale one of an earlier run."""
+        """Move the file into place, or, with nothing rejected, remove a stale one of an earlier run
+        (only a rejects file: whatever else is at that path is left alone)."""
         if self._out is not None:
             self._out.commit()
-        else:
+        elif _is_rejects_file(self.path):
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
@@ -42,6 +43,17 @@ class RejectsFile:
         """Drop what was written."""
         if self._out is not None:
             self._out.discard()
+
+
+def _is_rejects_file(path: Path) -> bool:
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with path.open("rb") as fh:
+            first = fh.readline(64)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == ",".join(_HEADER).encode()
 
 
 class RejectsStream:
