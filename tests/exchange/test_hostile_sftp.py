@@ -298,3 +298,26 @@ def test_a_remote_sweep_of_the_account_root_is_refused(server: SftpServer, tmp_p
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ")
     assert old.exists()
+
+
+def test_a_resume_never_glues_two_versions_of_a_file_together(server: SftpServer, tmp_path: Path) -> None:
+    # The platform rewrites the export between the cut and the resume: same size, same time
+    # (SFTP's times are whole seconds). The size check passed a file made of both versions.
+    folder = server.root / "rewrite"
+    folder.mkdir()
+    first, second = os.urandom(700_000), os.urandom(700_000)
+    export = folder / "opens.csv"
+    export.write_bytes(first)
+    os.utime(export, (NOW - DAY, NOW - DAY))
+    LIES.drop_at[b"/rewrite/opens.csv"] = 300_000
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with pytest.raises(SftpError):
+        _run(_ex(tmp_path).pull(_remote(server, "/rewrite"), inbox))
+    assert (inbox / ".opens.csv.sendvault-part").stat().st_size > 0
+    LIES.drop_at.clear()
+    export.write_bytes(second)
+    os.utime(export, (NOW - DAY, NOW - DAY))
+    (result,) = _run(_ex(tmp_path).pull(_remote(server, "/rewrite"), inbox))
+    assert result.resumed_from == 0
+    assert (inbox / "opens.csv").read_bytes() == second

@@ -260,6 +260,25 @@ async def _remote_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
     return digest.hexdigest()
 
 
+_OVERLAP = 64 * 1024
+
+
+async def _same_tail(sftp: asyncssh.SFTPClient, path: str, part: Path, offset: int) -> bool:
+    """Whether the last bytes of a partial download are still what the remote file holds there.
+
+    SFTP has no checksum of its own, and a size and a time (whole seconds) can stay the same
+    while a platform rewrites an export: before resuming, the last 64 KiB kept are read again
+    and compared, so a resume never glues two versions of a file together.
+    """
+    start = max(0, offset - _OVERLAP)
+    with part.open("rb") as fh:
+        fh.seek(start)
+        kept = fh.read(offset - start)
+    async with sftp.open(path, "rb", encoding=None) as remote:
+        again = cast(bytes, await remote.read(offset - start, start))
+    return again == kept
+
+
 async def _size(sftp: asyncssh.SFTPClient, path: str) -> int | None:
     try:
         attrs = await sftp.stat(path)
@@ -388,6 +407,8 @@ async def pull(
             f"{remote.display}{source.path}: {source.size - offset:,} bytes to download, only {free:,} "
             f"free in {local.parent}"
         )
+    if offset and not await _same_tail(sftp, source.path, part, offset):
+        offset = 0  # the remote file changed under the same size and time: start again
     state.put(key, stamp)
     digest = hashlib.sha256()
     if offset:
