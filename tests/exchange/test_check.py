@@ -141,3 +141,9 @@ def test_numbers_a_spreadsheet_or_a_dialler_wrote_and_quoted_local_parts_are_fou
         '3,"""ann smith""@example.com"\n'  # a quoted local part
     )
     assert [(line, kind) for line, _, kind, _ in _check(f)] == [(2, "phone"), (3, "phone"), (4, "email")]
+
+
+def test_a_number_as_the_subscriber_key_is_named_as_such(tmp_path: Path) -> None:
+    f = tmp_path / "k.csv"
+    f.write_text("SubscriberKey,EmailAddress\n+447911123456,0f3a9c@tokens.sendvault.invalid\n")
+    assert [(line, kind) for line, _, kind, _ in _check(f)] == [(2, "phone-in-subscriber-key")]

@@ -184,7 +184,8 @@ def _row(
             kind = "email-in-subscriber-key" if _SUBSCRIBER_KEY.search(column) else "email"
             yield Finding(path, line, column, kind, mask("email", address))
         for number in phones.values():
-            yield Finding(path, line, column, "phone", mask("phone", number))
+            kind = "phone-in-subscriber-key" if _SUBSCRIBER_KEY.search(column) else "phone"
+            yield Finding(path, line, column, kind, mask("phone", number))
 
 
 def _decoded(cell: str) -> list[str]:
