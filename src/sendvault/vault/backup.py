@@ -145,6 +145,18 @@ def restore(
             raise BackupError(f"{source} is not a sendvault backup") from None
         if check != "ok":
             raise StoreError(f"{source} failed its integrity check ({check})")
+        # sendvault's schema has no trigger and no view: in a backup they can only be added by
+        # hand, and a trigger runs inside every later write (one that copies OLD.value_ct aside
+        # on UPDATE would keep every erased value). A backup is not authenticated: refuse them.
+        code = src.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name"
+        ).fetchall()
+        if code:
+            shown = ", ".join(f"{kind} {name!r}" for kind, name in code[:5])
+            raise BackupError(
+                f"{source} holds objects sendvault never creates ({shown}): it was altered after the backup",
+                hint="restore another backup; keep backups where only sendvault's operators can write",
+            )
         needed = made_under[0] if made_under else "the KEK it was made under"
         refused = KeyProviderError(
             f"the configured KEK ({describe_kek(provider)}) does not open this backup's keys; "

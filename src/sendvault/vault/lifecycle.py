@@ -430,6 +430,15 @@ def rotate_kek(settings: Settings, vault: Vault, *, new_master_key: str | None =
     if files is not None:
         if settings.key_provider == "sealed":
             new_secret = os.environ.get("SENDVAULT_NEW_MASTER_PASSPHRASE") or passphrase(settings)
+            if len(new_secret) < 12:
+                # The settings refuse a master_passphrase this short: sealing under it would lock
+                # the vault out for good. Refused before anything is written.
+                raise ConfigError(
+                    "master_passphrase",
+                    "is shorter than 12 characters",
+                    allowed="any text of 12 characters or more",
+                    source="environment SENDVAULT_NEW_MASTER_PASSPHRASE",
+                )
             content = seal_kek(new_kek, new_secret)
         else:
             content = base64.b64encode(new_kek) + b"\n"
