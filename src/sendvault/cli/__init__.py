@@ -7,7 +7,6 @@ option, argument or setting). Every error is one ``error:`` line on stderr, usua
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 import sys
@@ -118,6 +117,8 @@ class _Group(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib  # noqa: PLC0415 - only a mistyped command needs it
+
             close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
             suggestion = f" (did you mean {close[0]}?)" if close else ""
             raise click.UsageError(f"no command {name!r}{suggestion}", ctx)

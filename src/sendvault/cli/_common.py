@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -129,6 +128,8 @@ class AppContext:
 
     def record(self, event: Event, **fields: Any) -> None:
         """Record a state change made by this command and wait until it is written."""
+        import getpass  # noqa: PLC0415 - only commands that write the audit log need it
+
         self.audit.record_sync(event, actor=f"cli:{getpass.getuser()}", **fields)
 
 

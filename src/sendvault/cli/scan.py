@@ -131,11 +131,14 @@ def scan_tls_cmd(
 @_reported
 def scan_ssh_cmd(targets: tuple[str, ...], timeout: float) -> list[CheckResult]:
     """Key exchange, host keys, ciphers and MACs of SSH/SFTP servers HOST[:PORT]... (no login)."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
     from ..scan.ssh import scan_ssh  # noqa: PLC0415
 
     endpoints = [_host_port(t, 22) for t in targets]
+    if len(endpoints) == 1:
+        # One host needs no pool of its own (nor the concurrent.futures import: logging with it).
+        return [scan_ssh(endpoints[0][0], endpoints[0][1], timeout=timeout)]
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
     with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
         return list(pool.map(lambda e: scan_ssh(e[0], e[1], timeout=timeout), endpoints))
 

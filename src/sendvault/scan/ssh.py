@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Generic, TypeVar, cast
 
 from ._sshwire import (
     GEX_PROBE,
@@ -124,43 +124,66 @@ def _family(algorithm: str) -> str:
     return algorithm
 
 
+class _Job(Generic[_T]):
+    """A call running on a thread of its own; ``result()`` waits for it. (Plain threads: the
+    concurrent.futures import, logging with it, was a tenth of a `scan ssh` process's start-up.)
+    The thread is a daemon: a spare connection nobody needs never holds up the exit."""
+
+    def __init__(self, call: Callable[..., _T], *args: object) -> None:
+        self._call, self._args = call, args
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - raised again by result(), in the caller
+            self._error = exc
+
+    def result(self) -> _T:
+        """What the call returned, once it has; what it raised, raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast("_T", self._value)
+
+
 def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
     """Scan one SSH endpoint; every judgement is a finding, a pass or unknown."""
     result = CheckResult("ssh", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    with ThreadPoolExecutor(max_workers=_SPARE + _MAX_FAMILIES + 2) as pool:
-        spares = [pool.submit(_opened, host, port, timeout) for _ in range(_SPARE)]
-        try:
-            conn, server = _opened(host, port, timeout)
-        except BaseException as exc:
-            _close_all(spares)
-            if isinstance(exc, OldProtocol):
-                result.facts["identification"] = exc.identification
-                result.fail("ssh.old-software", f"{exc.identification}: SSH protocol 1 only")
-                return result
-            if isinstance(exc, TimeoutError):
-                return _unknown(result, f"no SSH identification and KEXINIT within {timeout:g} s")
-            if isinstance(exc, OSError):
-                return _unknown(result, f"connection failed ({_why(exc)})")
-            if isinstance(exc, (ProtocolError, ValueError)):
-                return _unknown(result, f"no SSH identification and KEXINIT ({_why(exc)})")
-            raise
-        families = _families(server.lists["host_key"])
-        if len(families) > _MAX_FAMILIES:
-            result.cannot(f"{len(families)} host-key algorithms offered; the keys of "
-                          f"{', '.join(families[_MAX_FAMILIES:])} were not read")  # fmt: skip
-            result.fail(
-                "ssh.unknown", f"only the first {_MAX_FAMILIES} of {len(families)} host keys were read"
-            )
-            families = families[:_MAX_FAMILIES]
-        gex = _gex_to_probe(server.lists)
-        jobs, probe = _start(pool, spares, (host, port, timeout), families, gex)
-        keys: dict[str, HostKey | str] = {}
-        with conn:
-            if families:
-                keys[families[0]] = _outcome(lambda: handshake(conn, server.lists, families[0]))
-        for alg, future in jobs.items():
-            keys[alg] = _outcome(future.result)
-        group = None if probe is None else _outcome(probe.result)
+    spares = [_Job(_opened, host, port, timeout) for _ in range(_SPARE)]
+    try:
+        conn, server = _opened(host, port, timeout)
+    except BaseException as exc:
+        _close_all(spares)
+        if isinstance(exc, OldProtocol):
+            result.facts["identification"] = exc.identification
+            result.fail("ssh.old-software", f"{exc.identification}: SSH protocol 1 only")
+            return result
+        if isinstance(exc, TimeoutError):
+            return _unknown(result, f"no SSH identification and KEXINIT within {timeout:g} s")
+        if isinstance(exc, OSError):
+            return _unknown(result, f"connection failed ({_why(exc)})")
+        if isinstance(exc, (ProtocolError, ValueError)):
+            return _unknown(result, f"no SSH identification and KEXINIT ({_why(exc)})")
+        raise
+    families = _families(server.lists["host_key"])
+    if len(families) > _MAX_FAMILIES:
+        result.cannot(f"{len(families)} host-key algorithms offered; the keys of "
+                      f"{', '.join(families[_MAX_FAMILIES:])} were not read")  # fmt: skip
+        result.fail("ssh.unknown", f"only the first {_MAX_FAMILIES} of {len(families)} host keys were read")
+        families = families[:_MAX_FAMILIES]
+    gex = _gex_to_probe(server.lists)
+    jobs, probe = _start(spares, (host, port, timeout), families, gex)
+    keys: dict[str, HostKey | str] = {}
+    with conn:
+        if families:
+            keys[families[0]] = _outcome(lambda: handshake(conn, server.lists, families[0]))
+    for alg, job in jobs.items():
+        keys[alg] = _outcome(job.result)
+    group = None if probe is None else _outcome(probe.result)
     _judge(server, keys, result)
     if gex is not None:
         _group_exchange(server.lists["kex"], group, result)
@@ -168,26 +191,25 @@ def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
 
 
 def _start(
-    pool: ThreadPoolExecutor,
-    spares: list[Future[tuple[Connection, Kexinit]]],
+    spares: list[_Job[tuple[Connection, Kexinit]]],
     endpoint: tuple[str, int, float],
     families: list[str],
     gex: str | None,
-) -> tuple[dict[str, Future[HostKey]], Future[int | None] | None]:
+) -> tuple[dict[str, _Job[HostKey]], _Job[int | None] | None]:
     """Start the host-key handshakes of every family but the first (which continues on the first
     connection), each on a spare connection (already past its KEXINIT, or nearly) or a new one,
     and the group-exchange probe on the next; close the spares left over."""
-    jobs: dict[str, Future[HostKey]] = {}
+    jobs: dict[str, _Job[HostKey]] = {}
     for n, alg in enumerate(families[1:]):
         if n < len(spares):
-            jobs[alg] = pool.submit(_on_spare, spares[n], alg)
+            jobs[alg] = _Job(_on_spare, spares[n], alg)
         else:
-            jobs[alg] = pool.submit(host_key, *endpoint[:2], alg, endpoint[2])
+            jobs[alg] = _Job(host_key, *endpoint[:2], alg, endpoint[2])
     used = max(len(families) - 1, 0)
     probe = None
     if gex is not None:
-        spare = spares[used] if used < len(spares) else pool.submit(_opened, *endpoint)
-        probe = pool.submit(_probe_on, spare, gex)
+        spare = spares[used] if used < len(spares) else _Job(_opened, *endpoint)
+        probe = _Job(_probe_on, spare, gex)
         used += 1
     _close_all(spares[used:])
     return jobs, probe
@@ -209,7 +231,7 @@ def _gex_to_probe(lists: dict[str, tuple[str, ...]]) -> str | None:
     return next((k for k in lists["kex"] if k.startswith(_GEX_PREFIX) and not _weak_kex(k)), None)
 
 
-def _probe_on(spare: Future[tuple[Connection, Kexinit]], kex: str) -> int | None:
+def _probe_on(spare: _Job[tuple[Connection, Kexinit]], kex: str) -> int | None:
     conn, server = spare.result()
     with conn:
         return gex_group_bits(conn, server.lists, kex)
@@ -241,21 +263,24 @@ def _opened(host: str, port: int, timeout: float) -> tuple[Connection, Kexinit]:
         raise
 
 
-def _on_spare(spare: Future[tuple[Connection, Kexinit]], algorithm: str) -> HostKey:
+def _on_spare(spare: _Job[tuple[Connection, Kexinit]], algorithm: str) -> HostKey:
     conn, server = spare.result()
     with conn:
         return handshake(conn, server.lists, algorithm)
 
 
-def _close_all(spares: list[Future[tuple[Connection, Kexinit]]]) -> None:
-    """Close spare connections that are not needed, whenever they are ready."""
-
-    def close(future: Future[tuple[Connection, Kexinit]]) -> None:
-        if future.exception() is None:
-            future.result()[0].close()
-
+def _close_all(spares: list[_Job[tuple[Connection, Kexinit]]]) -> None:
+    """Close spare connections that are not needed, whenever they are ready (without waiting)."""
     for spare in spares:
-        spare.add_done_callback(close)
+        _Job(_discard, spare)
+
+
+def _discard(spare: _Job[tuple[Connection, Kexinit]]) -> None:
+    try:
+        conn, _ = spare.result()
+    except BaseException:  # noqa: BLE001 - a spare that failed to open has nothing to close
+        return
+    conn.close()
 
 
 def _why(exc: BaseException) -> str:
