@@ -1,5 +1,5 @@
-"""`python -m sendvault` runs the CLI."""
+"""`python -m sendvault` runs the CLI (through the launcher, which starts a `scan ssh` early)."""
 
-from .cli import main
+from ._launch import main
 
 main()
