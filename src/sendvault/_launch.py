@@ -15,7 +15,6 @@ import math
 import sys
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,7 +41,9 @@ class _Scan:
         self._thread.start()
 
     def _run(self) -> None:
-        from .scan.ssh import scan_ssh  # noqa: PLC0415 - on this thread, beside the CLI's imports
+        # Imported already (start_ssh): on this thread, beside the CLI's imports, it took the GIL
+        # in turns with them and the connections went out twice as late.
+        from .scan.ssh import scan_ssh  # noqa: PLC0415
 
         host, port, timeout = self._args
         try:
@@ -105,14 +106,16 @@ def _timeout(value: str) -> float | None:
 
 def _value_ok(name: str, value: str) -> bool:
     """Whether click takes ``value`` for the option ``name`` (a usage error starts no scan)."""
-    from .scan.findings import Severity  # noqa: PLC0415
-
     if value.startswith("-"):
         return False
     if name == "--timeout":
         return _timeout(value) is not None
     if name == "--fail-on":
+        from .scan.findings import Severity  # noqa: PLC0415
+
         return value in {s.label for s in Severity}
+    from pathlib import Path  # noqa: PLC0415 - what a scan starts with comes first
+
     return not Path(value).is_dir()  # --sarif, --html
 
 
@@ -136,6 +139,8 @@ def start_ssh(args: Sequence[str]) -> bool:
     """Start the scans that the command line ``args`` will ask for, if it plainly is a `scan ssh`."""
     global _started  # noqa: PLW0603 - the one early start, for take_ssh
     request = _ssh_request(args)
+    if request is not None:
+        import sendvault.scan.ssh  # noqa: F401, PLC0415 - see _Scan._run
     _started = None if request is None else (request, [_Scan(h, p, request[1]) for h, p in request[0]])
     return request is not None
 

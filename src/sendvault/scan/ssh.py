@@ -9,8 +9,6 @@ pass. Verdicts are compared with ssh-audit's in tests/scan/test_against_ssh_audi
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import threading
 from collections.abc import Callable
@@ -302,6 +300,10 @@ def _families(host_key_algorithms: tuple[str, ...]) -> list[str]:
 
 
 def _fingerprint(blob: bytes) -> str:
+    # Imported here, while other handshakes wait on the server: the connections go out first.
+    import base64  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 

@@ -26,10 +26,12 @@ target gets its own result, and one that cannot be scanned is ``*.unknown`` whil
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .findings import CheckResult
+if TYPE_CHECKING:  # only annotations: `scan ssh`'s launcher reads host_port before anything loads
+    from pathlib import Path
+
+    from .findings import CheckResult
 
 __all__ = ["DB_PASSWORD_ENV", "host_port", "scan_targets"]
 
