@@ -598,7 +598,7 @@ class TokenApi:
         fingerprint, which an investigator holding the audit key can match against a suspect.
         """
         assert self.audit is not None
-        if self.auth.client(client_id) is not None:
+        if self._known_client(client_id):
             return {"claimed_client_id": client_id}
         return {"claimed_client_fp": self.audit.sealer.fingerprint(client_id)}
 

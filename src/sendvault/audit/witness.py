@@ -35,6 +35,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._pglink import alive
 from ..config import Settings
 from ..errors import AuditUnavailable
 from .export import head_document, parse_head
@@ -152,7 +153,12 @@ class PostgresWitness:
             raise WitnessUnavailable(
                 "a postgresql witness needs the postgres extra: pip install 'sendvault[postgres]'"
             ) from None
-        if self._conn is None or self._conn.closed:
+        if self._conn is not None and not alive(self._conn):
+            # Cut while idle (the server restarted): replaced, rather than failing this head.
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+        if self._conn is None:
             self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
             exists = self._conn.execute("SELECT to_regclass(%s)", (_TABLE,)).fetchone()
             if exists is None or exists[0] is None:

@@ -64,13 +64,20 @@ def _worker(settings: Settings, sock: socket.socket, metrics_dir: str, ready: An
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from .worker import run_worker  # noqa: PLC0415
 
-    run_worker(settings, sock, on_started=ready.set)
+    code = 0
+    try:
+        run_worker(settings, sock, on_started=ready.set)
+    except SendvaultError as exc:
+        # One line, like every other start-up failure (the main process then says the server
+        # stopped); a traceback would add nothing the message does not say.
+        log.error("worker stopped: %s", exc)  # noqa: TRY400 - one line, no traceback
+        code = 1
     # Everything the worker opened is closed and written: the interpreter's own teardown would
     # only add time (under load a few hundred ms, when an orphan must be gone within a second).
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def _start_exchange_jobs(settings: Settings) -> Any:

@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ..api.auth import parse_networks
 from ..api.metrics import METRICS
 from ..audit import open_audit
 from ..config import Settings
-from ..errors import ConfigError, SendvaultError
+from ..errors import AuditTampered, AuditUnavailable, ConfigError, SendvaultError, StoreUnavailable
 from ..vault import Vault, open_vault
 from .logs import configure_logging
 from .protocol import ConnectionLimits, ConnectionTable, protocol_class
@@ -30,6 +31,8 @@ __all__ = ["build_app", "connection_limits", "run_worker"]
 # Audit records of API calls gather this long before the writer takes them (well inside the
 # one second within which a record must be visible): fewer, larger transactions.
 _AUDIT_LINGER = 0.2
+# How long a starting worker waits for the database or an audit witness to answer.
+START_WAIT_SECONDS = 60.0
 
 log = logging.getLogger("sendvault.server")
 
@@ -37,6 +40,14 @@ log = logging.getLogger("sendvault.server")
 def build_app(settings: Settings) -> TokenApi:
     """The ASGI app with its vault, authenticator and audit log, ready to serve."""
     vault = open_vault(settings)
+    try:
+        return _app(settings, vault)
+    except BaseException:
+        vault.close()
+        raise
+
+
+def _app(settings: Settings, vault: Vault) -> TokenApi:
     auth = Authenticator(
         vault.store,
         vault.shared_key("jwt"),
@@ -54,6 +65,31 @@ def build_app(settings: Settings) -> TokenApi:
         settings,
         audit=open_audit(settings, linger_seconds=_AUDIT_LINGER) if settings.audit == "on" else None,
     )
+
+
+def open_app(settings: Settings, *, wait_seconds: float = START_WAIT_SECONDS) -> TokenApi:
+    """:func:`build_app`, waiting up to ``wait_seconds`` while the database or an audit witness
+    cannot be reached: the main process checked both a moment ago, so this is a restart or a
+    blip during start-up, and the worker serves once it is over. Anything else (and a log that
+    fails verification) stops the worker at once."""
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.2
+    waiting = False
+    while True:
+        try:
+            app = build_app(settings)
+        except (StoreUnavailable, AuditUnavailable) as exc:
+            if isinstance(exc, AuditTampered) or time.monotonic() + pause > deadline:
+                raise
+            if not waiting:
+                log.warning("worker waits to start: %s", exc)
+                waiting = True
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        if waiting:
+            log.warning("worker starts: the database and audit log answer again")
+        return app
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:
@@ -222,7 +258,7 @@ def run_worker(
 ) -> None:
     """Serve until the main process stops us; ``on_started`` runs once connections are accepted."""
     configure_logging(settings)
-    app = build_app(settings)
+    app = open_app(settings)
     tls = _tls(settings)
     table = ConnectionTable(connection_limits(settings))
     app.connection_pressure = table.saturation

@@ -40,10 +40,12 @@ class GroupWriter(Generic[C]):
         commit: Callable[[C, list[NewContact]], Found],
         close: Callable[[C], None],
         name: str,
+        usable: Callable[[C], bool] = lambda conn: True,
     ) -> None:
         self._connect = connect
         self._commit = commit
         self._close = close
+        self._usable = usable
         self._queue: queue.SimpleQueue[tuple[Sequence[NewContact], Future[Found]] | None] = (
             queue.SimpleQueue()
         )
@@ -69,6 +71,10 @@ class GroupWriter(Generic[C]):
             if not group:
                 break
             try:
+                if conn is not None and not self._usable(conn):
+                    # Cut while idle (the database restarted): replaced, never tried and failed.
+                    self._close(conn)
+                    conn = None
                 if conn is None:
                     conn = self._connect()
                 found = self._commit(conn, [row for rows, _ in group for row in rows])
@@ -130,10 +136,12 @@ class LoopBatcher(Generic[C]):
         commit: Callable[[C, list[NewContact]], Found],
         *,
         wait_seconds: float = 0.0,
+        renew: Callable[[C], C] = lambda conn: conn,
     ) -> None:
         self._loop = loop
         self._conn = conn
         self._commit = commit
+        self._renew = renew
         self._wait = wait_seconds
         self._pending: list[_Waiting] = []
         self._delay = 0.0  # > 0 while a busy group waits for its retry
@@ -152,6 +160,7 @@ class LoopBatcher(Generic[C]):
             self._delay = 0.0
             return
         try:
+            self._conn = self._renew(self._conn)
             found = self._commit(self._conn, [row for rows, _, _ in group for row in rows])
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting callers, not swallowed
             if isinstance(exc, StoreUnavailable) and exc.busy:
@@ -227,12 +236,33 @@ class ConnectionsBase(Generic[C]):
             self._connections.append(conn)
         return conn
 
+    def _discard(self, conn: C) -> None:
+        """Close a connection that can no longer be used and forget it."""
+        self._close_connection(conn)
+        with self._conn_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+
+    def _renew(self, conn: C) -> C:
+        """``conn`` while it is usable; else a new connection in its place (which may raise
+        :class:`StoreUnavailable`: the old one is then kept, to be checked again next time)."""
+        if self._usable(conn):
+            return conn
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        fresh = self._connect()
+        self._discard(conn)
+        return fresh
+
     @property
     def _conn(self) -> C:
         conn: C | None = getattr(self._local, "conn", None)
         if conn is None or not self._usable(conn):
             if self._closed:
                 raise StoreUnavailable("store is closed")
+            if conn is not None:
+                self._local.conn = None
+                self._discard(conn)
             conn = self._connect()
             self._local.conn = conn
         return conn
@@ -248,7 +278,7 @@ class ConnectionsBase(Generic[C]):
                     if self._closed:
                         raise StoreUnavailable("store is closed")
                     self._writer = GroupWriter(
-                        self._connect, self._commit, self._close_connection, self._writer_name
+                        self._connect, self._commit, self._discard, self._writer_name, self._usable
                     )
                 writer = self._writer
         return writer.submit(rows)
@@ -261,7 +291,9 @@ class ConnectionsBase(Generic[C]):
         batcher = self._batchers.get(loop)
         if batcher is None:
             conn, wait = self._loop_connection()
-            batcher = self._batchers[loop] = LoopBatcher(loop, conn, self._commit, wait_seconds=wait)
+            batcher = self._batchers[loop] = LoopBatcher(
+                loop, conn, self._commit, wait_seconds=wait, renew=self._renew
+            )
         return await batcher.submit(rows)
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import Counter
 
+from .._pglink import alive
 from ..errors import ConfigError, CryptoError, NotFound, StaleKeys, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
@@ -141,7 +142,22 @@ class PostgresStore(ConnectionsBase[Any]):
         _close(conn)
 
     def _usable(self, conn: _Conn) -> bool:
-        return not conn.closed
+        # Checked before every use of a kept connection: one cut by a restart is replaced
+        # before it fails a call (see alive()).
+        return alive(conn)
+
+    def _read(self, query: Callable[[_Conn], T]) -> T:
+        """``query`` on this thread's connection, translated; once more on a new connection
+        when the kept one turns out to be broken (cut without a word, so the check before use
+        passed it). Reads only: running one twice changes nothing."""
+        conn = self._conn
+        try:
+            return query(conn)
+        except psycopg.Error as exc:
+            if not (isinstance(exc, psycopg.OperationalError) and conn.closed):
+                raise _translate(exc) from None
+        with _errors():
+            return query(self._conn)
 
     @contextlib.contextmanager
     def _tx(self, conn: _Conn | None = None) -> Iterator[_Conn]:
@@ -205,8 +221,7 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def get_meta(self, name: str) -> str | None:
         """A vault-wide setting recorded at creation, or None."""
-        with _errors():
-            row = self._conn.execute("SELECT value FROM sv_meta WHERE name = %s", (name,)).fetchone()
+        row = self._read(lambda c: c.execute("SELECT value FROM sv_meta WHERE name = %s", (name,)).fetchone())
         return None if row is None else str(row[0])
 
     def claim_meta(self, name: str, value: str) -> str:
@@ -223,8 +238,7 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def ensure_keys(self, make: Callable[[], Iterable[KeyRecord]]) -> list[KeyRecord]:
         """Return all keys; when there are none, store what ``make()`` returns, atomically."""
-        with _errors():
-            keys = self._load_keys(self._conn)
+        keys = self._read(self._load_keys)
         if keys:
             return keys
         with self._tx() as conn:
@@ -264,8 +278,7 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def fetch_by_tokens(self, tokens: Sequence[str]) -> list[ContactRow]:
         """The rows of the given tokens that exist; one query."""
-        with _errors():
-            rows = self._conn.execute(_SELECT_TOKENS, (list(tokens),)).fetchall()
+        rows = self._read(lambda c: c.execute(_SELECT_TOKENS, (list(tokens),)).fetchall())
         return [(t, int(k), _b(v), _b(a)) for t, k, v, a in rows]
 
     def fetch_for_resolve(self, tokens: Sequence[str]) -> list[ContactRow]:
@@ -286,8 +299,7 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def _identity(self) -> bytes | None:
         """What tells this vault's database from any other: its wrapped blind-index key."""
-        with _errors():
-            row = self._conn.execute(_IDENTITY).fetchone()
+        row = self._read(lambda c: c.execute(_IDENTITY).fetchone())
         return None if row is None else bytes(row[0])
 
     def check_standby(self) -> tuple[bool, str]:
@@ -305,8 +317,7 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def fetch_by_bidx(self, bidxs: Sequence[bytes]) -> dict[bytes, str]:
         """Blind index to token for those that exist; one query."""
-        with _errors():
-            return _fetch_by_bidx(self._conn, bidxs)
+        return self._read(lambda c: _fetch_by_bidx(c, bidxs))
 
     def _commit(self, conn: _Conn, rows: list[NewContact]) -> dict[bytes, str]:
         # One global order for every creator in every replica: by blind index (bytea compares as
@@ -400,13 +411,12 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def load_keys(self) -> list[StoredKey]:
         """Every stored key, by id."""
-        with _errors():
-            return [
-                StoredKey(int(i), str(p), str(v), bytes(w), int(c))
-                for i, p, v, w, c in self._conn.execute(
-                    "SELECT id, purpose, provider, wrapped, created_at FROM sv_data_keys ORDER BY id"
-                ).fetchall()
-            ]
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT id, purpose, provider, wrapped, created_at FROM sv_data_keys ORDER BY id"
+            ).fetchall()
+        )
+        return [StoredKey(int(i), str(p), str(v), bytes(w), int(c)) for i, p, v, w, c in rows]
 
     def rewrap_keys(
         self, items: Sequence[tuple[int, bytes, str, bytes]], meta: Sequence[tuple[str, str, str]] = ()
@@ -438,8 +448,7 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def key_usage(self) -> dict[int, int]:
         """Live rows per data key id (a row counts once per key its value or attributes use)."""
-        with _errors():
-            rows = self._conn.execute(_KEY_USAGE_SQL).fetchall()
+        rows = self._read(lambda c: c.execute(_KEY_USAGE_SQL).fetchall())
         return {int.from_bytes(bytes(k), "big"): int(n) for k, n in rows if k is not None and len(k) == 4}
 
     def scan_stale(self, after: str, header: bytes, limit: int) -> list[ContactRow]:
@@ -603,14 +612,14 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def get_client(self, client_id: str) -> ClientRecord | None:
         """One API client, or None."""
-        with _errors():
-            row = self._conn.execute(f"{_CLIENT_SELECT} WHERE client_id = %s", (client_id,)).fetchone()
+        row = self._read(
+            lambda c: c.execute(f"{_CLIENT_SELECT} WHERE client_id = %s", (client_id,)).fetchone()
+        )
         return None if row is None else _client(row)
 
     def list_clients(self) -> list[ClientRecord]:
         """Every API client, by id."""
-        with _errors():
-            rows = self._conn.execute(f"{_CLIENT_SELECT} ORDER BY client_id").fetchall()
+        rows = self._read(lambda c: c.execute(f"{_CLIENT_SELECT} ORDER BY client_id").fetchall())
         return [_client(r) for r in rows]
 
     def delete_client(self, client_id: str) -> bool:
@@ -622,14 +631,14 @@ class PostgresStore(ConnectionsBase[Any]):
 
     def count(self) -> int:
         """Number of live tokens."""
-        with _errors():
-            (n,) = self._conn.execute("SELECT count(*) FROM sv_contacts WHERE erased_at IS NULL").fetchone()
+        (n,) = self._read(
+            lambda c: c.execute("SELECT count(*) FROM sv_contacts WHERE erased_at IS NULL").fetchone()
+        )
         return int(n)
 
     def ping(self) -> None:
         """Raise StoreUnavailable if the database cannot answer a trivial query."""
-        with _errors():
-            self._conn.execute("SELECT 1").fetchall()
+        self._read(lambda c: c.execute("SELECT 1").fetchall())
 
     def describe(self, *, counts: bool = False) -> StoreFacts:
         """Schema version, keys, metadata (and counts), read in one transaction; never migrates."""
@@ -900,8 +909,12 @@ class Standby:
 
     def _connection(self, timeout: int) -> _Conn | None:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed:
-            return conn
+        if conn is not None:
+            if alive(conn):
+                return conn
+            # Cut while idle (the standby restarted): replaced now, not failed at its next read.
+            _close(conn)
+            self._local.conn = None
         if self._closed or time.monotonic() < self._down_until:
             return None
         try:
