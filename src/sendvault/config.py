@@ -25,10 +25,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
+from ._pglink import masked
+from ._pglink import problem as pg_problem
 from .errors import ConfigError
 
 __all__ = [
@@ -149,17 +151,26 @@ def _check_witnesses(text: str) -> None:
         if not url.startswith(("file:///", "postgresql://", "postgres://", "syslog://")):
             # Not echoed: a witness URL may hold a password.
             raise _Bad("holds a URL that is not file:///, postgresql:// or syslog://")
+        if url.startswith(("postgresql://", "postgres://")):
+            try:
+                _check_database_url(url)
+            except _Bad as exc:
+                raise _Bad(f"holds a postgresql:// URL that {exc}") from None
 
 
 def _check_database_url(text: str) -> None:
     if text.startswith(("postgresql://", "postgres://")):
-        url = urlsplit(text)
-        if not url.path.strip("/") and not url.hostname:
-            raise _Bad("names no host or database")
+        # Messages never quote the URL: it may hold a password (pg_problem masks what libpq quotes).
+        wrong = pg_problem(text)
+        if wrong is not None:
+            raise _Bad(wrong)
         try:
-            url.port  # noqa: B018 - urlsplit checks the port only when it is read
+            url = urlsplit(text)
+            host = url.hostname
         except ValueError:
-            raise _Bad("has a port that is not a number from 1 to 65535") from None
+            raise _Bad("is not a valid PostgreSQL URL") from None
+        if not url.path.strip("/") and not host and "host=" not in url.query:
+            raise _Bad("names no host or database")
 
 
 _ADDRESS = "an IP address (`0.0.0.0` or `::` for every interface) or a host name"
@@ -806,21 +817,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         for name in _SECRET_SETTINGS:
             if out.get(name) is not None:
                 out[name] = "***"
+        # Passwords in both of libpq's forms: user:PASSWORD@ and password= (or sslpassword=),
+        # in a URL's query or a key=value string.
         for name in ("database_url", "database_read_url"):
-            url = urlsplit(out[name])
-            if url.password:
-                host = url.netloc.rpartition("@")[2]
-                out[name] = urlunsplit(url._replace(netloc=f"{url.username}:***@{host}"))
-        out["audit_witness"] = " ".join(_no_password(w) for w in self.audit_witness.split())
+            out[name] = masked(out[name])
+        out["audit_witness"] = " ".join(masked(w) for w in self.audit_witness.split())
         return out
-
-
-def _no_password(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _field_types() -> dict[str, Any]:

@@ -35,7 +35,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._pglink import alive
+from .._pglink import alive, masked
 from ..config import Settings
 from ..errors import AuditUnavailable
 from .export import head_document, parse_head
@@ -128,11 +128,7 @@ class FileWitness:
 
 def _safe(url: str) -> str:
     """The URL without a password (for messages)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return masked(url)
 
 
 class PostgresWitness:

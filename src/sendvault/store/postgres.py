@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import Counter
 
-from .._pglink import alive
+from .._pglink import alive, problem, scrubbed
 from ..errors import ConfigError, CryptoError, NotFound, StaleKeys, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
@@ -130,7 +130,9 @@ class PostgresStore(ConnectionsBase[Any]):
         except psycopg.OperationalError as exc:
             # A failed connect names the host, port and the server's reason (refused, no such
             # database, password authentication failed): what the operator needs, and no value.
-            raise StoreUnavailable(f"cannot connect to PostgreSQL: {_connect_reason(exc)}") from None
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL: {_connect_reason(exc, self._url)}"
+            ) from None
         except psycopg.Error as exc:
             raise StoreError(f"postgres: {type(exc).__name__}: {exc.sqlstate or ''}") from None
         # Insert-or-get reads, after waiting for a racer, the row the racer committed: that needs
@@ -822,6 +824,9 @@ class TLSFiles(NamedTuple):
         """The connection parameters these files add to ``url``, each file checked (exists,
         parses, key matches certificate, key not readable by others): a bad one stops start-up
         with one :class:`ConfigError` naming it, before any connection is tried."""
+        wrong = problem(url) if url else None
+        if wrong is not None:
+            raise ConfigError(setting, wrong)
         given = psycopg.conninfo.conninfo_to_dict(url) if url else {}
         params: dict[str, Any] = {}
         files = (("sslrootcert", self.ca_file), ("sslcert", self.cert_file), ("sslkey", self.key_file))
@@ -920,7 +925,7 @@ class Standby:
         try:
             conn = psycopg.connect(self._url, autocommit=True, connect_timeout=timeout, **self._link)
         except psycopg.Error as exc:
-            self._failed(f"cannot connect: {_connect_reason(exc)}")
+            self._failed(f"cannot connect: {_connect_reason(exc, self._url)}")
             return None
         problem = self._same_vault(conn)
         if problem is not None:
@@ -986,7 +991,7 @@ class Standby:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
                 problem = self._same_vault(conn)
         except psycopg.Error as exc:
-            return False, f"cannot connect: {_connect_reason(exc)}"
+            return False, f"cannot connect: {_connect_reason(exc, self._url)}"
         if not (row and row[0]):
             return False, "answers but is not a standby (pg_is_in_recovery() is false)"
         if problem is not None:
@@ -1002,12 +1007,14 @@ class Standby:
         self._local = threading.local()
 
 
-def _connect_reason(exc: Exception) -> str:
-    """The useful part of libpq's connection error: its last line that says why, one line."""
+def _connect_reason(exc: Exception, url: str) -> str:
+    """The useful part of libpq's connection error: its last line that says why, one line, with
+    nothing of ``url``'s password (libpq quotes what it could not use, such as a host name cut
+    from a password holding an unencoded ``@``)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     reason = next((ln for ln in lines if "failed:" in ln), lines[0] if lines else type(exc).__name__)
     reason = reason.removeprefix("connection failed: ")
-    return reason[:300]
+    return scrubbed(reason, url)[:300]
 
 
 def _client(row: Any) -> ClientRecord:
