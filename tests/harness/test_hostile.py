@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.harness.conftest import cli, load_json
+from tests.harness.conftest import cli, load_json, statuses
 from tests.harness.fakes import PASSWORD, USER
 from tests.harness.hostile import Hostile, Reply, Request, answer, hostile_server
 
@@ -211,7 +211,8 @@ def _flood(head: bytes, chunk: bytes, total: int) -> Any:
     async def write(writer: asyncio.StreamWriter) -> None:
         writer.write(head)
         sent = 0
-        while sent < total:
+        # A closed connection does not make drain() raise: stop when the harness has hung up.
+        while sent < total and not writer.is_closing():
             writer.write(chunk)
             sent += len(chunk)
             await writer.drain()
@@ -263,6 +264,106 @@ def test_one_huge_header_line_is_cut_too(hostile: Hostile) -> None:
     assert out.returncode == 1, out.stderr
     known = next(c for c in load_json(out.stdout)["checks"] if c["id"] == "resolve.known")
     assert "64 KiB" in known["evidence"]["detail"]
+
+
+_CHUNKED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("start", "flood", "cut"),
+    [
+        (
+            b"2\r\n[]\r\n0\r\n",
+            (b"X-Trailer: " + b"a" * 1000 + b"\r\n") * 64,
+            "the answer's trailer section",  # past 64 KiB, or past 256 fields if one read held more
+        ),
+        (b"2\r\n[]\r\n0\r\nX-Trailer: ", b"a" * 65536, "trailer section runs past 64 KiB"),
+        (b"2\r\n[]\r\n0\r\n", b"T: 1\r\n" * 10_000, "trailer section holds more than 256 fields"),
+        (b"2\r\n[]\r\n1;ext=", b"a" * 65536, "chunk-size line (with its extensions) runs past 64 KiB"),
+    ],
+    ids=["endless-trailer-lines", "one-endless-trailer", "many-short-trailers", "endless-chunk-extension"],
+)
+def test_endless_chunked_framing_is_cut_and_fails(
+    hostile: Hostile, start: bytes, flood: bytes, cut: str
+) -> None:
+    def rule(request: Request) -> Reply:
+        if request.path == "/v1/mc/resolve":
+            return _flood(_CHUNKED + start, flood, 1_000_000_000)
+        return None
+
+    hostile.rule = rule
+    started = time.monotonic()
+    out = check(hostile, "--json", "--deadline", "30")
+    _no_traceback(out)
+    assert out.returncode == 1, out.stderr
+    known = next(c for c in load_json(out.stdout)["checks"] if c["id"] == "resolve.known")
+    assert known["status"] == "fail"
+    assert cut in known["evidence"]["detail"], known["evidence"]["detail"]
+    assert time.monotonic() - started < 30  # cut by size, long before a deadline
+
+
+def test_a_token_endpoint_with_endless_trailers_is_one_line_and_exit_2(hostile: Hostile) -> None:
+    flood = _flood(_CHUNKED + b"2\r\n{}\r\n0\r\n", (b"X-Trailer: " + b"a" * 1000 + b"\r\n") * 64, 10**9)
+    hostile.rule = lambda request: flood if request.path == "/oauth/token" else None
+    out = cli(
+        "check",
+        "--url",
+        hostile.url,
+        "--ca",
+        str(hostile.ca_file),
+        "--token-url",
+        f"{hostile.url}/oauth/token",
+        "--client-id",
+        "c",
+        "--client-secret",
+        "s",
+    )
+    _no_traceback(out)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: OAuth token endpoint: "), out.stderr
+    # Lines of 1 KB: cut at 64 KiB, or at 256 fields when one read brought more than 256 of them.
+    assert "the answer's trailer section" in out.stderr, out.stderr
+
+
+def _chunked_answers(server: Hostile, trailers: bytes, *, hsts_in_head: bool) -> None:
+    """Sound answers, sent chunked in two pieces with ``trailers`` after the last chunk."""
+    drop = (b"content-length:",) + (() if hsts_in_head else (b"strict-transport-security:",))
+
+    def rule(request: Request) -> Reply:
+        if not request.path.startswith("/v1/mc/"):
+            return None
+
+        async def write(writer: asyncio.StreamWriter) -> None:
+            head, _, body = (await server._sound(request)).partition(b"\r\n\r\n")
+            lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(drop)]
+            lines += [b"Transfer-Encoding: chunked", b"Connection: close"]
+            half = len(body) // 2
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:half], body[half:]) if p)
+            writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + chunks + b"0\r\n" + trailers + b"\r\n")
+            await writer.drain()
+
+        return write
+
+    server.rule = rule
+
+
+def test_sound_chunked_answers_with_trailers_are_read_in_full(hostile: Hostile) -> None:
+    baseline = load_json(check(hostile, "--json").stdout)
+    trailers = b"".join(b"X-Trailer-%d: %s\r\n" % (i, b"v" * 200) for i in range(100))  # 20 KB, 100 fields
+    _chunked_answers(hostile, trailers, hsts_in_head=True)
+    out = check(hostile, "--json")
+    _no_traceback(out)
+    assert statuses(load_json(out.stdout)) == statuses(baseline)
+    assert any(r.path == "/v1/mc/resolve" for r in hostile.requests)
+
+
+def test_a_trailer_does_not_stand_in_for_a_header(hostile: Hostile) -> None:
+    _chunked_answers(hostile, b"Strict-Transport-Security: max-age=31536000\r\n", hsts_in_head=False)
+    out = check(hostile, "--json", "--skip", "transport.redirect-308")
+    _no_traceback(out)
+    hsts = next(c for c in load_json(out.stdout)["checks"] if c["id"] == "transport.hsts")
+    assert hsts["status"] == "fail"
+    assert "no Strict-Transport-Security header" in hsts["evidence"]["detail"]
 
 
 def test_evidence_is_cut_to_a_sane_length(hostile: Hostile) -> None:
@@ -526,6 +627,83 @@ def test_careless_users_get_one_line_and_a_hint(hostile: Hostile, tmp_path: Path
     ]
     for args in cases:
         _usage(cli_any(*args))
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Client certificate files, sound and broken, each under a name."""
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    folder = tmp_path_factory.mktemp("pems")
+    ca = trustme.CA()
+    ours, other = ca.issue_cert("client.test"), ca.issue_cert("other.test")
+    key = serialization.load_pem_private_key(ours.private_key_pem.bytes(), password=None)
+    texts = {
+        "cert": ours.cert_chain_pems[0].bytes(),
+        "key": ours.private_key_pem.bytes(),
+        "both": ours.private_key_and_cert_chain_pem.bytes(),
+        "other-key": other.private_key_pem.bytes(),
+        "garbage": b"not a certificate\n",
+        "damaged-cert": b"-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        "damaged-key": b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        "encrypted-key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret passphrase"),
+        ),
+    }
+    paths = {}
+    for name, text in texts.items():
+        paths[name] = folder / f"{name}.pem"
+        paths[name].write_bytes(text)
+    return paths
+
+
+@pytest.mark.parametrize("command", ["check", "load"])
+@pytest.mark.parametrize(
+    ("cert", "key", "said", "hinted"),
+    [
+        (
+            "cert",
+            None,
+            "holds a certificate but no private key",
+            "give --client-key KEY, or a PEM that holds both",
+        ),
+        ("cert", "other-key", "is not the key of the certificate", "or a PEM that holds both"),
+        ("both", "other-key", "is not the key of the certificate", "or a PEM that holds both"),
+        ("garbage", None, "holds no PEM certificate", "--client-key KEY or its key in the same file"),
+        ("damaged-cert", "key", "holds no PEM certificate", "--client-key KEY or its key in the same file"),
+        ("key", None, "holds no PEM certificate", "--client-key KEY or its key in the same file"),
+        ("cert", "garbage", "holds no PEM private key", "or a PEM that holds both"),
+        ("cert", "cert", "holds no PEM private key", "or a PEM that holds both"),
+        ("cert", "damaged-key", "the private key cannot be read", "give the certificate's private key"),
+        ("cert", "encrypted-key", "encrypted with a passphrase", "openssl pkey"),
+    ],
+)
+def test_a_client_certificate_that_cannot_serve_is_one_line_and_a_hint(
+    hostile: Hostile, pems: dict[str, Path], command: str, cert: str, key: str | None, said: str, hinted: str
+) -> None:
+    more = ["--client-cert", str(pems[cert])] + (["--client-key", str(pems[key])] if key else [])
+    out = cli(command, "--url", hostile.url, "--user", "u", "--password", "p", *more)
+    _usage(out)
+    error, hint = out.stderr.splitlines()
+    assert said in error, error
+    assert hinted in hint, hint
+    assert hostile.requests == []  # refused before connecting
+
+
+@pytest.mark.parametrize(("cert", "key"), [("both", None), ("cert", "key")])
+def test_a_sound_client_certificate_is_taken(
+    hostile: Hostile, pems: dict[str, Path], cert: str, key: str | None
+) -> None:
+    more = ["--client-cert", str(pems[cert])] + (["--client-key", str(pems[key])] if key else [])
+    out = cli(
+        "load", *_args(hostile, "--pool", "20", "--count", "2", "--processes", "1", *more), env=PASSWORD_ENV
+    )
+    _no_traceback(out)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(r.path == "/v1/mc/resolve" for r in hostile.requests)
 
 
 def cli_any(command: str, *args: str) -> Any:

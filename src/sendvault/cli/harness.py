@@ -91,7 +91,7 @@ def _target_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _target(kwargs: dict[str, Any]) -> Any:
-    from ..harness import Credentials, Target, TlsOptions  # noqa: PLC0415 - the harness loads on use
+    from ..harness import Credentials, Target, TlsFileError, TlsOptions  # noqa: PLC0415 - the harness loads on use
 
     client_file = kwargs.pop("client_file")
     url = kwargs.pop("url")
@@ -137,8 +137,8 @@ def _target(kwargs: dict[str, Any]) -> Any:
     tls = TlsOptions(ca, cert, key)
     try:
         tls.context()
-    except ValueError as exc:
-        fail(str(exc), "--ca takes the PEM file of the CA that signed the server's certificate", EXIT_USAGE)
+    except TlsFileError as exc:
+        fail(str(exc), exc.hint, EXIT_USAGE)
     credentials = (
         Credentials(token_url=token_url, client_id=client_id, client_secret=secret)
         if token_url

@@ -4,7 +4,7 @@
 server (docs/harness.md).
 """
 
-from ._http import Credentials, TlsOptions
+from ._http import Credentials, TlsFileError, TlsOptions
 from ._model import CheckReport, LoadReport
 from .checks import CHECKS, CheckOptions, Target, Unreachable, run_checks
 
@@ -15,6 +15,7 @@ __all__ = [
     "Credentials",
     "LoadReport",
     "Target",
+    "TlsFileError",
     "TlsOptions",
     "Unreachable",
     "run_checks",

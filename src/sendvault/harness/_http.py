@@ -19,8 +19,11 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 import msgspec
 
+from ._pem import TlsFileError, check_client_pair, no_passphrase
+
 __all__ = [
     "MAX_BODY",
+    "MAX_FIELDS",
     "MAX_HEAD",
     "Authorizer",
     "Connection",
@@ -28,6 +31,7 @@ __all__ = [
     "Endpoint",
     "HttpFailure",
     "Response",
+    "TlsFileError",
     "TlsOptions",
     "decode_json",
 ]
@@ -36,6 +40,11 @@ __all__ = [
 # not make the harness hold gigabytes (the largest resolve answer, --batch 100000, is ~10 MB).
 MAX_BODY = 32 * 1024 * 1024
 MAX_HEAD = 64 * 1024
+# A chunked answer's framing is bounded too: the trailer section after the last chunk, like the
+# head, to MAX_HEAD bytes and MAX_FIELDS fields; a chunk-size line (with its extensions) to
+# MAX_HEAD; the framing of all chunks together to MAX_BODY. httptools buffers a trailer field
+# whole before handing it over, so an endless trailer would otherwise grow without limit.
+MAX_FIELDS = 256
 # What a path may hold as the harness writes it into a request line (printable ASCII, no space).
 _PATH = re.compile(r"(/[\x21-\x7e]*)?")
 # What an OAuth access token may hold to travel in an Authorization header (RFC 6750's b64token,
@@ -115,17 +124,20 @@ class TlsOptions:
     client_key: str | None = None
 
     def context(self) -> ssl.SSLContext:
-        """A verifying client context; ValueError (one line) if a file cannot be loaded."""
+        """A verifying client context; TlsFileError (a ValueError with a hint) if a file cannot serve."""
         try:
             ctx = ssl.create_default_context(cafile=self.ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"the CA file {self.ca_file} cannot be loaded ({_why(exc)})") from None
+            raise TlsFileError(f"the CA file {self.ca_file} cannot be loaded ({_why(exc)})") from None
         if self.client_cert:
+            # Read first for a precise error; OpenSSL's own would be "PEM lib" for most mistakes.
+            check_client_pair(self.client_cert, self.client_key)
             try:
-                ctx.load_cert_chain(self.client_cert, self.client_key)
+                ctx.load_cert_chain(self.client_cert, self.client_key, password=no_passphrase)
             except (OSError, ssl.SSLError) as exc:
-                raise ValueError(
-                    f"the client certificate {self.client_cert} cannot be loaded ({_why(exc)})"
+                raise TlsFileError(
+                    f"the client certificate {self.client_cert} cannot be loaded ({_why(exc)})",
+                    "give --client-cert a PEM certificate and --client-key its key, or a PEM that holds both",
                 ) from None
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
@@ -161,6 +173,12 @@ class Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._size = 0  # bytes of the current answer's head (before its body) or body
+        self._fields = 0  # header fields of the current answer (then trailer fields)
+        # Chunked framing (size lines, extensions, trailers) read since the head: in all, and since
+        # the last chunk began or gave body bytes. Counted per read, so a little over, never under.
+        self._framing = 0
+        self._gap = 0
+        self._trailing = False  # a chunk began and gave no body: the last chunk, its trailers follow
         self._in_body = False
         self._over: str | None = None
         self._lost: Exception | None = None
@@ -202,7 +220,8 @@ class Connection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_body:
+        in_body, body_before = self._in_body, self._size
+        if not in_body:
             self._size += len(data)
         try:
             self._parser.feed_data(data)
@@ -210,9 +229,22 @@ class Connection(asyncio.Protocol):
             self._fail(HttpFailure("protocol", f"unparsable answer ({type(exc).__name__})"))
             self.close()
             return
+        if in_body and self._in_body:
+            # What this read held beyond body bytes is framing: a chunk-size line, its extensions,
+            # the trailer section. (A read that ends the answer has reset the counts already.)
+            framing = max(0, len(data) - (self._size - body_before))
+            self._framing += framing
+            self._gap += framing
         if self._over is None and not self._in_body and self._size > MAX_HEAD:
             self._over = (
                 f"the answer's status line and headers run past {MAX_HEAD // 1024} KiB: not read further"
+            )
+        elif self._over is None and self._gap > MAX_HEAD:
+            where = "trailer section" if self._trailing else "chunk-size line (with its extensions)"
+            self._over = f"the answer's {where} runs past {MAX_HEAD // 1024} KiB: not read further"
+        elif self._over is None and self._framing > MAX_BODY:
+            self._over = (
+                f"the answer's chunk framing runs past {MAX_BODY // (1024 * 1024)} MiB: not read further"
             )
         if self._over is not None:
             self._fail(HttpFailure("protocol", self._over))
@@ -228,12 +260,26 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._fields += 1
+        if self._fields > MAX_FIELDS:
+            where = "trailer section" if self._in_body else "head"
+            self._over = f"the answer's {where} holds more than {MAX_FIELDS} fields: not read further"
+        elif not self._in_body:
+            # Trailer fields are counted and dropped: a trailer must not stand in for a header
+            # (an HSTS header the head lacked, say), and the harness reads none.
+            self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self._in_body, self._size = True, 0
+        self._in_body, self._size, self._fields = True, 0, 0
+
+    def on_chunk_header(self) -> None:
+        self._gap, self._trailing = 0, True
+
+    def on_chunk_complete(self) -> None:
+        self._trailing = False
 
     def on_body(self, body: bytes) -> None:
+        self._gap, self._trailing = 0, False
         self._size += len(body)
         if self._size > MAX_BODY:
             self._over = f"the answer's body runs past {MAX_BODY // (1024 * 1024)} MiB: not read further"
@@ -245,7 +291,9 @@ class Connection(asyncio.Protocol):
             return
         response = Response(self._parser.get_status_code(), self._headers, b"".join(self._body))
         self._headers, self._body = {}, []
-        self._in_body, self._size = False, 0
+        self._in_body, self._size, self._fields = False, 0, 0
+        self._framing = self._gap = 0
+        self._trailing = False
         if not self._parser.should_keep_alive():
             self.reusable = False
             self.close()
