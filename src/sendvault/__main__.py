@@ -1,5 +1,5 @@
-"""`python -m sendvault` runs the CLI (through the launcher, which starts a `scan ssh` early)."""
+"""`python -m sendvault` runs the CLI."""
 
-from ._launch import main
+from .cli import main
 
 main()

@@ -131,13 +131,9 @@ def scan_tls_cmd(
 @_reported
 def scan_ssh_cmd(targets: tuple[str, ...], timeout: float) -> list[CheckResult]:
     """Key exchange, host keys, ciphers and MACs of SSH/SFTP servers HOST[:PORT]... (no login)."""
-    from .._launch import take_ssh  # noqa: PLC0415
     from ..scan.ssh import scan_ssh  # noqa: PLC0415
 
     endpoints = [_host_port(t, 22) for t in targets]
-    started = take_ssh(endpoints, timeout)  # begun while the CLI loaded, if these very scans were
-    if started is not None:
-        return started
     if len(endpoints) == 1:
         # One host needs no pool of its own (nor the concurrent.futures import: logging with it).
         return [scan_ssh(endpoints[0][0], endpoints[0][1], timeout=timeout)]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # only annotations: `scan ssh`'s launcher reads host_port before anything loads
+if TYPE_CHECKING:  # only annotations: `scan ssh` loads no more than it needs
     from pathlib import Path
 
     from .findings import CheckResult
