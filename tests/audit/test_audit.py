@@ -153,12 +153,12 @@ def test_purge_leaves_a_verifiable_anchored_chain(settings: Settings) -> None:
     fill(log, 5)
     now[0] += 86_400
     fill(log, 3, start=5)
-    count, last = log.store.purge(int((now[0] - 3600) * 1_000_000))
+    count, last = log.purge(int((now[0] - 3600) * 1_000_000), actor="cli:test")
     assert (count, last) == (5, 5)
     result = verify_store(log.store)
-    assert (result.first, result.last, result.records) == (6, 8, 3)
+    assert (result.first, result.last, result.records) == (6, 9, 4)  # 6..8, then the purge's record
     fill(log, 2, start=8)
-    assert verify_store(log.store).last == 10
+    assert verify_store(log.store).last == 11
     log.close()
 
 

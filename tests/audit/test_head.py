@@ -139,7 +139,7 @@ def _purged_after(settings: Settings, known_at: int) -> tuple[AuditLog, Mark]:
     fill(log, 3 - known_at, start=known_at)
     now[0] += 86_400
     fill(log, 3, start=3)
-    assert log.store.purge(int((now[0] - 60) * 1_000_000)) == (3, 3)
+    assert log.purge(int((now[0] - 60) * 1_000_000), actor="cli:test") == (3, 3)
     return log, known
 
 

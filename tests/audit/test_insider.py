@@ -155,7 +155,7 @@ def test_a_purge_refuses_a_log_that_does_not_verify(settings: Settings) -> None:
     fill(log, 2, start=4)
     connect(_db(settings)).execute("UPDATE audit_records SET body = body || ' ' WHERE seq = 2")
     with pytest.raises(AuditUnavailable, match="record 2"):
-        log.store.purge(int((now[0] - 60) * 1_000_000))
+        log.purge(int((now[0] - 60) * 1_000_000), actor="cli:test")
     assert connect(_db(settings)).execute("SELECT count(*) FROM audit_records").fetchone() == (6,)
     log.close()
 

@@ -129,7 +129,7 @@ def test_a_range_starting_before_the_purge_anchor_is_verified_from_the_anchor(se
     fill(log, 4)
     now[0] += 86_400
     fill(log, 4, start=4)
-    log.store.purge(int((now[0] - 60) * 1_000_000))
+    log.purge(int((now[0] - 60) * 1_000_000), actor="cli:test")
     result = verify_store(log.store, first=2, last=6)
     assert (result.first, result.last) == (5, 6)
     log.close()

@@ -41,8 +41,14 @@ class DevServer:
 
 
 def start_dev_server(
-    home: Path, *extra: str, env: dict[str, str] | None = None, ports: tuple[int, int, int] | None = None
+    home: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    ports: tuple[int, int, int] | None = None,
+    wait_healthy: bool = True,
 ) -> DevServer:
+    """Start `sendvault serve --dev`; wait until /healthz answers 200, or with ``wait_healthy``
+    False only until the HTTPS port takes connections (a server expected to refuse calls)."""
     https_port, http_port, admin_port = ports or (free_port(), free_port(), free_port())
     home.parent.mkdir(parents=True, exist_ok=True)
     log_path = home.parent / f"server-{https_port}.log"
@@ -80,10 +86,25 @@ def start_dev_server(
         time.sleep(0.1)
     client = json.loads(path.read_text())
     server = DevServer(home, https_port, http_port, admin_port, client, proc, log_path)
+    if not wait_healthy:
+        _wait_listening(server)
     # With client certificates required, the caller waits with its own certificate.
-    if (env or {}).get("SENDVAULT_TLS_CLIENT_CERT") != "required":
+    elif (env or {}).get("SENDVAULT_TLS_CLIENT_CERT") != "required":
         _wait_ready(server)
     return server
+
+
+def _wait_listening(server: DevServer) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited: {server.output()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.https_port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server never listened")
 
 
 def _wait_ready(server: DevServer) -> None:

@@ -347,7 +347,11 @@ class TokenApi:
             try:
                 self.audit.check()
             except AuditUnavailable:
-                return 503, b'{"status":"unavailable","store":"up","audit":"down"}', [(b"retry-after", b"5")]
+                # "stopped": the log failed its integrity check (an ALERT was logged); it stays
+                # stopped until it verifies again. "down": an outage (disk, lock, signer, witness).
+                state = b"stopped" if self.audit.stopped else b"down"
+                body = b'{"status":"unavailable","store":"up","audit":"' + state + b'"}'
+                return 503, body, [(b"retry-after", b"5")]
         return 200, b'{"status":"ok","store":"up"}', []
 
     # -- Marketing Cloud routes ------------------------------------------------------------

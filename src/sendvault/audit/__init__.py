@@ -204,14 +204,29 @@ def audit_sealer(settings: Settings, *, create: bool = True) -> Sealer:
 
 
 def open_audit(
-    settings: Settings, *, linger_seconds: float = 0.0, clock: Callable[[], float] = time.time
+    settings: Settings,
+    *,
+    linger_seconds: float = 0.0,
+    clock: Callable[[], float] = time.time,
+    refuse_tampered: bool = False,
 ) -> AuditLog:
-    """A running audit log for this process; the API's lets records gather for ``linger_seconds``."""
+    """A running audit log for this process; the API's lets records gather for ``linger_seconds``.
+
+    The log is checked against its signed head (and witnesses) before anything is written. A
+    log that fails the check is stopped (every record refused, an ALERT logged) until it checks
+    again; with ``refuse_tampered`` (a CLI command, before it changes anything) the check's
+    :class:`~sendvault.errors.AuditTampered` is raised instead.
+    """
     store = open_audit_store(settings)
     witness = open_witnesses(settings)
     try:
         return AuditLog(
-            store, audit_sealer(settings), linger_seconds=linger_seconds, clock=clock, witness=witness
+            store,
+            audit_sealer(settings),
+            linger_seconds=linger_seconds,
+            clock=clock,
+            witness=witness,
+            refuse_tampered=refuse_tampered,
         )
     except BaseException:
         witness.close()

@@ -189,7 +189,8 @@ def verify_export(path: Path, key: Verifier, *, known: Mark | Sequence[Mark] | N
         raise ChainBroken(0, f"malformed export ({type(exc).__name__})") from None
     if export.head is None and export.records:
         raise ChainBroken(export.records[-1].seq, "export has no signed head line (cut short?)")
-    walk = _Walk(key, *_start(key, export.anchor), export.checkpoints, known=knowns)
+    anchor = export.anchor.seq if export.anchor is not None else None
+    walk = _Walk(key, *_start(key, export.anchor), export.checkpoints, known=knowns, anchor=anchor)
     present = {rec.seq for rec in export.records}
     for rec in export.records:
         walk.step(rec, later=present.__contains__)

@@ -69,21 +69,34 @@ class AuditLog:
         linger_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
         witness: Witnesses | None = None,
+        refuse_tampered: bool = False,
     ) -> None:
         self.store = store
         self.witness = witness if witness else None
         # The newest checkpoint not yet given to the witnesses (set by the store after a commit).
         self._owed: Mark | None = None
         store.on_checkpoint = self._checkpointed
-        if self.witness is not None:
-            # A rollback made while no writer ran shows against the newest witnessed head.
-            store.trust_witnessed(self.witness.newest())
         self._linger = linger_seconds
         self.sealer = sealer
         self._clock = clock
         self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=max_queue)
         self._failure: str | None = None
+        # Set while the failure is an integrity alarm: the log is stopped until it checks again.
+        self._tampered = False
         self._retry_seconds = retry_seconds
+        try:
+            if self.witness is not None:
+                # A rollback made while no writer ran shows against the newest witnessed head.
+                store.trust_witnessed(self.witness.newest())
+            # Checked before the first call is taken, not at the first append: a server must
+            # answer 503 from its first call on a tampered log, never 200 for a call whose
+            # record would be chained onto the forgery.
+            store.check_log()
+        except AuditTampered as exc:
+            if refuse_tampered:
+                store.close()
+                raise
+            self._fail(exc)
         self._thread = threading.Thread(target=self._run, name="sendvault-audit-writer", daemon=True)
         self._thread.start()
 
@@ -97,6 +110,26 @@ class AuditLog:
         """
         if self._failure is not None:
             raise AuditUnavailable(f"audit log unavailable: {self._failure}")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the log is stopped by an integrity alarm (not an outage): see docs/audit.md."""
+        return self._tampered
+
+    def purge(self, before_us: int, **fields: Any) -> tuple[int, int]:
+        """Remove records older than ``before_us`` with :meth:`AuditStore.purge`, which chains
+        this purge's ``audit:purge`` record (``fields``, e.g. ``actor``) with the anchor in one
+        transaction. Returns (records removed, last record removed)."""
+        self.check()
+
+        def record(count: int, last: int) -> Pending:
+            meta = {"removed": count, "through_seq": last}
+            event = Event.AUDIT_PURGE.value
+            return self._pending({**fields, "event": event, "ts": self._clock(), "meta": meta})
+
+        result = self.store.purge(before_us, record)
+        self._witnessed()
+        return result
 
     def record(
         self, event: Event, *, done: Callable[[BaseException | None], None] | None = None, **fields: Any
@@ -269,6 +302,8 @@ class AuditLog:
             self._witnessed()  # what failed was a witness: giving it its head is the probe
             return
         try:
+            if self._tampered:
+                self.store.check_log()  # the whole start-up check: the log must verify again
             self.store.probe()
         except Exception as exc:  # noqa: BLE001 - the failure goes on; logged once per reason
             self._fail(exc)
@@ -308,6 +343,7 @@ class AuditLog:
             # The reason only: no payload, and no traceback for an operational failure. Logged
             # when it starts or changes, not at every retry.
             if isinstance(exc, AuditTampered):
+                self._tampered = True
                 INTEGRITY_FAILURES.inc()
                 log.critical(
                     "ALERT audit log integrity: %s; the log is stopped, nothing is signed over it, and"
@@ -322,6 +358,7 @@ class AuditLog:
         if self._failure is not None:
             log.warning("audit writes succeed again; requests are accepted")
         self._failure = None
+        self._tampered = False
 
     def _pending(self, fields: dict[str, Any]) -> Pending:
         values: list[str] = []

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import CryptoError
 
-__all__ = ["GENESIS", "PII_KEYS", "Sealer", "chain_hash", "redact"]
+__all__ = ["GENESIS", "PII_KEYS", "Sealer", "chain_hash", "names_purge", "redact"]
 
 PII_KEYS = frozenset({"tokenValue", "value", "values"})
 GENESIS = b"\0" * 32
@@ -147,3 +147,23 @@ def _fingerprint(mac: hmac.HMAC, value: str) -> str:
     copy = mac.copy()
     copy.update(_search_form(value).encode())
     return copy.finalize()[:16].hex()
+
+
+_purge_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def names_purge(body: bytes, anchor: int) -> bool:
+    """Whether ``body`` is the ``audit:purge`` record of the purge that left the anchor at ``anchor``.
+
+    A purge writes its record (``meta.through_seq``: the last record removed) with its anchor; an
+    anchor without that record was not left by a purge (see :mod:`.verify`).
+    """
+    if b'"audit:purge"' not in body:
+        return False  # the cheap test first: verify asks this of every record after the anchor
+    try:
+        doc = _purge_decoder.decode(body)
+    except msgspec.DecodeError:
+        return False
+    meta = doc.get("meta")
+    through = meta.get("through_seq") if isinstance(meta, dict) else None
+    return doc.get("event") == "audit:purge" and type(through) is int and through == anchor

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..errors import AuditTampered, AuditUnavailable
 from .marks import Checkpoint, Mark, Pending, Signer, Stored, Verifier, check_signature, head_message, now_us
-from .record import GENESIS, chain_hash
+from .record import GENESIS, chain_hash, names_purge
 
 __all__ = [
     "AuditLogMissing",
@@ -111,6 +112,7 @@ class AuditStore:
         self.read_only = read_only
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
         # The newest head this process verified or signed: a stored head older than it means
         # the file was rolled back under the running process.
         self._trusted: Mark | None = None
@@ -246,14 +248,17 @@ class AuditStore:
         """A write transaction under SQLite's lock: every process appends in turn."""
         if self.read_only:
             raise AuditUnavailable("the audit log is open read-only")
-        conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # One connection per store: a caller's thread (a CLI purge) and the writer thread take
+        # turns, never interleave statements of two transactions.
+        with self._lock:
+            conn = self.connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def append(self, records: Sequence[Pending]) -> list[int]:
         """Check the log, chain and store ``records`` in one transaction; returns their numbers.
@@ -263,36 +268,44 @@ class AuditStore:
         """
         with self._write() as conn:
             seq, prev = self._check_before_extend(conn)
-            covered = self._covered(conn)
-            numbers = []
-            checkpoint = None
-            for rec in records:
-                seq += 1
-                digest = chain_hash(prev, seq, rec.body, rec.request, rec.response)
-                conn.execute(
-                    "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq, rec.ts_us, rec.event, rec.actor, rec.route, rec.status, rec.body, prev, digest,
-                        rec.request, rec.response,
-                    ),
-                )  # fmt: skip
-                if rec.fingerprints:
-                    conn.executemany(
-                        "INSERT INTO audit_fingerprints VALUES (?, ?)",
-                        [(fp, seq) for fp in set(rec.fingerprints)],
-                    )
-                prev = digest
-                numbers.append(seq)
-                if seq - covered >= self.checkpoint_records and len(numbers) < len(records):
-                    # Inside a large group: a checkpoint every `checkpoint_records` records.
-                    checkpoint = self._keep(conn, self._dated(seq, digest))
-                    covered = seq
-            head = self._put_head(conn, seq, prev)
-            if seq > covered and self._due(conn, covered, head):
-                checkpoint = self._keep(conn, head)
+            head, checkpoint, numbers = self._chain(conn, seq, prev, records)
         self._trusted = head
         self._after_commit(head, checkpoint)
         return numbers
+
+    def _chain(
+        self, conn: sqlite3.Connection, seq: int, prev: bytes, records: Sequence[Pending]
+    ) -> tuple[Mark, Mark | None, list[int]]:
+        """Chain ``records`` after (seq, prev) and sign the new head, inside the caller's
+        transaction; returns the head, the checkpoint kept (if any) and the records' numbers."""
+        covered = self._covered(conn)
+        numbers = []
+        checkpoint = None
+        for rec in records:
+            seq += 1
+            digest = chain_hash(prev, seq, rec.body, rec.request, rec.response)
+            conn.execute(
+                "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq, rec.ts_us, rec.event, rec.actor, rec.route, rec.status, rec.body, prev, digest,
+                    rec.request, rec.response,
+                ),
+            )  # fmt: skip
+            if rec.fingerprints:
+                conn.executemany(
+                    "INSERT INTO audit_fingerprints VALUES (?, ?)",
+                    [(fp, seq) for fp in set(rec.fingerprints)],
+                )
+            prev = digest
+            numbers.append(seq)
+            if seq - covered >= self.checkpoint_records and len(numbers) < len(records):
+                # Inside a large group: a checkpoint every `checkpoint_records` records.
+                checkpoint = self._keep(conn, self._dated(seq, digest))
+                covered = seq
+        head = self._put_head(conn, seq, prev)
+        if seq > covered and self._due(conn, covered, head):
+            checkpoint = self._keep(conn, head)
+        return head, checkpoint, numbers
 
     def probe(self) -> None:
         """Sign the head again, dated now: a real write, to learn whether writes succeed again."""
@@ -443,12 +456,13 @@ class AuditStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: a consistent view while writers append."""
-        conn = self.connect()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        with self._lock:
+            conn = self.connect()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def marks(self, conn: sqlite3.Connection) -> dict[str, Mark]:
         """The signed head and anchor, by kind."""
@@ -513,9 +527,13 @@ class AuditStore:
             int(s) for (s,) in conn.execute("SELECT seq FROM audit_fingerprints WHERE fp = ?", (fingerprint,))
         ]
 
-    def purge(self, before_us: int) -> tuple[int, int]:
+    def purge(self, before_us: int, record: Callable[[int, int], Pending]) -> tuple[int, int]:
         """Remove records older than ``before_us``; leave a signed anchor. Returns (count, last seq).
 
+        ``record(count, last)`` is the purge's own ``audit:purge`` record (``meta.through_seq``:
+        ``last``), chained in the same transaction as the anchor: verify accepts an anchor only
+        with the record of the purge that left it, so a crash between the two cannot leave an
+        anchor that looks forged, and a signature obtained for an anchor alone proves nothing.
         The whole chain is verified first, inside the purge's transaction: records are never
         removed (nor an anchor signed) unchecked, so a purge cannot hide an edit. A log that does
         not verify is :class:`AuditTampered` and nothing is removed.
@@ -523,7 +541,7 @@ class AuditStore:
         from .verify import ChainBroken, verify_connection  # noqa: PLC0415 - verify imports this module
 
         with self._write() as conn:
-            self._check_before_extend(conn)
+            head_seq, head_hash = self._check_before_extend(conn)
             try:
                 verify_connection(self, conn)
             except ChainBroken as broken:
@@ -535,17 +553,96 @@ class AuditStore:
                 " AND seq < (SELECT max(seq) FROM audit_records) ORDER BY seq DESC LIMIT 1",
                 (before_us,),
             ).fetchone()
-            if row is None:
-                return 0, 0
-            seq, digest = int(row[0]), bytes(row[1])
-            count = conn.execute("DELETE FROM audit_records WHERE seq <= ?", (seq,)).rowcount
-            conn.execute("DELETE FROM audit_fingerprints WHERE seq <= ?", (seq,))
-            conn.execute("DELETE FROM audit_checkpoints WHERE seq <= ?", (seq,))
-            conn.execute(
-                "INSERT OR REPLACE INTO audit_marks (kind, seq, hash, sig) VALUES ('anchor', ?, ?, ?)",
-                (seq, digest, self._sign("anchor", seq, digest)),
-            )
+            count, seq = 0, 0
+            if row is not None:
+                seq, digest = int(row[0]), bytes(row[1])
+                count = conn.execute("DELETE FROM audit_records WHERE seq <= ?", (seq,)).rowcount
+                conn.execute("DELETE FROM audit_fingerprints WHERE seq <= ?", (seq,))
+                conn.execute("DELETE FROM audit_checkpoints WHERE seq <= ?", (seq,))
+                conn.execute(
+                    "INSERT OR REPLACE INTO audit_marks (kind, seq, hash, sig) VALUES ('anchor', ?, ?, ?)",
+                    (seq, digest, self._sign("anchor", seq, digest)),
+                )
+            head, checkpoint, _ = self._chain(conn, head_seq, head_hash, [record(int(count), seq)])
+        self._trusted = head
+        self._after_commit(head, checkpoint)
         return int(count), seq
+
+    def check_log(self) -> None:
+        """The writer's check at start: the log matches its signed head and may be extended.
+
+        Besides what every append checks (:meth:`_check_before_extend`), it walks the links from
+        the newest signed checkpoint (or the chain's start) to the head, and checks that a purge
+        anchor comes with its ``audit:purge`` record. Bounded work (at most one checkpoint
+        interval of records), so a server refuses calls from its first one rather than after
+        recording one over a forgery. Raises :class:`AuditTampered`; writes nothing.
+        """
+        try:
+            with self.snapshot() as conn:
+                seq, prev = self._check_before_extend(conn)
+                self._check_recent_links(conn, seq, prev)
+                self._check_anchor_purge(conn)
+        except sqlite3.DatabaseError as exc:
+            raise AuditTampered(f"the audit tables cannot be read ({exc})") from None
+
+    def _check_recent_links(self, conn: sqlite3.Connection, head_seq: int, head_hash: bytes) -> None:
+        """The records from the newest signed point to the head link up to the head's hash."""
+        assert self.public_key is not None  # _check_before_extend needs it
+        start_seq, start_hash = self._start(conn)
+        anchor = self.marks(conn).get("anchor")
+        if anchor is not None:
+            try:
+                check_signature(self.public_key, "anchor", anchor.seq, anchor.hash, anchor.sig)
+            except InvalidSignature:
+                raise AuditTampered(f"the purge anchor (record {anchor.seq}) does not verify") from None
+        newest = conn.execute(
+            "SELECT seq, hash, sig, ts_us FROM audit_checkpoints WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
+            (head_seq,),
+        ).fetchone()
+        if newest is not None and int(newest[0]) > start_seq:
+            seq, digest, sig, ts_us = int(newest[0]), _blob(newest[1]), _blob(newest[2]), newest[3]
+            kind = "head" if ts_us is not None else "checkpoint"
+            try:
+                check_signature(self.public_key, kind, seq, digest, sig, ts_us=ts_us)
+            except InvalidSignature:
+                raise AuditTampered(f"the checkpoint at record {seq} does not verify (forged)") from None
+            start_seq, start_hash = seq, digest
+        prev, expected = start_hash, start_seq
+        rows = conn.execute(
+            "SELECT seq, body, prev_hash, hash, request, response FROM audit_records"
+            " WHERE seq >= ? AND seq <= ? ORDER BY seq",
+            (start_seq, head_seq),
+        )
+        for seq_, body, prev_hash, digest, request, response in rows:
+            number = int(seq_)
+            if number == start_seq:
+                if _blob(digest) != start_hash:
+                    raise AuditTampered(f"record {number} differs from its signed checkpoint (rewritten)")
+                continue
+            expected += 1
+            if number != expected:
+                raise AuditTampered(f"record {expected} is missing (deleted) below the signed head")
+            if _blob(prev_hash) != prev or chain_hash(
+                prev, number, _blob(body), _blob(request), _blob(response)
+            ) != _blob(digest):
+                raise AuditTampered(f"record {number} was changed (its links do not hold)")
+            prev = _blob(digest)
+        if expected != head_seq or prev != head_hash:
+            raise AuditTampered(f"the records do not lead to the signed head (record {head_seq})")
+
+    def _check_anchor_purge(self, conn: sqlite3.Connection) -> None:
+        """A purge anchor must come with the purge's own record (see :meth:`purge`)."""
+        anchor = self.marks(conn).get("anchor")
+        if anchor is None:
+            return
+        rows = conn.execute(
+            "SELECT body FROM audit_records WHERE event = 'audit:purge' AND seq > ?", (anchor.seq,)
+        )
+        if not any(names_purge(_blob(body), anchor.seq) for (body,) in rows):
+            raise AuditTampered(
+                f"the purge anchor (record {anchor.seq}) has no audit:purge record: records were"
+                " dropped without a purge, or the purge's record was deleted"
+            )
 
 
 def _int(value: object) -> int:

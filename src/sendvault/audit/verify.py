@@ -4,7 +4,8 @@ Verification raises :class:`ChainBroken` naming the first broken record and why:
 field (a hash mismatch, or a stored column or fingerprint row that differs from the hashed
 body), a deleted record or reordered records (a gap or a wrong previous hash), a truncated tail
 (the signed head is ahead of the last record), a forged checkpoint, head or anchor (a bad
-signature under the trusted public key, or a checkpoint for no record), an emptied log (no
+signature under the trusted public key, or a checkpoint for no record), a purge anchor without
+the ``audit:purge`` record that the purge wrote with it (whole-chain checks), an emptied log (no
 signed head), and a log rolled back below a head kept elsewhere (``known``: a head kept by hand
 or the heads a witness holds). A request that cannot be answered (a reversed range, a range or
 known head that was purged) raises ValueError.
@@ -27,7 +28,7 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 
 from .marks import Verifier
-from .record import GENESIS, chain_hash
+from .record import GENESIS, chain_hash, names_purge
 from .store import AuditStore, Checkpoint, Mark, Stored, check_signature
 
 __all__ = [
@@ -103,8 +104,12 @@ class _Walk:
         *,
         fingerprints: Iterator[tuple[int, str]] | None = None,
         known: Sequence[Mark] = (),
+        anchor: int | None = None,
     ) -> None:
         self.key = key
+        # A purge anchor is vouched for by its purge's own record, which must follow it.
+        self._anchor = anchor
+        self._purge_seen = anchor is None
         self.first = seq + 1
         self.seq, self.prev = seq, prev
         self.count = 0
@@ -152,6 +157,8 @@ class _Walk:
             self.signed_at = rec.seq
         if self._known.get(rec.seq, rec.hash) != rec.hash:
             raise ChainBroken(rec.seq, "differs from the known head (the log was rewritten)")
+        if not self._purge_seen and self._anchor is not None:
+            self._purge_seen = names_purge(rec.body, self._anchor)
         self.seq, self.prev = rec.seq, rec.hash
         self.count += 1
 
@@ -200,6 +207,12 @@ class _Walk:
                 self.seq + 1,
                 f"the log ends at record {self.seq}, before the known head (record {self._newest.seq}):"
                 " rolled back or truncated",
+            )
+        if not self._purge_seen:
+            raise ChainBroken(
+                self.first - 1,
+                f"the purge anchor (record {self._anchor}) has no audit:purge record naming it: records"
+                " were dropped without a purge, or the purge's record was deleted",
             )
 
     def covers(self, head: Mark | None) -> tuple[str, int] | None:
@@ -287,7 +300,15 @@ def verify_connection(
     fingerprints = store.fingerprint_rows(conn, lo)
     checkpoints = store.checkpoints(conn)
     if lo is None:
-        walk = _Walk(key, *start, checkpoints, fingerprints=fingerprints, known=known)
+        anchor = marks.get("anchor")
+        walk = _Walk(
+            key,
+            *start,
+            checkpoints,
+            fingerprints=fingerprints,
+            known=known,
+            anchor=anchor.seq if anchor is not None else None,
+        )
     else:
         opening = next(records, None)
         if opening is None or opening.seq != lo:

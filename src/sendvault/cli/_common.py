@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
-from ..errors import ConfigError, CryptoError, InvalidValue, KeyProviderError, SendvaultError, StoreError
+from ..errors import (
+    AuditTampered,
+    ConfigError,
+    CryptoError,
+    InvalidValue,
+    KeyProviderError,
+    SendvaultError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from ..audit import AuditLog, Event
     from ..config import Settings
     from ..vault import Vault
 
-__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "AppContext", "emit_json", "fail", "pass_app", "read_args"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "AppContext",
+    "changes_state",
+    "emit_json",
+    "fail",
+    "pass_app",
+    "read_args",
+]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 _HINTS: list[tuple[type[SendvaultError], str]] = [
+    (
+        AuditTampered,
+        (
+            "run `sendvault audit verify` (with the trusted public key) to see what differs; commands"
+            " that change state are refused until the log verifies"
+        ),
+    ),
     (
         ConfigError,
         "fix it where it is set (docs/configuration.md lists every setting); then: sendvault config check",
@@ -122,9 +147,22 @@ class AppContext:
         if self._audit is None:
             from ..audit import open_audit  # noqa: PLC0415
 
-            self._audit = open_audit(self.settings)
+            # Checked against its signed head (and witnesses) when opened: a command refuses to
+            # run on a log that does not verify rather than chain its record onto a forgery.
+            self._audit = open_audit(self.settings, refuse_tampered=True)
             click.get_current_context().call_on_close(self._audit.close)
         return self._audit
+
+    def check_audit(self) -> None:
+        """Before a command changes state: the audit log must verify against its signed head.
+
+        Raises :class:`~sendvault.errors.AuditTampered` (one line and a hint, exit 1) before
+        anything is changed.
+        """
+        try:
+            _ = self.audit
+        except AuditTampered as exc:
+            raise AuditTampered(f"the audit log does not verify ({exc}): nothing was changed") from None
 
     def record(self, event: Event, **fields: Any) -> None:
         """Record a state change made by this command and wait until it is written."""
@@ -135,6 +173,18 @@ class AppContext:
 
 pass_app = click.make_pass_decorator(AppContext)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def changes_state(fn: F) -> F:
+    """Mark a command that changes state (and records it): before it runs, the audit log must
+    verify against its signed head (:meth:`AppContext.check_audit`). Goes under ``@pass_app``."""
+
+    @functools.wraps(fn)
+    def checked(app: AppContext, /, *args: Any, **kwargs: Any) -> Any:
+        app.check_audit()
+        return fn(app, *args, **kwargs)
+
+    return cast("F", checked)
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:

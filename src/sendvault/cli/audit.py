@@ -40,7 +40,7 @@ from ..audit.record import Sealer
 from ..audit.store import Stored
 from ..errors import AuditUnavailable, InvalidValue
 from ..vault import Normalizer, parse_kind
-from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, fail, pass_app
+from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
 from ._output import cell, print_table
 
 __all__ = ["audit"]
@@ -596,10 +596,13 @@ def audit_head(app: AppContext, public_key: str | None, as_json: bool) -> None:
 @audit.command("purge")
 @click.option("--before", required=True, help="Remove records older than this ISO date/time.")
 @pass_app
+@changes_state
 def audit_purge(app: AppContext, before: str) -> None:
     """Remove old records for retention, leaving a signed anchor the remaining chain starts from."""
-    count, last = app.audit.store.purge(_when(before, "--before"))
-    app.record(Event.AUDIT_PURGE, meta={"removed": count, "through_seq": last})
+    import getpass  # noqa: PLC0415 - only commands that write the audit log need it
+
+    # The purge's own record is written with its anchor, in one transaction (verify requires it).
+    count, last = app.audit.purge(_when(before, "--before"), actor=f"cli:{getpass.getuser()}")
     click.echo(f"{count} record(s) removed" + (f" through record {last}" if count else ""), err=True)
 
 

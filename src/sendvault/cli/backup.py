@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..audit import Event
-from ._common import AppContext, emit_json, pass_app
+from ._common import AppContext, changes_state, emit_json, pass_app
 
 __all__ = ["backup", "restore"]
 
@@ -16,6 +16,7 @@ __all__ = ["backup", "restore"]
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
 @pass_app
+@changes_state
 def backup(app: AppContext, out: Path, as_json: bool) -> None:
     """Copy the vault's SQLite database to OUT, consistent while the server runs (mode 0600).
 
@@ -42,6 +43,7 @@ def backup(app: AppContext, out: Path, as_json: bool) -> None:
 @click.argument("source", metavar="IN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a database that holds tokens (stop the server first).")
 @pass_app
+@changes_state
 def restore(app: AppContext, source: Path, force: bool) -> None:
     """Replace the vault's SQLite database with the backup IN, once the configured KEK is
     checked to open its keys. For PostgreSQL, says how to use pg_restore."""

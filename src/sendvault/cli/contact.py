@@ -10,7 +10,7 @@ import click
 from ..audit import Event
 from ..errors import NotFound
 from ..vault import parse_kind
-from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, fail, pass_app
+from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
 
 __all__ = ["contact", "erase"]
 
@@ -45,6 +45,7 @@ def _parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.argument("token")
 @click.argument("pairs", nargs=-1, required=True)
 @pass_app
+@changes_state
 def attrs_set(app: AppContext, replace: bool, token: str, pairs: tuple[str, ...]) -> None:
     """Set attributes NAME=VALUE on TOKEN (merged with existing ones unless --replace)."""
     attributes = _parse_pairs(pairs)
@@ -86,6 +87,7 @@ def attrs_get(app: AppContext, as_json: bool, token: str) -> None:
 @click.argument("token")
 @click.argument("names", nargs=-1)
 @pass_app
+@changes_state
 def attrs_delete(app: AppContext, delete_all: bool, token: str, names: tuple[str, ...]) -> None:
     """Delete the named attributes of TOKEN (or all with --all)."""
     if not names and not delete_all:
@@ -110,6 +112,7 @@ def attrs_delete(app: AppContext, delete_all: bool, token: str, names: tuple[str
 )
 @click.option("--json", "as_json", is_flag=True, help="With --file: print one JSON outcome per line.")
 @pass_app
+@changes_state
 def erase(
     app: AppContext,
     token_: str | None,

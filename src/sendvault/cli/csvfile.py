@@ -24,7 +24,7 @@ from ..exchange import (
     tokenize_file,
 )
 from ..vault import Kind, parse_kind
-from ._common import EXIT_USAGE, AppContext, emit_json, fail, pass_app
+from ._common import EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
 
 __all__ = ["csv_group"]
 
@@ -255,6 +255,7 @@ def _report(summary: Summary, options: dict[str, Any], output: str) -> None:
 )
 @_common
 @pass_app
+@changes_state
 def tokenize(
     app: AppContext,
     /,
@@ -283,6 +284,7 @@ def tokenize(
 )
 @_common
 @pass_app
+@changes_state
 def detokenize(
     app: AppContext, /, source: str, output: str, columns: tuple[str, ...], **options: Any
 ) -> None:

@@ -24,7 +24,7 @@ from ..exchange import (
     parse_remote,
     remote_from_settings,
 )
-from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, emit_json, fail, pass_app
+from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
 
 __all__ = ["exchange"]
 
@@ -66,6 +66,7 @@ def run_check(app: AppContext, files: list[Path], limit: int | None) -> tuple[li
 )
 @click.option("--json", "as_json", is_flag=True, help="Print findings as a JSON array.")
 @pass_app
+@changes_state
 def check(app: AppContext, files: tuple[Path, ...], limit: int, as_json: bool) -> None:
     """Find clear email addresses and phone numbers in FILES bound for the platform.
 
@@ -192,6 +193,7 @@ def _sftp(call: Any) -> Any:
     "--no-verify", is_flag=True, help="Skip reading the upload back for its SHA-256 (size is still checked)."
 )
 @pass_app
+@changes_state
 def push_cmd(
     app: AppContext, /, files: tuple[Path, ...], remote: str, allow_clear: bool, no_verify: bool, **opts: Any
 ) -> None:
@@ -237,6 +239,7 @@ def push_cmd(
 @click.option("--again", is_flag=True, help="Also pull files pulled before.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was pulled as JSON.")
 @pass_app
+@changes_state
 def pull_cmd(app: AppContext, /, remote: str, local: Path, again: bool, as_json: bool, **opts: Any) -> None:
     """Download REMOTE (a file, or every file of a folder not pulled yet) into LOCAL.
 
@@ -292,6 +295,7 @@ def pull_cmd(app: AppContext, /, remote: str, local: Path, again: bool, as_json:
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the deleted files as JSON.")
 @pass_app
+@changes_state
 def sweep_cmd(
     app: AppContext,
     /,
@@ -346,6 +350,7 @@ def sweep_cmd(
 @_remote_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
+@changes_state
 def status_cmd(app: AppContext, /, remotes: tuple[str, ...], as_json: bool, **opts: Any) -> None:
     """List the files of remote folders with their age and the platform's deletion deadline.
 

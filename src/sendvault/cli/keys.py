@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..audit import Event
-from ._common import EXIT_FAILURE, AppContext, emit_json, fail, pass_app
+from ._common import EXIT_FAILURE, AppContext, changes_state, emit_json, fail, pass_app
 
 __all__ = ["keys"]
 
@@ -94,6 +94,7 @@ def keys_rotate(ctx: click.Context) -> None:
 
 @keys_rotate.command("dek")
 @pass_app
+@changes_state
 def rotate_dek(app: AppContext) -> None:
     """Add a new data key: new writes use it at once; existing rows move to it by re-encryption
     (`sendvault keys reencrypt`, or in the background of `sendvault serve`)."""
@@ -104,6 +105,7 @@ def rotate_dek(app: AppContext) -> None:
 
 @keys_rotate.command("index")
 @pass_app
+@changes_state
 def rotate_index(app: AppContext) -> None:
     """Add a new blind-index key. New rows carry it at once and every lookup asks for both keys,
     so Get Token keeps answering the same token; existing rows move to it with
@@ -120,6 +122,7 @@ def rotate_index(app: AppContext) -> None:
 
 @keys_rotate.command("kek")
 @pass_app
+@changes_state
 def rotate_kek_command(app: AppContext) -> None:
     """Rewrap every data key under a new key-encryption key; no row is touched.
 
@@ -148,6 +151,7 @@ def rotate_kek_command(app: AppContext) -> None:
 @click.option("--signing/--no-signing", default=True, help="Rotate the audit signing key.")
 @click.option("--sealing/--no-sealing", default=True, help="Rotate the key that seals values in records.")
 @pass_app
+@changes_state
 def rotate_audit(app: AppContext, signing: bool, sealing: bool) -> None:
     """New audit signing and sealing keys; `audit verify` still verifies older records."""
     from .. import audit  # noqa: PLC0415
@@ -216,6 +220,7 @@ def _bar(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
 @click.option("--batch", "batch_rows", type=click.IntRange(10, 100_000), default=2000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @pass_app
+@changes_state
 def keys_reencrypt(app: AppContext, batch_rows: int, as_json: bool) -> None:
     """Move every row to the current data key, and to the current blind-index key while one
     rotates, now, in batches, with a progress bar.
@@ -299,6 +304,7 @@ def _reindex(app: AppContext, batch_rows: int) -> Any:
 @keys.command("retire")
 @click.argument("key_id", type=int)
 @pass_app
+@changes_state
 def keys_retire(app: AppContext, key_id: int) -> None:
     """Destroy data key (or older blind-index key) KEY_ID, only if no row uses it any more
     (never while one does)."""

@@ -10,7 +10,7 @@ from ..api.auth import SCOPES, register_client, rotate_secret
 from ..audit import Event
 from ..errors import NotFound
 from ..vault import open_store
-from ._common import AppContext, emit_json, fail, pass_app
+from ._common import AppContext, changes_state, emit_json, fail, pass_app
 from ._output import print_table
 
 __all__ = ["certs", "clients", "serve"]
@@ -139,6 +139,7 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the new credentials as JSON.")
 @pass_app
+@changes_state
 def clients_add(
     app: AppContext, name: str, scopes: str, allow: tuple[str, ...], tokenize_rate: float, as_json: bool
 ) -> None:
@@ -202,6 +203,7 @@ def _client_doc(scopes: str, allow: str, rate: float) -> dict[str, object]:
 @clients.command("remove")
 @click.argument("name")
 @pass_app
+@changes_state
 def clients_remove(app: AppContext, name: str) -> None:
     """Remove client NAME; its secret and tokens stop working at once (cached checks within 30 s)."""
     store = open_store(app.settings)
@@ -217,6 +219,7 @@ def clients_remove(app: AppContext, name: str) -> None:
 @clients.command("rotate-secret")
 @click.argument("name")
 @pass_app
+@changes_state
 def clients_rotate(app: AppContext, name: str) -> None:
     """Give client NAME a new secret (printed once); older secrets and tokens stop working."""
     store = open_store(app.settings)

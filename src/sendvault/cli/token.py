@@ -7,7 +7,7 @@ import click
 from ..audit import Event
 from ..errors import InvalidValue
 from ..vault import parse_kind
-from ._common import EXIT_FAILURE, AppContext, emit_json, pass_app, read_args
+from ._common import EXIT_FAILURE, AppContext, changes_state, emit_json, pass_app, read_args
 
 __all__ = ["token"]
 
@@ -33,6 +33,7 @@ def token() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of per-item results.")
 @click.argument("values", nargs=-1, required=True)
 @pass_app
+@changes_state
 def get(app: AppContext, kind_name: str, no_create: bool, as_json: bool, values: tuple[str, ...]) -> None:
     """Print the token of each VALUE, one per line, in order (`-` reads values from stdin).
 
@@ -78,6 +79,7 @@ def get(app: AppContext, kind_name: str, no_create: bool, as_json: bool, values:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array with values and attributes.")
 @click.argument("tokens", nargs=-1, required=True)
 @pass_app
+@changes_state
 def resolve(app: AppContext, as_json: bool, tokens: tuple[str, ...]) -> None:
     """Print the value of each TOKEN, one per line (`-` for unresolved; `-` as input reads stdin).
 
