@@ -37,7 +37,7 @@ from .marks import KeyRing, Verifier
 from .record import Sealer
 from .store import AuditLogMissing, AuditStore, Mark, Signer
 from .verify import ChainBroken, Verified, signed_head, verify_store
-from .witness import Witnesses, open_witnesses, witnessed_heads
+from .witness import Witnesses, open_witnesses, witnessed_heads, witnessed_heads_of
 
 __all__ = [
     "AuditKeyInfo",
@@ -71,6 +71,7 @@ __all__ = [
     "verify_export",
     "verify_store",
     "witnessed_heads",
+    "witnessed_heads_of",
     "writer_public_key",
 ]
 
@@ -218,7 +219,11 @@ def open_audit(
     :class:`~sendvault.errors.AuditTampered` is raised instead.
     """
     store = open_audit_store(settings)
-    witness = open_witnesses(settings)
+    try:
+        witness = open_witnesses(settings, log_id=store.log_id())
+    except BaseException:
+        store.close()
+        raise
     try:
         return AuditLog(
             store,
@@ -230,4 +235,5 @@ def open_audit(
         )
     except BaseException:
         witness.close()
+        store.close()
         raise

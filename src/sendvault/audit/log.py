@@ -85,13 +85,10 @@ class AuditLog:
         self._tampered = False
         self._retry_seconds = retry_seconds
         try:
-            if self.witness is not None:
-                # A rollback made while no writer ran shows against the newest witnessed head.
-                store.trust_witnessed(self.witness.newest())
             # Checked before the first call is taken, not at the first append: a server must
             # answer 503 from its first call on a tampered log, never 200 for a call whose
             # record would be chained onto the forgery.
-            store.check_log()
+            self._check_at_start()
         except AuditTampered as exc:
             if refuse_tampered:
                 store.close()
@@ -110,6 +107,14 @@ class AuditLog:
         """
         if self._failure is not None:
             raise AuditUnavailable(f"audit log unavailable: {self._failure}")
+
+    def _check_at_start(self) -> None:
+        """The log against its witnesses and its signed head (:meth:`AuditStore.check_log`)."""
+        if self.witness is not None:
+            # A rollback made while no writer ran shows against the newest witnessed head; a log
+            # deleted and started again, or a shared witness, against another log's heads.
+            self.store.trust_witnessed(self.witness.newest())
+        self.store.check_log()
 
     @property
     def stopped(self) -> bool:
@@ -303,7 +308,7 @@ class AuditLog:
             return
         try:
             if self._tampered:
-                self.store.check_log()  # the whole start-up check: the log must verify again
+                self._check_at_start()  # the whole start-up check: the log must verify again
             self.store.probe()
         except Exception as exc:  # noqa: BLE001 - the failure goes on; logged once per reason
             self._fail(exc)

@@ -20,6 +20,7 @@ never creates, migrates or signs anything.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sqlite3
 import threading
 import time
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     sig   BLOB    NOT NULL,
     ts_us INTEGER
 );
+CREATE TABLE IF NOT EXISTS audit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_marks (
     kind  TEXT PRIMARY KEY CHECK (kind IN ('head', 'anchor')),
     seq   INTEGER NOT NULL,
@@ -190,6 +192,11 @@ class AuditStore:
         if "ts_us" not in _columns(conn, "audit_checkpoints"):
             # Checkpoints from before they were dated keep their undated signature (NULL).
             conn.execute("ALTER TABLE audit_checkpoints ADD COLUMN ts_us INTEGER")
+        # This log's identity, written into every head a witness receives: a witness shared by
+        # several logs (replicas) is told apart from a forked log, and refused (see .witness).
+        conn.execute(
+            "INSERT OR IGNORE INTO audit_meta (name, value) VALUES ('log_id', ?)", (secrets.token_hex(8),)
+        )
         if new and self._signer is not None:
             # A signed head at record 0: a log whose records and marks were all deleted then
             # fails verification instead of passing as a new, empty one.
@@ -225,6 +232,15 @@ class AuditStore:
             raise AuditTampered(f"a witness holds a head (record {head.seq}) that does not verify") from None
         if self._trusted is None or head.seq > self._trusted.seq:
             self._trusted = head
+
+    def log_id(self) -> str | None:
+        """This log's identity (None for a log no writer of this version has opened yet)."""
+        try:
+            with self.snapshot() as conn:
+                row = conn.execute("SELECT value FROM audit_meta WHERE name = 'log_id'").fetchone()
+        except sqlite3.OperationalError:
+            return None  # no audit_meta table: a log from before identities
+        return None if row is None else str(row[0])
 
     def signer_public_key(self) -> Ed25519PublicKey:
         """The public key of the key that signs this store's heads."""

@@ -37,20 +37,24 @@ from typing import Any, Protocol
 
 from .._pglink import alive, masked
 from ..config import Settings
-from ..errors import AuditUnavailable
+from ..errors import AuditTampered, AuditUnavailable
 from .export import head_document, parse_head
 from .marks import Mark
+from .verify import ChainBroken
 
 __all__ = [
     "FileWitness",
     "PostgresWitness",
     "SyslogWitness",
     "Witness",
+    "WitnessShared",
+    "WitnessTorn",
     "WitnessUnavailable",
     "Witnesses",
     "open_witness",
     "open_witnesses",
     "witnessed_heads",
+    "witnessed_heads_of",
 ]
 
 _TABLE = "sendvault_audit_witness"
@@ -66,12 +70,13 @@ class Witness(Protocol):
     name: str
     readable: bool
 
-    def send(self, head: Mark) -> None:
-        """Write one head; raise :class:`WitnessUnavailable` when it is not written."""
+    def send(self, head: Mark, log: str | None = None) -> None:
+        """Write one head of the log ``log``; raise :class:`WitnessUnavailable` when it is not written."""
         ...
 
-    def heads(self) -> list[Mark]:
-        """Every head this witness holds (readable witnesses only)."""
+    def entries(self) -> list[tuple[str | None, Mark]]:
+        """Every head this witness holds with the log it names (None: written before heads named
+        their log); readable witnesses only."""
         ...
 
     def close(self) -> None:
@@ -79,8 +84,33 @@ class Witness(Protocol):
         ...
 
 
-def _line(head: Mark) -> str:
-    return json.dumps(head_document(head), separators=(",", ":"))
+def _line(head: Mark, log: str | None) -> str:
+    doc = head_document(head)
+    if log is not None:
+        doc["log"] = log
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class WitnessTorn(WitnessUnavailable):
+    """A file witness whose last line is cut short (a crash mid-write): nothing more is appended
+    to it, and verify does not guess what the line held."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class WitnessShared(AuditTampered):
+    """A witness that holds the heads of another audit log: this log was deleted (or replaced)
+    and started again, or the witness is shared by replicas. An integrity alarm either way."""
+
+    def __init__(self, name: str, other: str, upto: int, own: str | None) -> None:
+        super().__init__(
+            f"witness {name} holds the heads of another audit log (log {other}, up to record {upto}),"
+            f" not this one's (log {own or 'unnamed'}): this log was deleted or rolled back and"
+            " started again, or the witness is shared by replicas; a witness is not shared: give"
+            " each replica its own witness path"
+        )
 
 
 class FileWitness:
@@ -92,12 +122,20 @@ class FileWitness:
         self.path = path
         self.name = f"file://{path}"
 
-    def send(self, head: Mark) -> None:
-        """Append the head's line and fsync it."""
-        data = (_line(head) + "\n").encode()
+    def send(self, head: Mark, log: str | None = None) -> None:
+        """Append the head's line and fsync it; refuse to append after a torn last line."""
+        data = (_line(head, log) + "\n").encode()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+                fd, readable = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640), True
+            except PermissionError:
+                # An append-only share this user may write but not read: no torn-line check.
+                fd, readable = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640), False
+            try:
+                size = os.fstat(fd).st_size
+                if readable and size and os.pread(fd, 1, size - 1) != b"\n":
+                    # Appending would glue this head onto the torn line: both would be lost.
+                    raise self._torn(size)
                 os.write(fd, data)
                 os.fsync(fd)
             finally:
@@ -105,22 +143,42 @@ class FileWitness:
         except OSError as exc:
             raise WitnessUnavailable(f"witness {self.name}: {exc.strerror}") from None
 
-    def heads(self) -> list[Mark]:
-        """The heads of the file; a line that is not one makes the witness unusable (ValueError)."""
+    def _torn(self, size: int, number: int | None = None) -> WitnessTorn:
+        data = self.path.read_bytes()[:size]
+        keep = data.rfind(b"\n") + 1
+        number = number if number is not None else data[:keep].count(b"\n") + 1
+        return WitnessTorn(
+            f"witness {self.name}: line {number} is torn (cut short without its newline, a crash mid-write)",
+            f"the lines before it are whole; check it, then as the file's owner keep them:"
+            f" truncate -s {keep} {self.path} (the next checkpoint is witnessed again)",
+        )
+
+    def entries(self) -> list[tuple[str | None, Mark]]:
+        """The heads of the file; a line that is not one makes the witness unusable (ValueError),
+        a torn last line too (:class:`WitnessTorn`)."""
         try:
-            text = self.path.read_text()
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return []  # nothing delivered yet (verify names a missing file itself)
         except OSError as exc:
             raise WitnessUnavailable(f"witness {self.name}: {exc.strerror}") from None
-        heads = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
+        lines = data.split(b"\n")
+        if lines[-1].strip():
+            raise self._torn(len(data), len(lines))
+        entries = []
+        for number, raw in enumerate(lines, start=1):
+            if raw.strip():
                 try:
-                    heads.append(parse_head(line))
-                except ValueError:
+                    line = raw.decode()
+                    log = json.loads(line).get("log")
+                    entries.append((log if isinstance(log, str) else None, parse_head(line)))
+                except (ValueError, AttributeError):
                     raise ValueError(f"witness {self.name}: line {number} is not a signed head") from None
-        return heads
+        return entries
+
+    def heads(self) -> list[Mark]:
+        """Every head of the file, whichever log it names."""
+        return [mark for _, mark in self.entries()]
 
     def close(self) -> None:
         """Nothing is kept open."""
@@ -161,9 +219,32 @@ class PostgresWitness:
                 # Only when missing: a witness user with INSERT and SELECT alone may not create.
                 self._conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq BIGINT NOT NULL, hash BYTEA NOT NULL,"
-                    " sig BYTEA NOT NULL, ts_us BIGINT NOT NULL, received TIMESTAMPTZ NOT NULL DEFAULT now())"
+                    " sig BYTEA NOT NULL, ts_us BIGINT NOT NULL, received TIMESTAMPTZ NOT NULL DEFAULT now(),"
+                    " log_id TEXT)"
                 )
+            self._add_log_column(self._conn)
         return self._conn
+
+    def _add_log_column(self, conn: Any) -> None:
+        """Heads name their log (column ``log_id``); a table from before gets the column."""
+        import psycopg  # noqa: PLC0415 - present once connected
+
+        found = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'log_id'"
+            " AND table_schema = current_schema()",
+            (_TABLE,),
+        ).fetchone()
+        if found is not None:
+            return
+        try:
+            conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN IF NOT EXISTS log_id TEXT")
+        except psycopg.errors.InsufficientPrivilege:
+            conn.close()
+            self._conn = None
+            raise WitnessUnavailable(
+                f"witness {self.name}: the table {_TABLE} has no log_id column and this user may not"
+                f" add it; as its owner run: ALTER TABLE {_TABLE} ADD COLUMN log_id TEXT"
+            ) from None
 
     def _run(self, what: str, fn: Any) -> Any:
         import psycopg  # noqa: PLC0415 - present once _connect succeeded
@@ -180,23 +261,32 @@ class PostgresWitness:
                     f"witness {self.name}: {what} failed ({type(exc).__name__})"
                 ) from None
 
-    def send(self, head: Mark) -> None:
+    def send(self, head: Mark, log: str | None = None) -> None:
         """Insert the head as a row."""
         self._run(
             "insert",
             lambda conn: conn.execute(
-                f"INSERT INTO {_TABLE} (seq, hash, sig, ts_us) VALUES (%s, %s, %s, %s)",  # noqa: S608 - constant
-                (head.seq, head.hash, head.sig, head.ts_us),
+                f"INSERT INTO {_TABLE} (seq, hash, sig, ts_us, log_id) VALUES (%s, %s, %s, %s, %s)",  # noqa: S608 - constant
+                (head.seq, head.hash, head.sig, head.ts_us, log),
             ),
         )
 
-    def heads(self) -> list[Mark]:
-        """Every row, oldest first."""
+    def entries(self) -> list[tuple[str | None, Mark]]:
+        """Every row, oldest first, with the log it names."""
         rows = self._run(
             "read",
-            lambda conn: conn.execute(f"SELECT seq, hash, sig, ts_us FROM {_TABLE} ORDER BY seq").fetchall(),  # noqa: S608
+            lambda conn: conn.execute(
+                f"SELECT seq, hash, sig, ts_us, log_id FROM {_TABLE} ORDER BY seq"  # noqa: S608 - constant
+            ).fetchall(),
         )
-        return [Mark(int(s), bytes(h), bytes(g), int(t)) for s, h, g, t in rows]
+        return [
+            (None if o is None else str(o), Mark(int(s), bytes(h), bytes(g), int(t)))
+            for s, h, g, t, o in rows
+        ]
+
+    def heads(self) -> list[Mark]:
+        """Every row's head, whichever log it names."""
+        return [mark for _, mark in self.entries()]
 
     def close(self) -> None:
         """Close the connection."""
@@ -215,15 +305,21 @@ class SyslogWitness:
         self.name = f"syslog://{host}:{port}"
         self._address = (host, port)
 
-    def send(self, head: Mark) -> None:
+    def send(self, head: Mark, log: str | None = None) -> None:
         """Send one datagram (UDP: delivery is not confirmed; a send error stops the log)."""
-        message = f"<134>sendvault-audit: {_line(head)}".encode()
+        message = f"<134>sendvault-audit: {_line(head, log)}".encode()
         try:
             family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
                 sock.sendto(message, self._address)
         except OSError as exc:
             raise WitnessUnavailable(f"witness {self.name}: {exc.strerror or type(exc).__name__}") from None
+
+    def entries(self) -> list[tuple[str | None, Mark]]:
+        """A syslog witness cannot be read back."""
+        raise ValueError(
+            f"witness {self.name} is write-only: verify against a head taken from it with --known-head"
+        )
 
     def heads(self) -> list[Mark]:
         """A syslog witness cannot be read back."""
@@ -259,8 +355,9 @@ def open_witness(url: str) -> Witness:
 class Witnesses:
     """The witnesses of one writer, each with the newest head it has not yet received."""
 
-    def __init__(self, witnesses: list[Witness]) -> None:
+    def __init__(self, witnesses: list[Witness], log_id: str | None = None) -> None:
         self.witnesses = witnesses
+        self.log_id = log_id
         self._pending: dict[int, Mark] = {}
         self._lock = threading.Lock()
 
@@ -285,7 +382,7 @@ class Witnesses:
         with self._lock:
             for index, head in sorted(self._pending.items()):
                 try:
-                    self.witnesses[index].send(head)
+                    self.witnesses[index].send(head, self.log_id)
                 except WitnessUnavailable as exc:
                     failure = failure or exc
                 else:
@@ -294,8 +391,25 @@ class Witnesses:
             raise failure
 
     def newest(self) -> Mark | None:
-        """The newest head any readable witness holds (None when none holds one)."""
-        marks = [m for w in self.witnesses if w.readable for m in w.heads()]
+        """The newest head of this log any readable witness holds (None when none holds one).
+
+        A witness that holds another log's heads is :class:`WitnessShared` (a writer refuses to
+        start: see docs/audit.md, Witnesses), one that cannot be read or holds a line that is
+        not a head :class:`WitnessUnavailable`.
+        """
+        marks: list[Mark] = []
+        for witness in self.witnesses:
+            if not witness.readable:
+                continue
+            try:
+                entries = witness.entries()
+            except ValueError as exc:
+                raise WitnessUnavailable(str(exc)) from None
+            foreign = [(log, mark) for log, mark in entries if log is not None and log != self.log_id]
+            if foreign:
+                log, mark = max(foreign, key=lambda entry: entry[1].seq)
+                raise WitnessShared(witness.name, log or "", mark.seq, self.log_id)
+            marks.extend(mark for _, mark in entries)
         return max(marks, key=lambda m: m.seq, default=None)
 
     def close(self) -> None:
@@ -304,22 +418,50 @@ class Witnesses:
             witness.close()
 
 
-def open_witnesses(settings: Settings, urls: list[str] | None = None) -> Witnesses:
-    """The witnesses ``urls`` name (default: the ``audit_witness`` setting)."""
+def open_witnesses(settings: Settings, urls: list[str] | None = None, log_id: str | None = None) -> Witnesses:
+    """The witnesses ``urls`` name (default: the ``audit_witness`` setting) for the log ``log_id``."""
     chosen = settings.audit_witness.split() if urls is None else urls
-    return Witnesses([open_witness(url) for url in chosen])
+    return Witnesses([open_witness(url) for url in chosen], log_id)
 
 
 def witnessed_heads(urls: list[str]) -> list[Mark]:
-    """Every head the readable witnesses ``urls`` hold; ValueError for a write-only one or a bad
-    line, :class:`WitnessUnavailable` when one cannot be read. An empty witness holds nothing."""
+    """Every head the readable witnesses ``urls`` hold, whichever log it names (see
+    :func:`witnessed_heads_of`)."""
+    return [mark for _, entries in _entries(urls) for _, mark in entries]
+
+
+def witnessed_heads_of(urls: list[str], log_id: str | None) -> list[Mark]:
+    """The heads of the log ``log_id`` the readable witnesses ``urls`` hold (heads that name no
+    log were written before heads named theirs, and count as its own).
+
+    ValueError for a write-only witness or a bad line; :class:`ChainBroken` for a witness that
+    holds heads but none of this log's (this log was replaced, or it is another log's witness);
+    :class:`WitnessUnavailable` when one cannot be read (:class:`WitnessTorn`: its last line is
+    torn). An empty witness holds nothing.
+    """
     heads: list[Mark] = []
+    for name, entries in _entries(urls):
+        own = [mark for log, mark in entries if log is None or log == log_id]
+        if entries and not own:
+            other = max(entries, key=lambda entry: entry[1].seq)
+            raise ChainBroken(
+                0,
+                f"witness {name} holds no head of this audit log (log {log_id or 'unnamed'}), only"
+                f" another log's (log {other[0]}, up to record {other[1].seq}): this log was deleted or"
+                " replaced and started again, or the witness is another log's",
+            )
+        heads.extend(own)
+    return heads
+
+
+def _entries(urls: list[str]) -> list[tuple[str, list[tuple[str | None, Mark]]]]:
+    found = []
     for url in urls:
         witness = open_witness(url)
         try:
             if isinstance(witness, FileWitness) and not witness.path.exists():
                 raise WitnessUnavailable(f"witness {witness.name}: no such file")
-            heads.extend(witness.heads())
+            found.append((witness.name, witness.entries()))
         finally:
             witness.close()
-    return heads
+    return found

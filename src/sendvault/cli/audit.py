@@ -34,7 +34,7 @@ from ..audit import (
     trusted_public_key,
     verify_export,
     verify_store,
-    witnessed_heads,
+    witnessed_heads_of,
 )
 from ..audit.record import Sealer
 from ..audit.store import Stored
@@ -472,7 +472,13 @@ def audit_verify(
         fail("--known-head checks the whole chain", "drop --from/--to", code=EXIT_USAGE)
     key = _public_key(app, public_key)
     known_one = _known_head(known_head) if known_head is not None else None
-    witnessed = _witness_heads(app, witnesses, ranged=first is not None or last is not None)
+    log_id = (
+        _reader(app, key).log_id() if path is None and (witnesses or app.settings.audit_witness) else None
+    )
+    try:
+        witnessed = _witness_heads(app, witnesses, log_id, ranged=first is not None or last is not None)
+    except ChainBroken as broken:
+        _broken(broken, as_json)
     known = ([known_one] if known_one is not None else []) + witnessed or None
     if path is not None and not path.exists():
         fail(f"{path} does not exist", code=EXIT_USAGE)
@@ -495,28 +501,36 @@ def audit_verify(
         sys.exit(EXIT_FAILURE)
 
 
-def _witness_heads(app: AppContext, named: tuple[str, ...], *, ranged: bool) -> list[Mark]:
-    """The heads of the named witnesses (which must hold one), else of the configured readable
-    ones (whole-chain verifies only; they may hold none yet)."""
+def _witness_heads(
+    app: AppContext, named: tuple[str, ...], log_id: str | None, *, ranged: bool
+) -> list[Mark]:
+    """This log's heads in the named witnesses (which must hold one), else in the configured
+    readable ones (whole-chain verifies only; they may hold none yet)."""
     if named:
         if ranged:
             fail("--witness checks the whole chain", "drop --from/--to", code=EXIT_USAGE)
-        return _witnessed(list(named), required=True)
+        return _witnessed(list(named), log_id, required=True)
     if ranged:
         return []
     urls = [url for url in app.settings.audit_witness.split() if not url.startswith("syslog://")]
-    return _witnessed(urls, required=False)
+    return _witnessed(urls, log_id, required=False)
 
 
-def _witnessed(urls: list[str], *, required: bool) -> list[Mark]:
-    """Every head the witnesses hold; exit 2 when one cannot be read (or, if required, holds none)."""
+def _witnessed(urls: list[str], log_id: str | None, *, required: bool) -> list[Mark]:
+    """This log's heads in the witnesses; exit 2 when one cannot be read (or, if required, holds
+    none), or holds only another log's heads."""
     if not urls:
         return []
     try:
-        heads = witnessed_heads(urls)
+        heads = witnessed_heads_of(urls, log_id)
     except (ValueError, AuditUnavailable) as exc:
+        hint = getattr(exc, "hint", None)
         fail(
-            str(exc), "a witness that cannot be read proves nothing: fix it or name another", code=EXIT_USAGE
+            str(exc),
+            hint
+            if isinstance(hint, str)
+            else "a witness that cannot be read proves nothing: fix it or name another",
+            code=EXIT_USAGE,
         )
     if not heads and required:
         fail(
