@@ -19,6 +19,7 @@ from ..api import Authenticator, TokenApi
 from ..api.auth import parse_networks
 from ..api.metrics import METRICS
 from ..audit import open_audit
+from ..audit.witness import WitnessTorn
 from ..config import Settings
 from ..errors import AuditTampered, AuditUnavailable, ConfigError, SendvaultError, StoreUnavailable
 from ..vault import Vault, open_vault
@@ -79,7 +80,8 @@ def open_app(settings: Settings, *, wait_seconds: float = START_WAIT_SECONDS) ->
         try:
             app = build_app(settings)
         except (StoreUnavailable, AuditUnavailable) as exc:
-            if isinstance(exc, AuditTampered) or time.monotonic() + pause > deadline:
+            # A torn witness line does not heal by waiting: the operator repairs the file.
+            if isinstance(exc, (AuditTampered, WitnessTorn)) or time.monotonic() + pause > deadline:
                 raise
             if not waiting:
                 log.warning("worker waits to start: %s", exc)
