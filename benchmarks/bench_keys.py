@@ -33,7 +33,7 @@ background re-indexing, and a fourth figure is added:
    one, in every round.
 
 Only 127.0.0.1 is loaded; each phase is bounded by ``--seconds`` (the foreground re-encryption or
-re-indexing by the store's size: about 30 s per million rows on this machine).
+re-indexing by the store's size: 20,000-35,000 rows/s on this machine, under a minute per million).
 """
 
 from __future__ import annotations
