@@ -182,3 +182,30 @@ def test_a_second_server_on_a_shared_witness_answers_503_while_the_first_serves(
         assert "give each replica its own witness path" in output
     finally:
         stop_dev_server(first)
+
+
+def test_a_log_deleted_and_started_again_with_its_heads_appended_to_the_witness_is_broken(
+    tmp_path: Path,
+) -> None:
+    # The insider cannot rewrite an append-only witness, but can append to it: they delete the
+    # log, start a new one on a witness of their own, and copy its heads onto the real one.
+    home, path = tmp_path / "home", tmp_path / "elsewhere" / "heads.jsonl"
+    path.parent.mkdir()
+    url = f"file://{path}"
+    for name in ("a", "b"):
+        assert run_cli(home, "clients", "add", name, env=_env(url)).returncode == 0
+    assert _verify(home, url)[0] == 0
+    for name in ("audit.db", "audit.db-wal", "audit.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    theirs = tmp_path / "theirs.jsonl"
+    assert run_cli(home, "clients", "add", "evil", env=_env(f"file://{theirs}")).returncode == 0
+    with path.open("ab") as fh:
+        fh.write(theirs.read_bytes())
+    code, err = _verify(home, url)
+    assert code == 1
+    assert "holds another audit log's heads" in err[0]
+    assert "beside this log's" in err[0]
+    # The writer refuses that witness too (it never writes a head beside another log's).
+    out = run_cli(home, "clients", "add", "c", env=_env(url))
+    assert out.returncode == 1
+    assert "holds the heads of another audit log" in out.stderr

@@ -435,20 +435,32 @@ def witnessed_heads_of(urls: list[str], log_id: str | None) -> list[Mark]:
     log were written before heads named theirs, and count as its own).
 
     ValueError for a write-only witness or a bad line; :class:`ChainBroken` for a witness that
-    holds heads but none of this log's (this log was replaced, or it is another log's witness);
+    holds another log's heads, with or without this log's (this log was replaced, or the witness
+    is another log's or shared), as a writer refuses such a witness;
     :class:`WitnessUnavailable` when one cannot be read (:class:`WitnessTorn`: its last line is
     torn). An empty witness holds nothing.
     """
     heads: list[Mark] = []
     for name, entries in _entries(urls):
         own = [mark for log, mark in entries if log is None or log == log_id]
-        if entries and not own:
-            other = max(entries, key=lambda entry: entry[1].seq)
+        foreign = [(log, mark) for log, mark in entries if log is not None and log != log_id]
+        if foreign:
+            # Writers never add a head to a witness holding another log's (they refuse to start),
+            # so a witness holding both had heads appended by hand: a log deleted and started
+            # again whose new heads were copied into the append-only witness would otherwise
+            # verify on its own heads alone.
+            log, mark = max(foreign, key=lambda entry: entry[1].seq)
+            held = (
+                f"holds another audit log's heads (log {log}, up to record {mark.seq}) beside this"
+                f" log's (log {log_id or 'unnamed'})"
+                if own
+                else f"holds no head of this audit log (log {log_id or 'unnamed'}), only another log's"
+                f" (log {log}, up to record {mark.seq})"
+            )
             raise ChainBroken(
                 0,
-                f"witness {name} holds no head of this audit log (log {log_id or 'unnamed'}), only"
-                f" another log's (log {other[0]}, up to record {other[1].seq}): this log was deleted or"
-                " replaced and started again, or the witness is another log's",
+                f"witness {name} {held}: this log was deleted or replaced and started again, or the"
+                " witness is another log's or shared by replicas",
             )
         heads.extend(own)
     return heads
