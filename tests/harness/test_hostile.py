@@ -716,3 +716,41 @@ def test_a_bad_ca_file_hints_at_the_ca_not_the_url(hostile: Hostile, tmp_path: P
     out = cli("check", "--url", hostile.url, "--user", "u", "--password", "p", "--ca", str(not_pem))
     _usage(out)
     assert "--ca" in out.stderr.splitlines()[1]
+
+
+@pytest.mark.parametrize("option", ["--client-cert", "--client-key", "--ca"])
+@pytest.mark.parametrize(
+    ("kind", "said"), [("pipe", "is not a regular file"), ("huge", "too large for a PEM file")]
+)
+def test_a_tls_file_that_is_a_pipe_or_huge_is_one_line_not_a_hang(
+    hostile: Hostile, pems: dict[str, Path], tmp_path: Path, option: str, kind: str, said: str
+) -> None:
+    # A named pipe was opened and waited on forever; a device such as /dev/zero (refused like a
+    # pipe) or a huge file was read whole into memory. A subprocess, so a hang is a failure.
+    import os
+    import sys
+
+    path = tmp_path / f"{kind}.pem"
+    if kind == "pipe":
+        os.mkfifo(path)
+    else:
+        with path.open("wb") as fh:
+            fh.truncate(64 * 1024 * 1024)  # sparse: no disk, but 64 MiB to read
+    files = {"--client-cert": pems["cert"], "--client-key": pems["key"]}
+    files[option] = path
+    more = [arg for name, value in files.items() for arg in (name, str(value))]
+    if option == "--ca":
+        more += ["--ca", str(path)]
+    command = [sys.executable, "-m", "sendvault", "harness", "check", "--url", hostile.url]
+    out = subprocess.run(
+        [*command, "--user", "u", "--password", "p", *more],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    _usage(out)
+    error = out.stderr.splitlines()[0]
+    assert f"{option} {path} " in error, error
+    assert said in error, error
+    assert hostile.requests == []

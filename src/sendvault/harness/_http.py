@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 import msgspec
 
-from ._pem import TlsFileError, check_client_pair, no_passphrase
+from ._pem import TlsFileError, check_client_pair, check_file, no_passphrase
 
 __all__ = [
     "MAX_BODY",
@@ -125,6 +125,8 @@ class TlsOptions:
 
     def context(self) -> ssl.SSLContext:
         """A verifying client context; TlsFileError (a ValueError with a hint) if a file cannot serve."""
+        if self.ca_file:
+            check_file(self.ca_file, "--ca")
         try:
             ctx = ssl.create_default_context(cafile=self.ca_file)
         except (OSError, ssl.SSLError) as exc:

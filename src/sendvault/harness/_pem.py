@@ -7,13 +7,17 @@ here first with ``cryptography``, so each mistake gets a line of its own and a h
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["TlsFileError", "check_client_pair", "no_passphrase"]
+__all__ = ["TlsFileError", "check_client_pair", "check_file", "no_passphrase"]
+
+# A CA bundle of every public CA is about 200 KiB; a client certificate and key a few KiB.
+_MAX_BYTES = 4 * 1024 * 1024
 
 _BOTH = "give --client-key KEY, or a PEM that holds both the certificate and its key"
 _CA_HINT = "--ca takes the PEM file of the CA that signed the server's certificate"
@@ -33,9 +37,33 @@ def no_passphrase() -> bytes:
     raise TlsFileError("the client key is encrypted with a passphrase", _DECRYPT)
 
 
-def _read(path: str, option: str) -> bytes:
+def check_file(path: str, option: str) -> None:
+    """TlsFileError unless ``path`` is a regular file of a PEM's size: a device (``/dev/zero``)
+    would be read until memory runs out, a named pipe would wait forever."""
     try:
-        return Path(path).read_bytes()
+        info = Path(path).stat()
+    except OSError as exc:
+        raise TlsFileError(
+            f"{option} {path} cannot be read ({exc.strerror or type(exc).__name__})",
+            f"give {option} a readable PEM file",
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise TlsFileError(
+            f"{option} {path} is not a regular file (a directory, device, pipe or socket)",
+            f"give {option} a PEM file",
+        )
+    if info.st_size > _MAX_BYTES:
+        raise TlsFileError(
+            f"{option} {path} is {info.st_size} bytes, too large for a PEM file (at most {_MAX_BYTES})",
+            f"give {option} a PEM file",
+        )
+
+
+def _read(path: str, option: str) -> bytes:
+    check_file(path, option)
+    try:
+        with Path(path).open("rb") as fh:
+            return fh.read(_MAX_BYTES + 1)
     except OSError as exc:
         raise TlsFileError(
             f"{option} {path} cannot be read ({exc.strerror or type(exc).__name__})",
