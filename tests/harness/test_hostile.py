@@ -72,6 +72,13 @@ def _no_traceback(out: Any) -> None:
     assert "Traceback" not in out.stdout + out.stderr
 
 
+def _oauth_check(hostile: Hostile, *more: str) -> Any:
+    """`harness check` against ``hostile``, authenticating through its /oauth/token endpoint."""
+    token_url = f"{hostile.url}/oauth/token"
+    auth = ["--token-url", token_url, "--client-id", "c", "--client-secret", "s"]
+    return cli("check", "--url", hostile.url, "--ca", str(hostile.ca_file), *auth, *more)
+
+
 # -- 1, 2: server text printed as text, escapes neutralised --------------------------------------
 
 
@@ -305,19 +312,7 @@ def test_endless_chunked_framing_is_cut_and_fails(
 def test_a_token_endpoint_with_endless_trailers_is_one_line_and_exit_2(hostile: Hostile) -> None:
     flood = _flood(_CHUNKED + b"2\r\n{}\r\n0\r\n", (b"X-Trailer: " + b"a" * 1000 + b"\r\n") * 64, 10**9)
     hostile.rule = lambda request: flood if request.path == "/oauth/token" else None
-    out = cli(
-        "check",
-        "--url",
-        hostile.url,
-        "--ca",
-        str(hostile.ca_file),
-        "--token-url",
-        f"{hostile.url}/oauth/token",
-        "--client-id",
-        "c",
-        "--client-secret",
-        "s",
-    )
+    out = _oauth_check(hostile)
     _no_traceback(out)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.startswith("error: OAuth token endpoint: "), out.stderr
@@ -493,21 +488,7 @@ def test_making_the_pool_gives_up_on_a_dripping_get_token(hostile: Hostile) -> N
 )
 def test_a_junk_token_endpoint_is_one_line_and_exit_2(hostile: Hostile, reply: bytes) -> None:
     hostile.rule = lambda request: reply if request.path == "/oauth/token" else None
-    out = cli(
-        "check",
-        "--url",
-        hostile.url,
-        "--ca",
-        str(hostile.ca_file),
-        "--token-url",
-        f"{hostile.url}/oauth/token",
-        "--client-id",
-        "c",
-        "--client-secret",
-        "s",
-        "--deadline",
-        "2",
-    )
+    out = _oauth_check(hostile, "--deadline", "2")
     _no_traceback(out)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.startswith("error: OAuth"), out.stderr
@@ -520,19 +501,7 @@ def test_a_huge_token_endpoint_answer_is_cut(hostile: Hostile) -> None:
     hostile.rule = lambda request: (
         _flood(head, b"a" * 65536, 10**9) if request.path == "/oauth/token" else None
     )
-    out = cli(
-        "check",
-        "--url",
-        hostile.url,
-        "--ca",
-        str(hostile.ca_file),
-        "--token-url",
-        f"{hostile.url}/oauth/token",
-        "--client-id",
-        "c",
-        "--client-secret",
-        "s",
-    )
+    out = _oauth_check(hostile)
     _no_traceback(out)
     assert out.returncode == 2
     assert "32 MiB" in out.stderr
