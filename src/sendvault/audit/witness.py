@@ -184,11 +184,6 @@ class FileWitness:
         """Nothing is kept open."""
 
 
-def _safe(url: str) -> str:
-    """The URL without a password (for messages)."""
-    return masked(url)
-
-
 class PostgresWitness:
     """A table on another PostgreSQL server (psycopg 3, the ``postgres`` extra)."""
 
@@ -196,7 +191,7 @@ class PostgresWitness:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self.name = _safe(url)
+        self.name = masked(url)
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -349,7 +344,7 @@ def open_witness(url: str) -> Witness:
         if not parts.hostname:
             raise ValueError(f"witness {url}: give syslog://HOST:PORT")
         return SyslogWitness(parts.hostname, port)
-    raise ValueError(f"witness {_safe(url)[:60]}: not a file:///, postgresql:// or syslog:// URL")
+    raise ValueError(f"witness {masked(url)[:60]}: not a file:///, postgresql:// or syslog:// URL")
 
 
 class Witnesses:
