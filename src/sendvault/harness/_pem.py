@@ -14,6 +14,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from ..crypto.pairs import is_key_of
+
 __all__ = ["TlsFileError", "check_client_pair", "check_file", "no_passphrase"]
 
 # A CA bundle of every public CA is about 200 KiB; a client certificate and key a few KiB.
@@ -104,8 +106,7 @@ def check_client_pair(cert_path: str, key_path: str | None) -> None:
             f"{option} {path}: the private key cannot be read (damaged PEM or an unknown kind of key)",
             "give the certificate's private key as PEM (RSA, EC or Ed25519)",
         ) from None
-    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+    if not is_key_of(key, cert):
         raise TlsFileError(
             f"{option} {path} is not the key of the certificate in --client-cert {cert_path}",
             "give the key made with this certificate (a renewal changes both), or a PEM that holds both",

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from ..crypto.pairs import is_key_of
 from ..errors import ConfigError
 
 __all__ = ["CertFacts", "file_stamp", "read_certificate"]
@@ -123,13 +124,7 @@ def _check_key(cert: x509.Certificate, key_path: Path, cert_path: Path) -> None:
             f"{key_path} holds no unencrypted PEM private key",
             allowed="a PEM private key without a passphrase, mode 0600",
         ) from None
-    ours = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    theirs = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if ours != theirs:
+    if not is_key_of(key, cert):
         raise ConfigError(
             "tls_key_file",
             f"{key_path} is not the key of the certificate in {cert_path}",

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client import Counter
 
 from .._pglink import alive, problem, scrubbed
+from ..crypto.pairs import is_key_of
 from ..errors import ConfigError, CryptoError, NotFound, StaleKeys, StoreError, StoreUnavailable
 from ._group import ConnectionsBase
 from .base import CLIENT_COLUMNS, ClientRecord, ContactRow, KeyRecord, NewContact, StoredKey, StoreFacts
@@ -885,9 +886,7 @@ def _check_key(path: str, cert: x509.Certificate, setting: str) -> None:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
         raise ConfigError(setting, "is not an unencrypted PEM private key") from None
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    encoding = serialization.Encoding.DER
-    if key.public_key().public_bytes(encoding, public) != cert.public_key().public_bytes(encoding, public):
+    if not is_key_of(key, cert):
         raise ConfigError(setting, "is not the key of the client certificate")
 
 
