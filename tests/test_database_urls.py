@@ -118,6 +118,12 @@ def test_config_show_masks_every_form_of_a_database_password(tmp_path: Path) -> 
         (f"host=db password={SECRET} dbname=sv", "host=db password=*** dbname=sv"),
         (f"host=db password = '{SECRET} x' sslpassword={SECRET}", "host=db password = *** sslpassword=***"),
         ("host=db dbname=sv", "host=db dbname=sv"),
+        # A conninfo string with '://' in some value is still a conninfo string.
+        (
+            f"host=db application_name=http://x password={SECRET}",
+            "host=db application_name=http://x password=***",
+        ),
+        (f"  password={SECRET} options='-c x=a://b'", "  password=*** options='-c x=a://b'"),
         (
             "postgresql://user@host:5432/db?application_name=a@b",
             "postgresql://user@host:5432/db?application_name=a@b",

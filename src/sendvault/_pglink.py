@@ -34,6 +34,8 @@ _CHOICES = {
 _NUMBERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
             "tcp_user_timeout")  # fmt: skip
 _QUOTED = re.compile(r"""(["'])(.*?)\1""")
+# A URL starts with its scheme (RFC 3986); `://` later on is part of a conninfo value.
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def alive(conn: Any) -> bool:
@@ -62,7 +64,7 @@ def masked(link: str) -> str:
     Masks too much rather than too little: a password holding ``@``, ``/`` or ``?`` unencoded
     (which libpq itself would misread) is masked up to the last ``@``.
     """
-    if "://" not in link:
+    if not _URL_SCHEME.match(link):
         return _CONNINFO_PAIR.sub(_mask_pair, link)
     scheme, rest = link.split("://", 1)
     colon, first_at = rest.find(":"), rest.find("@")
