@@ -219,3 +219,30 @@ def test_processes_with_colliding_draws_get_one_distinct_token_per_value(
         _check_outcomes(vault, outcomes)
     finally:
         vault.close()
+
+
+def test_a_csv_conversion_draws_again_for_a_new_token_that_collides(
+    scripted_vault: tuple[Vault, Scripted], backend: Settings, tmp_path: Path
+) -> None:
+    """The bulk path stores planned tokens with insert-or-get; one that collides is drawn again."""
+    from sendvault.exchange import CsvInput, tokenize_file
+
+    vault, rng = scripted_vault
+    (first,) = vault.tokenize_many([(M, "12125550123")])
+    rng.numbers = [5, 5, 6]  # the plan draws the taken token, the redraw draws it again, then 6
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text("Id,Phone\n1,+1 212 555 0124\n2,+1 212 555 0123\n")
+
+    class Rejects:
+        def add(self, line: int, column: str, reason: str) -> None:
+            raise AssertionError(f"line {line} rejected: {reason}")
+
+    src = CsvInput(str(source))
+    summary = tokenize_file(
+        vault, backend, src, str(out), columns=[("Phone", M)], rejects=Rejects(), workers=0
+    )
+    src.close()
+    assert out.read_text() == f"Id,Phone\n1,999000000000006\n2,{first.token}\n"
+    assert (summary.written, summary.created) == (2, 1)
+    resolved = vault.resolve_many(["999000000000006"])
+    assert resolved[0].value == "12125550124"

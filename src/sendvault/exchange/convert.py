@@ -11,7 +11,7 @@ platform). Tokens committed before a failure stay valid, so a second run gives t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -354,18 +354,25 @@ def _store_and_write(
     run.summary.created += sum(1 for row in new if found.get(row.bidx) == row.token)
     for chunk in waiting:
         plan: TokenPlan = chunk.plan
-        outcomes = Vault.finish_plan(plan, found)
-        for (pos, col), planned in zip(chunk.where, outcomes, strict=True):
+        # Without new rows the plan is the outcome: no object per value (the common case when a
+        # file is converted again or holds known contacts).
+        pairs: Iterable[tuple[str | None, str | None]] = (
+            ((o.token, o.reason) for o in Vault.finish_plan(plan, found))
+            if plan.new_of
+            else zip(plan.tokens, plan.reasons, strict=True)
+        )
+        for (pos, col), (planned, why) in zip(chunk.where, pairs, strict=True):
             fields = chunk.rows[pos][1]
-            outcome = planned
-            if planned.token is None and planned.reason == "retry":
+            token, reason = planned, why
+            if token is None and reason == "retry":
                 # The drawn token collided with an existing one: draw again the normal way.
                 (outcome,) = vault.tokenize_many([(Kind(kinds[col]), fields[col])])
                 run.summary.created += int(outcome.created)
-            if outcome.token is not None:
-                fields[col] = outcome.token
+                token, reason = outcome.token, outcome.reason
+            if token is not None:
+                fields[col] = token
             else:
-                chunk.bad.setdefault(pos, []).append((col, outcome.reason or "invalid"))
+                chunk.bad.setdefault(pos, []).append((col, reason or "invalid"))
         if attr_pos:
             _attributes(vault, run, chunk, spec, attr_pos)
         run.write(chunk, keep)
