@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import asyncssh
+from sendvault.exchange._asyncssh import asyncssh
 
 USER = "mc"
 PASSWORD = "correct horse battery staple"

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 from tests.exchange.sftp_server import SftpServer
 from tests.helpers import run_cli
 
 from sendvault.exchange import Exchange, SftpError, SweepRefused, TransferState, parse_remote
+from sendvault.exchange._asyncssh import asyncssh
 from sendvault.exchange.retention import DAY
 
 NOW = 1_900_000_000.0

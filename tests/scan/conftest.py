@@ -152,7 +152,7 @@ def asyncssh_rsa_kex_only(asyncssh_servers: AsyncsshServers) -> int:
 def asyncssh_gex_1024(asyncssh_servers: AsyncsshServers) -> int:
     """asyncssh offering SHA-256 group exchange: asked for a small group, it hands out 1024 bits
     (RFC 2409's Oakley group 2), which ssh-audit fails as "using small 1024-bit modulus"."""
-    import asyncssh
+    from sendvault.exchange._asyncssh import asyncssh
 
     return asyncssh_servers.start(
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],

@@ -144,7 +144,7 @@ class AsyncsshServers:
         self._servers: list[Any] = []
 
     def start(self, **options: Any) -> int:
-        import asyncssh
+        from sendvault.exchange._asyncssh import asyncssh
 
         async def start() -> int:
             server = await asyncssh.create_server(asyncssh.SSHServer, "127.0.0.1", 0, **options)
@@ -166,6 +166,6 @@ class AsyncsshServers:
 
 
 def small_rsa_key(bits: int = 1024) -> Any:
-    import asyncssh
+    from sendvault.exchange._asyncssh import asyncssh
 
     return asyncssh.generate_private_key("ssh-rsa", key_size=bits)

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from ..errors import SendvaultError
+from ._asyncssh import asyncssh
 from ._state import TransferState
 from .sftp import Remote, RemoteFile, list_files
 

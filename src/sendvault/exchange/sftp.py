@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-import asyncssh
-
 from ..config import ExchangeRemote
 from ..errors import SendvaultError
+from ._asyncssh import asyncssh
 from ._state import TransferState
 
 __all__ = [

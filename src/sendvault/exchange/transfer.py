@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
+from ._asyncssh import asyncssh
 from ._state import TransferState
 from .retention import (
     Deleted,
