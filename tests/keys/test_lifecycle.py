@@ -4,6 +4,7 @@ backends where the store is touched."""
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import signal
 import sqlite3
@@ -20,7 +21,13 @@ from sendvault.config import Settings, load_settings
 from sendvault.crypto import Keyring
 from sendvault.errors import KeyProviderError, StaleKeys
 from sendvault.vault import Kind, Vault, open_vault
-from sendvault.vault.lifecycle import REENCRYPT_CURSOR, reencrypt, rotate_kek, stale_rows
+from sendvault.vault.lifecycle import (
+    REENCRYPT_CURSOR,
+    BackgroundReencryption,
+    reencrypt,
+    rotate_kek,
+    stale_rows,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -354,3 +361,33 @@ def test_a_tampered_row_is_reported_left_alone_and_keeps_its_key(tmp_path: Path)
     kept = run_cli(home, "keys", "retire", "2")
     assert kept.returncode == 1
     assert "still protects 1 row(s)" in kept.stderr
+
+
+def _background_pass(vault: Vault, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """One pass of serve's background re-encryption; the sendvault.keys records it logged."""
+    caplog.clear()
+    job = BackgroundReencryption(vault, share=1.0).start()
+    deadline = time.monotonic() + 30
+    while (job.last is None or not job.last.complete) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.stop()
+    assert job.last is not None
+    assert job.last.complete
+    return [r for r in caplog.records if r.name == "sendvault.keys"]
+
+
+def test_a_new_stores_first_background_pass_is_quiet_a_rotations_is_not(
+    both: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sendvault.keys")
+    _fill(both, 3)
+    first = _background_pass(both, caplog)
+    # A new user's first `serve` saw "re-encryption under data key 2 complete: 0 rows moved".
+    assert [(r.levelno, r.getMessage()) for r in first] == [
+        (logging.DEBUG, f"re-encryption under data key {both.keyring.current_key_id} complete: 0 rows moved")
+    ]
+    new = both.rotate_data_key()
+    after = _background_pass(both, caplog)
+    assert [(r.levelno, r.getMessage()) for r in after] == [
+        (logging.INFO, f"re-encryption under data key {new} complete: 3 rows moved")
+    ]

@@ -296,12 +296,17 @@ class BackgroundReencryption:
             try:
                 self._vault.refresh_keys()
                 current = self._vault.keyring.current_key_id
-                if self._vault.store.get_meta(REENCRYPT_DONE) != str(current):
+                reencrypted_under = self._vault.store.get_meta(REENCRYPT_DONE)
+                if reencrypted_under != str(current):
                     self.last = reencrypt(
                         self._vault, batch_rows=self._batch, should_stop=self._stop.is_set, pause=self._sleep
                     )
                     if self.last.complete:
-                        log.info(
+                        # A store's first pass that moved nothing (a new store's first start) is
+                        # not news; after a rotation the line says the old key can be retired.
+                        news = self.last.changed or reencrypted_under is not None
+                        log.log(
+                            logging.INFO if news else logging.DEBUG,
                             "re-encryption under data key %d complete: %d rows moved",
                             current,
                             self.last.changed,
