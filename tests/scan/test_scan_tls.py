@@ -500,6 +500,31 @@ def test_an_ec_key_under_256_bits_is_weak(tmp_path: Path) -> None:
         assert ([f.rule for f in result.findings] == ["tls.weak-key"]) is weak, curve.name
 
 
+@pytest.mark.parametrize(("bits", "weak"), [(1024, True), (2048, False)])
+def test_a_dsa_key_is_measured_without_touching_deprecated_dsa(bits: int, weak: bool) -> None:
+    # cryptography 51 warns on any use of its DSA classes, and tests run with warnings as errors:
+    # the scan reads a DSA key's size from the DER, and no other key type goes near dsa at all.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa
+    from cryptography.utils import CryptographyDeprecationWarning
+    from tests.scan import _pki
+
+    from sendvault.scan._certs import Cert, Reading, judge
+    from sendvault.scan.findings import CheckResult
+
+    ca_key = _pki.ec_key()
+    ca = _pki._cert("dsa test ca", ca_key, None, ca_key, ca=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        leaf_key = dsa.generate_private_key(bits)
+        leaf = _pki._cert("dsa leaf", leaf_key, ca, ca_key, ca=False, names=("127.0.0.1",))  # type: ignore[arg-type]
+    cert = Cert.from_der(leaf.public_bytes(serialization.Encoding.DER))
+    assert cert.key == f"DSA {bits}"
+    result = CheckResult("tls", "x")
+    judge(Reading(chain=(cert,)), "127.0.0.1", dt.datetime.now(dt.UTC), result)
+    assert ("tls.weak-key" in [f.rule for f in result.findings]) is weak
+
+
 def test_an_expired_certificate_sent_beside_a_chain_that_verifies_is_still_reported(tmp_path: Path) -> None:
     # As servers sent Let's Encrypt's expired cross-signature: OpenSSL 3 verifies the chain
     # without it, older clients build their path through it and fail.

@@ -109,13 +109,17 @@ class Cert:
 
 
 def _key(cert: object) -> tuple[str, int]:
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa  # noqa: PLC0415
+    from cryptography.x509.oid import PublicKeyAlgorithmOID  # noqa: PLC0415
 
+    # cryptography 51 deprecates DSA: reading ``dsa.DSAPublicKey`` or loading a DSA key warns
+    # (an error under -W error), and a warnings filter is process-wide, not safe beside the
+    # scan's threads. So a DSA key is known by its algorithm OID and measured from the DER.
+    if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.DSA:  # type: ignore[attr-defined]
+        return "DSA", _dsa_bits(cert.tbs_certificate_bytes)  # type: ignore[attr-defined]
     key = cert.public_key()  # type: ignore[attr-defined]
     if isinstance(key, rsa.RSAPublicKey):
         return "RSA", key.key_size
-    if isinstance(key, dsa.DSAPublicKey):
-        return "DSA", key.key_size
     if isinstance(key, ec.EllipticCurvePublicKey):
         return "EC", key.curve.key_size
     if isinstance(key, ed25519.Ed25519PublicKey):
@@ -123,6 +127,42 @@ def _key(cert: object) -> tuple[str, int]:
     if isinstance(key, ed448.Ed448PublicKey):
         return "Ed448", 456
     return type(key).__name__, 0
+
+
+def _der(data: bytes, at: int) -> tuple[int, int]:
+    """Where the contents of the DER element at ``at`` start and end."""
+    length = data[at + 1]
+    start = at + 2
+    if length & 0x80:
+        start += length & 0x7F
+        length = int.from_bytes(data[at + 2 : start], "big")
+    if start + length > len(data):
+        raise IndexError(at)
+    return start, start + length
+
+
+def _dsa_bits(tbs: bytes) -> int:
+    """Bits of the DSA prime p in a TBSCertificate's key (0 if the parameters are not there).
+
+    TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serial, signature, issuer, validity,
+    subject, SubjectPublicKeyInfo ::= SEQUENCE { SEQUENCE { OID, Dss-Parms ::= SEQUENCE { p,
+    q, g } }, BIT STRING }, ... } (RFC 5280 and RFC 3279).
+    """
+    try:
+        at, _ = _der(tbs, 0)
+        if tbs[at] == 0xA0:
+            at = _der(tbs, at)[1]
+        for _skipped in range(5):
+            at = _der(tbs, at)[1]
+        algorithm, algorithm_end = _der(tbs, _der(tbs, at)[0])  # into SubjectPublicKeyInfo
+        params = _der(tbs, algorithm)[1]  # past the OID
+        if params >= algorithm_end or tbs[params] != 0x30:
+            return 0
+        p = _der(tbs, params)[0]
+        start, end = _der(tbs, p)
+    except IndexError:
+        return 0
+    return int.from_bytes(tbs[start:end], "big").bit_length()
 
 
 @dataclass(frozen=True, slots=True)
