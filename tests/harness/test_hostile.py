@@ -9,6 +9,7 @@ that runs. And a user's slip is one line with a hint and exit 2.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import threading
@@ -21,6 +22,8 @@ import pytest
 from tests.harness.conftest import cli, load_json, statuses
 from tests.harness.fakes import PASSWORD, USER
 from tests.harness.hostile import Hostile, Reply, Request, answer, hostile_server
+
+from sendvault.harness._http import Authorizer, Credentials, HttpFailure, TlsOptions
 
 PASSWORD_ENV = {"SENDVAULT_HARNESS_PASSWORD": PASSWORD, "COLUMNS": "400"}
 NASTY = "\x1b[2J\x1b]0;pwned\x07\rEVIL\x9b31m\u202eXX\x00"
@@ -505,6 +508,59 @@ def test_a_huge_token_endpoint_answer_is_cut(hostile: Hostile) -> None:
     _no_traceback(out)
     assert out.returncode == 2
     assert "32 MiB" in out.stderr
+
+
+def _authorizer(hostile: Hostile) -> Authorizer:
+    creds = Credentials(token_url=f"{hostile.url}/oauth/token", client_id="c", client_secret="s")
+    return Authorizer(creds, TlsOptions(ca_file=str(hostile.ca_file)))
+
+
+def _token_requests(hostile: Hostile) -> int:
+    return sum(1 for r in hostile.requests if r.path == "/oauth/token")
+
+
+def test_calls_in_flight_at_expiry_share_one_token_request(hostile: Hostile) -> None:
+    # 40 calls that find no token (at the start) or an expired one (after half its 1 s lifetime)
+    # make one token request each time, not 40: a load run must not flood the token endpoint.
+    served = itertools.count(1)
+    hostile.rule = lambda request: (
+        answer(200, {"access_token": f"t{next(served)}", "expires_in": 1})
+        if request.path == "/oauth/token"
+        else None
+    )
+    auth = _authorizer(hostile)
+
+    async def burst() -> set[str | None]:
+        return set(await asyncio.gather(*(auth.header() for _ in range(40))))
+
+    async def run() -> tuple[set[str | None], set[str | None], set[str | None]]:
+        first = await burst()
+        still = await burst()
+        await asyncio.sleep(0.6)
+        return first, still, await burst()
+
+    first, still, renewed = asyncio.run(run())
+    assert (first, still, renewed) == ({"Bearer t1"}, {"Bearer t1"}, {"Bearer t2"})
+    assert _token_requests(hostile) == 2
+
+
+def test_a_failed_renewal_fails_every_waiting_call_once_and_the_next_call_tries_again(
+    hostile: Hostile,
+) -> None:
+    hostile.rule = lambda request: answer(503, {"error": "busy"}) if request.path == "/oauth/token" else None
+    auth = _authorizer(hostile)
+
+    async def burst() -> list[Any]:
+        return await asyncio.gather(*(auth.header() for _ in range(20)), return_exceptions=True)
+
+    failures = asyncio.run(burst())
+    assert all(isinstance(f, HttpFailure) and "answered 503" in str(f) for f in failures)
+    assert _token_requests(hostile) == 1
+    hostile.rule = lambda request: (
+        answer(200, {"access_token": "ok", "expires_in": 3600}) if request.path == "/oauth/token" else None
+    )
+    assert asyncio.run(burst()) == ["Bearer ok"] * 20
+    assert _token_requests(hostile) == 2
 
 
 # -- 9: the HTML page ---------------------------------------------------------------------------------

@@ -389,9 +389,15 @@ class Authorizer:
     tls: TlsOptions = field(default_factory=TlsOptions)
     _bearer: str | None = field(default=None, init=False)
     _expires: float = field(default=0.0, init=False)
+    _renewal: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def header(self, *, timeout: float = 30.0) -> str | None:
-        """The Authorization value to send now (None without credentials)."""
+        """The Authorization value to send now (None without credentials).
+
+        Calls in flight when the access token is due share one token request (and its failure):
+        a platform renews once, not once per call, or a load run at expiry would be a burst of
+        token requests against the server under test.
+        """
         creds = self.credentials
         if creds.mode == "basic":
             return basic_header(creds.user or "", creds.password or "")
@@ -399,10 +405,25 @@ class Authorizer:
             return None
         loop = asyncio.get_running_loop()
         if self._bearer is None or loop.time() >= self._expires:
-            token, lifetime = await self.fetch_token(timeout=timeout)
-            # Renew a little before expiry, as a careful platform would.
-            self._bearer, self._expires = f"Bearer {token}", loop.time() + max(lifetime - 30, lifetime / 2)
+            renewal = self._renewal
+            if renewal is None or renewal.get_loop() is not loop:
+                renewal = self._renewal = loop.create_task(self._renew(timeout))
+                renewal.add_done_callback(self._settled)
+            # Shielded: a caller that gives up does not cancel the renewal the others wait for.
+            await asyncio.shield(renewal)
         return self._bearer
+
+    async def _renew(self, timeout: float) -> None:
+        token, lifetime = await self.fetch_token(timeout=timeout)
+        # Renew a little before expiry, as a careful platform would.
+        expires = asyncio.get_running_loop().time() + max(lifetime - 30, lifetime / 2)
+        self._bearer, self._expires = f"Bearer {token}", expires
+
+    def _settled(self, renewal: asyncio.Task[None]) -> None:
+        if self._renewal is renewal:
+            self._renewal = None
+        if not renewal.cancelled():
+            renewal.exception()  # raised to every waiter; retrieved here if all had given up
 
     async def token_request(self, *, secret: str | None = None, timeout: float = 30.0) -> Response:
         """POST the client-credentials grant (with ``secret`` instead of the real one, if given)."""
