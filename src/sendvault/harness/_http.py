@@ -45,6 +45,8 @@ MAX_HEAD = 64 * 1024
 # MAX_HEAD; the framing of all chunks together to MAX_BODY. httptools buffers a trailer field
 # whole before handing it over, so an endless trailer would otherwise grow without limit.
 MAX_FIELDS = 256
+# Interim (1xx) answers read past before one call's answer: past this, a server is stalling.
+MAX_INTERIM = 32
 # What a path may hold as the harness writes it into a request line (printable ASCII, no space).
 _PATH = re.compile(r"(/[\x21-\x7e]*)?")
 # What an OAuth access token may hold to travel in an Authorization header (RFC 6750's b64token,
@@ -183,6 +185,7 @@ class Connection(asyncio.Protocol):
         self._trailing = False  # a chunk began and gave no body: the last chunk, its trailers follow
         self._in_body = False
         self._over: str | None = None
+        self._interim = 0  # interim (1xx) answers read since the call's request went out
         self._lost: Exception | None = None
         self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reusable = False
@@ -296,6 +299,15 @@ class Connection(asyncio.Protocol):
         self._in_body, self._size, self._fields = False, 0, 0
         self._framing = self._gap = 0
         self._trailing = False
+        if 100 <= response.status < 200 and response.status != 101:
+            # 100 Continue, 103 Early Hints: HTTP clients read past an interim answer to the final
+            # one (RFC 9110 §15.2), as the platform's does; it is never the call's answer.
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                why = f"more than {MAX_INTERIM} interim (1xx) answers to one call"
+                self._fail(HttpFailure("protocol", why))
+                self.close()
+            return
         if not self._parser.should_keep_alive():
             self.reusable = False
             self.close()
@@ -313,6 +325,7 @@ class Connection(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             raise HttpFailure("connection", "the connection is closed")
         self._waiter = asyncio.get_running_loop().create_future()
+        self._interim = 0
         self._transport.write(head + body if len(body) < 16384 else head)
         if len(body) >= 16384:
             self._transport.write(body)
