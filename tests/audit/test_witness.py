@@ -128,6 +128,50 @@ def test_a_cut_tail_with_an_older_head_pasted_back_is_caught_by_the_witness(
     assert "rolled back or truncated" in out, out
 
 
+def test_an_export_is_verified_against_its_logs_witness(
+    tmp_path: Path, file_witness: tuple[str, Path]
+) -> None:
+    # An export names no log; the witness's heads are its log's, and its chain must hold them.
+    # (Every witness of a named log made `verify --file --witness` report BROKEN, sound or not.)
+    url, _ = file_witness
+    home = tmp_path / "home"
+    settings = _settings(home, url)
+    _write(settings, 3)
+    older = tmp_path / "older.jsonl"
+    assert run_cli(home, "audit", "export", "--output", str(older)).returncode == 0
+    _write(settings, 2, start=3)
+    current = tmp_path / "current.jsonl"
+    assert run_cli(home, "audit", "export", "--output", str(current)).returncode == 0
+    code, out = _verify(home, tmp_path, "--file", str(current), "--witness", url)
+    assert code == 0, out
+    assert "witnessed: 2 head(s), newest record 5" in out
+    # The configured witness is used too.
+    code, out = _verify(home, tmp_path, "--file", str(current), env={"SENDVAULT_AUDIT_WITNESS": url})
+    assert (code, "newest record 5" in out) == (0, True), out
+    # An older export is consistent on its own; the witness knows the log went further.
+    assert _verify(home, tmp_path, "--file", str(older), env={"SENDVAULT_AUDIT_WITNESS": ""})[0] == 0
+    code, out = _verify(home, tmp_path, "--file", str(older), "--witness", url)
+    assert code == 1, out
+    assert "before the known head (record 5)" in out, out
+    # Another log's export does not pass for this one.
+    other_home = tmp_path / "other"
+    _write(_settings(other_home, f"file://{tmp_path / 'other-heads.jsonl'}"), 5)
+    other = tmp_path / "other.jsonl"
+    (tmp_path / "o").mkdir()
+    assert run_cli(other_home, "audit", "export", "--output", str(other)).returncode == 0
+    out = run_cli(home, "audit", "verify", "--public-key", _trusted(other_home, tmp_path / "o"),
+                  "--file", str(other), "--witness", url)  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "BROKEN at record 3: known head signature does not verify" in out.stderr
+    # Witnesses of two logs cannot say which one an export is.
+    code, out = _verify(
+        home, tmp_path, "--file", str(current), "--witness", url,
+        "--witness", f"file://{tmp_path / 'other-heads.jsonl'}",
+    )  # fmt: skip
+    assert code == 1, out
+    assert "hold the heads of 2 audit logs" in out, out
+
+
 def test_a_deleted_log_is_not_restarted_over_a_witness(
     tmp_path: Path, file_witness: tuple[str, Path]
 ) -> None:

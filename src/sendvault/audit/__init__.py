@@ -37,7 +37,7 @@ from .marks import KeyRing, Verifier
 from .record import Sealer
 from .store import AuditLogMissing, AuditStore, Mark, Signer
 from .verify import ChainBroken, Verified, signed_head, verify_store
-from .witness import Witnesses, open_witnesses, witnessed_heads, witnessed_heads_of
+from .witness import Witnesses, open_witnesses, witnessed_heads, witnessed_heads_of, witnessed_log
 
 __all__ = [
     "AuditKeyInfo",
@@ -72,6 +72,7 @@ __all__ = [
     "verify_store",
     "witnessed_heads",
     "witnessed_heads_of",
+    "witnessed_log",
     "writer_public_key",
 ]
 

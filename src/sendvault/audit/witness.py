@@ -55,6 +55,7 @@ __all__ = [
     "open_witnesses",
     "witnessed_heads",
     "witnessed_heads_of",
+    "witnessed_log",
 ]
 
 _TABLE = "sendvault_audit_witness"
@@ -423,6 +424,23 @@ def witnessed_heads(urls: list[str]) -> list[Mark]:
     """Every head the readable witnesses ``urls`` hold, whichever log it names (see
     :func:`witnessed_heads_of`)."""
     return [mark for _, entries in _entries(urls) for _, mark in entries]
+
+
+def witnessed_log(urls: list[str]) -> str | None:
+    """The one audit log whose heads the witnesses ``urls`` hold (None when their heads name no
+    log), for an export, which names no log: its chain must then hold that log's heads.
+
+    Raises :class:`ChainBroken` when they hold more than one log's heads (a witness is one log's),
+    and what :func:`witnessed_heads_of` raises for a witness that cannot be read.
+    """
+    logs = sorted({log for _, entries in _entries(urls) for log, _ in entries if log is not None})
+    if len(logs) > 1:
+        raise ChainBroken(
+            0,
+            f"the witnesses hold the heads of {len(logs)} audit logs ({', '.join(logs)}): an export"
+            " names no log, so give only the witness of the log it was exported from",
+        )
+    return logs[0] if logs else None
 
 
 def witnessed_heads_of(urls: list[str], log_id: str | None) -> list[Mark]:

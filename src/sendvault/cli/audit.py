@@ -35,6 +35,7 @@ from ..audit import (
     verify_export,
     verify_store,
     witnessed_heads_of,
+    witnessed_log,
 )
 from ..audit.record import Sealer
 from ..audit.store import Stored
@@ -476,7 +477,9 @@ def audit_verify(
         _reader(app, key).log_id() if path is None and (witnesses or app.settings.audit_witness) else None
     )
     try:
-        witnessed = _witness_heads(app, witnesses, log_id, ranged=first is not None or last is not None)
+        witnessed = _witness_heads(
+            app, witnesses, log_id, ranged=first is not None or last is not None, export=path is not None
+        )
     except ChainBroken as broken:
         _broken(broken, as_json)
     known = ([known_one] if known_one is not None else []) + witnessed or None
@@ -502,26 +505,29 @@ def audit_verify(
 
 
 def _witness_heads(
-    app: AppContext, named: tuple[str, ...], log_id: str | None, *, ranged: bool
+    app: AppContext, named: tuple[str, ...], log_id: str | None, *, ranged: bool, export: bool
 ) -> list[Mark]:
     """This log's heads in the named witnesses (which must hold one), else in the configured
     readable ones (whole-chain verifies only; they may hold none yet)."""
     if named:
         if ranged:
             fail("--witness checks the whole chain", "drop --from/--to", code=EXIT_USAGE)
-        return _witnessed(list(named), log_id, required=True)
+        return _witnessed(list(named), log_id, required=True, export=export)
     if ranged:
         return []
     urls = [url for url in app.settings.audit_witness.split() if not url.startswith("syslog://")]
-    return _witnessed(urls, log_id, required=False)
+    return _witnessed(urls, log_id, required=False, export=export)
 
 
-def _witnessed(urls: list[str], log_id: str | None, *, required: bool) -> list[Mark]:
+def _witnessed(urls: list[str], log_id: str | None, *, required: bool, export: bool) -> list[Mark]:
     """This log's heads in the witnesses; exit 2 when one cannot be read (or, if required, holds
-    none), or holds only another log's heads."""
+    none), or holds only another log's heads. An export names no log: its log is the one whose
+    heads the witnesses hold, and its chain must hold them."""
     if not urls:
         return []
     try:
+        if export:
+            log_id = witnessed_log(urls)
         heads = witnessed_heads_of(urls, log_id)
     except (ValueError, AuditUnavailable) as exc:
         hint = getattr(exc, "hint", None)
