@@ -315,3 +315,55 @@ def test_a_rolled_back_log_stops_a_writer_even_after_others_appended(
     with pytest.raises(AuditTampered):
         log.store.append([])
     log.close()
+
+
+def test_a_bundle_checks_each_replicas_export_against_that_replicas_witness(tmp_path: Path) -> None:
+    homes = {name: tmp_path / name for name in ("a", "b")}
+    urls = {name: f"file://{tmp_path / f'{name}-heads.jsonl'}" for name in homes}
+    for name, home in homes.items():
+        _write(_settings(home, urls[name]), 3)
+    older = tmp_path / "a-older.jsonl"
+    assert run_cli(homes["a"], "audit", "export", "--output", str(older)).returncode == 0
+    _write(_settings(homes["a"], urls["a"]), 2, start=3)
+    exports = []
+    for name, home in homes.items():
+        out = tmp_path / f"{name}.jsonl"
+        assert run_cli(home, "audit", "export", "--output", str(out)).returncode == 0
+        exports.append(str(out))
+    keys = [x for name, home in homes.items()
+            for x in ("--public-key", f"{name}={_trusted(home, tmp_path / name)}")]  # fmt: skip
+    seen = [x for name in homes for x in ("--witness", f"{name}={urls[name]}")]
+
+    def verify_bundle(*exported: str, extra: tuple[str, ...] = ()) -> tuple[int, str]:
+        bundle = tmp_path / "bundle.jsonl"
+        bundle.unlink(missing_ok=True)
+        merged = run_cli(homes["a"], "audit", "merge", *exported, "--name", "a", "--name", "b",
+                         "--output", str(bundle))  # fmt: skip
+        assert merged.returncode == 0, merged.stderr
+        out = run_cli(homes["a"], "audit", "verify-bundle", str(bundle), *keys, *extra)
+        return out.returncode, out.stdout + out.stderr
+
+    code, out = verify_bundle(*exports, extra=(*seen, "--json"))
+    assert code == 0, out
+    doc = json.loads(out)
+    assert [s.get("witnessed") for s in doc["sources"]] == [
+        {"heads": 2, "newest": 5},
+        {"heads": 1, "newest": 3},
+    ]
+    code, out = verify_bundle(*exports, extra=tuple(seen))
+    assert code == 0, out
+    assert "a: intact, records 1..5 (5), signed head, witnessed: 2 head(s), newest record 5" in out
+    # Replica a's older export is consistent on its own; only its witness tells.
+    assert verify_bundle(str(older), exports[1])[0] == 0
+    code, out = verify_bundle(str(older), exports[1], extra=tuple(seen))
+    assert code == 1, out
+    assert "source 'a'" in out, out
+    assert "before the known head (record 5)" in out, out
+    # Witnesses swapped between replicas: neither export holds the other's heads.
+    swapped = ("--witness", f"a={urls['b']}", "--witness", f"b={urls['a']}")
+    assert verify_bundle(*exports, extra=swapped)[0] == 1
+    # A witness for no source, or not NAME=URL, is refused.
+    code, out = verify_bundle(*exports, extra=("--witness", f"c={urls['a']}"))
+    assert (code, "no source named 'c'" in out) == (1, True), out
+    code, out = verify_bundle(*exports, extra=("--witness", urls["a"]))
+    assert (code, "is not NAME=URL" in out) == (2, True), out

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .._fs import write_atomic
 from .export import verify_export
+from .store import Mark
 from .verify import ChainBroken, Verified
 
 __all__ = ["BundleBroken", "read_bundle", "verify_bundle", "write_bundle"]
@@ -96,15 +97,20 @@ def read_bundle(path: Path) -> list[tuple[str, str]]:
 
 
 def verify_bundle(
-    path: Path, keys: Mapping[str, Ed25519PublicKey], default: Ed25519PublicKey | None = None
+    path: Path,
+    keys: Mapping[str, Ed25519PublicKey],
+    default: Ed25519PublicKey | None = None,
+    known: Mapping[str, Sequence[Mark]] | None = None,
 ) -> list[tuple[str, Verified]]:
-    """Verify every section under its source's trusted key (``keys``, else ``default``).
+    """Verify every section under its source's trusted key (``keys``, else ``default``), and
+    holding the heads ``known`` for its source (its witness's, say) with the same hashes.
 
     Raises :class:`BundleBroken` for the shape or a missing key, :class:`ChainBroken` (its
     reason naming the source) for the first section that does not verify.
     """
+    known = known or {}
     sections = read_bundle(path)
-    unknown = set(keys) - {name for name, _ in sections}
+    unknown = (set(keys) | set(known)) - {name for name, _ in sections}
     if unknown:
         raise BundleBroken(f"no source named {sorted(unknown)[0]!r} in the bundle")
     results: list[tuple[str, Verified]] = []
@@ -118,7 +124,7 @@ def verify_bundle(
             part = Path(tmp) / f"{number}.jsonl"
             part.write_text(text, encoding="utf-8")
             try:
-                results.append((name, verify_export(part, key)))
+                results.append((name, verify_export(part, key, known=known.get(name))))
             except ChainBroken as broken:
                 raise ChainBroken(broken.seq, f"source {name!r}: {broken.reason}") from None
     return results

@@ -565,7 +565,7 @@ def _verdict(result: Verified, known: Mark | None, as_json: bool, witnessed: lis
         if known is not None:
             doc["known_head"] = known.seq
         if witnessed:
-            doc["witnessed"] = {"heads": len(witnessed), "newest": max(m.seq for m in witnessed)}
+            doc["witnessed"] = _witnessed_doc(witnessed)
         emit_json(doc)
         return
     span = f"records {result.first}..{result.last} ({result.records})"
@@ -583,9 +583,9 @@ def _verdict(result: Verified, known: Mark | None, as_json: bool, witnessed: lis
     if known is not None:
         click.echo(f"known head: record {known.seq} is in the chain with the same hash")
     if witnessed:
-        newest = max(m.seq for m in witnessed)
+        seen = _witnessed_doc(witnessed)
         click.echo(
-            f"witnessed: {len(witnessed)} head(s), newest record {newest},"
+            f"witnessed: {seen['heads']} head(s), newest record {seen['newest']},"
             " all in the chain with the same hash"
         )
 
@@ -675,13 +675,25 @@ def audit_merge(exports: tuple[Path, ...], output: Path, names: tuple[str, ...])
     help="NAME=FILE: the trusted Ed25519 public key (PEM) of replica NAME; a bare FILE is the key of "
     "every replica without its own (default: the audit_public_key setting).",
 )
+@click.option(
+    "--witness",
+    "witnesses",
+    multiple=True,
+    metavar="NAME=URL",
+    help="The witness (file:///PATH or postgresql://...) of replica NAME, whose heads its export must"
+    " hold; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @pass_app
-def audit_verify_bundle(app: AppContext, bundle: Path, keys: tuple[str, ...], as_json: bool) -> None:
+def audit_verify_bundle(
+    app: AppContext, bundle: Path, keys: tuple[str, ...], witnesses: tuple[str, ...], as_json: bool
+) -> None:
     """Check a bundle of replicas' exports: every export whole, each chain under its own key.
 
-    Exit 0 when every export verifies, 1 when one does not (or the bundle was cut or edited), 2
-    usage error.
+    With --witness NAME=URL, replica NAME's export must also hold every head its witness holds,
+    with the same hash: an export cut short or taken from a rolled-back log is broken. Exit 0
+    when every export verifies, 1 when one does not (or the bundle was cut or edited), 2 usage
+    error.
     """
     from ..audit import load_public_key  # noqa: PLC0415
     from ..audit.bundle import BundleBroken, verify_bundle  # noqa: PLC0415
@@ -699,8 +711,9 @@ def audit_verify_bundle(app: AppContext, bundle: Path, keys: tuple[str, ...], as
         fail(f"no usable audit public key: {exc}", code=EXIT_USAGE)
     if default is None and app.settings.audit_public_key is not None:
         default = _public_key(app, None)
+    known = _bundle_witnesses(witnesses, as_json)
     try:
-        results = verify_bundle(bundle, named, default)
+        results = verify_bundle(bundle, named, default, known)
     except BundleBroken as exc:
         if as_json:
             emit_json({"intact": False, "reason": str(exc)})
@@ -714,13 +727,42 @@ def audit_verify_bundle(app: AppContext, bundle: Path, keys: tuple[str, ...], as
             {
                 "intact": True,
                 "sources": [
-                    {"name": n, "first": r.first, "last": r.last, "records": r.records} for n, r in results
+                    {"name": n, "first": r.first, "last": r.last, "records": r.records}
+                    | ({"witnessed": _witnessed_doc(known[n])} if n in known else {})
+                    for n, r in results
                 ],
             }
         )
     else:
         for name, result in results:
+            seen = _witnessed_doc(known[name]) if name in known else None
+            also = f", witnessed: {seen['heads']} head(s), newest record {seen['newest']}" if seen else ""
             click.echo(
-                f"{name}: intact, records {result.first}..{result.last} ({result.records}), signed head"
+                f"{name}: intact, records {result.first}..{result.last} ({result.records}), signed head{also}"
             )
         click.echo(f"bundle intact: {len(results)} replica(s)")
+
+
+def _bundle_witnesses(witnesses: tuple[str, ...], as_json: bool) -> dict[str, list[Mark]]:
+    """The heads each replica's witness holds (--witness NAME=URL, repeatable per replica)."""
+    urls: dict[str, list[str]] = {}
+    for item in witnesses:
+        name, sep, url = item.partition("=")
+        if not sep or not name or "://" in name or "://" not in url:
+            fail(
+                f"--witness {item!r} is not NAME=URL",
+                "name the replica: --witness a=file:///PATH",
+                EXIT_USAGE,
+            )
+        urls.setdefault(name, []).append(url)
+    known: dict[str, list[Mark]] = {}
+    for name, mine in urls.items():
+        try:
+            known[name] = _witnessed(mine, None, required=True, export=True)
+        except ChainBroken as broken:
+            _broken(ChainBroken(broken.seq, f"source {name!r}: {broken.reason}"), as_json)
+    return known
+
+
+def _witnessed_doc(heads: list[Mark]) -> dict[str, int]:
+    return {"heads": len(heads), "newest": max(m.seq for m in heads)}
