@@ -1,7 +1,7 @@
 """Bulk CSV conversion on a store that already holds 1,000,000 tokens, beside a naive converter.
 
     flock /work/coord/bench.lock python benchmarks/bench_exchange.py \\
-        [--data DIR] [--size 1000000] [--rows 1000000] [--naive-rows 200000] [--workers 0]
+        [--data DIR] [--size 1000000] [--rows 1000000] [--naive-rows 200000] [--workers N]
 
 Builds (once, then reuses) a SQLite store of ``--size`` tokens in ``DIR/base`` and a CSV of
 ``--rows`` new contacts (Id, Email, FirstName, Segment). Each measurement runs on a fresh copy of
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--naive-rows", type=int, default=200_000)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=int, help="`csv --workers` (default: the CLI's own default)")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     base = base_store(args.data, args.size)
@@ -181,7 +181,7 @@ def main() -> None:
         quarter = head(source, args.rows // 4, work / "quarter.csv")
         small = head(source, args.naive_rows, work / "naive.csv")
         ours = copy_home(base, work / "ours")
-        opts = ["-q", "--workers", str(args.workers)]
+        opts = ["-q", *(["--workers", str(args.workers)] if args.workers is not None else [])]
         runs = {
             "new": measure(
                 ours, ["csv", "tokenize", str(source), str(work / "t1.csv"), "--column", "Email=Email", *opts]

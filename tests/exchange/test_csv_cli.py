@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -148,6 +149,57 @@ def _bulk_file(path: Path, rows: int, tag: str) -> None:
         fh.write("Id,Email,Note\n")
         for i in range(rows):
             fh.write(f'{i},user.{tag}.{i}@example{i % 13}.com,"n {i}"\n')
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """The multiprocessing workers ``parent`` started (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_stop_when_the_main_process_is_killed_alone(home: Path, tmp_path: Path) -> None:
+    # SIGKILL to the main process only (not its group): its workers, which hold the vault's
+    # keys, must not live on. They outlived it before: multiprocessing's queue pipes stay open.
+    src = tmp_path / "big.csv"
+    _bulk_file(src, 120_000, "orphan")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sendvault", "csv", "tokenize", str(src), str(tmp_path / "out.csv"),
+         "--column", "Email=Email", "-q", "--workers", "2"],
+        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+            workers = _spawned_workers(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2, "the workers never started"
+        time.sleep(0.5)  # past their start-up: busy with chunks
+        assert proc.poll() is None, "finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+            time.sleep(0.05)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        assert not alive, f"workers {alive} outlived the killed main process"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_a_kill_mid_run_leaves_no_output_and_a_rerun_gives_the_same_tokens(

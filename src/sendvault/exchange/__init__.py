@@ -3,6 +3,7 @@
 from ._csvio import CsvFormat, CsvInput, CsvProblem, sniff
 from ._rejects import RejectsFile, RejectsStream
 from ._state import TransferState
+from ._workers import default_workers
 from .check import Finding, check_file, mask
 from .convert import ColumnError, Summary, TooManyErrors, detokenize_file, tokenize_file
 from .retention import SweepRefused
@@ -27,6 +28,7 @@ __all__ = [
     "TransferResult",
     "TransferState",
     "check_file",
+    "default_workers",
     "detokenize_file",
     "mask",
     "parse_remote",

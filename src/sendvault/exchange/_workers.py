@@ -10,17 +10,19 @@ reasons and sealed new rows). A :class:`Planner` with no workers does the same w
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
+from .._orphan import watch_parent
 from ..config import Settings
 from ..vault import Kind, Vault, open_vault
 from ..vault.service import TokenPlan
 
-__all__ = ["Planner", "ResolvePlan"]
+__all__ = ["Planner", "ResolvePlan", "default_workers"]
 
 # (value or None, reason or None) per token, in order.
 ResolvePlan = tuple[list[str | None], list[str | None]]
@@ -28,11 +30,24 @@ _KINDS = {int(k): k for k in Kind}
 _vault: Vault | None = None
 
 
+def default_workers() -> int:
+    """Workers for a bulk job when none are asked for: 2 where this process may use two or more
+    cores, else 0. (Measured on 2 cores, 400,000 rows on a store of 1,000,000: known values
+    1.27x and detokenize 1.33x the speed of no workers; new values 1.2x at 1,000,000 rows.)"""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 0
+
+
 def _init(settings: Settings) -> None:
     global _vault  # noqa: PLW0603 - one vault per worker process, opened once
     # Ctrl-C reaches the whole process group: the main process handles it and stops the
     # workers; a worker's own KeyboardInterrupt would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A main process killed with SIGKILL cannot stop its workers: they stop themselves.
+    watch_parent(os.getppid())
     _vault = open_vault(settings)
 
 

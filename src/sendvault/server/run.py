@@ -57,7 +57,7 @@ def _initialize(settings: Settings, *, dev: bool = False) -> None:
 
 def _worker(settings: Settings, sock: socket.socket, metrics_dir: str, ready: Any, parent_pid: int) -> None:
     # Runs in a spawned process. First of all: never outlive the main process.
-    from ._orphan import watch_parent  # noqa: PLC0415
+    from .._orphan import watch_parent  # noqa: PLC0415
 
     watch_parent(parent_pid)
     # The metrics directory must be set before prometheus-client loads.

@@ -1,12 +1,14 @@
 """A worker never outlives the process that started it.
 
-Killed with SIGKILL, the main process cannot stop its workers: they would go on serving on the
-inherited socket, unsupervised, and a restart would fail with "Address already in use". Two
+Killed with SIGKILL, the main process cannot stop its workers: `serve`'s would go on serving on
+the inherited socket, unsupervised, and a restart would fail with "Address already in use"; a
+bulk CSV job's would sit forever with the vault's keys in memory. Two
 guards, either enough: on Linux the kernel sends the worker SIGTERM the moment its parent dies
 (PR_SET_PDEATHSIG); everywhere, a thread waits on multiprocessing's parent sentinel (a pipe the
-parent holds open) and, when it closes, sends SIGTERM too. SIGTERM starts uvicorn's graceful
-stop (no new connections, the listening socket closed, open answers finished, the audit log
-written); if that has not ended the process within ``grace`` seconds, it exits regardless.
+parent holds open) and, when it closes, sends SIGTERM too. In `serve`, SIGTERM starts
+uvicorn's graceful stop (no new connections, the listening socket closed, open answers finished,
+the audit log written); if that has not ended the process within ``grace`` seconds, it exits
+regardless.
 """
 
 from __future__ import annotations
