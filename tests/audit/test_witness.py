@@ -62,6 +62,11 @@ def _verify(home: Path, tmp_path: Path, *args: str, env: dict[str, str] | None =
     return out.returncode, out.stdout + out.stderr
 
 
+def _export(home: Path, to: Path) -> None:
+    out = run_cli(home, "audit", "export", "--output", str(to))
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.fixture
 def file_witness(tmp_path: Path) -> tuple[str, Path]:
     other = tmp_path / "elsewhere"  # another path (in production: another mount or host)
@@ -138,10 +143,10 @@ def test_an_export_is_verified_against_its_logs_witness(
     settings = _settings(home, url)
     _write(settings, 3)
     older = tmp_path / "older.jsonl"
-    assert run_cli(home, "audit", "export", "--output", str(older)).returncode == 0
+    _export(home, older)
     _write(settings, 2, start=3)
     current = tmp_path / "current.jsonl"
-    assert run_cli(home, "audit", "export", "--output", str(current)).returncode == 0
+    _export(home, current)
     code, out = _verify(home, tmp_path, "--file", str(current), "--witness", url)
     assert code == 0, out
     assert "witnessed: 2 head(s), newest record 5" in out
@@ -158,7 +163,7 @@ def test_an_export_is_verified_against_its_logs_witness(
     _write(_settings(other_home, f"file://{tmp_path / 'other-heads.jsonl'}"), 5)
     other = tmp_path / "other.jsonl"
     (tmp_path / "o").mkdir()
-    assert run_cli(other_home, "audit", "export", "--output", str(other)).returncode == 0
+    _export(other_home, other)
     out = run_cli(home, "audit", "verify", "--public-key", _trusted(other_home, tmp_path / "o"),
                   "--file", str(other), "--witness", url)  # fmt: skip
     assert out.returncode == 1, out.stdout + out.stderr
@@ -323,12 +328,12 @@ def test_a_bundle_checks_each_replicas_export_against_that_replicas_witness(tmp_
     for name, home in homes.items():
         _write(_settings(home, urls[name]), 3)
     older = tmp_path / "a-older.jsonl"
-    assert run_cli(homes["a"], "audit", "export", "--output", str(older)).returncode == 0
+    _export(homes["a"], older)
     _write(_settings(homes["a"], urls["a"]), 2, start=3)
     exports = []
     for name, home in homes.items():
         out = tmp_path / f"{name}.jsonl"
-        assert run_cli(home, "audit", "export", "--output", str(out)).returncode == 0
+        _export(home, out)
         exports.append(str(out))
     keys = [x for name, home in homes.items()
             for x in ("--public-key", f"{name}={_trusted(home, tmp_path / name)}")]  # fmt: skip
