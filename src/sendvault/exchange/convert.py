@@ -160,19 +160,12 @@ class _Run:
         self.summary, self.src, self.out, self.header = summary, src, out, header
         self.rejects, self.max_errors, self.progress = rejects, max_errors, progress
 
-    def write(self, chunk: _Chunk, keep: list[int] | None) -> list[int]:
-        """Write the chunk's good rows (only ``keep`` columns if given); positions written."""
-        good: list[list[str]] = []
-        written: list[int] = []
-        for pos, (line, fields) in enumerate(chunk.rows):
-            problems = chunk.bad.get(pos)
-            if problems:
-                self.summary.rejected += 1
-                for col, reason in problems:
-                    self.rejects.add(line, column_label(self.header[col], col) if col >= 0 else "", reason)
-                continue
-            good.append(fields if keep is None else [fields[j] for j in keep if j < len(fields)])
-            written.append(pos)
+    def write(self, chunk: _Chunk, keep: list[int] | None) -> None:
+        """Write the chunk's good rows (only ``keep`` columns if given)."""
+        if not chunk.bad and keep is None:
+            good = [fields for _, fields in chunk.rows]  # the common case: no test per row
+        else:
+            good = self._kept(chunk, keep)
         try:
             self.out.writer.writerows(good)
         except UnicodeEncodeError:
@@ -181,7 +174,9 @@ class _Run:
             ) from None
         self.summary.rows += len(chunk.rows)
         self.summary.written += len(good)
-        self.summary.values += sum(1 for pos, _ in chunk.where if pos not in chunk.bad)
+        self.summary.values += (
+            sum(1 for pos, _ in chunk.where if pos not in chunk.bad) if chunk.bad else len(chunk.where)
+        )
         if self.max_errors is not None and self.summary.rejected > self.max_errors:
             raise TooManyErrors(
                 f"{self.summary.rejected} rows rejected, more than --max-errors {self.max_errors}; "
@@ -189,7 +184,19 @@ class _Run:
             )
         if self.progress is not None:
             self.progress(self.summary.rows, self.src.bytes_read)
-        return written
+
+    def _kept(self, chunk: _Chunk, keep: list[int] | None) -> list[list[str]]:
+        """The rows to write (only ``keep`` columns if given); the bad ones go to the rejects."""
+        good: list[list[str]] = []
+        for pos, (line, fields) in enumerate(chunk.rows):
+            problems = chunk.bad.get(pos)
+            if problems:
+                self.summary.rejected += 1
+                for col, reason in problems:
+                    self.rejects.add(line, column_label(self.header[col], col) if col >= 0 else "", reason)
+                continue
+            good.append(fields if keep is None else [fields[j] for j in keep if j < len(fields)])
+        return good
 
 
 def _prepare(
