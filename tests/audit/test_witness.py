@@ -8,6 +8,7 @@ tail with an older head pasted back, a deleted log, a forged witness line.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import time
@@ -372,3 +373,44 @@ def test_a_bundle_checks_each_replicas_export_against_that_replicas_witness(tmp_
     assert (code, "no source named 'c'" in out) == (1, True), out
     code, out = verify_bundle(*exports, extra=("--witness", urls["a"]))
     assert (code, "is not NAME=URL" in out) == (2, True), out
+
+
+def test_a_pipe_or_device_as_witness_is_refused_not_waited_on(
+    tmp_path: Path, file_witness: tuple[str, Path]
+) -> None:
+    # Read whole, a FIFO would wait for a writer forever and /dev/zero never end.
+    url, _ = file_witness
+    home = tmp_path / "home"
+    _write(_settings(home, url), 2)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for witness in (f"file://{fifo}", "file:///dev/zero"):
+        code, out = _verify(home, tmp_path, "--witness", witness)
+        assert code == 2, out
+        assert "not a regular file" in out, out
+        assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(("field", "value"), [("seq", 10**30), ("seq", -1), ("ts_us", 10**30)])
+def test_numbers_out_of_range_in_a_head_are_a_bad_line_not_a_traceback(
+    tmp_path: Path, file_witness: tuple[str, Path], field: str, value: int
+) -> None:
+    url, path = file_witness
+    home = tmp_path / "home"
+    _write(_settings(home, url), 2)
+    export = tmp_path / "export.jsonl"
+    _export(home, export)
+    # In a witness line: the witness is unusable (exit 2).
+    line = json.loads(path.read_text().splitlines()[-1])
+    line[field] = value
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(json.dumps(line) + "\n")
+    code, out = _verify(home, tmp_path, "--file", str(export), "--witness", f"file://{forged}")
+    assert (code, "line 1 is not a signed head" in out, "Traceback" in out) == (2, True, False), out
+    # In an export's head line: the export is broken (exit 1).
+    lines = export.read_text().splitlines()
+    head = json.loads(lines[-1])
+    head[field] = value
+    export.write_text("\n".join([*lines[:-1], json.dumps(head)]) + "\n")
+    code, out = _verify(home, tmp_path, "--file", str(export), env={"SENDVAULT_AUDIT_WITNESS": ""})
+    assert (code, "malformed export" in out, "Traceback" in out) == (1, True, False), out

@@ -51,10 +51,10 @@ def parse_head(text: str) -> Mark:
         if not isinstance(doc, dict) or doc.get("type") != "head":
             raise ValueError("not a head record")
         return Mark(
-            int(doc["seq"]),
+            _int64(doc["seq"], low=0),
             base64.b64decode(doc["hash"], validate=True),
             base64.b64decode(doc["sig"], validate=True),
-            int(doc["ts_us"]),
+            _int64(doc["ts_us"]),
         )
     except (KeyError, TypeError, binascii.Error) as exc:
         raise ValueError(f"not a head record ({type(exc).__name__})") from None
@@ -147,7 +147,7 @@ def _read_export(path: Path) -> _Export:
             if kind == "record":
                 out.records.append(
                     Stored(
-                        int(doc["seq"]), 0, "", None, None, None, doc["body"].encode(),
+                        _int64(doc["seq"], low=0), 0, "", None, None, None, doc["body"].encode(),
                         base64.b64decode(doc["prev_hash"]), base64.b64decode(doc["hash"]),
                         base64.b64decode(doc.get("request", "")),
                         base64.b64decode(doc.get("response", "")),
@@ -175,8 +175,20 @@ def _read_export(path: Path) -> _Export:
 
 
 def _mark(doc: dict[str, Any], *, dated: bool) -> Mark:
-    ts_us = int(doc["ts_us"]) if dated else 0
-    return Mark(int(doc["seq"]), base64.b64decode(doc["hash"]), base64.b64decode(doc["sig"]), ts_us)
+    ts_us = _int64(doc["ts_us"]) if dated else 0
+    return Mark(_int64(doc["seq"], low=0), base64.b64decode(doc["hash"]), base64.b64decode(doc["sig"]), ts_us)
+
+
+def _int64(value: Any, *, low: int = -(2**63)) -> int:
+    """A record number or time as the log stores it (8 bytes, signed); ValueError for any other:
+    a line's ``seq`` of 10**30 or -1 must be a bad line, not an overflow where it is hashed."""
+    try:
+        number = int(value)
+    except OverflowError:  # Infinity, which JSON as Python reads it allows
+        raise ValueError("not a finite number") from None
+    if isinstance(value, bool) or not low <= number < 2**63:
+        raise ValueError(f"{number if abs(number) < 10**20 else 'a huge number'} is out of range")
+    return number
 
 
 def verify_export(path: Path, key: Verifier, *, known: Mark | Sequence[Mark] | None = None) -> Verified:

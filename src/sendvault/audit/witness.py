@@ -27,9 +27,11 @@ succeeds: a log never runs ahead of its witnesses by more than one checkpoint in
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
+import stat
 import threading
 import urllib.parse
 from pathlib import Path
@@ -90,6 +92,16 @@ def _line(head: Mark, log: str | None) -> str:
     if log is not None:
         doc["log"] = log
     return json.dumps(doc, separators=(",", ":"))
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; OSError for anything else. Opened without blocking and
+    checked before a byte is read: a FIFO would wait for a writer forever, /dev/zero never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe or a device?)")
+        return fh.read()
 
 
 class WitnessTorn(WitnessUnavailable):
@@ -158,7 +170,7 @@ class FileWitness:
         """The heads of the file; a line that is not one makes the witness unusable (ValueError),
         a torn last line too (:class:`WitnessTorn`)."""
         try:
-            data = self.path.read_bytes()
+            data = _read_regular(self.path)
         except FileNotFoundError:
             return []  # nothing delivered yet (verify names a missing file itself)
         except OSError as exc:
