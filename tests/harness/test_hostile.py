@@ -496,7 +496,20 @@ def test_a_junk_token_endpoint_is_one_line_and_exit_2(hostile: Hostile, reply: b
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.startswith("error: OAuth"), out.stderr
     assert len(out.stderr.splitlines()) == 2
+    # Not a refusal: the hint is about the endpoint, not the credentials.
+    assert "hint: is --token-url" in out.stderr, out.stderr
+    assert "--password" not in out.stderr
     assert not any(r.headers.get("x-injected") for r in hostile.requests)
+
+
+def test_a_refusing_token_endpoint_hints_at_the_credentials(hostile: Hostile) -> None:
+    hostile.rule = lambda request: (
+        answer(401, {"error": "invalid_client"}) if request.path == "/oauth/token" else None
+    )
+    out = _oauth_check(hostile, "--deadline", "2")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "answered 401" in out.stderr
+    assert "hint: check --user and --password" in out.stderr, out.stderr
 
 
 def test_a_huge_token_endpoint_answer_is_cut(hostile: Hostile) -> None:

@@ -76,3 +76,19 @@ def test_a_server_that_sends_only_interim_answers_is_cut_off() -> None:
     # Up to the bound, the answer is still read.
     answer = _run(EARLY_HINTS * MAX_INTERIM + FINAL, once)
     assert getattr(answer, "status", None) == 200
+
+
+def test_an_unasked_101_is_the_answer_and_the_connection_is_dropped_without_a_traceback() -> None:
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    errors: list[dict[str, object]] = []
+
+    async def once(conn: Connection, head: bytes) -> object:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+        answer = await conn.request(head, b"", timeout=5)
+        await asyncio.sleep(0.1)  # let the transport report anything it would
+        return answer, conn.reusable
+
+    answer, reusable = _run(switching + FINAL, once)  # type: ignore[misc]
+    assert answer.status == 101
+    assert reusable is False
+    assert errors == []

@@ -230,6 +230,11 @@ class Connection(asyncio.Protocol):
             self._size += len(data)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # A 101 Switching Protocols that nothing asked for: it was the call's answer (judged
+            # as such); what follows is not HTTP, so the connection is dropped.
+            self.close()
+            return
         except httptools.HttpParserError as exc:
             self._fail(HttpFailure("protocol", f"unparsable answer ({type(exc).__name__})"))
             self.close()

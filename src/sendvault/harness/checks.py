@@ -179,6 +179,13 @@ def unreachable(failure: HttpFailure) -> Unreachable:
         return Unreachable(failure.detail, "give --ca with the CA that signed the server's certificate")
     if failure.kind == "tls":
         return Unreachable(failure.detail, "is --url the server's HTTPS port? it must speak TLS 1.2 or newer")
+    if failure.kind == "auth" and failure.detail.startswith("OAuth") and "answered 4" not in failure.detail:
+        # Not a refusal (4xx): a 200 without a usable token, or the endpoint failing (5xx).
+        return Unreachable(
+            failure.detail,
+            "is --token-url the OAuth token endpoint, and is it running? It must answer 200 with a JSON"
+            " access_token and a positive expires_in (RFC 6749 §5.1)",
+        )
     if failure.kind == "auth":
         return Unreachable(failure.detail, _CREDENTIALS_HINT)
     if failure.kind == "usage":
