@@ -370,7 +370,7 @@ def test_a_bundle_checks_each_replicas_export_against_that_replicas_witness(tmp_
     assert verify_bundle(*exports, extra=swapped)[0] == 1
     # A witness for no source, or not NAME=URL, is refused.
     code, out = verify_bundle(*exports, extra=("--witness", f"c={urls['a']}"))
-    assert (code, "no source named 'c'" in out) == (1, True), out
+    assert (code, "no source named 'c' in the bundle (it holds 'a', 'b')" in out) == (2, True), out
     code, out = verify_bundle(*exports, extra=("--witness", urls["a"]))
     assert (code, "is not NAME=URL" in out) == (2, True), out
 

@@ -30,11 +30,15 @@ from .export import verify_export
 from .store import Mark
 from .verify import ChainBroken, Verified
 
-__all__ = ["BundleBroken", "read_bundle", "verify_bundle", "write_bundle"]
+__all__ = ["BundleBroken", "UnknownSource", "read_bundle", "verify_bundle", "write_bundle"]
 
 
 class BundleBroken(Exception):
     """The bundle's shape does not hold (before any chain is checked), or a section is broken."""
+
+
+class UnknownSource(BundleBroken):
+    """A key or witness was given for a source the bundle does not hold (the caller's slip)."""
 
 
 def write_bundle(sources: Sequence[tuple[str, Path]], output: Path) -> int:
@@ -77,6 +81,11 @@ def read_bundle(path: Path) -> list[tuple[str, str]]:
         named = [(str(s["name"]), str(s["sha256"]), int(s["lines"])) for s in header["sources"]]
     except (KeyError, TypeError, ValueError):
         raise BundleBroken("the bundle header's sources are malformed") from None
+    if not named:
+        raise BundleBroken("the bundle holds no export: it proves nothing")
+    names = [name for name, _, _ in named]
+    if len(set(names)) != len(names):
+        raise BundleBroken("two sources of the bundle have the same name (merge never writes that)")
     sections: list[tuple[str, str]] = []
     at = 1
     for name, digest, count in named:
@@ -112,7 +121,8 @@ def verify_bundle(
     sections = read_bundle(path)
     unknown = (set(keys) | set(known)) - {name for name, _ in sections}
     if unknown:
-        raise BundleBroken(f"no source named {sorted(unknown)[0]!r} in the bundle")
+        held = ", ".join(repr(name) for name, _ in sections)
+        raise UnknownSource(f"no source named {sorted(unknown)[0]!r} in the bundle (it holds {held})")
     results: list[tuple[str, Verified]] = []
     with tempfile.TemporaryDirectory(prefix="sendvault-bundle-") as tmp:
         for number, (name, text) in enumerate(sections):

@@ -695,25 +695,18 @@ def audit_verify_bundle(
     when every export verifies, 1 when one does not (or the bundle was cut or edited), 2 usage
     error.
     """
-    from ..audit import load_public_key  # noqa: PLC0415
-    from ..audit.bundle import BundleBroken, verify_bundle  # noqa: PLC0415
+    from ..audit.bundle import BundleBroken, UnknownSource, verify_bundle  # noqa: PLC0415
 
-    named: dict[str, Any] = {}
-    default: Any = None
-    try:
-        for item in keys:
-            name, sep, file = item.rpartition("=")
-            if sep and name:
-                named[name] = load_public_key(file)
-            else:
-                default = load_public_key(item)
-    except (OSError, ValueError) as exc:
-        fail(f"no usable audit public key: {exc}", code=EXIT_USAGE)
-    if default is None and app.settings.audit_public_key is not None:
-        default = _public_key(app, None)
+    named, default = _bundle_keys(app, keys)
     known = _bundle_witnesses(witnesses, as_json)
     try:
         results = verify_bundle(bundle, named, default, known)
+    except UnknownSource as exc:
+        fail(
+            str(exc),
+            "name each replica as the bundle does (`--public-key NAME=FILE`, `--witness NAME=URL`)",
+            EXIT_USAGE,
+        )
     except BundleBroken as exc:
         if as_json:
             emit_json({"intact": False, "reason": str(exc)})
@@ -741,6 +734,26 @@ def audit_verify_bundle(
                 f"{name}: intact, records {result.first}..{result.last} ({result.records}), signed head{also}"
             )
         click.echo(f"bundle intact: {len(results)} replica(s)")
+
+
+def _bundle_keys(app: AppContext, keys: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
+    """The trusted key of each named replica (--public-key NAME=FILE), and the one for the rest."""
+    from ..audit import load_public_key  # noqa: PLC0415
+
+    named: dict[str, Any] = {}
+    default: Any = None
+    try:
+        for item in keys:
+            name, sep, file = item.rpartition("=")
+            if sep and name:
+                named[name] = load_public_key(file)
+            else:
+                default = load_public_key(item)
+    except (OSError, ValueError) as exc:
+        fail(f"no usable audit public key: {exc}", code=EXIT_USAGE)
+    if default is None and app.settings.audit_public_key is not None:
+        default = _public_key(app, None)
+    return named, default
 
 
 def _bundle_witnesses(witnesses: tuple[str, ...], as_json: bool) -> dict[str, list[Mark]]:

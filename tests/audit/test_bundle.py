@@ -1,0 +1,48 @@
+"""A bundle's shape: what `audit merge` never writes is broken before any chain is checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from sendvault.audit.bundle import BundleBroken, read_bundle, write_bundle
+
+
+def _bundle(path: Path, sections: list[tuple[str, str]]) -> Path:
+    """A bundle written by hand, with a sound header for ``sections``."""
+    header = {
+        "type": "bundle",
+        "version": 1,
+        "sources": [
+            {"name": n, "sha256": hashlib.sha256(t.encode()).hexdigest(), "lines": t.count("\n")}
+            for n, t in sections
+        ],
+    }
+    parts = [json.dumps(header) + "\n"]
+    for name, text in sections:
+        parts += [json.dumps({"type": "source", "name": name}) + "\n", text]
+    path.write_text("".join(parts))
+    return path
+
+
+def test_a_bundle_of_no_export_proves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(BundleBroken, match="holds no export"):
+        read_bundle(_bundle(tmp_path / "empty.jsonl", []))
+
+
+def test_two_sources_of_one_name_are_refused_as_merge_refuses_them(tmp_path: Path) -> None:
+    text = '{"type": "record"}\n'
+    with pytest.raises(BundleBroken, match="same name"):
+        read_bundle(_bundle(tmp_path / "twice.jsonl", [("a", text), ("a", text)]))
+    export = tmp_path / "a.jsonl"
+    export.write_text(text)
+    with pytest.raises(BundleBroken, match="own name"):
+        write_bundle([("a", export), ("a", export)], tmp_path / "merged.jsonl")
+
+
+def test_a_sound_hand_made_bundle_reads_back(tmp_path: Path) -> None:
+    sections = [("a", '{"x": 1}\n'), ("b", '{"y": 2}\n{"z": 3}\n')]
+    assert read_bundle(_bundle(tmp_path / "ok.jsonl", sections)) == sections
