@@ -261,3 +261,19 @@ def test_a_kill_mid_run_leaves_no_output_and_a_rerun_gives_the_same_tokens(
     assert len(tokens) == rows
     assert all(b is None or a == b for a, b in zip(tokens, before, strict=True))
     assert len(set(tokens)) == rows
+
+
+def test_a_stop_with_output_on_stdout_does_not_claim_nothing_was_written(home: Path, tmp_path: Path) -> None:
+    # A file is never written half; stdout cannot be taken back, and the message says so.
+    src = tmp_path / "mixed.csv"
+    src.write_text(
+        "Id,Email\n" + "".join(f"{i},{'ok.' if i % 2 else 'bad '}{i}@example.com\n" for i in range(40))
+    )
+    out = run(home, "csv", "tokenize", str(src), "-", "--column", "Email=Email", "--max-errors", "3")
+    assert out.returncode == 1, out.stderr
+    assert "more than --max-errors 3; stdout holds only part of the output: discard it" in out.stderr
+    assert "no output was written" not in out.stderr
+    to_file = run(home, "csv", "tokenize", str(src), str(tmp_path / "o.csv"), "--column", "Email=Email",
+                  "--max-errors", "3")  # fmt: skip
+    assert (to_file.returncode, "no output was written" in to_file.stderr) == (1, True), to_file.stderr
+    assert not (tmp_path / "o.csv").exists()

@@ -23,6 +23,7 @@ from ..exchange import (
     default_workers,
     detokenize_file,
     tokenize_file,
+    unwritten,
 )
 from ..vault import Kind, parse_kind
 from ._common import EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
@@ -198,7 +199,10 @@ def _run(
         fail(str(exc), "check the file and the --column/--delimiter/--encoding options", EXIT_USAGE)
     except KeyboardInterrupt:
         _stop(app, event, summary, rejects, "interrupted")
-        fail("interrupted; no output was written", "tokens already created stay valid: run it again", 130)
+        again = (
+            "tokens already created stay valid: run it again" if operation == "tokenize" else "run it again"
+        )
+        fail(f"interrupted; {unwritten(output)}", again, 130)
     except SendvaultError:
         _stop(app, event, summary, rejects, "failed")
         raise

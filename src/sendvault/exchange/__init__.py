@@ -5,7 +5,7 @@ from ._rejects import RejectsFile, RejectsStream
 from ._state import TransferState
 from ._workers import default_workers
 from .check import Finding, check_file, mask
-from .convert import ColumnError, Summary, TooManyErrors, detokenize_file, tokenize_file
+from .convert import ColumnError, Summary, TooManyErrors, detokenize_file, tokenize_file, unwritten
 from .retention import SweepRefused
 from .sftp import HostKeyError, Remote, SftpError, TransferResult, parse_remote, remote_from_settings
 from .transfer import Exchange
@@ -35,4 +35,5 @@ __all__ = [
     "remote_from_settings",
     "sniff",
     "tokenize_file",
+    "unwritten",
 ]

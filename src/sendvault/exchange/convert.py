@@ -33,6 +33,7 @@ __all__ = [
     "TooManyErrors",
     "detokenize_file",
     "tokenize_file",
+    "unwritten",
 ]
 
 # Rows per chunk handed to a worker, and new rows gathered before one bulk insert.
@@ -92,11 +93,17 @@ class Summary:
         return out
 
 
+def unwritten(output: str) -> str:
+    """What became of the output of a run that stopped: a file is never written half, but what
+    went to stdout cannot be taken back."""
+    return "no output was written" if output != "-" else "stdout holds only part of the output: discard it"
+
+
 def _refuse_all_rejected(summary: Summary) -> None:
     """A file whose every row was rejected is a wrong column or a wrong file, not a result."""
     if summary.rows and not summary.written:
         raise TooManyErrors(
-            f"every row ({summary.rejected:,}) was rejected; no output was written. "
+            f"every row ({summary.rejected:,}) was rejected; {unwritten(summary.output)}. "
             "Is --column the right column?"
         )
 
@@ -180,7 +187,7 @@ class _Run:
         if self.max_errors is not None and self.summary.rejected > self.max_errors:
             raise TooManyErrors(
                 f"{self.summary.rejected} rows rejected, more than --max-errors {self.max_errors}; "
-                "no output was written"
+                + unwritten(self.summary.output)
             )
         if self.progress is not None:
             self.progress(self.summary.rows, self.src.bytes_read)
