@@ -414,3 +414,18 @@ def test_numbers_out_of_range_in_a_head_are_a_bad_line_not_a_traceback(
     export.write_text("\n".join([*lines[:-1], json.dumps(head)]) + "\n")
     code, out = _verify(home, tmp_path, "--file", str(export), env={"SENDVAULT_AUDIT_WITNESS": ""})
     assert (code, "malformed export" in out, "Traceback" in out) == (1, True, False), out
+
+
+def test_configured_witnesses_that_hold_no_head_yet_are_said_to_have_checked_nothing(
+    tmp_path: Path, file_witness: tuple[str, Path]
+) -> None:
+    url, _ = file_witness
+    home = tmp_path / "home"
+    _write(_settings(home, url), 2)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    out = run_cli(home, "audit", "verify", "--public-key", _trusted(home, tmp_path), "--json",
+                  env={"SENDVAULT_AUDIT_WITNESS": f"file://{empty}"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "witnessed" not in json.loads(out.stdout)
+    assert "note: the configured witnesses hold no head yet: nothing was checked against them" in out.stderr

@@ -516,7 +516,13 @@ def _witness_heads(
     if ranged:
         return []
     urls = [url for url in app.settings.audit_witness.split() if not url.startswith("syslog://")]
-    return _witnessed(urls, log_id, required=False, export=export)
+    heads = _witnessed(urls, log_id, required=False, export=export)
+    if urls and not heads:
+        # Not an error (a new log's first checkpoint may not be out yet), but not silence either.
+        click.echo(
+            "note: the configured witnesses hold no head yet: nothing was checked against them", err=True
+        )
+    return heads
 
 
 def _witnessed(urls: list[str], log_id: str | None, *, required: bool, export: bool) -> list[Mark]:
