@@ -30,7 +30,7 @@ from .export import verify_export
 from .store import Mark
 from .verify import ChainBroken, Verified
 
-__all__ = ["BundleBroken", "UnknownSource", "read_bundle", "verify_bundle", "write_bundle"]
+__all__ = ["BundleBroken", "UnknownSource", "compose", "read_bundle", "verify_bundle", "write_bundle"]
 
 
 class BundleBroken(Exception):
@@ -52,6 +52,13 @@ def write_bundle(sources: Sequence[tuple[str, Path]], output: Path) -> int:
         if text and not text.endswith("\n"):
             text += "\n"
         sections.append((name, text))
+    write_atomic(output, compose(sections).encode())
+    return len(sections)
+
+
+def compose(sections: Sequence[tuple[str, str]]) -> str:
+    """The text of a bundle of ``(name, export text)`` sections, each text ending with a newline
+    (as written, without checks: :func:`write_bundle` checks the names first)."""
     header = {
         "type": "bundle",
         "version": 1,
@@ -64,8 +71,7 @@ def write_bundle(sources: Sequence[tuple[str, Path]], output: Path) -> int:
     for name, text in sections:
         parts.append(json.dumps({"type": "source", "name": name}) + "\n")
         parts.append(text)
-    write_atomic(output, "".join(parts).encode())
-    return len(sections)
+    return "".join(parts)
 
 
 def read_bundle(path: Path) -> list[tuple[str, str]]:
