@@ -33,3 +33,13 @@ def test_two_sources_of_one_name_are_refused_as_merge_refuses_them(tmp_path: Pat
 def test_a_sound_hand_made_bundle_reads_back(tmp_path: Path) -> None:
     sections = [("a", '{"x": 1}\n'), ("b", '{"y": 2}\n{"z": 3}\n')]
     assert read_bundle(_bundle(tmp_path / "ok.jsonl", sections)) == sections
+
+
+@pytest.mark.parametrize("name", ["x=y", "file://a", "", "a b", "é", "-a", "a" * 65])
+def test_a_source_name_verify_bundle_could_not_address_is_refused_by_merge(tmp_path: Path, name: str) -> None:
+    export = tmp_path / "a.jsonl"
+    export.write_text('{"type": "record"}\n')
+    with pytest.raises(BundleBroken, match="cannot be given to verify-bundle"):
+        write_bundle([(name, export)], tmp_path / "merged.jsonl")
+    assert not (tmp_path / "merged.jsonl").exists()
+    write_bundle([("replica-a.1_x", export)], tmp_path / "merged.jsonl")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,9 +42,19 @@ class UnknownSource(BundleBroken):
     """A key or witness was given for a source the bundle does not hold (the caller's slip)."""
 
 
+# A source's name, as `verify-bundle --public-key NAME=FILE` and `--witness NAME=URL` address it.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def write_bundle(sources: Sequence[tuple[str, Path]], output: Path) -> int:
     """Write the exports ``(name, path)`` as one bundle; returns the number of sources."""
     names = [name for name, _ in sources]
+    odd = next((name for name in names if not _NAME.fullmatch(name)), None)
+    if odd is not None:
+        raise BundleBroken(
+            f"the source name {odd!r} cannot be given to verify-bundle: use letters, digits, '.', '_'"
+            " and '-' (up to 64)"
+        )
     if len(set(names)) != len(names):
         raise BundleBroken("each source needs its own name")
     sections: list[tuple[str, str]] = []
