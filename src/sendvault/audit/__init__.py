@@ -37,7 +37,7 @@ from .marks import KeyRing, Verifier
 from .record import Sealer
 from .store import AuditLogMissing, AuditStore, Mark, Signer
 from .verify import ChainBroken, Verified, signed_head, verify_store
-from .witness import Witnesses, open_witnesses, witnessed_heads, witnessed_heads_of, witnessed_log
+from .witness import Witnesses, open_witnesses, witnessed_export_heads, witnessed_heads, witnessed_heads_of
 
 __all__ = [
     "AuditKeyInfo",
@@ -70,9 +70,9 @@ __all__ = [
     "trusted_public_key",
     "verify_export",
     "verify_store",
+    "witnessed_export_heads",
     "witnessed_heads",
     "witnessed_heads_of",
-    "witnessed_log",
     "writer_public_key",
 ]
 

@@ -55,9 +55,9 @@ __all__ = [
     "Witnesses",
     "open_witness",
     "open_witnesses",
+    "witnessed_export_heads",
     "witnessed_heads",
     "witnessed_heads_of",
-    "witnessed_log",
 ]
 
 _TABLE = "sendvault_audit_witness"
@@ -438,21 +438,23 @@ def witnessed_heads(urls: list[str]) -> list[Mark]:
     return [mark for _, entries in _entries(urls) for _, mark in entries]
 
 
-def witnessed_log(urls: list[str]) -> str | None:
-    """The one audit log whose heads the witnesses ``urls`` hold (None when their heads name no
-    log), for an export, which names no log: its chain must then hold that log's heads.
+def witnessed_export_heads(urls: list[str]) -> list[Mark]:
+    """The heads the witnesses ``urls`` hold for an export, which names no log: its log is the
+    one whose heads they hold (heads that name no log count as its own, see
+    :func:`witnessed_heads_of`), and its chain must hold them.
 
     Raises :class:`ChainBroken` when they hold more than one log's heads (a witness is one log's),
     and what :func:`witnessed_heads_of` raises for a witness that cannot be read.
     """
-    logs = sorted({log for _, entries in _entries(urls) for log, _ in entries if log is not None})
+    found = _entries(urls)
+    logs = sorted({log for _, entries in found for log, _ in entries if log is not None})
     if len(logs) > 1:
         raise ChainBroken(
             0,
             f"the witnesses hold the heads of {len(logs)} audit logs ({', '.join(logs)}): an export"
             " names no log, so give only the witness of the log it was exported from",
         )
-    return logs[0] if logs else None
+    return _heads_of(found, logs[0] if logs else None)
 
 
 def witnessed_heads_of(urls: list[str], log_id: str | None) -> list[Mark]:
@@ -465,8 +467,12 @@ def witnessed_heads_of(urls: list[str], log_id: str | None) -> list[Mark]:
     :class:`WitnessUnavailable` when one cannot be read (:class:`WitnessTorn`: its last line is
     torn). An empty witness holds nothing.
     """
+    return _heads_of(_entries(urls), log_id)
+
+
+def _heads_of(found: list[tuple[str, list[tuple[str | None, Mark]]]], log_id: str | None) -> list[Mark]:
     heads: list[Mark] = []
-    for name, entries in _entries(urls):
+    for name, entries in found:
         own = [mark for log, mark in entries if log is None or log == log_id]
         foreign = [(log, mark) for log, mark in entries if log is not None and log != log_id]
         if foreign:

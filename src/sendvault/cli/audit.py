@@ -34,8 +34,8 @@ from ..audit import (
     trusted_public_key,
     verify_export,
     verify_store,
+    witnessed_export_heads,
     witnessed_heads_of,
-    witnessed_log,
 )
 from ..audit.record import Sealer
 from ..audit.store import Stored
@@ -532,9 +532,7 @@ def _witnessed(urls: list[str], log_id: str | None, *, required: bool, export: b
     if not urls:
         return []
     try:
-        if export:
-            log_id = witnessed_log(urls)
-        heads = witnessed_heads_of(urls, log_id)
+        heads = witnessed_export_heads(urls) if export else witnessed_heads_of(urls, log_id)
     except (ValueError, AuditUnavailable) as exc:
         hint = getattr(exc, "hint", None)
         fail(
