@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_USAGE",
     "AppContext",
+    "FloatRange",
     "changes_state",
     "emit_json",
     "fail",
@@ -263,6 +265,17 @@ def read_args(values: Sequence[str]) -> Iterator[str]:
             yield line.rstrip("\r\n")
     else:
         yield from values
+
+
+class FloatRange(click.FloatRange):
+    """click.FloatRange without NaN, which it lets through: every comparison with NaN is false,
+    so no bound refuses it, and `--timeout nan` reached a socket as a timeout."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
 
 
 def emit_json(document: object) -> None:

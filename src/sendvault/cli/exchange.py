@@ -24,7 +24,16 @@ from ..exchange import (
     parse_remote,
     remote_from_settings,
 )
-from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    AppContext,
+    FloatRange,
+    changes_state,
+    emit_json,
+    fail,
+    pass_app,
+)
 
 __all__ = ["exchange"]
 
@@ -278,7 +287,7 @@ def pull_cmd(app: AppContext, /, remote: str, local: Path, again: bool, as_json:
 @exchange.command("sweep")
 @click.option(
     "--days",
-    type=click.FloatRange(min=0),
+    type=FloatRange(min=0),
     help="Retention period in days (default: setting exchange.retention_days, 10).",
 )
 @click.option(

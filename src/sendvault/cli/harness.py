@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_FAILURE, EXIT_USAGE, fail
+from ._common import EXIT_FAILURE, EXIT_USAGE, FloatRange, fail
 
 __all__ = ["harness"]
 
@@ -58,14 +58,14 @@ def _target_options(command: Callable[..., None]) -> Callable[..., None]:
         ),
         click.option(
             "--deadline",
-            type=click.FloatRange(min=0.1),
+            type=FloatRange(min=0.1),
             default=60.0,
             show_default=True,
             help="Seconds Marketing Cloud waits for an answer.",
         ),
         click.option(
             "--time-scale",
-            type=click.FloatRange(min=0.0, max=1.0),
+            type=FloatRange(min=0.0, max=1.0),
             default=1.0,
             show_default=True,
             help="Multiply the retry waits (5, 30, 60, 120 s); 0.01 makes them 50 ms to 1.2 s.",
@@ -285,9 +285,7 @@ def check(
     show_default=True,
     help="Tokens per resolve call.",
 )
-@click.option(
-    "--duration", type=click.FloatRange(min=0.1), help="Seconds of load (default 30 unless --count)."
-)
+@click.option("--duration", type=FloatRange(min=0.1), help="Seconds of load (default 30 unless --count).")
 @click.option("--count", type=click.IntRange(min=1), help="Resolve calls in all (instead of --duration).")
 @click.option(
     "--pool",
@@ -316,7 +314,7 @@ def check(
 )
 @click.option(
     "--fault-rate",
-    type=click.FloatRange(0.0, 1.0),
+    type=FloatRange(0.0, 1.0),
     default=0.05,
     show_default=True,
     help="Share of calls --faults breaks.",
