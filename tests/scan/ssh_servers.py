@@ -143,11 +143,17 @@ class AsyncsshServers:
         self._thread.start()
         self._servers: list[Any] = []
 
-    def start(self, **options: Any) -> int:
+    def start(self, connections: list[object] | None = None, **options: Any) -> int:
+        """A server with ``options``; each connection it takes is appended to ``connections``."""
         from sendvault.exchange._asyncssh import asyncssh
 
+        def factory() -> Any:
+            if connections is not None:
+                connections.append(object())
+            return asyncssh.SSHServer()
+
         async def start() -> int:
-            server = await asyncssh.create_server(asyncssh.SSHServer, "127.0.0.1", 0, **options)
+            server = await asyncssh.create_server(factory, "127.0.0.1", 0, **options)
             self._servers.append(server)
             return int(server.sockets[0].getsockname()[1])
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from tests.scan.ssh_servers import Sshd
+from tests.scan.ssh_servers import AsyncsshServers, Sshd
 
 from sendvault.scan import Severity, exit_code
 from sendvault.scan.findings import CheckResult
@@ -40,7 +41,7 @@ def test_a_modern_sshd_passes(sshd_modern: Sshd) -> None:
 
 
 def test_host_key_fingerprints_match_ssh_keygen(sshd_modern: Sshd) -> None:
-    result = scan_ssh("127.0.0.1", sshd_modern.port)
+    result = scan_ssh("127.0.0.1", sshd_modern.port, fingerprints=True)
     ours = {k["fingerprint"] for k in result.facts["host_keys"].values()}  # type: ignore[union-attr]
     theirs = set()
     for public in sshd_modern.directory.glob("host_*.pub"):
@@ -48,6 +49,63 @@ def test_host_key_fingerprints_match_ssh_keygen(sshd_modern: Sshd) -> None:
                               check=True, timeout=30).stdout  # fmt: skip
         theirs.add(line.split()[1])
     assert ours == theirs
+
+
+def _settled(connections: list[object]) -> int:
+    """How many connections the server took, once no more arrive (a scan's unused spare is
+    closed without being waited for)."""
+    deadline, seen = time.monotonic() + 10, -1
+    while len(connections) != seen and time.monotonic() < deadline:
+        seen = len(connections)
+        time.sleep(0.3)
+    return seen
+
+
+def _keyed_server(asyncssh_servers: AsyncsshServers, connections: list[object], *kinds: str) -> int:
+    from sendvault.exchange._asyncssh import asyncssh
+
+    keys = [asyncssh.generate_private_key(k, **({"key_size": 3072} if k == "ssh-rsa" else {})) for k in kinds]
+    return asyncssh_servers.start(
+        connections,
+        server_host_keys=keys,
+        kex_algs=["curve25519-sha256", "diffie-hellman-group-exchange-sha256"],
+        signature_algs=["rsa-sha2-256"],
+    )
+
+
+def test_keys_whose_name_gives_their_size_take_no_connection_of_their_own(
+    asyncssh_servers: AsyncsshServers,
+) -> None:
+    connections: list[object] = []
+    port = _keyed_server(asyncssh_servers, connections, "ssh-ed25519", "ecdsa-sha2-nistp384", "ssh-rsa")
+    result = scan_ssh("127.0.0.1", port)
+    keys: dict[str, dict[str, object]] = result.facts["host_keys"]  # type: ignore[assignment]
+    assert keys["ssh-ed25519"] == {"type": "ssh-ed25519", "bits": 256, "fingerprint": None}
+    assert keys["ecdsa-sha2-nistp384"] == {"type": "ecdsa-sha2-nistp384", "bits": 384, "fingerprint": None}
+    assert keys["rsa-sha2-256"]["bits"] == 3072
+    assert str(keys["rsa-sha2-256"]["fingerprint"]).startswith("SHA256:")
+    assert not result.unknown
+    # The RSA key on the first connection, the group-exchange probe on the spare.
+    assert _settled(connections) == 2
+
+
+def test_fingerprints_read_every_host_key_one_connection_each(asyncssh_servers: AsyncsshServers) -> None:
+    connections: list[object] = []
+    port = _keyed_server(asyncssh_servers, connections, "ssh-ed25519", "ecdsa-sha2-nistp384", "ssh-rsa")
+    result = scan_ssh("127.0.0.1", port, fingerprints=True)
+    keys: dict[str, dict[str, object]] = result.facts["host_keys"]  # type: ignore[assignment]
+    for alg, bits in (("ssh-ed25519", 256), ("ecdsa-sha2-nistp384", 384), ("rsa-sha2-256", 3072)):
+        assert keys[alg]["bits"] == bits
+    assert all(str(key["fingerprint"]).startswith("SHA256:") for key in keys.values())
+    assert _settled(connections) == 4  # three keys and the group-exchange probe
+
+
+def test_a_key_whose_name_gives_its_size_is_read_when_a_connection_is_open_anyway(
+    asyncssh_servers: AsyncsshServers,
+) -> None:
+    port = _keyed_server(asyncssh_servers, [], "ssh-ed25519")
+    keys = scan_ssh("127.0.0.1", port).facts["host_keys"]
+    assert str(keys["ssh-ed25519"]["fingerprint"]).startswith("SHA256:")  # type: ignore[index]
 
 
 def test_a_legacy_sshd_is_reported_rule_by_rule(sshd_legacy: Sshd) -> None:

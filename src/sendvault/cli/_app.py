@@ -1,9 +1,4 @@
-"""The `sendvault` command line: thin commands over the packages; no logic of their own.
-
-Exit codes: 0 done, 1 failed (or, for checks, something needs attention), 2 usage error (a bad
-option, argument or setting). Every error is one ``error:`` line on stderr, usually followed by a
-``hint:`` line saying what to run; never a traceback for something the user typed.
-"""
+"""The click application: the root group, its lazy subcommands, and errors as one line and a hint."""
 
 from __future__ import annotations
 
@@ -29,7 +24,7 @@ from ._common import (
     reason_hint,
 )
 
-__all__ = ["cli", "main"]
+__all__ = ["cli"]
 
 # Subcommands load on first use: `sendvault scan` need not import the vault, the API server or
 # the audit log, and a CI job's scan starts in a fraction of the time.
@@ -106,7 +101,7 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _LAZY and cmd_name not in self.commands:
             module, attr = _LAZY[cmd_name].split(":")
-            command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+            command = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
             assert isinstance(command, click.Command)
             self.add_command(command, cmd_name)
         command = super().get_command(ctx, cmd_name)
@@ -287,8 +282,3 @@ def config_reference() -> None:
     from ..config import settings_reference  # noqa: PLC0415
 
     click.echo(settings_reference(), nl=False)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="sendvault")

@@ -12,7 +12,7 @@ import click
 
 from ..scan.findings import CheckResult, Severity
 from ..scan.targets import DB_PASSWORD_ENV, host_port
-from ._common import EXIT_USAGE, emit_json, fail
+from ._common import EXIT_USAGE, FloatRange, emit_json, fail
 
 __all__ = ["scan"]
 
@@ -126,21 +126,26 @@ def scan_tls_cmd(
 
 @scan.command("ssh")
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--timeout", type=click.FloatRange(0.1, 120), default=5.0, show_default=True,
+@click.option("--timeout", type=FloatRange(0.1, 120), default=5.0, show_default=True,
               help="Seconds allowed for each connection.")  # fmt: skip
+@click.option("--fingerprints", is_flag=True,
+              help="Read every host key for its SHA256 fingerprint, also those whose name gives their size "
+                   "(Ed25519, ECDSA): one connection each.")  # fmt: skip
 @_reported
-def scan_ssh_cmd(targets: tuple[str, ...], timeout: float) -> list[CheckResult]:
+def scan_ssh_cmd(targets: tuple[str, ...], timeout: float, fingerprints: bool) -> list[CheckResult]:
     """Key exchange, host keys, ciphers and MACs of SSH/SFTP servers HOST[:PORT]... (no login)."""
     from ..scan.ssh import scan_ssh  # noqa: PLC0415
 
     endpoints = [_host_port(t, 22) for t in targets]
     if len(endpoints) == 1:
         # One host needs no pool of its own (nor the concurrent.futures import: logging with it).
-        return [scan_ssh(endpoints[0][0], endpoints[0][1], timeout=timeout)]
+        return [scan_ssh(endpoints[0][0], endpoints[0][1], timeout=timeout, fingerprints=fingerprints)]
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
-        return list(pool.map(lambda e: scan_ssh(e[0], e[1], timeout=timeout), endpoints))
+        return list(
+            pool.map(lambda e: scan_ssh(e[0], e[1], timeout=timeout, fingerprints=fingerprints), endpoints)
+        )
 
 
 @scan.command("http")
@@ -264,7 +269,7 @@ def scan_client_cmd() -> list[CheckResult]:
     show_default=True,
     help="Port that answers every request with a 308 to the TLS port (0: any free port).",
 )
-@click.option("--duration", type=click.FloatRange(min=0.1), help="Stop after S seconds (default: at Ctrl-C).")
+@click.option("--duration", type=FloatRange(min=0.1), help="Stop after S seconds (default: at Ctrl-C).")
 @click.option(
     "--bind",
     "host",
@@ -283,7 +288,7 @@ def scan_client_cmd() -> list[CheckResult]:
 )
 @click.option(
     "--follow-wait",
-    type=click.FloatRange(min=0.1),
+    type=FloatRange(min=0.1),
     default=5.0,
     show_default=True,
     help="Seconds a client has to follow a 308 before it counts as not followed.",

@@ -7,9 +7,11 @@ HTTP client, the HTML parser or the database probes: a CI job's scan starts fast
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without the typing import (`scan ssh` is mostly start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .findings import RULES, CheckResult, Finding, Severity
     from .http import scan_http
     from .report import exit_code, to_json

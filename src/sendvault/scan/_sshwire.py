@@ -14,10 +14,10 @@ timeout), so a server that trickles bytes or sends garbage cannot hold a scan.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import time
-from typing import NamedTuple
+
+from ._sshdial import Dial
 
 __all__ = [
     "KEX_LISTS",
@@ -33,7 +33,6 @@ __all__ = [
     "read_kexinit",
 ]
 
-CLIENT_ID = b"SSH-2.0-sendvault_scan\r\n"
 _MAX_LINE = 255  # RFC 4253 §4.2, with CR LF
 _MAX_PRE_LINES = 50  # lines a server may send before its identification
 _MAX_PACKET = 35000  # RFC 4253 §6.1: what every implementation must take
@@ -74,34 +73,43 @@ class OldProtocol(ProtocolError):
         self.identification = identification
 
 
-# Named tuples, not frozen dataclasses: a dataclass costs about a millisecond to define, and a
-# `scan ssh` process is mostly start-up.
-class Kexinit(NamedTuple):
+# Plain classes, neither dataclasses nor named tuples: a `scan ssh` process is mostly start-up,
+# and it imports neither dataclasses nor typing.
+class Kexinit:
     """A server's identification and the name-lists of its KEXINIT."""
 
-    identification: str
-    pre_lines: tuple[str, ...]
-    lists: dict[str, tuple[str, ...]]
+    __slots__ = ("identification", "lists", "pre_lines")
+
+    def __init__(
+        self, identification: str, pre_lines: tuple[str, ...], lists: dict[str, tuple[str, ...]]
+    ) -> None:
+        self.identification = identification
+        self.pre_lines = pre_lines
+        self.lists = lists
 
 
-class HostKey(NamedTuple):
+class HostKey:
     """A host key as the server sent it."""
 
-    algorithm: str  # the host-key algorithm of the handshake that fetched it
-    key_type: str  # the key blob's own type (ssh-rsa for rsa-sha2-256, a certificate's type...)
-    bits: int
-    blob: bytes
+    __slots__ = ("algorithm", "bits", "blob", "key_type")
+
+    def __init__(self, algorithm: str, key_type: str, bits: int, blob: bytes) -> None:
+        self.algorithm = algorithm  # the host-key algorithm of the handshake that fetched it
+        self.key_type = key_type  # the blob's own type (ssh-rsa for rsa-sha2-256, a certificate's...)
+        self.bits = bits
+        self.blob = blob
 
 
 class Connection:
-    """A TCP connection with a deadline for everything read from it."""
+    """A TCP connection (from ``_sshdial``, the client's identification sent) with a deadline for
+    everything read from it."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.deadline = time.monotonic() + timeout
-        self.sock = _connect(host, port, timeout)
-        # A KEXINIT and the key exchange's first message go out back to back: with Nagle's
-        # algorithm the second waits for the server's delayed ACK (40 ms on Linux).
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, dialed: Dial) -> None:
+        sock = dialed.result()
+        if sock is None:
+            raise Closed("the server closed the connection")
+        self.sock = sock
+        self.deadline = dialed.deadline
         self._buffer = b""
 
     def close(self) -> None:
@@ -183,25 +191,6 @@ class Connection:
         self.send(struct.pack("!IB", 1 + len(payload) + padding, padding) + payload + os.urandom(padding))
 
 
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to ``host``; a literal IP address is connected to as it is, without
-    getaddrinfo (and the IDNA codec it imports), which a scan of 127.0.0.1 does not need."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect((host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    return socket.create_connection((host, port), timeout=timeout)
-
-
 def _printable(data: bytes, limit: int = 120) -> str:
     text = data[:limit].decode("ascii", "replace")
     return "".join(c if c.isprintable() else "?" for c in text)
@@ -266,7 +255,7 @@ def _mpint(value: int) -> bytes:
 
 
 def _identify(conn: Connection) -> tuple[str, tuple[str, ...]]:
-    conn.send(CLIENT_ID)
+    # Ours went out as the connection opened (_sshdial).
     pre: list[str] = []
     for _ in range(_MAX_PRE_LINES + 1):
         line = conn.read_line()
@@ -334,7 +323,7 @@ def _ecdh_point(kex: str) -> bytes:
 
 def host_key(host: str, port: int, algorithm: str, timeout: float) -> HostKey:
     """The host key the server uses for ``algorithm``, on a connection of its own."""
-    with Connection(host, port, timeout) as conn:
+    with Connection(Dial(host, port, timeout)) as conn:
         return handshake(conn, read_kexinit(conn).lists, algorithm)
 
 

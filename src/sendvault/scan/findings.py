@@ -8,7 +8,6 @@ number of checks passed, and ``unknown`` entries for what could not be checked (
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 
 __all__ = ["RULES", "CheckResult", "Finding", "Rule", "Severity"]
 
@@ -28,15 +27,19 @@ class Severity(enum.IntEnum):
         return self.name.lower()
 
 
-@dataclass(frozen=True, slots=True)
+# Plain classes, not dataclasses: the dataclasses import (inspect with it) was a sixth of a
+# `scan ssh` process, which is mostly start-up, and typing's a twentieth.
 class Rule:
     """A rule a finding can break, and what to do about it."""
 
-    id: str
-    severity: Severity
-    title: str
-    notice: str
-    fix: str
+    __slots__ = ("fix", "id", "notice", "severity", "title")
+
+    def __init__(self, id: str, severity: Severity, title: str, notice: str, fix: str) -> None:  # noqa: A002
+        self.id = id
+        self.severity = severity
+        self.title = title
+        self.notice = notice
+        self.fix = fix
 
 
 _H, _M, _L, _I = Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
@@ -140,17 +143,32 @@ RULES: dict[str, Rule] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
 class Finding:
     """One broken rule on one target, with what was seen."""
 
-    rule: str
-    detail: str
-    # Where in a file the finding is (content and code checks), for SARIF and editors.
-    file: str | None = None
-    line: int | None = None
-    # A rule whose severity depends on what was seen (ssh.small-host-key: high under 2048 bits).
-    level: Severity | None = None
+    __slots__ = ("detail", "file", "level", "line", "rule")
+
+    def __init__(
+        self,
+        rule: str,
+        detail: str,
+        file: str | None = None,
+        line: int | None = None,
+        level: Severity | None = None,
+    ) -> None:
+        self.rule = rule
+        self.detail = detail
+        # Where in a file the finding is (content and code checks), for SARIF and editors.
+        self.file = file
+        self.line = line
+        # A rule whose severity depends on what was seen (ssh.small-host-key: high under 2048 bits).
+        self.level = level
+
+    def __repr__(self) -> str:
+        return (
+            f"Finding(rule={self.rule!r}, detail={self.detail!r}, file={self.file!r}, "
+            f"line={self.line!r}, level={self.level!r})"
+        )
 
     @property
     def severity(self) -> Severity:
@@ -158,16 +176,33 @@ class Finding:
         return self.level if self.level is not None else RULES[self.rule].severity
 
 
-@dataclass(slots=True)
 class CheckResult:
     """The outcome of one check on one target."""
 
-    check: str
-    target: str
-    findings: list[Finding] = field(default_factory=list)
-    passed: int = 0
-    unknown: list[str] = field(default_factory=list)
-    facts: dict[str, object] = field(default_factory=dict)
+    __slots__ = ("check", "facts", "findings", "passed", "target", "unknown")
+
+    def __init__(
+        self,
+        check: str,
+        target: str,
+        *,
+        findings: list[Finding] | None = None,
+        passed: int = 0,
+        unknown: list[str] | None = None,
+        facts: dict[str, object] | None = None,
+    ) -> None:
+        self.check = check
+        self.target = target
+        self.findings: list[Finding] = [] if findings is None else findings
+        self.passed = passed
+        self.unknown: list[str] = [] if unknown is None else unknown
+        self.facts: dict[str, object] = {} if facts is None else facts
+
+    def __repr__(self) -> str:
+        return (
+            f"CheckResult(check={self.check!r}, target={self.target!r}, findings={self.findings!r}, "
+            f"passed={self.passed!r}, unknown={self.unknown!r}, facts={self.facts!r})"
+        )
 
     def fail(
         self,

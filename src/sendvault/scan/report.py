@@ -6,10 +6,14 @@ no report may leave it out.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePath
-from typing import Any
-
 from .findings import RULES, CheckResult, Finding, Severity
+
+# A scan of one server reads only the JSON writer and the exit code: pathlib and typing load
+# with the writers that need them (`scan ssh` is mostly start-up).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path, PurePath
+    from typing import Any
 
 __all__ = [
     "EXIT_AFFECTED",
@@ -115,6 +119,8 @@ def _root(r: CheckResult) -> Path | None:
     """The folder a file-based check scanned (its target, or a target file's folder)."""
     if r.check not in ("code", "content") or "://" in r.target:
         return None
+    from pathlib import Path  # noqa: PLC0415
+
     root = Path(r.target)
     return root.parent if root.is_file() else root
 
@@ -140,6 +146,8 @@ class _Locations:
         # the scanned folder is given relative to it; a crawled page keeps its URL.
         if "://" in file:
             return {"uri": file}
+        from pathlib import Path, PurePath  # noqa: PLC0415
+
         root = _root(r)
         path = PurePath(file)
         if root is None:

@@ -2,7 +2,8 @@
 
 One connection reads the server's identification and KEXINIT, without logging in; then one
 short key exchange per host-key family (RSA, ECDSA, Ed25519, DSA, certificates), all at once,
-learns each host key and its size (``_sshwire``). The first of them reuses the first connection.
+learns each host key and its size (``_sshwire``). The first of them reuses the first connection;
+the others take spares opened beside it (``_sshdial``), or, past those, connections of their own.
 Each offered algorithm is judged by name; what could not be read is ``ssh.unknown``, never a
 pass. Verdicts are compared with ssh-audit's in tests/scan/test_against_ssh_audit.py.
 """
@@ -10,10 +11,8 @@ pass. Verdicts are compared with ssh-audit's in tests/scan/test_against_ssh_audi
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable
-from typing import Generic, TypeVar, cast
 
+from ._sshdial import Dial, dial_scan, spawn
 from ._sshwire import (
     GEX_PROBE,
     Connection,
@@ -28,9 +27,16 @@ from ._sshwire import (
 )
 from .findings import CheckResult, Severity
 
-__all__ = ["scan_ssh"]
+# Annotations only: typing is not imported when `scan ssh` runs (its start-up is most of it).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
 
-_T = TypeVar("_T")
+    _T = TypeVar("_T")
+    _Opened = Callable[[], tuple[Connection, Kexinit]]
+
+__all__ = ["scan_ssh"]
 
 _RSA_KEX = ("rsa1024-sha1", "rsa2048-sha256")
 # Host-key algorithms whose signatures are SHA-1: ssh-rsa (RFC 4253) and ssh-dss, with their
@@ -56,13 +62,17 @@ _SMALL_CURVES = {
     "nistb233": 233, "1.3.132.0.27": 233, "DEodXT7RTLrIQsrXBi/Bcg==": 233,
 }  # fmt: skip
 _SHA1 = re.compile(r"sha1(?![0-9])", re.IGNORECASE)  # sha1, SHA1, not sha160...
-# How many connections open beside the first, before its KEXINIT says how many host keys there
-# are: most servers hold two to four, and each handshake then starts without waiting.
-_SPARE = 3
 # At most this many host-key handshakes per server: a KEXINIT naming a thousand host-key
 # algorithms must not make the scan open a thousand connections.
 _MAX_FAMILIES = 8
 _GEX_PREFIX = "diffie-hellman-group-exchange-"
+# Host-key algorithms whose name gives the key's type and size (RFC 5656, 8709, OpenSSH's FIDO
+# keys): without --fingerprints, no connection is opened only to read one of them.
+_NAMED_SIZES = {
+    "ssh-ed25519": 256, "sk-ssh-ed25519@openssh.com": 256, "ssh-ed448": 456,
+    "ecdsa-sha2-nistp256": 256, "ecdsa-sha2-nistp384": 384, "ecdsa-sha2-nistp521": 521,
+    "sk-ecdsa-sha2-nistp256@openssh.com": 256,
+}  # fmt: skip
 
 
 def _parts(name: str) -> list[str]:
@@ -122,38 +132,29 @@ def _family(algorithm: str) -> str:
     return algorithm
 
 
-class _Job(Generic[_T]):
-    """A call running on a thread of its own; ``result()`` waits for it. (Plain threads: the
-    concurrent.futures import, logging with it, was a tenth of a `scan ssh` process's start-up.)
-    The thread is a daemon: a spare connection nobody needs never holds up the exit."""
+def scan_ssh(
+    host: str,
+    port: int = 22,
+    *,
+    timeout: float = 5.0,
+    fingerprints: bool = False,
+    dials: list[Dial] | None = None,
+) -> CheckResult:
+    """Scan one SSH endpoint; every judgement is a finding, a pass or unknown.
 
-    def __init__(self, call: Callable[..., _T], *args: object) -> None:
-        self._call, self._args = call, args
-        self._value: _T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._call(*self._args)
-        except BaseException as exc:  # noqa: BLE001 - raised again by result(), in the caller
-            self._error = exc
-
-    def result(self) -> _T:
-        """What the call returned, once it has; what it raised, raised here."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return cast("_T", self._value)
-
-
-def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
-    """Scan one SSH endpoint; every judgement is a finding, a pass or unknown."""
+    A host key whose size its algorithm names (Ed25519, ECDSA on nistp256/384/521) is read only
+    on a connection that is open anyway, unless ``fingerprints`` asks for every key's fingerprint.
+    ``dials``: the scan's connections, opened beforehand (``_sshdial.dial_scan``).
+    """
     result = CheckResult("ssh", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    spares = [_Job(_opened, host, port, timeout) for _ in range(_SPARE)]
+    first, *rest = dial_scan(host, port, timeout, fingerprints=fingerprints) if dials is None else dials
+    spares = [spawn(_opened, dial) for dial in rest]
+    # Loaded while the server forks and sends its KEXINIT, rather than after: fingerprints need them.
+    import base64  # noqa: PLC0415, F401
+    import hashlib  # noqa: PLC0415, F401
+
     try:
-        conn, server = _opened(host, port, timeout)
+        conn, server = _opened(first)
     except BaseException as exc:
         _close_all(spares)
         if isinstance(exc, OldProtocol):
@@ -173,15 +174,20 @@ def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
                       f"{', '.join(families[_MAX_FAMILIES:])} were not read")  # fmt: skip
         result.fail("ssh.unknown", f"only the first {_MAX_FAMILIES} of {len(families)} host keys were read")
         families = families[:_MAX_FAMILIES]
+    named = {} if fingerprints else {a: b for a in families if (b := _NAMED_SIZES.get(a)) is not None}
+    # The first connection reads a key in any case: one that is needed, else the first.
+    read = [alg for alg in families if alg not in named] or families[:1]
     gex = _gex_to_probe(server.lists)
-    jobs, probe = _start(spares, (host, port, timeout), families, gex)
-    keys: dict[str, HostKey | str] = {}
+    jobs, probe = _start(spares, (host, port, timeout), read, gex)
+    keys: dict[str, HostKey | str] = {
+        a: HostKey(a, a, bits, b"") for a, bits in named.items() if a not in read
+    }
     with conn:
-        if families:
-            keys[families[0]] = _outcome(lambda: handshake(conn, server.lists, families[0]))
+        if read:
+            keys[read[0]] = _outcome(lambda: handshake(conn, server.lists, read[0]))
     for alg, job in jobs.items():
-        keys[alg] = _outcome(job.result)
-    group = None if probe is None else _outcome(probe.result)
+        keys[alg] = _outcome(job)
+    group = None if probe is None else _outcome(probe)
     _judge(server, keys, result)
     if gex is not None:
         _group_exchange(server.lists["kex"], group, result)
@@ -189,25 +195,25 @@ def scan_ssh(host: str, port: int = 22, *, timeout: float = 5.0) -> CheckResult:
 
 
 def _start(
-    spares: list[_Job[tuple[Connection, Kexinit]]],
+    spares: list[_Opened],
     endpoint: tuple[str, int, float],
     families: list[str],
     gex: str | None,
-) -> tuple[dict[str, _Job[HostKey]], _Job[int | None] | None]:
-    """Start the host-key handshakes of every family but the first (which continues on the first
-    connection), each on a spare connection (already past its KEXINIT, or nearly) or a new one,
-    and the group-exchange probe on the next; close the spares left over."""
-    jobs: dict[str, _Job[HostKey]] = {}
+) -> tuple[dict[str, Callable[[], HostKey]], Callable[[], int | None] | None]:
+    """Start the host-key handshakes of every family to read but the first (which continues on
+    the first connection), each on a spare connection (already past its KEXINIT, or nearly) or a
+    new one, and the group-exchange probe on the next; close the spares left over."""
+    jobs: dict[str, Callable[[], HostKey]] = {}
     for n, alg in enumerate(families[1:]):
         if n < len(spares):
-            jobs[alg] = _Job(_on_spare, spares[n], alg)
+            jobs[alg] = spawn(_on_spare, spares[n], alg)
         else:
-            jobs[alg] = _Job(host_key, *endpoint[:2], alg, endpoint[2])
+            jobs[alg] = spawn(host_key, *endpoint[:2], alg, endpoint[2])
     used = max(len(families) - 1, 0)
     probe = None
     if gex is not None:
-        spare = spares[used] if used < len(spares) else _Job(_opened, *endpoint)
-        probe = _Job(_probe_on, spare, gex)
+        spare = spares[used] if used < len(spares) else spawn(_opened, Dial(*endpoint))
+        probe = spawn(_probe_on, spare, gex)
         used += 1
     _close_all(spares[used:])
     return jobs, probe
@@ -229,8 +235,8 @@ def _gex_to_probe(lists: dict[str, tuple[str, ...]]) -> str | None:
     return next((k for k in lists["kex"] if k.startswith(_GEX_PREFIX) and not _weak_kex(k)), None)
 
 
-def _probe_on(spare: _Job[tuple[Connection, Kexinit]], kex: str) -> int | None:
-    conn, server = spare.result()
+def _probe_on(spare: _Opened, kex: str) -> int | None:
+    conn, server = spare()
     with conn:
         return gex_group_bits(conn, server.lists, kex)
 
@@ -252,8 +258,8 @@ def _group_exchange(kex: tuple[str, ...], group: int | str | None, result: Check
         result.ok()
 
 
-def _opened(host: str, port: int, timeout: float) -> tuple[Connection, Kexinit]:
-    conn = Connection(host, port, timeout)
+def _opened(dial: Dial) -> tuple[Connection, Kexinit]:
+    conn = Connection(dial)
     try:
         return conn, read_kexinit(conn)
     except BaseException:
@@ -261,21 +267,21 @@ def _opened(host: str, port: int, timeout: float) -> tuple[Connection, Kexinit]:
         raise
 
 
-def _on_spare(spare: _Job[tuple[Connection, Kexinit]], algorithm: str) -> HostKey:
-    conn, server = spare.result()
+def _on_spare(spare: _Opened, algorithm: str) -> HostKey:
+    conn, server = spare()
     with conn:
         return handshake(conn, server.lists, algorithm)
 
 
-def _close_all(spares: list[_Job[tuple[Connection, Kexinit]]]) -> None:
+def _close_all(spares: list[_Opened]) -> None:
     """Close spare connections that are not needed, whenever they are ready (without waiting)."""
     for spare in spares:
-        _Job(_discard, spare)
+        spawn(_discard, spare)
 
 
-def _discard(spare: _Job[tuple[Connection, Kexinit]]) -> None:
+def _discard(spare: _Opened) -> None:
     try:
-        conn, _ = spare.result()
+        conn, _ = spare()
     except BaseException:  # noqa: BLE001 - a spare that failed to open has nothing to close
         return
     conn.close()
@@ -300,7 +306,7 @@ def _families(host_key_algorithms: tuple[str, ...]) -> list[str]:
 
 
 def _fingerprint(blob: bytes) -> str:
-    # Imported here, while other handshakes wait on the server: the connections go out first.
+    # Imported here (loaded by scan_ssh while the server works): `scan ssh` is mostly start-up.
     import base64  # noqa: PLC0415
     import hashlib  # noqa: PLC0415
 
@@ -371,7 +377,9 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
             facts[alg] = "unknown"
             failed.setdefault(key, []).append(alg)
             continue
-        facts[alg] = {"type": key.key_type, "bits": key.bits, "fingerprint": _fingerprint(key.blob)}
+        # A key whose name gave its size, read on no connection, has no blob: no fingerprint.
+        facts[alg] = {"type": key.key_type, "bits": key.bits,
+                      "fingerprint": _fingerprint(key.blob) if key.blob else None}  # fmt: skip
         line = f"{alg} ({key.key_type} {key.bits} bits)"
         if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
             if key.bits < 2048:

@@ -13,7 +13,7 @@ path = "."
 kind = "mysql"                     # mysql or postgres
 target = "db.example.com:3306"     # ca, cert, key, user optional; password_env optional
 [[ssh]]
-target = "sftp.example.com"        # port 22 unless given
+target = "sftp.example.com"        # port 22 unless given; fingerprints = true optional
 [client]                           # include to check this host's clients
 ```
 
@@ -26,10 +26,11 @@ target gets its own result, and one that cannot be scanned is ``*.unknown`` whil
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the typing import
 if TYPE_CHECKING:  # only annotations: `scan ssh` loads no more than it needs
     from pathlib import Path
+    from typing import Any
 
     from .findings import CheckResult
 
@@ -44,7 +45,7 @@ _FIELDS: dict[str, tuple[set[str], set[str], set[str]]] = {
     "content": ({"target"}, {"crawl"}, {"target"}),
     "code": ({"path"}, set(), {"path"}),
     "db": ({"kind", "target"}, {"ca", "cert", "key", "user", "password_env"}, {"ca", "cert", "key"}),
-    "ssh": ({"target"}, set(), set()),
+    "ssh": ({"target"}, {"fingerprints"}, set()),
 }
 _CHOICES = {"kind": ("mysql", "postgres"), "starttls": ("mysql", "postgres")}
 _DB_PORTS = {"mysql": 3306, "postgres": 5432}
@@ -115,6 +116,9 @@ def _entry(section: str, raw: dict[str, Any], base: Path, where: str) -> dict[st
         raise ValueError(f"{where}: unknown fields {sorted(extra)}")
     entry = dict(raw)
     for field, value in raw.items():
+        if field == "fingerprints":
+            _shape(isinstance(value, bool), f"{where}: {field} must be true or false")
+            continue
         number = field == "crawl"
         _shape(
             isinstance(value, int if number else str) and not isinstance(value, bool),
@@ -165,7 +169,7 @@ def _run(plan: list[tuple[str, dict[str, Any]]], *, client: bool) -> list[CheckR
         elif section == "code":
             out.append(scan_code(t["path"]))
         elif section == "ssh":
-            out.append(scan_ssh(t["host"], t["port"]))
+            out.append(scan_ssh(t["host"], t["port"], fingerprints=t.get("fingerprints", False)))
         else:
             out.append(
                 scan_db(

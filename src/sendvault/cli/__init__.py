@@ -1,0 +1,40 @@
+"""The `sendvault` command line: thin commands over the packages; no logic of their own.
+
+Exit codes: 0 done, 1 failed (or, for checks, something needs attention), 2 usage error (a bad
+option, argument or setting). Every error is one ``error:`` line on stderr, usually followed by a
+``hint:`` line saying what to run; never a traceback for something the user typed.
+
+The click application is ``_app``; `scan ssh` of one server, with options it knows, takes a
+short path first (``_quick``): nothing else loads, click included.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the typing import
+if TYPE_CHECKING:
+    import click
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    args = sys.argv[1:]
+    if args[:2] == ["scan", "ssh"]:
+        from ._quick import scan_ssh  # noqa: PLC0415
+
+        scan_ssh(args[2:])  # exits, unless the arguments need the whole command line
+    from ._app import cli  # noqa: PLC0415
+
+    cli(prog_name="sendvault")
+
+
+def __getattr__(name: str) -> click.Group:
+    # `from sendvault.cli import cli` (tests, the reference generator) loads click only then.
+    if name == "cli":
+        from ._app import cli  # noqa: PLC0415
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,104 @@
+"""`sendvault scan ssh HOST` takes a short path without click: it must answer as the click command does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.scan.ssh_servers import Sshd
+
+# The click command, as the console script ran it before the short path existed.
+_CLICK = "import sys; from sendvault.cli._app import cli; cli(sys.argv[1:], prog_name='sendvault')"
+
+
+def _run(*args: str, click: bool = False) -> subprocess.CompletedProcess[str]:
+    head = [sys.executable, "-c", _CLICK] if click else [sys.executable, "-m", "sendvault"]
+    return subprocess.run([*head, "scan", "ssh", *args], capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--json"],
+        ["--json", "--fail-on", "low"],
+        ["--json", "--timeout=3", "--fingerprints"],
+        ["--fail-on=high"],
+        [],
+    ],
+)
+def test_the_short_path_answers_as_the_click_command(sshd_legacy: Sshd, options: list[str]) -> None:
+    target = f"127.0.0.1:{sshd_legacy.port}"
+    quick, slow = _run(target, *options), _run(*options, target, click=True)
+    assert (quick.returncode, quick.stderr) == (slow.returncode, slow.stderr)
+    assert quick.returncode == 1  # high findings: exit 1 at every --fail-on
+    if "--json" in options:
+        assert json.loads(quick.stdout) == json.loads(slow.stdout)
+    else:
+        assert quick.stdout == slow.stdout
+
+
+def test_a_modern_server_passes_on_both_paths(sshd_modern: Sshd) -> None:
+    quick = _run(f"127.0.0.1:{sshd_modern.port}", "--json")
+    slow = _run(f"127.0.0.1:{sshd_modern.port}", "--json", click=True)
+    assert quick.returncode == slow.returncode == 0, quick.stderr
+    assert json.loads(quick.stdout) == json.loads(slow.stdout)
+
+
+def test_the_short_path_loads_neither_click_nor_typing(sshd_modern: Sshd) -> None:
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sendvault", "scan", "ssh",
+         f"127.0.0.1:{sshd_modern.port}", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    loaded = {
+        line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "sendvault.scan.ssh" in loaded
+    assert not loaded & {"click", "typing", "dataclasses", "pathlib", "threading", "msgspec", "rich"}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--timeout", "nan", "127.0.0.1:22"], "--timeout"),  # click's range check
+        (["--timeout", "0", "127.0.0.1:22"], "--timeout"),
+        (["--fail-on", "severe", "127.0.0.1:22"], "--fail-on"),
+        (["--timeout"], "--timeout"),
+        (["127.0.0.1:99999"], "port"),
+        (["--verbose", "127.0.0.1:22"], "--verbose"),
+        ([], "TARGETS"),
+    ],
+)
+def test_what_the_short_path_does_not_take_gets_click_s_usage_error(args: list[str], expected: str) -> None:
+    run = _run(*args)
+    assert run.returncode == 2
+    assert expected in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr == _run(*args, click=True).stderr
+
+
+def test_help_and_reports_go_to_the_click_command(sshd_modern: Sshd, tmp_path: Path) -> None:
+    assert "--fingerprints" in _run("--help").stdout
+    sarif = tmp_path / "r.sarif"
+    run = _run(f"127.0.0.1:{sshd_modern.port}", "--sarif", str(sarif))
+    assert run.returncode == 0, run.stderr
+    assert json.loads(sarif.read_text())["version"] == "2.1.0"
+
+
+def test_a_reader_that_went_away_is_exit_1_without_a_traceback(sshd_modern: Sshd) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "sendvault", "scan", "ssh", f"127.0.0.1:{sshd_modern.port}", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as process:  # fmt: skip
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()  # before the scan has written anything
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr
+    assert "Exception" not in stderr
