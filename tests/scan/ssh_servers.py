@@ -84,8 +84,9 @@ class Sshd:
 
 
 @contextmanager
-def sshd(config: str) -> Iterator[Sshd]:
-    """Debian's sshd with ``config`` ("modern" or "legacy"), stopped at the end."""
+def sshd(config: str, extra: str = "") -> Iterator[Sshd]:
+    """Debian's sshd with ``config`` ("modern" or "legacy") and ``extra`` configuration lines,
+    stopped at the end."""
     if not Path(SSHD).exists():
         raise RuntimeError("sshd is missing: apt-get install openssh-server (.ci/run does)")
     # sshd refuses to start without its privilege separation directory.
@@ -108,6 +109,7 @@ def sshd(config: str) -> Iterator[Sshd]:
                 "PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nAuthorizedKeysFile none\nLogLevel ERROR\n"
                 + (MODERN if config == "modern" else LEGACY)
+                + extra
             )
             process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE)  # fmt: skip

@@ -108,6 +108,18 @@ def test_a_key_whose_name_gives_its_size_is_read_when_a_connection_is_open_anywa
     assert str(keys["ssh-ed25519"]["fingerprint"]).startswith("SHA256:")  # type: ignore[index]
 
 
+def test_a_server_that_takes_one_connection_at_a_time_is_still_read() -> None:
+    # MaxStartups 1: sshd drops every connection beyond one that has not logged in, and the scan
+    # opens two at once: whichever it keeps, the scan reads the KEXINIT on it. 10 rounds.
+    from tests.scan.ssh_servers import sshd
+
+    with sshd("modern", "MaxStartups 1\n") as server:
+        for _ in range(10):
+            result = scan_ssh("127.0.0.1", server.port)
+            assert str(result.facts.get("identification", "")).startswith("SSH-2.0-OpenSSH_"), result
+            time.sleep(0.2)  # sshd's child for the last round's connection has gone
+
+
 def test_a_legacy_sshd_is_reported_rule_by_rule(sshd_legacy: Sshd) -> None:
     result = scan_ssh("127.0.0.1", sshd_legacy.port)
     assert _rules(result) == {

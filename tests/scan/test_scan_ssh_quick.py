@@ -90,6 +90,20 @@ def test_help_and_reports_go_to_the_click_command(sshd_modern: Sshd, tmp_path: P
     assert json.loads(sarif.read_text())["version"] == "2.1.0"
 
 
+@pytest.mark.parametrize("closed", ["1", "2"])
+def test_a_closed_stdout_or_stderr_changes_no_exit_code(
+    sshd_modern: Sshd, closed: str, tmp_path: Path
+) -> None:
+    # cron and daemons may start a command with a standard stream closed (``2>&-``); --sarif
+    # takes the click command.
+    for target, code in ((f"127.0.0.1:{sshd_modern.port}", 0), ("127.0.0.1:1", 2)):
+        for tail in ("", f"--sarif {tmp_path / 'r.sarif'}"):
+            command = f"exec {sys.executable} -m sendvault scan ssh {target} --json {tail} {closed}>&-"
+            run = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120,
+                                 check=False)  # fmt: skip
+            assert run.returncode == code, (command, run.stdout, run.stderr)
+
+
 def test_a_reader_that_went_away_is_exit_1_without_a_traceback(sshd_modern: Sshd) -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "sendvault", "scan", "ssh", f"127.0.0.1:{sshd_modern.port}", "--json"],

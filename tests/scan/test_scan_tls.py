@@ -541,3 +541,14 @@ def test_an_expired_certificate_sent_beside_a_chain_that_verifies_is_still_repor
     assert finding.rule == "tls.cert-expired"
     assert "depth 1" in finding.detail
     assert "the chain verifies here without it" in finding.detail
+
+
+def test_findings_and_rules_compare_by_value_and_rules_are_frozen() -> None:
+    from sendvault.scan.findings import RULES, CheckResult, Finding
+
+    assert Finding("ssh.weak-mac", "x", line=3) == Finding("ssh.weak-mac", "x", line=3)
+    assert Finding("ssh.weak-mac", "x") != Finding("ssh.weak-mac", "y")
+    assert len({Finding("ssh.weak-mac", "x"), Finding("ssh.weak-mac", "x")}) == 1
+    assert CheckResult("ssh", "t", [], 1) == CheckResult("ssh", "t", passed=1)
+    with pytest.raises(AttributeError, match="frozen"):
+        RULES["ssh.weak-mac"].severity = RULES["ssh.weak-mac"].severity

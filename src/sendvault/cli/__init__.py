@@ -21,6 +21,7 @@ __all__ = ["cli", "main"]
 
 def main() -> None:
     """Console-script entry point."""
+    _open_closed_streams()
     args = sys.argv[1:]
     if args[:2] == ["scan", "ssh"]:
         from ._quick import scan_ssh  # noqa: PLC0415
@@ -29,6 +30,24 @@ def main() -> None:
     from ._app import cli  # noqa: PLC0415
 
     cli(prog_name="sendvault")
+
+
+def _open_closed_streams() -> None:
+    """A process started with its stdout or stderr closed (cron, a daemon: ``2>&-``) has None
+    there: every write raised, and the exit code said so whatever the outcome. They write to
+    /dev/null instead, on their own descriptors, so that no file or socket opened later takes
+    descriptor 1 or 2 and gets what was meant for them."""
+    if sys.stdout is not None and sys.stderr is not None:
+        return
+    import os  # noqa: PLC0415 - loaded by the interpreter already
+
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def __getattr__(name: str) -> click.Group:

@@ -3,9 +3,9 @@
 The scan's connections open first (``scan._sshdial``), so the server forks and loads its keys
 while the scanner loads; click is never imported. Only arguments this path reads the way the
 click command does take it: one target, ``--timeout``, ``--fail-on``, ``--fingerprints`` and
-``--json``. Anything
-else (``--help``, ``--sarif``, several targets, a malformed value) returns to the whole command
-line, which says what is wrong: both paths answer the same arguments the same way.
+``--json``. Anything else (``--help``, ``--sarif``, several targets, a malformed value) returns
+to the whole command line, which says what is wrong: both paths answer the same arguments the
+same way.
 """
 
 from __future__ import annotations
@@ -75,8 +75,6 @@ def scan_ssh(args: list[str]) -> None:
     a = _parse(args)
     if a is None:
         return
-    import os  # noqa: PLC0415 - loaded by the interpreter already
-
     try:
         from ..scan._sshdial import dial_scan  # noqa: PLC0415
 
@@ -106,10 +104,8 @@ def scan_ssh(args: list[str]) -> None:
     except BrokenPipeError:
         # A reader that went away (`| head`): exit 1 quietly, as click does, and let nothing
         # try to flush into the closed pipe again at exit.
+        import os  # noqa: PLC0415 - loaded by the interpreter already
+
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
-    code = exit_code(results, Severity[a.fail_on.upper()])
-    # Everything is written and flushed, and nothing is left to clean up (the kernel closes the
-    # sockets): the interpreter's own teardown, a fifth of the process, is skipped.
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(exit_code(results, Severity[a.fail_on.upper()]))

@@ -71,7 +71,10 @@ class Dial:
 
 
 def _dial(host: str, port: int, timeout: float) -> _socket.socket | None:
-    sock = _connect(host, port, timeout)
+    try:
+        sock = _connect(host, port, timeout)
+    except ConnectionResetError:
+        return None  # accepted and closed at once: a close, as one after the identification
     try:
         # The identification and, later, a KEXINIT and the first key-exchange message go out
         # back to back: with Nagle's algorithm each waits for the server's delayed ACK (40 ms).
@@ -79,7 +82,7 @@ def _dial(host: str, port: int, timeout: float) -> _socket.socket | None:
         sock.sendall(CLIENT_ID)
     except (BrokenPipeError, ConnectionResetError):
         sock.close()
-        return None
+        return None  # the server closed first (Connection reports it as a close)
     except BaseException:
         sock.close()
         raise

@@ -27,19 +27,53 @@ class Severity(enum.IntEnum):
         return self.name.lower()
 
 
-# Plain classes, not dataclasses: the dataclasses import (inspect with it) was a sixth of a
-# `scan ssh` process, which is mostly start-up, and typing's a twentieth.
-class Rule:
+# Records by hand, not dataclasses: the dataclasses import (inspect with it) was a sixth of a
+# `scan ssh` process, which is mostly start-up, and typing's a twentieth. They keep what the
+# dataclasses gave: equality and repr over their fields; Rule and Finding are frozen and hashable.
+class _Record:  # noqa: PLW1641 - unhashable, as a dataclass with eq is; _Frozen hashes
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Record)
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._fields)})"
+
+
+class _Frozen(_Record):
+    __slots__ = ()
+
+    def _init(self, *values: object) -> None:
+        for name, value in zip(self._fields, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: {name} cannot be set")
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+
+class Rule(_Frozen):
     """A rule a finding can break, and what to do about it."""
 
     __slots__ = ("fix", "id", "notice", "severity", "title")
+    _fields = ("id", "severity", "title", "notice", "fix")
+    id: str
+    severity: Severity
+    title: str
+    notice: str
+    fix: str
 
     def __init__(self, id: str, severity: Severity, title: str, notice: str, fix: str) -> None:  # noqa: A002
-        self.id = id
-        self.severity = severity
-        self.title = title
-        self.notice = notice
-        self.fix = fix
+        self._init(id, severity, title, notice, fix)
 
 
 _H, _M, _L, _I = Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
@@ -143,10 +177,18 @@ RULES: dict[str, Rule] = {
 }  # fmt: skip
 
 
-class Finding:
+class Finding(_Frozen):
     """One broken rule on one target, with what was seen."""
 
     __slots__ = ("detail", "file", "level", "line", "rule")
+    _fields = ("rule", "detail", "file", "line", "level")
+    rule: str
+    detail: str
+    # Where in a file the finding is (content and code checks), for SARIF and editors.
+    file: str | None
+    line: int | None
+    # A rule whose severity depends on what was seen (ssh.small-host-key: high under 2048 bits).
+    level: Severity | None
 
     def __init__(
         self,
@@ -156,19 +198,7 @@ class Finding:
         line: int | None = None,
         level: Severity | None = None,
     ) -> None:
-        self.rule = rule
-        self.detail = detail
-        # Where in a file the finding is (content and code checks), for SARIF and editors.
-        self.file = file
-        self.line = line
-        # A rule whose severity depends on what was seen (ssh.small-host-key: high under 2048 bits).
-        self.level = level
-
-    def __repr__(self) -> str:
-        return (
-            f"Finding(rule={self.rule!r}, detail={self.detail!r}, file={self.file!r}, "
-            f"line={self.line!r}, level={self.level!r})"
-        )
+        self._init(rule, detail, file, line, level)
 
     @property
     def severity(self) -> Severity:
@@ -176,16 +206,16 @@ class Finding:
         return self.level if self.level is not None else RULES[self.rule].severity
 
 
-class CheckResult:
+class CheckResult(_Record):
     """The outcome of one check on one target."""
 
     __slots__ = ("check", "facts", "findings", "passed", "target", "unknown")
+    _fields = ("check", "target", "findings", "passed", "unknown", "facts")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the dataclass's positional order, kept for callers
         self,
         check: str,
         target: str,
-        *,
         findings: list[Finding] | None = None,
         passed: int = 0,
         unknown: list[str] | None = None,
@@ -197,12 +227,6 @@ class CheckResult:
         self.passed = passed
         self.unknown: list[str] = [] if unknown is None else unknown
         self.facts: dict[str, object] = {} if facts is None else facts
-
-    def __repr__(self) -> str:
-        return (
-            f"CheckResult(check={self.check!r}, target={self.target!r}, findings={self.findings!r}, "
-            f"passed={self.passed!r}, unknown={self.unknown!r}, facts={self.facts!r})"
-        )
 
     def fail(
         self,

@@ -4,6 +4,8 @@ One connection reads the server's identification and KEXINIT, without logging in
 short key exchange per host-key family (RSA, ECDSA, Ed25519, DSA, certificates), all at once,
 learns each host key and its size (``_sshwire``). The first of them reuses the first connection;
 the others take spares opened beside it (``_sshdial``), or, past those, connections of their own.
+A key whose algorithm name gives its size (Ed25519, ECDSA) gets no connection of its own unless
+every fingerprint is asked for: each connection costs the server a process.
 Each offered algorithm is judged by name; what could not be read is ``ssh.unknown``, never a
 pass. Verdicts are compared with ssh-audit's in tests/scan/test_against_ssh_audit.py.
 """
@@ -15,6 +17,7 @@ import re
 from ._sshdial import Dial, dial_scan, spawn
 from ._sshwire import (
     GEX_PROBE,
+    Closed,
     Connection,
     HostKey,
     Kexinit,
@@ -147,16 +150,16 @@ def scan_ssh(
     ``dials``: the scan's connections, opened beforehand (``_sshdial.dial_scan``).
     """
     result = CheckResult("ssh", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    first, *rest = dial_scan(host, port, timeout, fingerprints=fingerprints) if dials is None else dials
-    spares = [spawn(_opened, dial) for dial in rest]
+    if dials is None:
+        dials = dial_scan(host, port, timeout, fingerprints=fingerprints)
+    opening = [spawn(_opened, dial) for dial in dials]
     # Loaded while the server forks and sends its KEXINIT, rather than after: fingerprints need them.
     import base64  # noqa: PLC0415, F401
     import hashlib  # noqa: PLC0415, F401
 
     try:
-        conn, server = _opened(first)
+        conn, server, spares = _first(opening)
     except BaseException as exc:
-        _close_all(spares)
         if isinstance(exc, OldProtocol):
             result.facts["identification"] = exc.identification
             result.fail("ssh.old-software", f"{exc.identification}: SSH protocol 1 only")
@@ -192,6 +195,27 @@ def scan_ssh(
     if gex is not None:
         _group_exchange(server.lists["kex"], group, result)
     return result
+
+
+def _first(opening: list[_Opened]) -> tuple[Connection, Kexinit, list[_Opened]]:
+    """The first of the connections to reach its KEXINIT, in order, and the rest as spares. A
+    server that limits connections before login (sshd's MaxStartups, PerSourceMaxStartups) may
+    close some of those a scan opens at once, not always the last: one that got through stands in
+    for the first. When none did, or the first failed otherwise, the first one's error is raised
+    and every connection closed."""
+    closed: Closed | None = None
+    for n, job in enumerate(opening):
+        try:
+            conn, server = job()
+        except Closed as exc:
+            closed = closed or exc
+            continue
+        except BaseException:
+            _close_all(opening[n + 1 :])
+            raise
+        return conn, server, opening[n + 1 :]
+    assert closed is not None
+    raise closed
 
 
 def _start(
