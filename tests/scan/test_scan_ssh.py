@@ -108,6 +108,15 @@ def test_a_key_whose_name_gives_its_size_is_read_when_a_connection_is_open_anywa
     assert str(keys["ssh-ed25519"]["fingerprint"]).startswith("SHA256:")  # type: ignore[index]
 
 
+def _idle(server: Sshd) -> None:
+    """Until sshd has no child left: one per connection not yet logged in (the start-up check's,
+    the last scan's), each counting against MaxStartups."""
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().strip():
+        assert time.monotonic() < deadline, "sshd's children did not exit"
+        time.sleep(0.02)
+
+
 def test_a_server_that_takes_one_connection_at_a_time_is_still_read() -> None:
     # MaxStartups 1: sshd drops every connection beyond one that has not logged in, and the scan
     # opens two at once: whichever it keeps, the scan reads the KEXINIT on it. 10 rounds.
@@ -115,9 +124,50 @@ def test_a_server_that_takes_one_connection_at_a_time_is_still_read() -> None:
 
     with sshd("modern", "MaxStartups 1\n") as server:
         for _ in range(10):
+            _idle(server)
             result = scan_ssh("127.0.0.1", server.port)
             assert str(result.facts.get("identification", "")).startswith("SSH-2.0-OpenSSH_"), result
-            time.sleep(0.2)  # sshd's child for the last round's connection has gone
+
+
+def test_fingerprints_under_a_connection_limit_change_no_verdict() -> None:
+    # The one connection sshd keeps reads the RSA key (whose size matters) before the Ed25519
+    # and ECDSA keys, which are judged by their names when their own connections are dropped.
+    from tests.scan.ssh_servers import sshd
+
+    with sshd("legacy", "MaxStartups 1\n") as server:
+        for _ in range(5):
+            _idle(server)
+            default = scan_ssh("127.0.0.1", server.port)
+            _idle(server)
+            every = scan_ssh("127.0.0.1", server.port, fingerprints=True)
+            assert [(f.rule, f.detail) for f in every.findings] == [
+                (f.rule, f.detail) for f in default.findings
+            ]
+            assert "ssh.small-host-key" in _rules(every)
+
+
+def test_the_connection_that_answers_first_serves(asyncssh_servers: AsyncsshServers) -> None:
+    # A proxy that serves one connection at a time, or a limiter that refuses some: the scan
+    # reads the KEXINIT on whichever connection gets it, without waiting out the others. (One
+    # Ed25519 key and no group exchange: the scan needs no spare.)
+    import socket
+
+    from tests.scan.ssh_servers import free_port
+
+    from sendvault.exchange._asyncssh import asyncssh
+    from sendvault.scan._sshdial import Dial
+
+    port = asyncssh_servers.start(
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")], kex_algs=["curve25519-sha256"]
+    )
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        for first in (silent.getsockname()[1], free_port()):  # accepted, never answered; refused
+            started = time.monotonic()
+            dials = [Dial("127.0.0.1", first, 3.0), Dial("127.0.0.1", port, 3.0)]
+            result = scan_ssh("127.0.0.1", port, timeout=3.0, dials=dials)
+            assert str(result.facts["identification"]).startswith("SSH-2.0-AsyncSSH_")
+            assert not result.unknown
+            assert time.monotonic() - started < 2.5
 
 
 def test_a_legacy_sshd_is_reported_rule_by_rule(sshd_legacy: Sshd) -> None:

@@ -116,3 +116,24 @@ def test_a_reader_that_went_away_is_exit_1_without_a_traceback(sshd_modern: Sshd
         assert process.wait(timeout=120) == 1
     assert "Traceback" not in stderr
     assert "Exception" not in stderr
+
+
+def test_a_descriptor_a_caller_holds_is_left_alone(tmp_path: Path) -> None:
+    # main() called in a process whose sys.stdout is None while descriptor 1 is its own socket.
+    script = tmp_path / "host.py"
+    script.write_text(
+        "import os, socket, stat, sys\n"
+        "os.close(1)\n"
+        "sock = socket.socket()\n"
+        "assert sock.fileno() == 1\n"
+        "sys.stdout = None\n"
+        "from sendvault.cli import _open_closed_streams\n"
+        "_open_closed_streams()\n"
+        "assert stat.S_ISSOCK(os.fstat(1).st_mode)\n"
+        "print('written to /dev/null')\n"
+        "sys.exit(7)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 7, run.stderr

@@ -552,3 +552,23 @@ def test_findings_and_rules_compare_by_value_and_rules_are_frozen() -> None:
     assert CheckResult("ssh", "t", [], 1) == CheckResult("ssh", "t", passed=1)
     with pytest.raises(AttributeError, match="frozen"):
         RULES["ssh.weak-mac"].severity = RULES["ssh.weak-mac"].severity
+    with pytest.raises(AttributeError, match="frozen"):
+        del RULES["ssh.weak-mac"].severity
+
+
+def test_findings_copy_pickle_and_match_as_the_dataclasses_did() -> None:
+    import copy
+    import pickle
+
+    from sendvault.scan.findings import RULES, CheckResult, Finding, Severity
+
+    finding = Finding("ssh.small-host-key", "x", "f.py", 3, Severity.HIGH)
+    result = CheckResult("ssh", "t", [finding], 1, ["u"], {"k": [1]})
+    assert copy.deepcopy(result) == result
+    assert pickle.loads(pickle.dumps(result)) == result
+    assert copy.copy(RULES["ssh.weak-mac"]) == RULES["ssh.weak-mac"]
+    match finding:
+        case Finding(rule, detail, file, line):
+            assert (rule, detail, file, line) == ("ssh.small-host-key", "x", "f.py", 3)
+        case _:
+            pytest.fail("no match")

@@ -42,12 +42,18 @@ def _open_closed_streams() -> None:
     import os  # noqa: PLC0415 - loaded by the interpreter already
 
     for name, fd in (("stdout", 1), ("stderr", 2)):
-        if getattr(sys, name) is None:
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: /dev/null takes the descriptor
             null = os.open(os.devnull, os.O_WRONLY)
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
             setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+        else:  # a caller's own file or socket holds it: leave it alone
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115, PTH123 - no pathlib here
 
 
 def __getattr__(name: str) -> click.Group:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-__all__ = ["CLIENT_ID", "Dial", "dial_scan", "spawn"]
+__all__ = ["CLIENT_ID", "Arrivals", "Dial", "dial_scan", "spawn"]
 
 CLIENT_ID = b"SSH-2.0-sendvault_scan\r\n"
 # How many connections open beside the first, before its KEXINIT says how many are needed. Most
@@ -31,11 +31,12 @@ CLIENT_ID = b"SSH-2.0-sendvault_scan\r\n"
 _SPARES, _SPARES_EVERY_KEY = 1, 3
 
 
-def spawn(call: Callable[..., _T], *args: object) -> Callable[[], _T]:
+def spawn(call: Callable[..., _T], *args: object, then: Callable[[], None] | None = None) -> Callable[[], _T]:
     """Start ``call(*args)`` on a thread of its own; the function returned waits for it, then
-    returns what it returned or raises what it raised. The thread is a daemon: a connection
-    nobody needs never holds up the exit. (``_thread``: the threading module, and
-    concurrent.futures with logging, were a tenth of a `scan ssh` process's start-up.)"""
+    returns what it returned or raises what it raised; ``then`` is called on that thread once it
+    has. The thread is a daemon: a connection nobody needs never holds up the exit.
+    (``_thread``: the threading module, and concurrent.futures with logging, were a tenth of a
+    `scan ssh` process's start-up.)"""
     done = _thread.allocate_lock()
     done.acquire()
     returned: list[_T] = []
@@ -48,6 +49,8 @@ def spawn(call: Callable[..., _T], *args: object) -> Callable[[], _T]:
             raised.append(exc)
         finally:
             done.release()
+            if then is not None:
+                then()
 
     def result() -> _T:
         with done:
@@ -58,6 +61,28 @@ def spawn(call: Callable[..., _T], *args: object) -> Callable[[], _T]:
 
     _thread.start_new_thread(run, ())
     return result
+
+
+class Arrivals:
+    """Which of several spawned calls have finished, in the order they did (``arrived`` is their
+    ``then``); ``wait()`` returns once one more has, or at once when one has since the last."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+        self._more = _thread.allocate_lock()
+        self._more.acquire()
+
+    def arrived(self, index: int) -> None:
+        """Call ``index`` has finished (on its thread)."""
+        self.order.append(index)
+        try:  # noqa: SIM105 - contextlib is not loaded on this path
+            self._more.release()
+        except RuntimeError:
+            pass  # signalled already, not yet waited for: the waiter reads the whole order
+
+    def wait(self) -> None:
+        """Until a call has finished since the last wait."""
+        self._more.acquire()
 
 
 class Dial:

@@ -46,6 +46,10 @@ class _Record:  # noqa: PLW1641 - unhashable, as a dataclass with eq is; _Frozen
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._fields)})"
 
+    def __reduce__(self) -> tuple[type[_Record], tuple[object, ...]]:
+        # copy, deepcopy and pickle rebuild a record through its constructor (fields in order).
+        return type(self), self._values()
+
 
 class _Frozen(_Record):
     __slots__ = ()
@@ -57,6 +61,9 @@ class _Frozen(_Record):
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is frozen: {name} cannot be set")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: {name} cannot be deleted")
+
     def __hash__(self) -> int:
         return hash(self._values())
 
@@ -65,7 +72,7 @@ class Rule(_Frozen):
     """A rule a finding can break, and what to do about it."""
 
     __slots__ = ("fix", "id", "notice", "severity", "title")
-    _fields = ("id", "severity", "title", "notice", "fix")
+    _fields = __match_args__ = ("id", "severity", "title", "notice", "fix")
     id: str
     severity: Severity
     title: str
@@ -181,7 +188,7 @@ class Finding(_Frozen):
     """One broken rule on one target, with what was seen."""
 
     __slots__ = ("detail", "file", "level", "line", "rule")
-    _fields = ("rule", "detail", "file", "line", "level")
+    _fields = __match_args__ = ("rule", "detail", "file", "line", "level")
     rule: str
     detail: str
     # Where in a file the finding is (content and code checks), for SARIF and editors.
@@ -210,7 +217,7 @@ class CheckResult(_Record):
     """The outcome of one check on one target."""
 
     __slots__ = ("check", "facts", "findings", "passed", "target", "unknown")
-    _fields = ("check", "target", "findings", "passed", "unknown", "facts")
+    _fields = __match_args__ = ("check", "target", "findings", "passed", "unknown", "facts")
 
     def __init__(  # noqa: PLR0917 - the dataclass's positional order, kept for callers
         self,

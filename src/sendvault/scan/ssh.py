@@ -13,11 +13,11 @@ pass. Verdicts are compared with ssh-audit's in tests/scan/test_against_ssh_audi
 from __future__ import annotations
 
 import re
+from functools import partial  # loaded with re
 
-from ._sshdial import Dial, dial_scan, spawn
+from ._sshdial import Arrivals, Dial, dial_scan, spawn
 from ._sshwire import (
     GEX_PROBE,
-    Closed,
     Connection,
     HostKey,
     Kexinit,
@@ -152,13 +152,14 @@ def scan_ssh(
     result = CheckResult("ssh", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if dials is None:
         dials = dial_scan(host, port, timeout, fingerprints=fingerprints)
-    opening = [spawn(_opened, dial) for dial in dials]
+    arrivals = Arrivals()
+    opening = [spawn(_opened, dial, then=partial(arrivals.arrived, n)) for n, dial in enumerate(dials)]
     # Loaded while the server forks and sends its KEXINIT, rather than after: fingerprints need them.
     import base64  # noqa: PLC0415, F401
     import hashlib  # noqa: PLC0415, F401
 
     try:
-        conn, server, spares = _first(opening)
+        conn, server, spares = _first(opening, arrivals)
     except BaseException as exc:
         if isinstance(exc, OldProtocol):
             result.facts["identification"] = exc.identification
@@ -177,45 +178,52 @@ def scan_ssh(
                       f"{', '.join(families[_MAX_FAMILIES:])} were not read")  # fmt: skip
         result.fail("ssh.unknown", f"only the first {_MAX_FAMILIES} of {len(families)} host keys were read")
         families = families[:_MAX_FAMILIES]
-    named = {} if fingerprints else {a: b for a in families if (b := _NAMED_SIZES.get(a)) is not None}
-    # The first connection reads a key in any case: one that is needed, else the first.
-    read = [alg for alg in families if alg not in named] or families[:1]
+    by_name = {a: _NAMED_SIZES[a] for a in families if a in _NAMED_SIZES}
+    needed = [a for a in families if a not in by_name]
+    # The keys whose size matters first: under a connection limit, the connection that serves
+    # reads one of them. The first connection reads a key in any case (the first, if none is).
+    read = needed + list(by_name) if fingerprints else needed or families[:1]
     gex = _gex_to_probe(server.lists)
     jobs, probe = _start(spares, (host, port, timeout), read, gex)
-    keys: dict[str, HostKey | str] = {
-        a: HostKey(a, a, bits, b"") for a, bits in named.items() if a not in read
-    }
+    keys: dict[str, HostKey | str] = {}
     with conn:
         if read:
             keys[read[0]] = _outcome(lambda: handshake(conn, server.lists, read[0]))
     for alg, job in jobs.items():
         keys[alg] = _outcome(job)
     group = None if probe is None else _outcome(probe)
-    _judge(server, keys, result)
+    # A key whose name gives its size is judged by the name when it was not read, or could not
+    # be: the verdicts are the same with and without --fingerprints.
+    unread = {a: why for a in by_name if isinstance(why := keys.get(a), str)}
+    keys.update({a: HostKey(a, a, bits, b"") for a, bits in by_name.items() if a not in keys or a in unread})
+    _judge(server, keys, result, unread)
     if gex is not None:
         _group_exchange(server.lists["kex"], group, result)
     return result
 
 
-def _first(opening: list[_Opened]) -> tuple[Connection, Kexinit, list[_Opened]]:
-    """The first of the connections to reach its KEXINIT, in order, and the rest as spares. A
-    server that limits connections before login (sshd's MaxStartups, PerSourceMaxStartups) may
-    close some of those a scan opens at once, not always the last: one that got through stands in
-    for the first. When none did, or the first failed otherwise, the first one's error is raised
-    and every connection closed."""
-    closed: Closed | None = None
-    for n, job in enumerate(opening):
-        try:
-            conn, server = job()
-        except Closed as exc:
-            closed = closed or exc
-            continue
-        except BaseException:
-            _close_all(opening[n + 1 :])
-            raise
-        return conn, server, opening[n + 1 :]
-    assert closed is not None
-    raise closed
+def _first(opening: list[_Opened], arrivals: Arrivals) -> tuple[Connection, Kexinit, list[_Opened]]:
+    """The connection that reaches its KEXINIT first, and those that have not failed, as spares.
+    A server that limits connections before login (sshd's MaxStartups, PerSourceMaxStartups, a
+    proxy that serves one at a time) may drop, refuse or hold some of those a scan opens at once,
+    not always the last: whichever got through serves. When every one failed, the first one's
+    error is raised."""
+    if not opening:
+        raise ValueError("no connection to scan on")
+    failed: dict[int, Exception] = {}
+    seen = 0
+    while len(failed) < len(opening):
+        arrivals.wait()
+        while seen < len(arrivals.order):
+            n = arrivals.order[seen]
+            seen += 1
+            try:
+                conn, server = opening[n]()
+            except (ProtocolError, OSError, ValueError) as exc:
+                failed[n] = exc
+                continue
+            return conn, server, [job for i, job in enumerate(opening) if i != n and i not in failed]
+    raise failed[0]
 
 
 def _start(
@@ -337,7 +345,9 @@ def _fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def _judge(server: Kexinit, keys: dict[str, HostKey | str], result: CheckResult) -> None:
+def _judge(
+    server: Kexinit, keys: dict[str, HostKey | str], result: CheckResult, unread: dict[str, str]
+) -> None:
     lists = server.lists
     software = server.identification.split("-", 2)[2] if server.identification.count("-") >= 2 else ""
     ciphers = sorted({*lists["enc_c2s"], *lists["enc_s2c"]})
@@ -366,7 +376,9 @@ def _judge(server: Kexinit, keys: dict[str, HostKey | str], result: CheckResult)
     # Each offered algorithm gets the key of its family's handshake.
     by_family = {_family(alg): key for alg, key in keys.items()}
     _host_keys(
-        {alg: by_family[_family(alg)] for alg in lists["host_key"] if _family(alg) in by_family}, result
+        {alg: by_family[_family(alg)] for alg in lists["host_key"] if _family(alg) in by_family},
+        result,
+        unread,
     )
 
 
@@ -391,7 +403,7 @@ def _software(software: str, identification: str, result: CheckResult) -> None:
         result.ok()
 
 
-def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
+def _host_keys(keys: dict[str, HostKey | str], result: CheckResult, unread: dict[str, str]) -> None:
     facts: dict[str, object] = {}
     small_high: list[str] = []
     small_medium: list[str] = []
@@ -404,6 +416,8 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
         # A key whose name gave its size, read on no connection, has no blob: no fingerprint.
         facts[alg] = {"type": key.key_type, "bits": key.bits,
                       "fingerprint": _fingerprint(key.blob) if key.blob else None}  # fmt: skip
+        if alg in unread:
+            facts[alg]["not_read"] = unread[alg]  # type: ignore[index]
         line = f"{alg} ({key.key_type} {key.bits} bits)"
         if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
             if key.bits < 2048:
