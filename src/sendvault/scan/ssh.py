@@ -192,11 +192,10 @@ def scan_ssh(
     for alg, job in jobs.items():
         keys[alg] = _outcome(job)
     group = None if probe is None else _outcome(probe)
-    # A key whose name gives its size is judged by the name when it was not read, or could not
-    # be: the verdicts are the same with and without --fingerprints.
-    unread = {a: why for a in by_name if isinstance(why := keys.get(a), str)}
-    keys.update({a: HostKey(a, a, bits, b"") for a, bits in by_name.items() if a not in keys or a in unread})
-    _judge(server, keys, result, unread)
+    # A key whose name gives its size and that no connection was spent on is judged by the name;
+    # one that a handshake tried and could not read is unknown, as every key is.
+    keys.update({a: HostKey(a, a, bits, b"") for a, bits in by_name.items() if a not in keys})
+    _judge(server, keys, result)
     if gex is not None:
         _group_exchange(server.lists["kex"], group, result)
     return result
@@ -345,9 +344,7 @@ def _fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def _judge(
-    server: Kexinit, keys: dict[str, HostKey | str], result: CheckResult, unread: dict[str, str]
-) -> None:
+def _judge(server: Kexinit, keys: dict[str, HostKey | str], result: CheckResult) -> None:
     lists = server.lists
     software = server.identification.split("-", 2)[2] if server.identification.count("-") >= 2 else ""
     ciphers = sorted({*lists["enc_c2s"], *lists["enc_s2c"]})
@@ -376,9 +373,7 @@ def _judge(
     # Each offered algorithm gets the key of its family's handshake.
     by_family = {_family(alg): key for alg, key in keys.items()}
     _host_keys(
-        {alg: by_family[_family(alg)] for alg in lists["host_key"] if _family(alg) in by_family},
-        result,
-        unread,
+        {alg: by_family[_family(alg)] for alg in lists["host_key"] if _family(alg) in by_family}, result
     )
 
 
@@ -403,7 +398,7 @@ def _software(software: str, identification: str, result: CheckResult) -> None:
         result.ok()
 
 
-def _host_keys(keys: dict[str, HostKey | str], result: CheckResult, unread: dict[str, str]) -> None:
+def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
     facts: dict[str, object] = {}
     small_high: list[str] = []
     small_medium: list[str] = []
@@ -416,8 +411,6 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult, unread: dict
         # A key whose name gave its size, read on no connection, has no blob: no fingerprint.
         facts[alg] = {"type": key.key_type, "bits": key.bits,
                       "fingerprint": _fingerprint(key.blob) if key.blob else None}  # fmt: skip
-        if alg in unread:
-            facts[alg]["not_read"] = unread[alg]  # type: ignore[index]
         line = f"{alg} ({key.key_type} {key.bits} bits)"
         if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
             if key.bits < 2048:
