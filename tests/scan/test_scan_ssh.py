@@ -317,3 +317,33 @@ def test_scan_all_refuses_a_malformed_ssh_target(tmp_path: Path) -> None:
     targets.write_text('[[ssh]]\ntarget = "sftp:99999"\n')
     with pytest.raises(ValueError, match="the port must be a number"):
         scan_targets(targets)
+
+
+@pytest.mark.parametrize(
+    ("kind", "size"), [("ed25519", []), ("ecdsa", ["-b", "384"]), ("rsa", ["-b", "2048"]), ("dsa", [])]
+)
+def test_a_host_certificate_s_fingerprint_is_its_key_s_as_ssh_keygen_prints_it(
+    tmp_path: Path, kind: str, size: list[str]
+) -> None:
+    # ssh-keygen -l on a certificate prints the certified key's fingerprint (and size), not a
+    # hash of the whole certificate.
+    import base64
+
+    from sendvault.scan._sshwire import _key_size
+    from sendvault.scan.ssh import _fingerprint
+
+    def keygen(*args: str) -> str:
+        return subprocess.run(["ssh-keygen", *args], capture_output=True, text=True, check=True,
+                              timeout=60).stdout  # fmt: skip
+
+    keygen("-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ca"))
+    keygen("-q", "-t", kind, *size, "-N", "", "-f", str(tmp_path / "host"))
+    keygen("-q", "-s", str(tmp_path / "ca"), "-h", "-I", "host", "-n", "sftp.example.com",
+           str(tmp_path / "host.pub"))  # fmt: skip
+    certificate = (tmp_path / "host-cert.pub").read_text().split()
+    key_type, bits, key = _key_size(base64.b64decode(certificate[1]))
+    theirs = keygen("-lf", str(tmp_path / "host-cert.pub")).split()
+    assert key_type == certificate[0]
+    assert key_type.endswith("-cert-v01@openssh.com")
+    assert (str(bits), _fingerprint(key)) == (theirs[0], theirs[1])
+    assert _fingerprint(key) == keygen("-lf", str(tmp_path / "host.pub")).split()[1]

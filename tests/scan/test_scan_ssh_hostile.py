@@ -4,6 +4,7 @@ and never longer than the timeout allows."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import struct
@@ -176,6 +177,26 @@ def test_lines_before_the_identification_are_kept_as_facts() -> None:
     assert result.facts["identification"] == IDENT.decode().strip()
 
 
+def _read_key_exchange(conn: socket.socket) -> None:
+    """Read the scanner's identification, KEXINIT and key-exchange init, however TCP cuts them
+    (two reads raced the scanner: when both came in the first, the second waited forever)."""
+
+    def more(data: bytes) -> bytes:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("the scanner closed before its key exchange")
+        return data + chunk
+
+    data = b""
+    while b"\r\n" not in data:
+        data = more(data)
+    data = data.partition(b"\r\n")[2]
+    for _ in range(2):  # KEXINIT, then KEX_ECDH_INIT
+        while len(data) < 4 or len(data) < 4 + struct.unpack("!I", data[:4])[0]:
+            data = more(data)
+        data = data[4 + struct.unpack("!I", data[:4])[0] :]
+
+
 def _reply_with_key(blob: bytes) -> bytes:
     """A KEX_ECDH_REPLY carrying ``blob`` as the host key (and junk for the rest)."""
     return _packet(b"\x1f" + struct.pack("!I", len(blob)) + blob + _names("x") + _names("y"))
@@ -194,9 +215,7 @@ def _reply_with_key(blob: bytes) -> bytes:
 def test_a_malformed_host_key_is_unknown_and_the_rest_still_judged(blob: bytes) -> None:
     def handler(conn: socket.socket) -> None:
         conn.sendall(IDENT + kexinit(host_key=("ssh-rsa",)))
-        conn.recv(65536)
-        time.sleep(0.1)
-        conn.recv(65536)
+        _read_key_exchange(conn)
         conn.sendall(_reply_with_key(blob))
         time.sleep(0.3)
 
@@ -250,3 +269,68 @@ def test_server_text_is_printed_as_text_on_a_terminal_not_as_markup() -> None:
     text = out.decode(errors="replace")
     assert reason in text
     assert "\x1b]8;" not in text  # no OSC 8 hyperlink
+
+
+def _s(data: bytes) -> bytes:
+    return struct.pack("!I", len(data)) + data
+
+
+def _ecdsa(curve: bytes, name: bytes | None = None) -> bytes:
+    return _s(name or b"ecdsa-sha2-" + curve) + _s(curve) + _s(b"\x04" + bytes(64))
+
+
+def _served_key(algorithm: str, blob: bytes) -> CheckResult:
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(IDENT + kexinit(host_key=(algorithm,)))
+        _read_key_exchange(conn)
+        conn.sendall(_reply_with_key(blob))
+        time.sleep(0.3)
+
+    result, _ = _scan(handler)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("curve", "bits"),
+    [(b"1.3.132.0.1", 163), (b"1.2.840.10045.3.1.1", 192), (b"nistb233", 233), (b"1.3.132.0.33", 224)],
+)
+def test_an_ecdsa_key_on_a_small_curve_named_by_oid_is_high(curve: bytes, bits: int) -> None:
+    # RFC 5656 §6.1: a curve without a NIST name in SSH is named by its ASCII OID; sized as 0
+    # bits, a 163-bit key passed.
+    algorithm = "ecdsa-sha2-" + curve.decode()
+    result = _served_key(algorithm, _ecdsa(curve))
+    small = [f for f in result.findings if f.rule == "ssh.small-host-key"]
+    assert len(small) == 1, result.findings
+    assert small[0].severity is Severity.HIGH
+    assert f"{bits} bits" in small[0].detail
+    assert result.facts["host_keys"][algorithm]["bits"] == bits  # type: ignore[index]
+    assert exit_code([result], Severity.HIGH) == 1
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "blob"),
+    [
+        ("ecdsa-sha2-1.3.132.0.99", _ecdsa(b"1.3.132.0.99")),
+        ("ecdsa-sha2-nistp256", _ecdsa(b"brainpoolP160r1", b"ecdsa-sha2-nistp256")),
+        ("x509v3-ssh-rsa", _s(b"x509v3-ssh-rsa") + _s(b"0\x82\x01\x00")),
+        ("ssh-future", _s(b"ssh-future") + _s(b"key")),
+        ("ssh-rsa", _s(b"ssh-rsa") + _s(b"\x01\x00\x01") + _s(b"")),
+    ],
+    ids=["unknown-oid", "unknown-curve-under-p256", "x509", "unknown-type", "zero-modulus"],
+)
+def test_a_key_whose_size_cannot_be_told_is_unknown_never_a_pass(algorithm: str, blob: bytes) -> None:
+    result = _served_key(algorithm, blob)
+    assert "ssh.unknown" in {f.rule for f in result.findings}, result.findings
+    assert "ssh.small-host-key" not in {f.rule for f in result.findings}
+    assert any(algorithm in u and "cannot size" in u for u in result.unknown), result.unknown
+    assert exit_code([result], Severity.HIGH) == 2
+
+
+def test_the_key_type_a_server_sends_is_printed_as_text() -> None:
+    # The type inside the key blob is the server's text: escapes must not reach a terminal.
+    kind = b"ssh-ed25519\x1b[2J\x1b]8;;https://evil.example\x07"
+    result = _served_key("ssh-ed25519", _s(kind) + _s(bytes(32)))
+    text = json.dumps(result.facts) + " ".join(result.unknown) + " ".join(f.detail for f in result.findings)
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert result.facts["host_keys"]["ssh-ed25519"]["type"].startswith("ssh-ed25519?[2J")  # type: ignore[index]

@@ -97,7 +97,7 @@ class HostKey:
         self.algorithm = algorithm  # the host-key algorithm of the handshake that fetched it
         self.key_type = key_type  # the blob's own type (ssh-rsa for rsa-sha2-256, a certificate's...)
         self.bits = bits
-        self.blob = blob
+        self.blob = blob  # the public key (a certificate's certified key), as fingerprinted
 
 
 class Connection:
@@ -351,8 +351,8 @@ def handshake(conn: Connection, server: dict[str, tuple[str, ...]], algorithm: s
         raise ProtocolError("no key exchange this scanner can start (" + ",".join(server["kex"][:4]) + ")")
     _send_kexinit(conn, server, kex, algorithm)
     blob = _exchange(conn, kex)
-    kind, bits = _key_size(blob)
-    return HostKey(algorithm, kind, bits, blob)
+    kind, bits, key = _key_size(blob)
+    return HostKey(algorithm, kind, bits, key)
 
 
 # What a group-exchange probe asks for (RFC 4419 min, n, max): any group under 2048 bits. OpenSSH
@@ -407,27 +407,53 @@ def _expect(conn: Connection, message: int) -> _Reader:
     return _Reader(payload[1:])
 
 
-_EC_BITS = {b"nistp256": 256, b"nistp384": 384, b"nistp521": 521, b"nistp192": 192, b"nistp224": 224,
-            b"nistk163": 163, b"nistb163": 163, b"nistk233": 233, b"nistb233": 233}  # fmt: skip
+# ECDSA curves by the name or the ASCII OID a key blob gives them (RFC 5656 §6.1, §10).
+_EC_BITS = {
+    b"nistp256": 256, b"1.2.840.10045.3.1.7": 256, b"nistp384": 384, b"1.3.132.0.34": 384,
+    b"nistp521": 521, b"1.3.132.0.35": 521, b"nistp192": 192, b"1.2.840.10045.3.1.1": 192,
+    b"nistp224": 224, b"1.3.132.0.33": 224, b"nistk163": 163, b"1.3.132.0.1": 163,
+    b"nistb163": 163, b"1.3.132.0.15": 163, b"nistk233": 233, b"1.3.132.0.26": 233,
+    b"nistb233": 233, b"1.3.132.0.27": 233, b"nistk283": 283, b"1.3.132.0.16": 283,
+    b"nistk409": 409, b"1.3.132.0.36": 409, b"nistb409": 409, b"1.3.132.0.37": 409,
+    b"nistt571": 571, b"1.3.132.0.38": 571,
+}  # fmt: skip
+_CERT = b"-cert-v01@openssh.com"
 
 
-def _key_size(blob: bytes) -> tuple[str, int]:
-    """(key type, bits) of a public key blob (RFC 4253 §6.6, RFC 5656, RFC 8709, certificates)."""
+def _key_size(blob: bytes) -> tuple[str, int, bytes]:
+    """(key type, bits, public key) of a public key blob (RFC 4253 §6.6, RFC 5656, RFC 8709,
+    OpenSSH certificates). The type is printable text whatever the server sent; the bits are 0
+    for a type or curve this scanner cannot size. A certificate's public key is the certified
+    key, whose fingerprint ``ssh-keygen -l`` prints for it."""
     reader = _Reader(blob)
-    kind = reader.string().decode("ascii", "replace")
-    if kind.endswith("-cert-v01@openssh.com"):
+    raw = reader.string()
+    if raw.endswith(_CERT):
         reader.string()  # nonce; the certified key's fields follow, as in the plain key
-    base = kind.removesuffix("-cert-v01@openssh.com")
-    if base == "ssh-rsa":
+    base = raw.removesuffix(_CERT)
+    start = reader.at
+    bits = _key_fields(reader, base)
+    key = _string(base) + blob[start : reader.at] if raw.endswith(_CERT) and bits is not None else blob
+    return _printable(raw), bits or 0, key
+
+
+def _key_fields(reader: _Reader, base: bytes) -> int | None:
+    """Read the fields of a ``base`` key; its bits (0 for an unknown curve), None for an unknown type."""
+    if base == b"ssh-rsa":
         reader.mpint()  # e
-        return kind, reader.mpint().bit_length()
-    if base == "ssh-dss":
-        return kind, reader.mpint().bit_length()  # p
-    if base.startswith(("ecdsa-sha2-", "sk-ecdsa-sha2-")):
-        curve = reader.string()
-        return kind, _EC_BITS.get(curve, 0)
-    if base in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
-        return kind, 256
-    if base == "ssh-ed448":
-        return kind, 456
-    return kind, 0
+        return reader.mpint().bit_length()
+    if base == b"ssh-dss":
+        bits = reader.mpint().bit_length()  # p
+        for _ in range(3):  # q, g, y
+            reader.mpint()
+        return bits
+    if base.startswith((b"ecdsa-sha2-", b"sk-ecdsa-sha2-")):
+        bits = _EC_BITS.get(reader.string(), 0)
+        reader.string()  # Q
+    elif base in (b"ssh-ed25519", b"sk-ssh-ed25519@openssh.com", b"ssh-ed448"):
+        bits = 456 if base == b"ssh-ed448" else 256
+        reader.string()  # the public key
+    else:
+        return None
+    if base.startswith(b"sk-"):
+        reader.string()  # application
+    return bits

@@ -403,6 +403,7 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
     small_high: list[str] = []
     small_medium: list[str] = []
     failed: dict[str, list[str]] = {}
+    sized = 0
     for alg, key in keys.items():
         if isinstance(key, str):
             facts[alg] = "unknown"
@@ -411,13 +412,19 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
         # A key whose name gave its size, read on no connection, has no blob: no fingerprint.
         facts[alg] = {"type": key.key_type, "bits": key.bits,
                       "fingerprint": _fingerprint(key.blob) if key.blob else None}  # fmt: skip
+        if not key.bits:
+            # An X.509 or OpenPGP key, an unknown type, an ECDSA curve by an unknown name or OID.
+            why = f"a {key.key_type} key of a type or curve this scanner cannot size"
+            failed.setdefault(why, []).append(alg)
+            continue
+        sized += 1
         line = f"{alg} ({key.key_type} {key.bits} bits)"
         if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
             if key.bits < 2048:
                 small_high.append(line)
             elif key.bits < 3072:
                 small_medium.append(line)
-        elif 0 < key.bits < 256 and "ecdsa" in key.key_type:
+        elif key.bits < 256 and "ecdsa" in key.key_type:
             small_high.append(line)
     result.facts["host_keys"] = facts
     for why, algs in failed.items():
@@ -429,7 +436,7 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
         result.fail("ssh.small-host-key", small, severity=Severity.HIGH)
     elif small_medium:
         result.fail("ssh.small-host-key", "under 3072 bits: " + ", ".join(small_medium))
-    elif keys:
+    elif sized:
         result.ok()
     if not keys:
         result.cannot("the server offers no host-key algorithm")
