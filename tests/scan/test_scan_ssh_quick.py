@@ -137,3 +137,42 @@ def test_a_descriptor_a_caller_holds_is_left_alone(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
     )
     assert run.returncode == 7, run.stderr
+
+
+@pytest.mark.parametrize("target", ["", ":22", "[]:22"])
+def test_a_target_without_a_host_is_a_usage_error(target: str) -> None:
+    for run in (_run(target), _run(target, click=True)):
+        assert run.returncode == 2
+        assert "error: a target needs a host" in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("where", ["empty", "directory", "under-a-file", "no-such-dir-in-proc"])
+def test_a_report_that_cannot_be_written_is_one_error_line(
+    sshd_modern: Sshd, tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    path = {"empty": "", "directory": str(tmp_path), "under-a-file": str(tmp_path / "file" / "r.sarif"),
+            "no-such-dir-in-proc": "/proc/sendvault-nope/r.sarif"}[where]  # fmt: skip
+    for option in ("--sarif", "--html"):
+        run = _run(f"127.0.0.1:{sshd_modern.port}", option, path)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.startswith("error: "), run.stderr
+        assert path in run.stderr
+        assert "Traceback" not in run.stderr
+        assert len(run.stderr.splitlines()) == 2  # the error and its hint
+    assert (tmp_path / "file").read_text() == ""
+
+
+@pytest.mark.parametrize("tail", ["", "--fail-on high", "--sarif {dir}/r.sarif"])
+def test_a_full_stdout_is_one_error_line_and_exit_2(sshd_modern: Sshd, tmp_path: Path, tail: str) -> None:
+    # /dev/full: every write fails with ENOSPC, as on a full disk. The short path and the click
+    # command (--fail-on takes the first, --sarif the second) say so and exit 2, never 120.
+    for as_json in ("--json", ""):
+        command = (f"exec {sys.executable} -m sendvault scan ssh 127.0.0.1:{sshd_modern.port} {as_json} "
+                   f"{tail.format(dir=tmp_path)} >/dev/full")  # fmt: skip
+        run = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 2, (command, run.stderr)
+        assert run.stderr.startswith("error: cannot write to standard output (No space left on device)")
+        assert "Traceback" not in run.stderr
+        assert "Exception ignored" not in run.stderr

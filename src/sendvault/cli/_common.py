@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -276,6 +277,25 @@ class FloatRange(click.FloatRange):
         if math.isnan(number):
             self.fail(f"{value!r} is not a number.", param, ctx)
         return number
+
+
+@contextlib.contextmanager
+def stdout_errors() -> Iterator[None]:
+    """Write to standard output in the block, and flush it: a full disk or a closed device is
+    one error line and exit 2 rather than a traceback (or Python's exit 120 at exit). A closed
+    pipe (`| head`) stays click's: exit 1, quietly."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        import os  # noqa: PLC0415
+
+        # Nothing must try to flush into it again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        fail(f"cannot write to standard output ({exc.strerror or exc})",
+             "send the output to a file or a pipe that takes it", code=EXIT_USAGE)  # fmt: skip
 
 
 def emit_json(document: object) -> None:

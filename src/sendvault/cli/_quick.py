@@ -84,20 +84,30 @@ def scan_ssh(args: list[str]) -> None:
         from ..scan.report import exit_code, to_json  # noqa: PLC0415
 
         results = [ssh.scan_ssh(a.host, a.port, timeout=a.timeout, fingerprints=a.fingerprints, dials=dials)]
-        if a.as_json:
-            import json  # noqa: PLC0415
+        try:
+            if a.as_json:
+                import json  # noqa: PLC0415
 
-            # As the click command writes it (_common.emit_json): compact, UTF-8.
-            document = json.dumps(
-                to_json(results), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            )
-            sys.stdout.write(document + "\n")
-        else:
-            from ..scan.report import table_rows  # noqa: PLC0415
-            from ._output import print_table  # noqa: PLC0415
+                # As the click command writes it (_common.emit_json): compact, UTF-8.
+                document = json.dumps(
+                    to_json(results), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                )
+                sys.stdout.write(document + "\n")
+            else:
+                from ..scan.report import table_rows  # noqa: PLC0415
+                from ._output import print_table  # noqa: PLC0415
 
-            print_table(["check", "target", "rule", "severity", "detail"], table_rows(results))
-        sys.stdout.flush()
+                print_table(["check", "target", "rule", "severity", "detail"], table_rows(results))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a full disk, /dev/full: as the click command says it (stdout_errors)
+            import os  # noqa: PLC0415 - loaded by the interpreter already
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.stderr.write(f"error: cannot write to standard output ({exc.strerror or exc})\n"
+                             "hint: send the output to a file or a pipe that takes it\n")  # fmt: skip
+            sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("\naborted\n")  # as click says it
         sys.exit(1)

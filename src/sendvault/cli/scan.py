@@ -12,7 +12,7 @@ import click
 
 from ..scan.findings import CheckResult, Severity
 from ..scan.targets import DB_PASSWORD_ENV, host_port
-from ._common import EXIT_USAGE, FloatRange, emit_json, fail
+from ._common import EXIT_USAGE, FloatRange, emit_json, fail, stdout_errors
 
 __all__ = ["scan"]
 
@@ -35,19 +35,38 @@ def _finish(
         from .._fs import write_atomic  # noqa: PLC0415
         from ..scan.report import to_html, to_sarif  # noqa: PLC0415
 
-        if sarif is not None:
-            document = msgspec.json.format(msgspec.json.encode(to_sarif(results)), indent=2)
-            write_atomic(sarif, document, mode=0o644)
-        if html is not None:
-            write_atomic(html, to_html(results).encode(), mode=0o644)
-    if as_json:
-        emit_json(to_json(results))
-    else:
-        from ..scan.report import table_rows  # noqa: PLC0415
-        from ._output import print_table  # noqa: PLC0415
+        for path, kind in ((sarif, "SARIF"), (html, "HTML")):
+            if path is None:
+                continue
+            if kind == "SARIF":
+                document = msgspec.json.format(msgspec.json.encode(to_sarif(results)), indent=2)
+            else:
+                document = to_html(results).encode()
+            try:
+                write_atomic(path, document, mode=0o644)
+            except OSError as exc:
+                fail(f"cannot write the {kind} report to {path} ({exc.strerror or exc})",
+                     "give a file path in a directory you can write to", code=EXIT_USAGE)  # fmt: skip
+    with stdout_errors():
+        if as_json:
+            emit_json(to_json(results))
+        else:
+            from ..scan.report import table_rows  # noqa: PLC0415
+            from ._output import print_table  # noqa: PLC0415
 
-        print_table(["check", "target", "rule", "severity", "detail"], table_rows(results))
+            print_table(["check", "target", "rule", "severity", "detail"], table_rows(results))
     sys.exit(exit_code(results, Severity[fail_on.upper()]))
+
+
+def _check_outputs(paths: list[Path | None]) -> None:
+    """Refuse, before a scan, a report path that cannot be a file: empty, a directory, or in
+    a directory that is a file."""
+    for path in paths:
+        if path is None:
+            continue
+        if not path.name or path.is_dir() or (path.parent.exists() and not path.parent.is_dir()):
+            fail(f"cannot write a report to {str(path)!r}: it is not a file path",
+                 "give a file path in a directory you can write to", code=EXIT_USAGE)  # fmt: skip
 
 
 def _reported(command: Callable[..., list[CheckResult]]) -> Callable[..., None]:
@@ -55,6 +74,7 @@ def _reported(command: Callable[..., list[CheckResult]]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def run(*, fail_on: str, as_json: bool, sarif: Path | None, html: Path | None, **kwargs: object) -> None:
+        _check_outputs([sarif, html])
         _finish(command(**kwargs), as_json, fail_on, sarif, html)
 
     options = [
@@ -76,13 +96,16 @@ def _reported(command: Callable[..., list[CheckResult]]) -> Callable[..., None]:
 
 def _host_port(target: str, default: int) -> tuple[str, int]:
     try:
-        return host_port(target, default)
+        host, port = host_port(target, default)
     except ValueError:
         fail(
             "the port must be a number from 1 to 65535",
             f"write HOST:PORT, e.g. api.example.com:{default}",
             code=EXIT_USAGE,
         )
+    if not host:
+        fail("a target needs a host", f"write HOST:PORT, e.g. api.example.com:{default}", code=EXIT_USAGE)
+    return host, port
 
 
 def _check_ca(ca_file: str | None) -> None:
