@@ -46,7 +46,13 @@ def _flagged_ours(doc: str) -> set[str]:
     (target,) = json.loads(doc)["targets"]
     names = set()
     for f in target["findings"]:
-        if f["rule"] in ("ssh.rsa-key-exchange", "ssh.weak-kex", "ssh.weak-cipher", "ssh.weak-mac"):
+        if f["rule"] in (
+            "ssh.rsa-key-exchange",
+            "ssh.weak-kex",
+            "ssh.weak-cipher",
+            "ssh.weak-mac",
+            "ssh.terrapin",
+        ):
             names.update(f["detail"].split(": ", 1)[1].split(", "))
     return names
 

@@ -39,9 +39,10 @@ _NOT_OURS = (
 )
 _RULES = {
     "kex": ("ssh.rsa-key-exchange", "ssh.weak-kex"),
-    "enc": ("ssh.weak-cipher",),
-    "mac": ("ssh.weak-mac",),
+    "enc": ("ssh.weak-cipher", "ssh.terrapin"),
+    "mac": ("ssh.weak-mac", "ssh.terrapin"),
 }
+_OFFERED = {"kex": "kex", "enc": "ciphers", "mac": "macs"}
 
 
 def _theirs(doc: dict[str, Any], category: str) -> set[str]:
@@ -56,10 +57,12 @@ def _theirs(doc: dict[str, Any], category: str) -> set[str]:
     return flagged
 
 
-def _named(result: CheckResult, rules: tuple[str, ...]) -> set[str]:
-    return {
+def _named(result: CheckResult, rules: tuple[str, ...], category: str | None = None) -> set[str]:
+    """The algorithms ``rules`` name (of ``category`` only: ssh.terrapin names ciphers and MACs)."""
+    names = {
         name for f in result.findings if f.rule in rules for name in f.detail.split(": ", 1)[1].split(", ")
     }
+    return names if category is None else names & set(result.facts[_OFFERED[category]])  # type: ignore[arg-type]
 
 
 def _ours_keys(result: CheckResult, sized: set[str]) -> set[str]:
@@ -82,7 +85,7 @@ def test_verdicts_match_ssh_audit(server: str, request: pytest.FixtureRequest) -
                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     theirs = json.loads(run.stdout)
     for category, rules in _RULES.items():
-        assert _named(ours, rules) == _theirs(theirs, category), category
+        assert _named(ours, rules, category) == _theirs(theirs, category), category
     sized = {k["algorithm"] for k in theirs.get("key", []) if k.get("keysize")}
     assert _ours_keys(ours, sized) == _theirs(theirs, "key")
     small_fail = any(
@@ -162,3 +165,43 @@ def test_every_algorithm_ssh_audit_knows_is_judged_alike() -> None:
     # The allowances are real disagreements, not stale entries.
     for category, name in _WE_ALSO_FLAG | _WE_DO_NOT_FLAG:
         assert name in db[category], name
+
+
+_CHACHA = "chacha20-poly1305@openssh.com"
+_ETM = "hmac-sha2-256-etm@openssh.com"
+
+
+@pytest.mark.parametrize(
+    ("kex", "ciphers", "macs", "open_to"),
+    [
+        (("curve25519-sha256",), (_CHACHA, "aes128-ctr"), ("hmac-sha2-256",), {_CHACHA}),
+        (("curve25519-sha256",), ("aes128-cbc", "aes256-ctr"), (_ETM, "hmac-sha2-256"), {"aes128-cbc", _ETM}),
+        (("curve25519-sha256",), ("aes128-cbc", "aes256-ctr"), ("hmac-sha2-256",), set()),
+        (("curve25519-sha256", "kex-strict-s-v00@openssh.com"), (_CHACHA, "aes128-cbc"), (_ETM,), set()),
+    ],
+    ids=["chacha", "cbc-etm", "cbc-without-etm", "strict-kex"],
+)  # fmt: skip
+def test_terrapin_is_judged_as_ssh_audit_judges_it(
+    kex: tuple[str, ...], ciphers: tuple[str, ...], macs: tuple[str, ...], open_to: set[str]
+) -> None:
+    # A server before OpenSSH 9.6 (no strict key exchange): ssh-audit warns on chacha20-poly1305,
+    # and on CBC ciphers with -etm MACs, "vulnerable to the Terrapin attack (CVE-2023-48795)".
+    from tests.scan.test_scan_ssh_hostile import IDENT, _names, _packet, _sends, scripted
+
+    lists = [kex, ("ssh-ed25519",), ciphers, ciphers, macs, macs, ("none",), ("none",), (), ()]
+    kexinit = _packet(b"\x14" + bytes(16) + b"".join(_names(*n) for n in lists) + b"\x00" + bytes(4))
+    with scripted(_sends(IDENT, kexinit, hold=1.0)) as port:
+        ours = scan_ssh("127.0.0.1", port, timeout=2)
+        run = subprocess.run([*SSH_AUDIT, "-j", "--skip-rate-test", "-t", "3", f"127.0.0.1:{port}"],
+                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    theirs = json.loads(run.stdout)
+    terrapin = {
+        entry["algorithm"]
+        for category in ("enc", "mac")
+        for entry in theirs.get(category, [])
+        if any("Terrapin" in n for n in entry.get("notes", {}).get("warn", []))
+    }
+    assert terrapin == open_to
+    assert _named(ours, ("ssh.terrapin",)) == open_to
+    for category, rules in _RULES.items():
+        assert _named(ours, rules, category) == _theirs(theirs, category), category

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -315,15 +316,28 @@ def test_an_ecdsa_key_on_a_small_curve_named_by_oid_is_high(curve: bytes, bits: 
         ("x509v3-ssh-rsa", _s(b"x509v3-ssh-rsa") + _s(b"0\x82\x01\x00")),
         ("ssh-future", _s(b"ssh-future") + _s(b"key")),
         ("ssh-rsa", _s(b"ssh-rsa") + _s(b"\x01\x00\x01") + _s(b"")),
+        ("rsa-sha2-256", _s(b"ssh-rsa") + _s(b"\x01\x00\x01") + _s(b"\x80" + bytes(383))),
+        ("ssh-ed25519", _s(b"ssh-ed25519") + _s(b"\x01")),
     ],
-    ids=["unknown-oid", "unknown-curve-under-p256", "x509", "unknown-type", "zero-modulus"],
-)
+    ids=["unknown-oid", "unknown-curve-under-p256", "x509", "unknown-type", "zero-modulus",
+         "negative-modulus", "short-ed25519"],
+)  # fmt: skip
 def test_a_key_whose_size_cannot_be_told_is_unknown_never_a_pass(algorithm: str, blob: bytes) -> None:
     result = _served_key(algorithm, blob)
     assert "ssh.unknown" in {f.rule for f in result.findings}, result.findings
     assert "ssh.small-host-key" not in {f.rule for f in result.findings}
     assert any(algorithm in u and "cannot size" in u for u in result.unknown), result.unknown
     assert exit_code([result], Severity.HIGH) == 2
+
+
+def test_a_key_of_another_type_than_its_algorithm_is_unknown_unless_small() -> None:
+    # OpenSSH's client refuses an Ed25519 key from an rsa-sha2-256 exchange: no client can use it.
+    result = _served_key("rsa-sha2-256", _s(b"ssh-ed25519") + _s(bytes(32)))
+    assert {f.rule for f in result.findings} == {"ssh.unknown"}, result.findings
+    assert any("ssh-ed25519 key, which clients refuse for rsa-sha2-256" in u for u in result.unknown)
+    # A 192-bit key sent as nistp256 is found small: high says more than unknown.
+    result = _served_key("ecdsa-sha2-nistp384", _ecdsa(b"nistp192"))
+    assert [f.severity for f in result.findings if f.rule == "ssh.small-host-key"] == [Severity.HIGH]
 
 
 def test_the_key_type_a_server_sends_is_printed_as_text() -> None:
@@ -334,3 +348,23 @@ def test_the_key_type_a_server_sends_is_printed_as_text() -> None:
     assert "\x1b" not in text
     assert "\x07" not in text
     assert result.facts["host_keys"]["ssh-ed25519"]["type"].startswith("ssh-ed25519?[2J")  # type: ignore[index]
+
+
+@pytest.mark.parametrize("tail", [["--json"], [], ["--json", "--sarif", "{dir}/r.sarif"]])
+def test_server_text_on_an_output_that_is_not_utf8_is_no_traceback(tmp_path: Path, tail: list[str]) -> None:
+    # A banner line (or disconnect reason, or key type) outside ASCII, on an ASCII stdout
+    # (PYTHONIOENCODING, a Latin-1 locale): a UnicodeEncodeError traceback exited 1, "affected".
+    import subprocess
+    import sys
+
+    reason = "Wartung läuft"
+    disconnect = _packet(b"\x01" + struct.pack("!I", 2) + _names(reason) + _names(""))
+    with scripted(_sends("Willkommen über\r\n".encode(), IDENT, disconnect)) as port:
+        for encoding in ("ascii", "latin-1"):
+            command = [sys.executable, "-m", "sendvault", "scan", "ssh", f"127.0.0.1:{port}",
+                       *(t.format(dir=tmp_path) for t in tail)]  # fmt: skip
+            env = {**os.environ, "PYTHONIOENCODING": encoding}
+            run = subprocess.run(command, capture_output=True, timeout=60, env=env, check=False)
+            assert b"Traceback" not in run.stderr, run.stderr.decode()
+            assert run.returncode == 2, run.stderr.decode()
+            assert b"Wartung l?" in run.stdout

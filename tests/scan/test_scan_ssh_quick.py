@@ -139,29 +139,96 @@ def test_a_descriptor_a_caller_holds_is_left_alone(tmp_path: Path) -> None:
     assert run.returncode == 7, run.stderr
 
 
-@pytest.mark.parametrize("target", ["", ":22", "[]:22"])
-def test_a_target_without_a_host_is_a_usage_error(target: str) -> None:
-    for run in (_run(target), _run(target, click=True)):
-        assert run.returncode == 2
-        assert "error: a target needs a host" in run.stderr
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("", "a target needs a host"),
+        (":22", "a target needs a host"),
+        ("[]:22", "a target needs a host"),
+        (" ", "' ' is not a host name or address"),
+        (
+            "\udcff\udcfe.example:22",
+            "'\\udcff\\udcfe.example' is not a host name",
+        ),  # bytes that are not UTF-8
+        (
+            "\x1b[31mhost\x07",
+            "'\\x1b[31mhost\\x07' is not a host",
+        ),
+        ("127.0.0.1:\u0662\u0662", "the port must be a number"),  # Arabic-Indic digits
+    ],
+    ids=["empty", "port-only", "empty-brackets", "blank", "not-utf8", "escape", "arabic-digits"],
+)
+def test_a_target_without_a_plain_host_is_a_usage_error(target: str, error: str, tmp_path: Path) -> None:
+    for run in (_run(target), _run(target, click=True), _run(target, "--sarif", str(tmp_path / "r.sarif"))):
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.startswith(f"error: {error}"), run.stderr
         assert "Traceback" not in run.stderr
+        assert "\x1b" not in run.stderr
 
 
-@pytest.mark.parametrize("where", ["empty", "directory", "under-a-file", "no-such-dir-in-proc"])
-def test_a_report_that_cannot_be_written_is_one_error_line(
+@pytest.mark.parametrize(
+    "where",
+    [
+        "empty",
+        "directory",
+        "under-a-file",
+        "file-slash",
+        "no-such-dir-in-proc",
+        "fifo",
+        "symlink",
+        "device",
+    ],
+)
+def test_a_report_that_cannot_be_written_is_one_error_line_and_replaces_nothing(
     sshd_modern: Sshd, tmp_path: Path, where: str
 ) -> None:
-    (tmp_path / "file").write_text("")
+    # A report is written to a temporary file renamed over the path: run as root (CI containers),
+    # `--sarif /dev/null` replaced the device with a regular file. Only a regular file is replaced.
+    import os
+    import stat
+
+    (tmp_path / "file").write_text("kept")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    if where == "device":
+        if os.geteuid() != 0:
+            pytest.skip("a device node needs root (CI runs as root)")
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     path = {"empty": "", "directory": str(tmp_path), "under-a-file": str(tmp_path / "file" / "r.sarif"),
-            "no-such-dir-in-proc": "/proc/sendvault-nope/r.sarif"}[where]  # fmt: skip
+            "file-slash": f"{tmp_path / 'file'}/", "no-such-dir-in-proc": "/proc/sendvault-nope/r.sarif",
+            "fifo": str(tmp_path / "fifo"), "symlink": str(tmp_path / "link"),
+            "device": str(tmp_path / "null")}[where]  # fmt: skip
     for option in ("--sarif", "--html"):
         run = _run(f"127.0.0.1:{sshd_modern.port}", option, path)
         assert run.returncode == 2, run.stderr
         assert run.stderr.startswith("error: "), run.stderr
-        assert path in run.stderr
+        assert repr(path) in run.stderr or path in run.stderr
         assert "Traceback" not in run.stderr
         assert len(run.stderr.splitlines()) == 2  # the error and its hint
-    assert (tmp_path / "file").read_text() == ""
+    assert (tmp_path / "file").read_text() == "kept"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
+    assert (tmp_path / "link").is_symlink()
+    if where == "device":
+        assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
+
+
+def test_an_atomic_write_never_replaces_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    # The same guard for every writer (audit export and bundle outputs, certificates).
+    import errno
+    import os
+
+    from sendvault._fs import write_atomic
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    for name in ("fifo", "link"):
+        with pytest.raises(OSError, match="not a regular file") as raised:
+            write_atomic(tmp_path / name, b"x")
+        assert raised.value.errno == errno.EEXIST
+    assert not (tmp_path / "target").exists()
+    write_atomic(tmp_path / "new", b"x")
+    write_atomic(tmp_path / "new", b"y")
+    assert (tmp_path / "new").read_bytes() == b"y"
 
 
 @pytest.mark.parametrize("tail", ["", "--fail-on high", "--sarif {dir}/r.sarif"])

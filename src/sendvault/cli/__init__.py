@@ -22,6 +22,7 @@ __all__ = ["cli", "main"]
 def main() -> None:
     """Console-script entry point."""
     _open_closed_streams()
+    _replace_unencodable()
     args = sys.argv[1:]
     if args[:2] == ["scan", "ssh"]:
         from ._quick import scan_ssh  # noqa: PLC0415
@@ -30,6 +31,17 @@ def main() -> None:
     from ._app import cli  # noqa: PLC0415
 
     cli(prog_name="sendvault")
+
+
+def _replace_unencodable() -> None:
+    """On a standard output that is not UTF-8 (``PYTHONIOENCODING=ascii``, a Latin-1 locale, a
+    Windows code page), a character it cannot encode (a server's banner, a file's name) is
+    written as ``?``: a UnicodeEncodeError traceback exited 1, which a scan's caller reads as
+    "affected". A UTF-8 output is left as Python sets it up."""
+    stdout = sys.stdout
+    encoding = (getattr(stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if encoding != "utf8" and hasattr(stdout, "reconfigure"):
+        stdout.reconfigure(errors="replace")
 
 
 def _open_closed_streams() -> None:

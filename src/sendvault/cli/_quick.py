@@ -49,13 +49,13 @@ def _parse(args: list[str]) -> _Args | None:
             targets.append(word)
     if len(targets) != 1:
         return None
-    from ..scan.targets import host_port  # noqa: PLC0415 - stdlib os only
+    from ..scan.targets import host_port, plain_host  # noqa: PLC0415 - stdlib os only
 
     try:
         out.host, out.port = host_port(targets[0], 22)
     except ValueError:
         return None
-    return out if out.host else None
+    return out if out.host and plain_host(out.host) else None
 
 
 def _option(out: _Args, name: str, value: str) -> bool:

@@ -437,21 +437,23 @@ def _key_size(blob: bytes) -> tuple[str, int, bytes]:
 
 
 def _key_fields(reader: _Reader, base: bytes) -> int | None:
-    """Read the fields of a ``base`` key; its bits (0 for an unknown curve), None for an unknown type."""
+    """Read the fields of a ``base`` key: its bits, 0 for an unknown curve or a key no client
+    takes (a modulus or prime that is not positive, an EdDSA key of the wrong length), None for
+    an unknown type."""
     if base == b"ssh-rsa":
-        reader.mpint()  # e
-        return reader.mpint().bit_length()
+        e, n = reader.mpint(), reader.mpint()
+        return n.bit_length() if e > 0 and n > 0 else 0
     if base == b"ssh-dss":
-        bits = reader.mpint().bit_length()  # p
+        p = reader.mpint()
         for _ in range(3):  # q, g, y
             reader.mpint()
-        return bits
+        return p.bit_length() if p > 0 else 0
     if base.startswith((b"ecdsa-sha2-", b"sk-ecdsa-sha2-")):
         bits = _EC_BITS.get(reader.string(), 0)
         reader.string()  # Q
     elif base in (b"ssh-ed25519", b"sk-ssh-ed25519@openssh.com", b"ssh-ed448"):
-        bits = 456 if base == b"ssh-ed448" else 256
-        reader.string()  # the public key
+        size, bits = (57, 456) if base == b"ssh-ed448" else (32, 256)
+        bits = bits if len(reader.string()) == size else 0  # the public key
     else:
         return None
     if base.startswith(b"sk-"):

@@ -159,6 +159,11 @@ RULES: dict[str, Rule] = {
              "001",
              "OpenSSH: `MACs hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,"
              "umac-128-etm@openssh.com`."),
+        Rule("ssh.terrapin", _M, "Terrapin (CVE-2023-48795): chacha20-poly1305, or CBC with an -etm MAC, "
+             "offered without strict key exchange", "001",
+             "Update the SSH server (OpenSSH 9.6+, or a distribution build offering "
+             "kex-strict-s-v00@openssh.com); until then remove chacha20-poly1305@openssh.com and CBC "
+             "ciphers."),
         Rule("ssh.old-software", _H, "SSH server with known-broken defaults (OpenSSH < 7.4, SSH 1)", "001",
              "Upgrade the SSH server to your distribution's current OpenSSH."),
         Rule("ssh.unknown", _I, "An SSH check could not be made", "001",

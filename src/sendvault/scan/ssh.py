@@ -135,6 +135,13 @@ def _family(algorithm: str) -> str:
     return algorithm
 
 
+def _key_type(algorithm: str) -> str:
+    """The key type a host-key algorithm signs with: ssh-rsa for rsa-sha2-256/512 and ssh.com's
+    ssh-rsa-sha*, the RSA certificate for theirs; the algorithm's own name for the others."""
+    family = _family(algorithm)
+    return {"rsa": "ssh-rsa", "rsa-cert": "ssh-rsa-cert-v01@openssh.com"}.get(family, family)
+
+
 def scan_ssh(
     host: str,
     port: int = 22,
@@ -336,6 +343,28 @@ def _families(host_key_algorithms: tuple[str, ...]) -> list[str]:
     return list(seen.values())
 
 
+def _size_verdict(key: HostKey) -> Severity | None:
+    """HIGH for an RSA or DSA key under 2048 bits or an ECDSA key under 256, MEDIUM for RSA or
+    DSA under 3072; None for a sound size, or none known."""
+    if not key.bits:
+        return None
+    if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
+        return Severity.HIGH if key.bits < 2048 else Severity.MEDIUM if key.bits < 3072 else None
+    return Severity.HIGH if key.bits < 256 and "ecdsa" in key.key_type else None
+
+
+def _unsound(alg: str, key: HostKey) -> str | None:
+    """Why a key of no small size cannot pass: its size cannot be told, or it is not of the
+    algorithm's type (OpenSSH's client refuses an Ed25519 key for rsa-sha2-256, or a P-384 key
+    for ecdsa-sha2-nistp256: no client gets a key exchange with it)."""
+    if not key.bits:
+        # An X.509 or OpenPGP key, an unknown type, an ECDSA curve by an unknown name or OID.
+        return f"key type {key.key_type}: a type, curve or key this scanner cannot size"
+    if key.blob and key.key_type != _key_type(alg):
+        return f"the server sent a {key.key_type} key, which clients refuse for {alg}"
+    return None
+
+
 def _fingerprint(blob: bytes) -> str:
     # Imported here (loaded by scan_ssh while the server works): `scan ssh` is mostly start-up.
     import base64  # noqa: PLC0415
@@ -369,12 +398,30 @@ def _judge(server: Kexinit, keys: dict[str, HostKey | str], result: CheckResult)
           [a for a in lists["host_key"] if a in _SHA1_SIGNATURES])  # fmt: skip
     _flag(result, "ssh.weak-cipher", "weak ciphers offered", [c for c in ciphers if _weak_cipher(c)])
     _flag(result, "ssh.weak-mac", "weak MACs offered", [m for m in macs if _weak_mac(m)])
+    _flag(result, "ssh.terrapin", "open to Terrapin (CVE-2023-48795), no strict key exchange offered with",
+          _terrapin(kex, ciphers, macs))  # fmt: skip
     _software(software.split(" ", 1)[0], server.identification, result)
     # Each offered algorithm gets the key of its family's handshake.
     by_family = {_family(alg): key for alg, key in keys.items()}
     _host_keys(
         {alg: by_family[_family(alg)] for alg in lists["host_key"] if _family(alg) in by_family}, result
     )
+
+
+def _terrapin(kex: tuple[str, ...], ciphers: list[str], macs: list[str]) -> list[str]:
+    """What a Terrapin prefix truncation (CVE-2023-48795) works on, as ssh-audit lists it:
+    chacha20-poly1305, and CBC ciphers with Encrypt-then-MAC MACs, unless the server offers
+    strict key exchange (OpenSSH 9.6+ and distribution backports)."""
+    if "kex-strict-s-v00@openssh.com" in kex:
+        return []
+    chacha = [c for c in ciphers if c.startswith("chacha20-poly1305")]
+    cbc = [
+        c
+        for c in ciphers
+        if c.endswith(("-cbc", "-cbc@openssh.org", "-cbc@ssh.com")) or c == "rijndael-cbc@lysator.liu.se"
+    ]
+    etm = [m for m in macs if m.endswith("-etm@openssh.com")]
+    return chacha + (cbc + etm if cbc and etm else [])
 
 
 def _flag(result: CheckResult, rule: str, what: str, names: list[str]) -> None:
@@ -400,8 +447,7 @@ def _software(software: str, identification: str, result: CheckResult) -> None:
 
 def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
     facts: dict[str, object] = {}
-    small_high: list[str] = []
-    small_medium: list[str] = []
+    small: dict[Severity, list[str]] = {Severity.HIGH: [], Severity.MEDIUM: []}
     failed: dict[str, list[str]] = {}
     sized = 0
     for alg, key in keys.items():
@@ -412,28 +458,22 @@ def _host_keys(keys: dict[str, HostKey | str], result: CheckResult) -> None:
         # A key whose name gave its size, read on no connection, has no blob: no fingerprint.
         facts[alg] = {"type": key.key_type, "bits": key.bits,
                       "fingerprint": _fingerprint(key.blob) if key.blob else None}  # fmt: skip
-        if not key.bits:
-            # An X.509 or OpenPGP key, an unknown type, an ECDSA curve by an unknown name or OID.
-            why = f"a {key.key_type} key of a type or curve this scanner cannot size"
+        verdict = _size_verdict(key)
+        if verdict is not None:
+            small[verdict].append(f"{alg} ({key.key_type} {key.bits} bits)")
+        elif (why := _unsound(alg, key)) is not None:
             failed.setdefault(why, []).append(alg)
             continue
         sized += 1
-        line = f"{alg} ({key.key_type} {key.bits} bits)"
-        if key.key_type.startswith(("ssh-rsa", "ssh-dss")):
-            if key.bits < 2048:
-                small_high.append(line)
-            elif key.bits < 3072:
-                small_medium.append(line)
-        elif key.bits < 256 and "ecdsa" in key.key_type:
-            small_high.append(line)
+    small_high, small_medium = small[Severity.HIGH], small[Severity.MEDIUM]
     result.facts["host_keys"] = facts
     for why, algs in failed.items():
         result.cannot(f"host key for {', '.join(algs)}: {why}")
         result.fail("ssh.unknown", f"the host key for {', '.join(algs)} could not be read ({why})")
     if small_high:
         also = f"; under 3072 bits: {', '.join(small_medium)}" if small_medium else ""
-        small = "too small (RSA/DSA under 2048 bits, EC under 256): " + ", ".join(small_high) + also
-        result.fail("ssh.small-host-key", small, severity=Severity.HIGH)
+        detail = "too small (RSA/DSA under 2048 bits, EC under 256): " + ", ".join(small_high) + also
+        result.fail("ssh.small-host-key", detail, severity=Severity.HIGH)
     elif small_medium:
         result.fail("ssh.small-host-key", "under 3072 bits: " + ", ".join(small_medium))
     elif sized:

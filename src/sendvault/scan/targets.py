@@ -63,9 +63,21 @@ def host_port(target: str, default: int) -> tuple[str, int]:
         host, sep, port = target.rpartition(":") if target.count(":") == 1 else (target, "", "")
     if not sep:
         return target.strip("[]"), default
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{target}: the port must be a number from 1 to 65535")
     return host, int(port)
+
+
+def plain_host(host: str) -> bool:
+    """Whether ``host`` can be a host name or address: not blank, printable (no terminal
+    escapes), and text (no undecodable bytes from the command line)."""
+    if not host.strip() or not host.isprintable():
+        return False
+    try:
+        host.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that was not UTF-8 in argv (a lone surrogate)
+        return False
+    return True
 
 
 def scan_targets(path: Path) -> list[CheckResult]:
