@@ -8,27 +8,34 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["not_a_regular_file", "write_atomic"]
+__all__ = ["check_replaceable", "not_a_regular_file", "write_atomic"]
 
 
 def not_a_regular_file(path: Path) -> bool:
-    """Whether ``path`` exists as something a rename must not replace: a device (/dev/null,
-    /dev/full, run as root), a FIFO, a socket, a directory, or a symbolic link (the rename would
-    replace the link, not write where it points)."""
+    """Whether ``path`` exists as anything but a regular file: a device (/dev/null, /dev/full),
+    a FIFO, a socket, a directory, or a symbolic link. OSError when it cannot be told (a parent
+    that is a file, a name too long, a loop of links)."""
     try:
         return not stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
 
 
+def check_replaceable(*paths: Path) -> None:
+    """OSError (EEXIST) for a path a rename must not replace: a device (run as root, a rename
+    over /dev/null replaces the device), a FIFO, a socket or a directory. A symbolic link is
+    replaced, the link and not what it points at."""
+    for path in paths:
+        if not_a_regular_file(path) and not path.is_symlink():
+            why = "it exists and is not a regular file (a device, FIFO, socket or folder)"
+            raise OSError(errno.EEXIST, why, str(path))
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` so the file is whole or absent, never half-written, and never exists with
-    other permissions than ``mode``. Only a regular file is replaced: OSError (EEXIST) for a
-    path that is a device, a FIFO, a directory or a link."""
-    if not_a_regular_file(path):
-        raise OSError(
-            errno.EEXIST, "it exists and is not a regular file (a device, FIFO, link or folder)", str(path)
-        )
+    other permissions than ``mode``. A device, FIFO, socket or folder at ``path`` is never
+    replaced (OSError, ``check_replaceable``)."""
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

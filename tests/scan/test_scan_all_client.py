@@ -159,6 +159,8 @@ def test_scan_tls_writes_sarif_with_its_unknowns(tmp_path: Path) -> None:
         ('[[tls]]\ntarget = "mail:25"\nstarttls = "smtp"\n', "starttls must be one of mysql, postgres"),
         ('[[tls]]\ntarget = "api:443"\nsnl = "api"\n', "unknown fields ['snl']"),
         ('[[tls]]\ntarget = "[::1]:https"\n', "the port must be a number"),
+        ('[[ssh]]\ntarget = "\\u001b[2Jx"\n', "'\\x1b[2Jx' is not a host name or address"),
+        ('[[ssh]]\ntarget = "  "\n', "'  ' is not a host name or address"),
         ('[[http]]\nca = "ca.pem"\n', "[[http]] number 1 lacks url"),
         ('[tls]\ntarget = "api:443"\n', "write [[tls]], an array of tables"),
         ('[[content]]\ntarget = "site"\ncrawl = "2"\n', "crawl must be a number"),
@@ -167,7 +169,7 @@ def test_scan_tls_writes_sarif_with_its_unknowns(tmp_path: Path) -> None:
             "NOPE_1 is not set",
         ),
     ],
-    ids=["kind", "starttls", "field", "port", "required", "table", "type", "password-env"],
+    ids=["kind", "starttls", "field", "port", "escape", "blank", "required", "table", "type", "password-env"],
 )
 def test_a_malformed_targets_file_is_refused_before_any_scan(tmp_path: Path, toml: str, message: str) -> None:
     targets = tmp_path / "t.toml"

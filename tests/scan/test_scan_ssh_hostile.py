@@ -318,9 +318,10 @@ def test_an_ecdsa_key_on_a_small_curve_named_by_oid_is_high(curve: bytes, bits: 
         ("ssh-rsa", _s(b"ssh-rsa") + _s(b"\x01\x00\x01") + _s(b"")),
         ("rsa-sha2-256", _s(b"ssh-rsa") + _s(b"\x01\x00\x01") + _s(b"\x80" + bytes(383))),
         ("ssh-ed25519", _s(b"ssh-ed25519") + _s(b"\x01")),
+        ("ecdsa-sha2-nistp384", _ecdsa(b"nistp256", b"ecdsa-sha2-nistp384")),
     ],
     ids=["unknown-oid", "unknown-curve-under-p256", "x509", "unknown-type", "zero-modulus",
-         "negative-modulus", "short-ed25519"],
+         "negative-modulus", "short-ed25519", "p256-named-p384"],
 )  # fmt: skip
 def test_a_key_whose_size_cannot_be_told_is_unknown_never_a_pass(algorithm: str, blob: bytes) -> None:
     result = _served_key(algorithm, blob)

@@ -212,25 +212,6 @@ def test_a_report_that_cannot_be_written_is_one_error_line_and_replaces_nothing(
         assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
 
 
-def test_an_atomic_write_never_replaces_what_is_not_a_regular_file(tmp_path: Path) -> None:
-    # The same guard for every writer (audit export and bundle outputs, certificates).
-    import errno
-    import os
-
-    from sendvault._fs import write_atomic
-
-    os.mkfifo(tmp_path / "fifo")
-    (tmp_path / "link").symlink_to(tmp_path / "target")
-    for name in ("fifo", "link"):
-        with pytest.raises(OSError, match="not a regular file") as raised:
-            write_atomic(tmp_path / name, b"x")
-        assert raised.value.errno == errno.EEXIST
-    assert not (tmp_path / "target").exists()
-    write_atomic(tmp_path / "new", b"x")
-    write_atomic(tmp_path / "new", b"y")
-    assert (tmp_path / "new").read_bytes() == b"y"
-
-
 @pytest.mark.parametrize("tail", ["", "--fail-on high", "--sarif {dir}/r.sarif"])
 def test_a_full_stdout_is_one_error_line_and_exit_2(sshd_modern: Sshd, tmp_path: Path, tail: str) -> None:
     # /dev/full: every write fails with ENOSPC, as on a full disk. The short path and the click

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -279,6 +280,37 @@ class FloatRange(click.FloatRange):
         return number
 
 
+class OutputFile(click.Path):
+    """The path of a file a command writes (renamed into place whole): refused, as a usage
+    error, when it cannot be a new or regular file: empty, ending with a slash or ``/.``, under
+    a file or a dangling link, or naming a device (run as root, ``--output /dev/null`` replaced
+    the device), a FIFO, a socket, a folder or a symbolic link."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Path):
+            return value
+        from .._fs import not_a_regular_file  # noqa: PLC0415
+
+        text = str(value)
+        path = Path(text)
+        if not text.strip() or text.endswith("/") or text.rpartition("/")[2] in ("", ".", ".."):
+            self.fail(f"{text!r} is not a file path.", param, ctx)
+        try:
+            parent_ok = path.parent.is_dir() or not os.path.lexists(path.parent)
+            replaceable = not not_a_regular_file(path)
+        except OSError as exc:
+            self.fail(f"{text!r}: {exc.strerror or exc}.", param, ctx)
+        if not parent_ok:
+            self.fail(f"{text!r} is under something that is not a folder.", param, ctx)
+        if not replaceable:
+            self.fail(f"{text!r} exists and is not a regular file (a device, FIFO, link or folder): "
+                      "it is never replaced.", param, ctx)  # fmt: skip
+        return path
+
+
 @contextlib.contextmanager
 def stdout_errors() -> Iterator[None]:
     """Write to standard output in the block, and flush it: a full disk or a closed device is
@@ -290,8 +322,6 @@ def stdout_errors() -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        import os  # noqa: PLC0415
-
         # Nothing must try to flush into it again at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         fail(f"cannot write to standard output ({exc.strerror or exc})",

@@ -41,7 +41,16 @@ from ..audit.record import Sealer
 from ..audit.store import Stored
 from ..errors import AuditUnavailable, InvalidValue
 from ..vault import Normalizer, parse_kind
-from ._common import EXIT_FAILURE, EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    AppContext,
+    OutputFile,
+    changes_state,
+    emit_json,
+    fail,
+    pass_app,
+)
 from ._output import cell, print_table
 
 __all__ = ["audit"]
@@ -380,12 +389,18 @@ def audit_search(app: AppContext, /, **opts: Any) -> None:
 
 @audit.command("export")
 @click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
+@click.option("--output", type=OutputFile(), help="File (default: stdout).")
 @pass_app
 def audit_export(app: AppContext, fmt: str, output: Path | None) -> None:
     """Export the chain as JSON lines ending with the signed head (values stay sealed)."""
     del fmt
-    count = export_jsonl(_reader(app), output, sys.stdout)
+    try:
+        count = export_jsonl(_reader(app), output, sys.stdout)
+    except OSError as exc:
+        if output is None or isinstance(exc, BrokenPipeError):
+            raise
+        fail(f"cannot write the export to {output} ({exc.strerror or exc})",
+             "give a file path in a folder you can write to")  # fmt: skip
     click.echo(f"{count} record(s) exported", err=True)
 
 
@@ -637,9 +652,7 @@ def audit_purge(app: AppContext, before: str) -> None:
 @click.argument(
     "exports", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
 )
-@click.option(
-    "--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Bundle file."
-)
+@click.option("--output", "-o", required=True, type=OutputFile(), help="Bundle file.")
 @click.option(
     "--name",
     "names",
@@ -666,7 +679,9 @@ def audit_merge(exports: tuple[Path, ...], output: Path, names: tuple[str, ...])
     except BundleBroken as exc:
         fail(str(exc), "give each export its own --name", EXIT_USAGE)
     except (OSError, UnicodeDecodeError) as exc:
-        fail(f"cannot read or write the exports ({type(exc).__name__})", code=EXIT_FAILURE)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        where = f": {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        fail(f"cannot read or write the exports ({why}{where})", code=EXIT_FAILURE)
     click.echo(f"{count} export(s) merged into {output}", err=True)
 
 

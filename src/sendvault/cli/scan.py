@@ -12,7 +12,7 @@ import click
 
 from ..scan.findings import CheckResult, Severity
 from ..scan.targets import DB_PASSWORD_ENV, host_port, plain_host
-from ._common import EXIT_USAGE, FloatRange, emit_json, fail, stdout_errors
+from ._common import EXIT_USAGE, FloatRange, OutputFile, emit_json, fail, stdout_errors
 
 __all__ = ["scan"]
 
@@ -58,43 +58,22 @@ def _finish(
     sys.exit(exit_code(results, Severity[fail_on.upper()]))
 
 
-def _check_outputs(paths: list[str | None]) -> list[Path | None]:
-    """Refuse, before a scan, a report path that cannot be a file: empty, ending with a slash,
-    under a file, or something a report must not replace (a device such as /dev/null, a FIFO,
-    a link, a directory)."""
-    from .._fs import not_a_regular_file  # noqa: PLC0415
-
-    for raw in paths:
-        if raw is None:
-            continue
-        path = Path(raw)
-        if not raw.strip() or raw.endswith(os.sep) or (path.parent.exists() and not path.parent.is_dir()):
-            fail(f"cannot write a report to {raw!r}: it is not a file path",
-                 "give a file path in a directory you can write to", code=EXIT_USAGE)  # fmt: skip
-        if not_a_regular_file(path):
-            fail(f"cannot write a report to {raw!r}: it exists and is not a regular file (a device, FIFO, "
-                 "link or folder), which a report never replaces", "give the path of a new or regular file",
-                 code=EXIT_USAGE)  # fmt: skip
-    return [None if raw is None else Path(raw) for raw in paths]
-
-
 def _reported(command: Callable[..., list[CheckResult]]) -> Callable[..., None]:
     """Give a scan command the shared outputs (--fail-on, --json, --sarif, --html) and exit code."""
 
     @functools.wraps(command)
-    def run(*, fail_on: str, as_json: bool, sarif: str | None, html: str | None, **kwargs: object) -> None:
-        sarif_path, html_path = _check_outputs([sarif, html])
-        _finish(command(**kwargs), as_json, fail_on, sarif_path, html_path)
+    def run(*, fail_on: str, as_json: bool, sarif: Path | None, html: Path | None, **kwargs: object) -> None:
+        _finish(command(**kwargs), as_json, fail_on, sarif, html)
 
     options = [
         click.option("--fail-on", type=click.Choice(_SEVERITIES), default="medium", show_default=True),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON document."),
         click.option(
             "--sarif",
-            type=click.Path(dir_okay=False),
+            type=OutputFile(),
             help="Also write a SARIF 2.1.0 report.",
         ),
-        click.option("--html", type=click.Path(dir_okay=False), help="Also write an HTML report."),
+        click.option("--html", type=OutputFile(), help="Also write an HTML report."),
     ]
     for option in reversed(options):
         run = option(run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -10,7 +12,7 @@ from ..api.auth import SCOPES, register_client, rotate_secret
 from ..audit import Event
 from ..errors import NotFound
 from ..vault import open_store
-from ._common import AppContext, changes_state, emit_json, fail, pass_app
+from ._common import EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
 from ._output import print_table
 
 __all__ = ["certs", "clients", "serve"]
@@ -234,6 +236,17 @@ def clients_rotate(app: AppContext, name: str) -> None:
     click.echo(f"client {name}: new secret above, shown only once", err=True)
 
 
+@contextlib.contextmanager
+def _cert_errors(directory: Path) -> Iterator[None]:
+    """A folder that cannot be written, or a device, FIFO or folder where a file goes: one line."""
+    try:
+        yield
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"cannot write the certificates in {directory} ({exc.strerror or exc}{where})",
+             "give --dir a folder you can write to")  # fmt: skip
+
+
 @click.group()
 def certs() -> None:
     """Issue certificates from a local CA (ECDSA P-256)."""
@@ -253,8 +266,9 @@ def certs_server(app: AppContext, names: tuple[str, ...], directory: Path | None
     from ..server.certs import CertAuthority  # noqa: PLC0415
 
     directory = directory or app.settings.home_path / "certs"
-    ca = CertAuthority.load_or_create(directory)
-    ca.issue(directory / "server.pem", directory / "server.key", list(names))
+    with _cert_errors(directory):
+        ca = CertAuthority.load_or_create(directory)
+        ca.issue(directory / "server.pem", directory / "server.key", list(names))
     click.echo(f"{directory / 'server.pem'} and server.key issued by {ca.cert_path}", err=True)
 
 
@@ -273,8 +287,9 @@ def certs_database(app: AppContext, names: tuple[str, ...], directory: Path | No
     from ..server.certs import CertAuthority  # noqa: PLC0415
 
     directory = directory or app.settings.home_path / "certs"
-    ca = CertAuthority.load_or_create(directory)
-    ca.issue(directory / "database.pem", directory / "database.key", list(names))
+    with _cert_errors(directory):
+        ca = CertAuthority.load_or_create(directory)
+        ca.issue(directory / "database.pem", directory / "database.key", list(names))
     click.echo(
         f"{directory / 'database.pem'} and database.key issued by {ca.cert_path}; in postgresql.conf: "
         "ssl = on, ssl_cert_file, ssl_key_file (owned by the server's user, mode 0600) and ssl_ca_file = "
@@ -297,9 +312,13 @@ def certs_client(app: AppContext, name: str, directory: Path | None) -> None:
     database link, NAME is the database user that `hostssl ... cert` rules map it to)."""
     from ..server.certs import CertAuthority  # noqa: PLC0415
 
+    if "/" in name or name.startswith(".") or not name.strip():
+        fail(f"{name!r} cannot name the files NAME.pem and NAME.key", "give a user name such as sendvault",
+             EXIT_USAGE)  # fmt: skip
     directory = directory or app.settings.home_path / "certs"
-    ca = CertAuthority.load_or_create(directory)
-    ca.issue(directory / f"{name}.pem", directory / f"{name}.key", [name], client=True)
+    with _cert_errors(directory):
+        ca = CertAuthority.load_or_create(directory)
+        ca.issue(directory / f"{name}.pem", directory / f"{name}.key", [name], client=True)
     click.echo(
         f"{directory / name}.pem and .key issued; trust {ca.cert_path} with tls_client_ca_file (or, for "
         "a database link, ssl_ca_file in postgresql.conf; then database_ssl_cert_file/_key_file)",

@@ -449,8 +449,12 @@ def _key_fields(reader: _Reader, base: bytes) -> int | None:
             reader.mpint()
         return p.bit_length() if p > 0 else 0
     if base.startswith((b"ecdsa-sha2-", b"sk-ecdsa-sha2-")):
-        bits = _EC_BITS.get(reader.string(), 0)
+        curve = reader.string()
+        bits = _EC_BITS.get(curve, 0)
         reader.string()  # Q
+        named = base.removeprefix(b"sk-").removeprefix(b"ecdsa-sha2-").partition(b"@")[0]
+        if curve != named and bits >= 256:  # a key no client takes; a small one stays small
+            bits = 0
     elif base in (b"ssh-ed25519", b"sk-ssh-ed25519@openssh.com", b"ssh-ed448"):
         size, bits = (57, 456) if base == b"ssh-ed448" else (32, 256)
         bits = bits if len(reader.string()) == size else 0  # the public key

@@ -64,7 +64,7 @@ def host_port(target: str, default: int) -> tuple[str, int]:
     if not sep:
         return target.strip("[]"), default
     if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"{target}: the port must be a number from 1 to 65535")
+        raise ValueError(f"{target!r}: the port must be a number from 1 to 65535")
     return host, int(port)
 
 
@@ -148,6 +148,8 @@ def _entry(section: str, raw: dict[str, Any], base: Path, where: str) -> dict[st
             entry["host"], entry["port"] = host_port(entry["target"], default)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        if not plain_host(entry["host"]):
+            raise ValueError(f"{where}: {entry['target']!r} is not a host name or address")
     if section == "db":
         entry["password"] = _password(entry, where)
     return entry

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .._fs import write_atomic
+from .._fs import check_replaceable, write_atomic
 
 __all__ = ["CertAuthority"]
 
@@ -65,6 +65,7 @@ class CertAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
+        check_replaceable(key_path, cert_path)  # both or neither: never a key without its certificate
         write_atomic(key_path, _key_pem(key))
         write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return cls(cert, key, cert_path)
@@ -97,6 +98,7 @@ class CertAuthority:
             )
             .sign(self.key, hashes.SHA256())
         )
+        check_replaceable(key_path, cert_path)  # both or neither: never a key without its certificate
         write_atomic(key_path, _key_pem(key))
         write_atomic(
             cert_path,
