@@ -369,3 +369,33 @@ def test_server_text_on_an_output_that_is_not_utf8_is_no_traceback(tmp_path: Pat
             assert b"Traceback" not in run.stderr, run.stderr.decode()
             assert run.returncode == 2, run.stderr.decode()
             assert b"Wartung l?" in run.stdout
+
+
+@pytest.mark.parametrize("targets", [1, 3])
+def test_ctrl_c_ends_a_scan_at_once_whatever_the_timeout(targets: int) -> None:
+    # Several targets ran on a thread pool, whose workers are waited for at exit: Ctrl-C waited
+    # out every scan in flight (20 s here).
+    import signal
+    import subprocess
+    import sys
+
+    connected = threading.Semaphore(0)
+
+    def tarpit(conn: socket.socket) -> None:
+        connected.release()
+        time.sleep(30)
+
+    with scripted(tarpit) as port:
+        command = [sys.executable, "-m", "sendvault", "scan", "ssh", *[f"127.0.0.1:{port}"] * targets,
+                   "--timeout", "20"]  # fmt: skip
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+            for _ in range(targets):  # every target's scan has started and waits for the server
+                assert connected.acquire(timeout=60)
+            time.sleep(0.3)
+            start = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+            elapsed = time.monotonic() - start
+    assert elapsed < 3, elapsed
+    assert process.returncode == 1
+    assert stderr.strip() == "aborted", stderr

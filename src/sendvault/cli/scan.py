@@ -152,12 +152,28 @@ def scan_ssh_cmd(targets: tuple[str, ...], timeout: float, fingerprints: bool) -
     if len(endpoints) == 1:
         # One host needs no pool of its own (nor the concurrent.futures import: logging with it).
         return [scan_ssh(endpoints[0][0], endpoints[0][1], timeout=timeout, fingerprints=fingerprints)]
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    # Eight at a time, on daemon threads: Ctrl-C ends the command at once. A thread pool's
+    # workers are waited for at exit, so Ctrl-C waited out every scan in flight (--timeout).
+    import _thread  # noqa: PLC0415
 
-    with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
-        return list(
-            pool.map(lambda e: scan_ssh(e[0], e[1], timeout=timeout, fingerprints=fingerprints), endpoints)
-        )
+    from ..scan._sshdial import spawn  # noqa: PLC0415
+
+    results: dict[int, CheckResult] = {}
+    todo = iter(enumerate(endpoints))
+    taking = _thread.allocate_lock()
+
+    def work() -> None:
+        while True:
+            with taking:
+                item = next(todo, None)
+            if item is None:
+                return
+            n, (host, port) = item
+            results[n] = scan_ssh(host, port, timeout=timeout, fingerprints=fingerprints)
+
+    for wait in [spawn(work) for _ in range(min(8, len(endpoints)))]:
+        wait()
+    return [results[n] for n in range(len(endpoints))]
 
 
 @scan.command("http")
