@@ -29,6 +29,7 @@ def _nodes(tmp_path: Path) -> dict[str, str]:
         "under-a-dangling-link": str(nodes / "dangling" / "x"),
         "fifo": str(nodes / "fifo"),
         "link": str(nodes / "link"),
+        "dangling-link": str(nodes / "dangling"),
         "name-too-long": str(nodes / ("a" * 300)),
     }
     if os.geteuid() == 0:  # CI runs as root: a device node of its own, never /dev's
@@ -50,34 +51,40 @@ def _untouched(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     [
-        ["audit", "export", "--output"],
-        ["audit", "merge", "{file}", "--output"],
-        ["scan", "tls", "127.0.0.1:1", "--sarif"],
-        ["scan", "ssh", "127.0.0.1:1", "--html"],
+        ["audit", "export", "--output", "{path}"],
+        ["audit", "merge", "{file}", "--output", "{path}"],
+        ["scan", "tls", "127.0.0.1:1", "--sarif", "{path}"],
+        ["scan", "ssh", "127.0.0.1:1", "--html", "{path}"],
+        ["csv", "tokenize", "{file}", "{path}", "--column", "Email=Email"],
+        ["csv", "detokenize", "{file}", "{out}", "--rejects", "{path}", "--column", "Email"],
+        ["harness", "check", "--html", "{path}"],
+        ["harness", "check", "--queue", "{path}"],
+        ["exchange", "pull", "sftp://nobody@127.0.0.1:1/x.csv", "{path}"],
+        ["backup", "{path}"],
     ],
-    ids=["audit-export", "audit-merge", "scan-sarif", "scan-html"],
-)
+    ids=["audit-export", "audit-merge", "scan-sarif", "scan-html", "csv-out", "csv-rejects", "harness-html",
+         "harness-queue", "exchange-pull", "backup"],
+)  # fmt: skip
 def test_an_output_that_cannot_be_a_file_is_one_usage_error(tmp_path: Path, command: list[str]) -> None:
     import shutil
 
     for where in _nodes(tmp_path):
         shutil.rmtree(tmp_path / "nodes")
         path = _nodes(tmp_path)[where]
-        args = [a.format(file=tmp_path / "nodes" / "file") for a in command]
-        run = run_cli(tmp_path / "home", *args, path)
+        if command[0] == "exchange" and where == "folder":
+            continue  # LOCAL may be a folder: the file goes into it
+        nodes = tmp_path / "nodes"
+        args = [a.format(file=nodes / "file", out=tmp_path / "out.csv", path=path) for a in command]
+        run = run_cli(tmp_path / "home", *args)
         assert run.returncode == 2, (where, run.stderr)
-        assert run.stderr.startswith("error: invalid value for '--"), (where, run.stderr)
+        assert run.stderr.startswith("error: "), (where, run.stderr)
+        assert repr(path) in run.stderr, (where, run.stderr)
         assert "Traceback" not in run.stderr
         assert len(run.stderr.splitlines()) == 2, (where, run.stderr)  # the error and its hint
         _untouched(tmp_path)
-        written = {c.name for c in (tmp_path / "nodes").iterdir()} - {
-            "file",
-            "fifo",
-            "link",
-            "dangling",
-            "null",
-        }
-        assert not written, where
+        made = {"file", "fifo", "link", "dangling", "null"}
+        assert {c.name for c in nodes.iterdir()} <= made, where
+        assert not (tmp_path / "out.csv").exists()
 
 
 @pytest.mark.parametrize("taken", ["server.pem", "server.key"])
@@ -127,3 +134,51 @@ def test_an_atomic_write_never_replaces_a_fifo_or_a_folder(tmp_path: Path) -> No
     write_atomic(tmp_path / "new", b"x")
     write_atomic(tmp_path / "new", b"y")
     assert (tmp_path / "new").read_bytes() == b"y"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["server", ""], "'' is not a DNS name or IP address"),
+        (["server", "\u00fc.example"], "'\u00fc.example' is not a DNS name or IP address"),
+        (["server", "a\x1b[31mb"], "'a\\x1b[31mb' is not a DNS name or IP address"),
+        (["client", "a\x1b[31mb"], "'a\\x1b[31mb' is not a DNS name or IP address"),
+        (["client", "a" * 300], "cannot issue the certificate"),
+    ],
+    ids=["empty", "not-an-a-label", "escape-server", "escape-client", "too-long"],
+)
+def test_a_name_a_certificate_cannot_hold_is_a_usage_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    run = run_cli(tmp_path / "home", "certs", *args, "--dir", str(tmp_path / "certs"))
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(f"error: {message}"), run.stderr
+    assert "Traceback" not in run.stderr
+    assert "\x1b" not in run.stderr
+
+
+def test_serve_dev_with_a_fifo_where_dev_client_json_goes_says_so(tmp_path: Path) -> None:
+    # It read the FIFO (and waited for ever); a device there was renamed aside and removed.
+    home = tmp_path / "home"
+    home.mkdir()
+    os.mkfifo(home / "dev-client.json")
+    from tests.scan.ssh_servers import free_port
+
+    env = {"SENDVAULT_HTTPS_PORT": str(free_port())}  # never bound: dev mode stops before serving
+    run = run_cli(home, "serve", "--dev", env=env)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith(f"error: dev mode cannot prepare {home}"), run.stderr
+    assert "Traceback" not in run.stderr
+    assert stat.S_ISFIFO(os.lstat(home / "dev-client.json").st_mode)
+
+
+def test_what_a_targets_file_holds_is_printed_escaped(tmp_path: Path) -> None:
+    targets = tmp_path / "t.toml"
+    targets.write_text(
+        '[[db]]\nkind = "mysql"\ntarget = "db"\nuser = "u"\npassword_env = "\\u001b[31mRED\\u0007"\n'
+    )
+    run = run_cli(tmp_path / "home", "scan", "all", "--targets", str(targets))
+    assert run.returncode == 2, run.stderr
+    assert "\\x1b[31mRED\\x07 is not set" in run.stderr, run.stderr
+    assert "\x1b" not in run.stderr
+    assert "\x07" not in run.stderr

@@ -8,7 +8,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["check_replaceable", "not_a_regular_file", "write_atomic"]
+__all__ = ["check_replaceable", "not_a_regular_file", "output_problem", "write_atomic"]
 
 
 def not_a_regular_file(path: Path) -> bool:
@@ -19,6 +19,26 @@ def not_a_regular_file(path: Path) -> bool:
         return not stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def output_problem(text: str) -> str | None:
+    """Why ``text`` cannot name a file a command writes whole (renamed into place), or None: it
+    is empty, ends with ``/`` or ``/.`` (``FILE/`` would overwrite FILE), lies under a file or a
+    dangling link, or names a device, FIFO, socket, folder or link, which is never replaced."""
+    if not text.strip() or text.endswith("/") or text.rpartition("/")[2] in ("", ".", ".."):
+        return "is not a file path"
+    path = Path(text)
+    try:
+        folder = path.parent
+        while not os.path.lexists(folder) and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            return "is under something that is not a folder"
+        if not_a_regular_file(path):
+            return "exists and is not a regular file (a device, FIFO, link or folder): it is never replaced"
+    except OSError as exc:  # a name too long, a loop of links
+        return f"cannot be checked ({exc.strerror or exc})"
+    return None
 
 
 def check_replaceable(*paths: Path) -> None:

@@ -200,9 +200,12 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
         ctx = click.get_current_context(silent=True)
         if ctx is not None:
             hint = f"see `{ctx.command_path} --help`"
-    click.echo(f"error: {message}", err=True)
+    from ._output import printable  # noqa: PLC0415
+
+    # Printable: a message may quote what a file or a server held (terminal escapes).
+    click.echo(f"error: {printable(message)}", err=True)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        click.echo(f"hint: {printable(hint)}", err=True)
     sys.exit(code)
 
 
@@ -286,29 +289,22 @@ class OutputFile(click.Path):
     a file or a dangling link, or naming a device (run as root, ``--output /dev/null`` replaced
     the device), a FIFO, a socket, a folder or a symbolic link."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, dash: bool = False) -> None:
         super().__init__(dir_okay=False, path_type=Path)
+        self.dash = dash  # `-` (standard output) is taken, as the string "-"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, Path):
             return value
-        from .._fs import not_a_regular_file  # noqa: PLC0415
+        from .._fs import output_problem  # noqa: PLC0415
 
         text = str(value)
-        path = Path(text)
-        if not text.strip() or text.endswith("/") or text.rpartition("/")[2] in ("", ".", ".."):
-            self.fail(f"{text!r} is not a file path.", param, ctx)
-        try:
-            parent_ok = path.parent.is_dir() or not os.path.lexists(path.parent)
-            replaceable = not not_a_regular_file(path)
-        except OSError as exc:
-            self.fail(f"{text!r}: {exc.strerror or exc}.", param, ctx)
-        if not parent_ok:
-            self.fail(f"{text!r} is under something that is not a folder.", param, ctx)
-        if not replaceable:
-            self.fail(f"{text!r} exists and is not a regular file (a device, FIFO, link or folder): "
-                      "it is never replaced.", param, ctx)  # fmt: skip
-        return path
+        if self.dash and text == "-":
+            return text
+        why = output_problem(text)
+        if why is not None:
+            self.fail(f"{text!r} {why}.", param, ctx)
+        return Path(text)
 
 
 @contextlib.contextmanager

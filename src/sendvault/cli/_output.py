@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-__all__ = ["cell", "print_table"]
+__all__ = ["cell", "print_table", "printable"]
 
 
 def cell(value: object) -> str:
@@ -26,6 +26,14 @@ def cell(value: object) -> str:
     return str(value)
 
 
+def printable(text: str) -> str:
+    """``text`` with every control or format character but newline written as an escape
+    (``\\x1b``): what a server, a file or a targets file sent never drives the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode() for c in text)
+
+
 def _one_line(text: str) -> str:
     return " / ".join(part.strip() for part in text.splitlines() if part.strip()) or "-"
 
@@ -34,7 +42,7 @@ def print_table(
     headers: Sequence[str], rows: Sequence[Sequence[object]], *, title: str | None = None
 ) -> None:
     """Print ``rows`` under ``headers`` on stdout: rich on a terminal, plain columns otherwise."""
-    texts = [[cell(v) for v in row] for row in rows]
+    texts = [[printable(cell(v)) for v in row] for row in rows]
     if sys.stdout.isatty():
         from rich.console import Console  # noqa: PLC0415 - rich loads only for a terminal
         from rich.table import Table  # noqa: PLC0415

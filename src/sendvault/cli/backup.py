@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 
 from ..audit import Event
-from ._common import AppContext, changes_state, emit_json, pass_app
+from ._common import AppContext, OutputFile, changes_state, emit_json, pass_app
 
 __all__ = ["backup", "restore"]
 
 
 @click.command()
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=OutputFile())
 @click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
 @pass_app
 @changes_state

@@ -26,7 +26,7 @@ from ..exchange import (
     unwritten,
 )
 from ..vault import Kind, parse_kind
-from ._common import EXIT_USAGE, AppContext, changes_state, emit_json, fail, pass_app
+from ._common import EXIT_USAGE, AppContext, OutputFile, changes_state, emit_json, fail, pass_app
 
 __all__ = ["csv_group"]
 
@@ -64,7 +64,7 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
             "--rejects",
-            type=click.Path(dir_okay=False, path_type=Path),
+            type=OutputFile(),
             help="Rejects file (default: OUT.rejects.csv; stderr when OUT is -).",
         ),
         click.option(
@@ -132,7 +132,18 @@ def _progress(enabled: bool, total: int | None, label: str) -> Iterator[Callable
 
 
 def _check_paths(source: str, output: str, rejects: Path | None) -> None:
-    """OUT and --rejects each replace what is at their path: neither may be another of the files."""
+    """OUT and --rejects each replace what is at their path: neither may be another of the files,
+    nor anything but a new or regular file (``_fs.output_problem``: a device, FIFO or link was
+    replaced, and ``FILE/`` overwrote FILE)."""
+    from .._fs import output_problem  # noqa: PLC0415
+
+    checks = [] if output == "-" else [("OUT", output)]
+    if rejects is None and output != "-":
+        checks.append(("the rejects file", f"{output}.rejects.csv"))  # the default, beside OUT
+    for role, path in checks:
+        why = output_problem(path)
+        if why is not None:
+            fail(f"{role} {path!r} {why}", "give a new or regular file's path", EXIT_USAGE)
     if output != "-" and source != "-" and Path(output).resolve() == Path(source).resolve():
         fail("OUT is the input file", "write the result to another file", EXIT_USAGE)
     if rejects is not None:

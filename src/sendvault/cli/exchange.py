@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -243,22 +244,36 @@ def push_cmd(
 
 @exchange.command("pull")
 @click.argument("remote")
-@click.argument("local", type=click.Path(path_type=Path))
+@click.argument("local_arg", metavar="LOCAL")
 @_remote_options
 @click.option("--again", is_flag=True, help="Also pull files pulled before.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was pulled as JSON.")
 @pass_app
 @changes_state
-def pull_cmd(app: AppContext, /, remote: str, local: Path, again: bool, as_json: bool, **opts: Any) -> None:
+def pull_cmd(
+    app: AppContext, /, remote: str, local_arg: str, again: bool, as_json: bool, **opts: Any
+) -> None:
     """Download REMOTE (a file, or every file of a folder not pulled yet) into LOCAL.
 
     Downloads go to a hidden part file, are checked against the remote size, and renamed into
     place; an interrupted download resumes. Pulled files are remembered (size, time, SHA-256).
     """
-    if str(local) == "-":
+    if local_arg == "-":
         fail(
             "pull writes files; LOCAL cannot be `-` (stdout)", "give a local folder or file name", EXIT_USAGE
         )
+    local = Path(local_arg)
+    if not local_arg.strip() or not os.path.isdir(local_arg):  # noqa: PTH112 - Path.is_dir raises ENAMETOOLONG
+        # A file's name: never a device, FIFO or link, and `FILE/` is a folder, not FILE.
+        from .._fs import output_problem  # noqa: PLC0415
+
+        why = output_problem(local_arg)
+        if why is not None:
+            fail(
+                f"LOCAL {local_arg!r} {why}",
+                "give a local folder, or a new or regular file's path",
+                EXIT_USAGE,
+            )
     if not local.is_dir() and not local.parent.is_dir():
         fail(
             f"{local.parent} is not a local folder", "create it first, or give an existing folder", EXIT_USAGE

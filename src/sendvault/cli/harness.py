@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_FAILURE, EXIT_USAGE, FloatRange, fail
+from ._common import EXIT_FAILURE, EXIT_USAGE, FloatRange, OutputFile, fail
 
 __all__ = ["harness"]
 
@@ -73,15 +73,15 @@ def _target_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--queue",
             "queue_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=Path("no-token-queue.jsonl"),
+            type=OutputFile(),
+            default="no-token-queue.jsonl",
             show_default=True,
             help="No Token Queue file (JSON lines, values masked), written when a message is queued.",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
         click.option(
             "--html",
-            type=click.Path(dir_okay=False, path_type=Path),
+            type=OutputFile(),
             help="Write a self-contained HTML report.",
         ),
     ]

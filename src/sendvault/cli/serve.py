@@ -60,7 +60,12 @@ def serve(
     if dev:
         from ..server.dev import curl_example, prepare_dev, write_dev_client  # noqa: PLC0415
 
-        content = prepare_dev(settings)
+        try:
+            content = prepare_dev(settings)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            fail(f"dev mode cannot prepare {settings.home_path} ({exc.strerror or exc}{where})",
+                 "remove what is in the way, or give SENDVAULT_HOME another folder")  # fmt: skip
 
         def on_ready() -> None:
             path = write_dev_client(settings, content)
@@ -236,11 +241,22 @@ def clients_rotate(app: AppContext, name: str) -> None:
     click.echo(f"client {name}: new secret above, shown only once", err=True)
 
 
+def _cert_names(names: tuple[str, ...]) -> None:
+    """DNS names (A-labels) or IP addresses: printable ASCII, as a certificate holds them."""
+    for name in names:
+        if not name or not name.isascii() or not name.isprintable() or " " in name:
+            hint = "give ASCII names; an internationalized name as its A-label (xn--...)"
+            fail(f"{name!r} is not a DNS name or IP address", hint, EXIT_USAGE)
+
+
 @contextlib.contextmanager
 def _cert_errors(directory: Path) -> Iterator[None]:
-    """A folder that cannot be written, or a device, FIFO or folder where a file goes: one line."""
+    """A folder that cannot be written, or a device, FIFO or folder where a file goes: one line;
+    a name a certificate cannot hold (over 64 characters as a common name): a usage error."""
     try:
         yield
+    except ValueError as exc:
+        fail(f"cannot issue the certificate ({exc})", "give shorter names", EXIT_USAGE)
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         fail(f"cannot write the certificates in {directory} ({exc.strerror or exc}{where})",
@@ -265,6 +281,7 @@ def certs_server(app: AppContext, names: tuple[str, ...], directory: Path | None
     """Issue a server certificate for NAMES (DNS names or IP addresses): server.pem and server.key."""
     from ..server.certs import CertAuthority  # noqa: PLC0415
 
+    _cert_names(names)
     directory = directory or app.settings.home_path / "certs"
     with _cert_errors(directory):
         ca = CertAuthority.load_or_create(directory)
@@ -286,6 +303,7 @@ def certs_database(app: AppContext, names: tuple[str, ...], directory: Path | No
     connects to): database.pem and database.key. Client certificates: `certs client DBUSER`."""
     from ..server.certs import CertAuthority  # noqa: PLC0415
 
+    _cert_names(names)
     directory = directory or app.settings.home_path / "certs"
     with _cert_errors(directory):
         ca = CertAuthority.load_or_create(directory)
@@ -315,6 +333,7 @@ def certs_client(app: AppContext, name: str, directory: Path | None) -> None:
     if "/" in name or name.startswith(".") or not name.strip():
         fail(f"{name!r} cannot name the files NAME.pem and NAME.key", "give a user name such as sendvault",
              EXIT_USAGE)  # fmt: skip
+    _cert_names((name,))
     directory = directory or app.settings.home_path / "certs"
     with _cert_errors(directory):
         ca = CertAuthority.load_or_create(directory)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from .._fs import check_replaceable
 from ..errors import SendvaultError
 
 __all__ = ["AtomicOutput", "CsvFormat", "CsvInput", "CsvProblem", "open_output", "sniff"]
@@ -358,6 +359,10 @@ class AtomicOutput:
         os.fsync(self._fd)
         if self._named_tmp is None:
             self._named_tmp = self._link_anonymous(self._fd)
+        try:
+            check_replaceable(self._target)  # what appeared there since the start is left alone
+        except OSError as exc:
+            raise CsvProblem(f"{self.name}: {exc.strerror}") from None
         self._named_tmp.replace(self._target)
         self._named_tmp = None
         self._close_fd()

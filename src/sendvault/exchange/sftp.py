@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
+from .._fs import check_replaceable
 from ..config import ExchangeRemote
 from ..errors import SendvaultError
 from ._asyncssh import asyncssh
@@ -445,6 +446,10 @@ async def pull(
         raise SftpError(
             f"{remote.display}{source.path}: changed or cut short while downloading; pull it again"
         )
+    try:
+        check_replaceable(local)  # what appeared there during the download is left alone
+    except OSError as exc:
+        raise SftpError(f"{local}: {exc.strerror}; the download is kept in {part}") from None
     part.replace(local)
     state.drop(key)
     return TransferResult(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._fs import not_a_regular_file
 from ._asyncssh import asyncssh
 from ._state import TransferState
 from .retention import (
@@ -95,6 +96,10 @@ class Exchange:
                 target = local / posixpath.basename(remote.path) if local.is_dir() else local
                 if not target.parent.is_dir():
                     raise SftpError(f"{target.parent} is not a local folder")
+                if not local.is_dir() and not_a_regular_file(target):
+                    raise SftpError(
+                        f"{target} exists and is not a regular file (a device, FIFO, link or folder)"
+                    )
                 targets = [(entry, target)]
             for entry, named in targets:
                 target = self._free_target(remote, entry, named) if local.is_dir() else named

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from .._fs import write_atomic
 from ._http import Authorizer, Connection, Endpoint, HttpFailure, Response, decode_json, request_head
 from ._mask import Masker, clean, mask_value
 from ._model import Exchange
@@ -245,7 +245,6 @@ class NoTokenQueue:
         """Write the queue file (only when something is queued); its path, or None."""
         if not self.entries or self.path is None:
             return None
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries))
-        tmp.replace(self.path)
+        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries)
+        write_atomic(self.path, lines.encode(), mode=0o644)  # never over a device, FIFO or folder
         return str(self.path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._fs import write_atomic
 from ._html import render_html
 from ._mask import clean
 from ._model import Check, CheckReport, LoadReport
@@ -46,10 +46,9 @@ def to_json(report: CheckReport | LoadReport) -> bytes:
 
 
 def write_html(report: CheckReport | LoadReport, path: Path) -> None:
-    """Write the self-contained HTML page (atomically: no half-written report)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_html(sanitized(report)), encoding="utf-8")
-    tmp.replace(path)
+    """Write the self-contained HTML page (atomically: no half-written report; never over a device,
+    FIFO or folder)."""
+    write_atomic(path, render_html(sanitized(report)).encode(), mode=0o644)
 
 
 def _checks_table(checks: list[Check]) -> Table:

@@ -43,7 +43,7 @@ class CertAuthority:
     def load_or_create(cls, directory: Path, name: str = "sendvault local CA") -> CertAuthority:
         """Load the CA in ``directory`` or create it (10 years, P-256)."""
         cert_path, key_path = directory / "ca.pem", directory / "ca.key"
-        if cert_path.exists() and key_path.exists():
+        if cert_path.is_file() and key_path.is_file():  # a FIFO there would hold the read for ever
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
                 raise ValueError("CA key is not an EC key")

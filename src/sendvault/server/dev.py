@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
 
-from .._fs import write_atomic
+from .._fs import check_replaceable, write_atomic
 from ..api.auth import register_client, verify_secret
 from ..audit import Event, open_audit
 from ..config import Settings
@@ -40,12 +41,15 @@ def prepare_dev(settings: Settings) -> dict[str, Any]:
     # The secret lives only in this file (the store keeps its hash): read it back, from the file
     # set aside by an earlier start that then failed if need be, so it is never rotated by one.
     for source in (dev_file, aside):
+        if not source.is_file():  # a FIFO would hold the start for ever, a device feed it
+            continue
         try:
             previous = json.loads(source.read_text())
             break
         except (OSError, ValueError):
             continue
-    if dev_file.exists():
+    if os.path.lexists(dev_file):
+        check_replaceable(dev_file, aside)  # a device there is refused, not renamed and removed
         dev_file.replace(aside)  # a stale file must not look like a ready server
     ca = CertAuthority.load_or_create(home / "certs")
     if settings.tls_cert_file is None and not (settings.cert_path.exists() and settings.key_path.exists()):

@@ -75,7 +75,7 @@ def backup(
         raise BackupError("the database is PostgreSQL: sendvault does not copy it", hint=_PG_HINT)
     store = vault.store
     assert isinstance(store, SQLiteStore)
-    if out.exists():
+    if os.path.lexists(out):  # a dangling link too: it would be replaced
         raise BackupError(f"{out} exists; give a new file name", hint="backups never overwrite")
     partial = out.with_name(f".{out.name}.partial")
     partial.unlink(missing_ok=True)
