@@ -289,9 +289,8 @@ class OutputFile(click.Path):
     a file or a dangling link, or naming a device (run as root, ``--output /dev/null`` replaced
     the device), a FIFO, a socket, a folder or a symbolic link."""
 
-    def __init__(self, *, dash: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
-        self.dash = dash  # `-` (standard output) is taken, as the string "-"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, Path):
@@ -299,8 +298,6 @@ class OutputFile(click.Path):
         from .._fs import output_problem  # noqa: PLC0415
 
         text = str(value)
-        if self.dash and text == "-":
-            return text
         why = output_problem(text)
         if why is not None:
             self.fail(f"{text!r} {why}.", param, ctx)

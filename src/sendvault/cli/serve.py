@@ -256,7 +256,7 @@ def _cert_errors(directory: Path) -> Iterator[None]:
     try:
         yield
     except ValueError as exc:
-        fail(f"cannot issue the certificate ({exc})", "give shorter names", EXIT_USAGE)
+        fail(f"cannot issue the certificate ({exc})", "check the names, and the CA in the folder", EXIT_USAGE)
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         fail(f"cannot write the certificates in {directory} ({exc.strerror or exc}{where})",
