@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,19 @@ def run_cli(
         timeout=120,
         check=False,
     )
+
+
+_GIVEN: set[int] = set()
+
+
+def free_port() -> int:
+    """A free 127.0.0.1 port, never one given before in this process: a server's several ports
+    are asked for one after the other, and the kernel may hand out a port just released again
+    (an admin port equal to the HTTP port failed a server's start, 1 run in ~1,400)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from tests.helpers import free_port  # shared: never the same port twice
 
 PG_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
@@ -45,12 +45,6 @@ def require_pg_bin() -> Path:
             pytest.fail(f"PostgreSQL server binaries (initdb, pg_ctl) are required but not under {PG_ROOT}")
         pytest.skip(f"PostgreSQL server binaries (initdb, pg_ctl) not under {PG_ROOT}")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_server(cmd: list[str]) -> list[str]:

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,22 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import free_port  # shared: never the same port twice
+
 from sendvault.server.certs import CertAuthority
-
-_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A free 127.0.0.1 port, never one given before in this process: a server's several ports
-    are asked for one after the other, and the kernel may hand out a port just released again
-    (an admin port equal to the HTTP port failed a server's start, 1 run in ~1,400)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _GIVEN:
-            _GIVEN.add(port)
-            return port
 
 
 @dataclass

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import free_port  # shared: never the same port twice
+
 SSHD = "/usr/sbin/sshd"
 
 MODERN = "\n".join(
@@ -53,12 +55,6 @@ _KEYS = {
     "modern": [("ed25519", None), ("ecdsa", 256), ("rsa", 3072)],
     "legacy": [("ed25519", None), ("ecdsa", 256), ("rsa", 2048), ("dsa", 1024)],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_banner(port: int, timeout: float = 15.0) -> None:

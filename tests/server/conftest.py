@@ -15,21 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A free 127.0.0.1 port, never one given before in this process: a server's several ports
-    are asked for one after the other, and the kernel may hand out a port just released again
-    (an admin port equal to the HTTP port failed a server's start, 1 run in ~1,400)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _GIVEN:
-            _GIVEN.add(port)
-            return port
+from tests.helpers import free_port  # shared: never the same port twice
 
 
 @dataclass
