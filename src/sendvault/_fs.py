@@ -46,7 +46,11 @@ def check_replaceable(*paths: Path) -> None:
     over /dev/null replaces the device), a FIFO, a socket or a directory. A symbolic link is
     replaced, the link and not what it points at."""
     for path in paths:
-        if not_a_regular_file(path) and not path.is_symlink():
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             why = "it exists and is not a regular file (a device, FIFO, socket or folder)"
             raise OSError(errno.EEXIST, why, str(path))
 

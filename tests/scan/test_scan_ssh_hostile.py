@@ -214,13 +214,7 @@ def _reply_with_key(blob: bytes) -> bytes:
     ids=["empty", "truncated-rsa", "junk", "overlong-field"],
 )
 def test_a_malformed_host_key_is_unknown_and_the_rest_still_judged(blob: bytes) -> None:
-    def handler(conn: socket.socket) -> None:
-        conn.sendall(IDENT + kexinit(host_key=("ssh-rsa",)))
-        _read_key_exchange(conn)
-        conn.sendall(_reply_with_key(blob))
-        time.sleep(0.3)
-
-    result, _ = _scan(handler)
+    result = _served_key("ssh-rsa", blob)
     assert {f.rule for f in result.findings} == {"ssh.sha1-host-signature", "ssh.unknown"}
     assert result.facts["host_keys"] == {"ssh-rsa": "unknown"}
 

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -315,10 +314,9 @@ def stdout_errors() -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        # Nothing must try to flush into it again at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        fail(f"cannot write to standard output ({exc.strerror or exc})",
-             "send the output to a file or a pipe that takes it", code=EXIT_USAGE)  # fmt: skip
+        from ._output import stdout_failed  # noqa: PLC0415
+
+        stdout_failed(exc)
 
 
 def emit_json(document: object) -> None:

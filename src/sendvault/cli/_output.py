@@ -10,7 +10,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-__all__ = ["cell", "print_table", "printable"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the typing import (the `scan ssh` short path)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+__all__ = ["cell", "print_table", "printable", "stdout_failed"]
 
 
 def cell(value: object) -> str:
@@ -32,6 +36,17 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode() for c in text)
+
+
+def stdout_failed(exc: OSError) -> NoReturn:
+    """Standard output cannot be written (a full disk, /dev/full): one error line and exit 2,
+    not a traceback (or Python's exit 120 when it flushes at exit, which is sent to /dev/null)."""
+    import os  # noqa: PLC0415 - loaded by the interpreter already
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.stderr.write(f"error: cannot write to standard output ({exc.strerror or exc})\n"
+                     "hint: send the output to a file or a pipe that takes it\n")  # fmt: skip
+    sys.exit(2)
 
 
 def _one_line(text: str) -> str:

@@ -101,13 +101,10 @@ def scan_ssh(args: list[str]) -> None:
             sys.stdout.flush()
         except BrokenPipeError:
             raise
-        except OSError as exc:  # a full disk, /dev/full: as the click command says it (stdout_errors)
-            import os  # noqa: PLC0415 - loaded by the interpreter already
+        except OSError as exc:  # a full disk, /dev/full: as the click commands say it
+            from ._output import stdout_failed  # noqa: PLC0415
 
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.stderr.write(f"error: cannot write to standard output ({exc.strerror or exc})\n"
-                             "hint: send the output to a file or a pipe that takes it\n")  # fmt: skip
-            sys.exit(2)
+            stdout_failed(exc)
     except KeyboardInterrupt:
         sys.stderr.write("\naborted\n")  # as click says it
         sys.exit(1)

@@ -32,21 +32,14 @@ def _finish(
     if sarif is not None or html is not None:
         import msgspec  # noqa: PLC0415
 
-        from .._fs import write_atomic  # noqa: PLC0415
         from ..scan.report import to_html, to_sarif  # noqa: PLC0415
 
-        for path, kind in ((sarif, "SARIF"), (html, "HTML")):
-            if path is None:
-                continue
-            if kind == "SARIF":
-                document = msgspec.json.format(msgspec.json.encode(to_sarif(results)), indent=2)
-            else:
-                document = to_html(results).encode()
-            try:
-                write_atomic(path, document, mode=0o644)
-            except OSError as exc:
-                fail(f"cannot write the {kind} report to {path} ({exc.strerror or exc})",
-                     "give a file path in a directory you can write to", code=EXIT_USAGE)  # fmt: skip
+        if sarif is not None:
+            _write_report(
+                sarif, "SARIF", msgspec.json.format(msgspec.json.encode(to_sarif(results)), indent=2)
+            )
+        if html is not None:
+            _write_report(html, "HTML", to_html(results).encode())
     with stdout_errors():
         if as_json:
             emit_json(to_json(results))
@@ -56,6 +49,17 @@ def _finish(
 
             print_table(["check", "target", "rule", "severity", "detail"], table_rows(results))
     sys.exit(exit_code(results, Severity[fail_on.upper()]))
+
+
+def _write_report(path: Path, kind: str, document: bytes) -> None:
+    """Write a report whole; a path that cannot be written after all is one error line, exit 2."""
+    from .._fs import write_atomic  # noqa: PLC0415
+
+    try:
+        write_atomic(path, document, mode=0o644)
+    except OSError as exc:
+        fail(f"cannot write the {kind} report to {path} ({exc.strerror or exc})",
+             "give a file path in a directory you can write to", code=EXIT_USAGE)  # fmt: skip
 
 
 def _reported(command: Callable[..., list[CheckResult]]) -> Callable[..., None]:
@@ -92,7 +96,7 @@ def _host_port(target: str, default: int) -> tuple[str, int]:
     if not host:
         fail("a target needs a host", f"write HOST:PORT, e.g. api.example.com:{default}", code=EXIT_USAGE)
     if not plain_host(host):
-        fail(f"{host!a} is not a host name or address",
+        fail(f"{host!r} is not a host name or address",
              f"write HOST:PORT, e.g. api.example.com:{default}", code=EXIT_USAGE)  # fmt: skip
     return host, port
 

@@ -20,6 +20,7 @@ import time
 from ._sshdial import Dial
 
 __all__ = [
+    "EC_BITS",
     "KEX_LISTS",
     "Closed",
     "Connection",
@@ -408,7 +409,7 @@ def _expect(conn: Connection, message: int) -> _Reader:
 
 
 # ECDSA curves by the name or the ASCII OID a key blob gives them (RFC 5656 §6.1, §10).
-_EC_BITS = {
+EC_BITS = {
     b"nistp256": 256, b"1.2.840.10045.3.1.7": 256, b"nistp384": 384, b"1.3.132.0.34": 384,
     b"nistp521": 521, b"1.3.132.0.35": 521, b"nistp192": 192, b"1.2.840.10045.3.1.1": 192,
     b"nistp224": 224, b"1.3.132.0.33": 224, b"nistk163": 163, b"1.3.132.0.1": 163,
@@ -427,12 +428,13 @@ def _key_size(blob: bytes) -> tuple[str, int, bytes]:
     key, whose fingerprint ``ssh-keygen -l`` prints for it."""
     reader = _Reader(blob)
     raw = reader.string()
-    if raw.endswith(_CERT):
+    certificate = raw.endswith(_CERT)
+    if certificate:
         reader.string()  # nonce; the certified key's fields follow, as in the plain key
     base = raw.removesuffix(_CERT)
     start = reader.at
     bits = _key_fields(reader, base)
-    key = _string(base) + blob[start : reader.at] if raw.endswith(_CERT) and bits is not None else blob
+    key = _string(base) + blob[start : reader.at] if certificate and bits is not None else blob
     return _printable(raw), bits or 0, key
 
 
@@ -450,7 +452,7 @@ def _key_fields(reader: _Reader, base: bytes) -> int | None:
         return p.bit_length() if p > 0 else 0
     if base.startswith((b"ecdsa-sha2-", b"sk-ecdsa-sha2-")):
         curve = reader.string()
-        bits = _EC_BITS.get(curve, 0)
+        bits = EC_BITS.get(curve, 0)
         reader.string()  # Q
         named = base.removeprefix(b"sk-").removeprefix(b"ecdsa-sha2-").partition(b"@")[0]
         if curve != named and bits >= 256:  # a key no client takes; a small one stays small

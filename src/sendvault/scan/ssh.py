@@ -17,6 +17,7 @@ from functools import partial  # loaded with re
 
 from ._sshdial import Arrivals, Dial, dial_scan, spawn
 from ._sshwire import (
+    EC_BITS,
     GEX_PROBE,
     Connection,
     HostKey,
@@ -55,14 +56,11 @@ _SHA1_SIGNATURES = frozenset((
 _WEAK_CIPHER_PARTS = ("cbc", "ecb", "cfb", "ofb", "3des", "arcfour", "blowfish", "cast128", "rc4", "idea",
                       "seed")  # fmt: skip
 # Elliptic curves under 256 bits that SSH names (RFC 5656 §6.1, §10: the NIST name, or the ASCII
-# OID; RFC 4462 GSS names use base64(MD5(DER OID))): as weak as a 1024-bit group or RSA key.
-_SMALL_CURVES = {
-    "nistp192": 192, "1.2.840.10045.3.1.1": 192, "5pPrSUQtIaTjUSt5VZNBjg==": 192,
-    "nistp224": 224, "1.3.132.0.33": 224, "jgoqSBazFp5ZAsXHBDUjzA==": 224,
-    "nistk163": 163, "1.3.132.0.1": 163, "4MHB+NBt3AlaSRQ7MnB4cg==": 163,
-    "nistb163": 163, "1.3.132.0.15": 163, "laRRO8poZiktIVRPUB5kbw==": 163,
-    "nistk233": 233, "1.3.132.0.26": 233, "e2pZXC+E8zmcY23Syw7bkw==": 233,
-    "nistb233": 233, "1.3.132.0.27": 233, "DEodXT7RTLrIQsrXBi/Bcg==": 233,
+# OID, as key blobs give them in EC_BITS; RFC 4462 GSS names use base64(MD5(DER OID))): as weak
+# as a 1024-bit group or RSA key.
+_SMALL_CURVES = {name.decode(): bits for name, bits in EC_BITS.items() if bits < 256} | {
+    "5pPrSUQtIaTjUSt5VZNBjg==": 192, "jgoqSBazFp5ZAsXHBDUjzA==": 224, "4MHB+NBt3AlaSRQ7MnB4cg==": 163,
+    "laRRO8poZiktIVRPUB5kbw==": 163, "e2pZXC+E8zmcY23Syw7bkw==": 233, "DEodXT7RTLrIQsrXBi/Bcg==": 233,
 }  # fmt: skip
 _SHA1 = re.compile(r"sha1(?![0-9])", re.IGNORECASE)  # sha1, SHA1, not sha160...
 # At most this many host-key handshakes per server: a KEXINIT naming a thousand host-key

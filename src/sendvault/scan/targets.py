@@ -69,15 +69,9 @@ def host_port(target: str, default: int) -> tuple[str, int]:
 
 
 def plain_host(host: str) -> bool:
-    """Whether ``host`` can be a host name or address: not blank, printable (no terminal
-    escapes), and text (no undecodable bytes from the command line)."""
-    if not host.strip() or not host.isprintable():
-        return False
-    try:
-        host.encode("utf-8")
-    except UnicodeEncodeError:  # a byte that was not UTF-8 in argv (a lone surrogate)
-        return False
-    return True
+    """Whether ``host`` can be a host name or address: not blank, and printable: no terminal
+    escapes, and no undecodable bytes from the command line (lone surrogates are not printable)."""
+    return bool(host.strip()) and host.isprintable()
 
 
 def scan_targets(path: Path) -> list[CheckResult]:
