@@ -31,6 +31,8 @@ def _nodes(tmp_path: Path) -> dict[str, str]:
         "link": str(nodes / "link"),
         "dangling-link": str(nodes / "dangling"),
         "name-too-long": str(nodes / ("a" * 300)),
+        # Short enough for the file, not for its temporary name beside it (up to 28 bytes more).
+        "name-too-long-for-its-temporary": str(nodes / ("b" * 240)),
     }
     if os.geteuid() == 0:  # CI runs as root: a device node of its own, never /dev's
         os.mknod(nodes / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
@@ -103,7 +105,7 @@ def test_certificates_are_written_both_or_neither(tmp_path: Path, taken: str) ->
     assert stat.S_ISFIFO(os.lstat(directory / taken).st_mode)
 
 
-@pytest.mark.parametrize("name", ["../escape", ".hidden", " "])
+@pytest.mark.parametrize("name", ["../escape", ".hidden", " ", "ca", "server", "database"])
 def test_a_client_certificate_name_must_name_files_in_the_folder(tmp_path: Path, name: str) -> None:
     run = run_cli(tmp_path / "home", "certs", "client", name, "--dir", str(tmp_path / "certs"))
     assert run.returncode == 2, run.stderr
@@ -182,3 +184,57 @@ def test_what_a_targets_file_holds_is_printed_escaped(tmp_path: Path) -> None:
     assert "\\x1b[31mRED\\x07 is not set" in run.stderr, run.stderr
     assert "\x1b" not in run.stderr
     assert "\x07" not in run.stderr
+
+
+def test_a_client_pair_never_replaces_the_ca_or_a_server_pair(tmp_path: Path) -> None:
+    # `certs client ca` replaced the CA's key with a client key: the CA was gone for good.
+    certs = tmp_path / "certs"
+    assert run_cli(tmp_path / "home", "certs", "server", "localhost", "--dir", str(certs)).returncode == 0
+    before = {f.name: f.read_bytes() for f in certs.iterdir()}
+    for name in ("ca", "server"):
+        run = run_cli(tmp_path / "home", "certs", "client", name, "--dir", str(certs))
+        assert run.returncode == 2, run.stderr
+    assert {f.name: f.read_bytes() for f in certs.iterdir()} == before
+
+
+def test_backup_leaves_a_node_at_its_partial_name_alone(tmp_path: Path) -> None:
+    # `.OUT.partial` is backup's own name, but a FIFO or device there was removed, and a folder
+    # there was a traceback.
+    home = tmp_path / "home"
+    assert run_cli(home, "token", "get", "--type", "email", "someone@example.com").returncode == 0
+    os.mkfifo(tmp_path / ".fifo.partial")
+    (tmp_path / ".folder.partial").mkdir()
+    for name in ("fifo", "folder"):
+        run = run_cli(home, "backup", str(tmp_path / name))
+        assert run.returncode == 1, run.stderr
+        assert run.stderr.startswith(f"error: cannot write {tmp_path / name}"), run.stderr
+        assert "Traceback" not in run.stderr
+        assert not (tmp_path / name).exists()
+    assert stat.S_ISFIFO(os.lstat(tmp_path / ".fifo.partial").st_mode)
+    assert (tmp_path / ".folder.partial").is_dir()
+    assert run_cli(home, "backup", str(tmp_path / "good")).returncode == 0
+
+
+def test_an_error_quoting_a_file_name_prints_its_escapes_escaped(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "token", "get", "--type", "email", "someone@example.com").returncode == 0
+    taken = tmp_path / "e\x1b[31mX\x07"
+    taken.write_text("kept")
+    run = run_cli(home, "backup", str(taken))
+    assert run.returncode == 1, run.stderr
+    assert "e\\x1b[31mX\\x07 exists" in run.stderr, run.stderr
+    assert "\x1b" not in run.stderr
+    assert taken.read_text() == "kept"
+
+
+def test_a_pull_leaves_a_node_at_its_part_name_alone(tmp_path: Path) -> None:
+    from sendvault.exchange.sftp import SftpError, _local_part
+
+    os.mkfifo(tmp_path / ".f.csv.sendvault-part")
+    with pytest.raises(SftpError, match="remove it, or pull to another name"):
+        _local_part(tmp_path / "f.csv")
+    assert stat.S_ISFIFO(os.lstat(tmp_path / ".f.csv.sendvault-part").st_mode)
+    # A link there is ours to remove (never written through), as before.
+    (tmp_path / ".g.csv.sendvault-part").symlink_to(tmp_path / "elsewhere")
+    assert _local_part(tmp_path / "g.csv") == tmp_path / ".g.csv.sendvault-part"
+    assert not os.path.lexists(tmp_path / ".g.csv.sendvault-part")

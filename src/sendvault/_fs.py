@@ -21,13 +21,22 @@ def not_a_regular_file(path: Path) -> bool:
         return False
 
 
+# A file written whole first exists under a longer hidden name beside it (".NAME.partial",
+# ".NAME.sendvault-part", ".NAME.sendvault-<12 hex>.tmp": up to 28 bytes more), and a name
+# holds 255 bytes (NAME_MAX): a longer one failed after the work, with a traceback.
+_LONGEST_NAME = 200
+
+
 def output_problem(text: str) -> str | None:
     """Why ``text`` cannot name a file a command writes whole (renamed into place), or None: it
-    is empty, ends with ``/`` or ``/.`` (``FILE/`` would overwrite FILE), lies under a file or a
-    dangling link, or names a device, FIFO, socket, folder or link, which is never replaced."""
+    is empty, ends with ``/`` or ``/.`` (``FILE/`` would overwrite FILE), has a name too long for
+    its temporary file, lies under a file or a dangling link, or names a device, FIFO, socket,
+    folder or link, which is never replaced."""
     if not text.strip() or text.endswith("/") or text.rpartition("/")[2] in ("", ".", ".."):
         return "is not a file path"
     path = Path(text)
+    if len(os.fsencode(path.name)) > _LONGEST_NAME:
+        return f"has a name over {_LONGEST_NAME} bytes (the temporary file beside it needs room)"
     try:
         folder = path.parent
         while not os.path.lexists(folder) and folder != folder.parent:

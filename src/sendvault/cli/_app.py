@@ -23,6 +23,7 @@ from ._common import (
     pass_app,
     reason_hint,
 )
+from ._output import printable
 
 __all__ = ["cli"]
 
@@ -146,12 +147,12 @@ class _Group(click.Group):
             exc.show()
             sys.exit(EXIT_USAGE)
         except click.UsageError as exc:
-            click.echo(f"error: {_usage_message(exc)}", err=True)
+            click.echo(f"error: {printable(_usage_message(exc))}", err=True)
             where = exc.ctx.command_path if exc.ctx is not None else self._path(args)
             click.echo(f"hint: see `{where} --help`", err=True)
             sys.exit(EXIT_USAGE)
         except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"error: {printable(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("aborted", err=True)
@@ -182,11 +183,12 @@ def _usage_message(exc: click.UsageError) -> str:
 
 def _report(exc: SendvaultError, code: int, ctx: click.Context) -> None:
     app = ctx.find_object(AppContext)
-    click.echo(f"error: {describe_error(exc, app.loaded_sources if app is not None else None)}", err=True)
+    message = describe_error(exc, app.loaded_sources if app is not None else None)
+    click.echo(f"error: {printable(message)}", err=True)  # it may quote a file's name, a setting
     settings = app.loaded_settings if app is not None else None
     hint = reason_hint(exc) or hint_for(exc, settings.key_provider if settings is not None else None)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        click.echo(f"hint: {printable(hint)}", err=True)
     sys.exit(code)
 
 

@@ -241,6 +241,9 @@ def clients_rotate(app: AppContext, name: str) -> None:
     click.echo(f"client {name}: new secret above, shown only once", err=True)
 
 
+_CERT_FILES = ("ca", "server", "database")  # pairs of the certs folder a client pair must not replace
+
+
 def _cert_names(names: tuple[str, ...]) -> None:
     """DNS names (A-labels) or IP addresses: printable ASCII, as a certificate holds them."""
     for name in names:
@@ -330,7 +333,8 @@ def certs_client(app: AppContext, name: str, directory: Path | None) -> None:
     database link, NAME is the database user that `hostssl ... cert` rules map it to)."""
     from ..server.certs import CertAuthority  # noqa: PLC0415
 
-    if "/" in name or name.startswith(".") or not name.strip():
+    if "/" in name or name.startswith(".") or not name.strip() or name in _CERT_FILES:
+        # ca, server and database are the CA's and the servers' own pairs in the same folder.
         fail(f"{name!r} cannot name the files NAME.pem and NAME.key", "give a user name such as sendvault",
              EXIT_USAGE)  # fmt: skip
     _cert_names((name,))

@@ -377,6 +377,20 @@ async def list_files(sftp: asyncssh.SFTPClient, folder: str, *, recursive: bool 
     return sorted(out, key=lambda f: f.path)
 
 
+def _local_part(local: Path) -> Path:
+    """The hidden part file a download of ``local`` goes to. A link there is removed (our
+    hidden name, but not our file: a planted link is never written through); a device, FIFO or
+    folder is left alone, and said."""
+    part = local.parent / f".{local.name}{_PART}"
+    if part.is_symlink():
+        part.unlink()
+    try:
+        check_replaceable(part)
+    except OSError as exc:
+        raise SftpError(f"{part}: {exc.strerror}; remove it, or pull to another name") from None
+    return part
+
+
 async def pull(
     sftp: asyncssh.SFTPClient,
     remote: Remote,
@@ -388,9 +402,7 @@ async def pull(
 ) -> TransferResult:
     """Download ``source`` to ``local`` through a hidden part file, resuming an earlier one."""
     started = clock()
-    part = local.parent / f".{local.name}{_PART}"
-    if part.is_symlink() or (part.exists() and not part.is_file()):
-        part.unlink()  # our hidden name, but not our file: a planted link is never written through
+    part = _local_part(local)
     key = f"pull|{remote.server}|{source.path}"
     stamp = f"{source.size}|{source.mtime}"
     offset = 0

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .._fs import check_replaceable
 from ..config import Settings
 from ..crypto import KeyProvider
 from ..errors import KeyProviderError, SendvaultError, StoreError
@@ -78,11 +79,13 @@ def backup(
     if os.path.lexists(out):  # a dangling link too: it would be replaced
         raise BackupError(f"{out} exists; give a new file name", hint="backups never overwrite")
     partial = out.with_name(f".{out.name}.partial")
-    partial.unlink(missing_ok=True)
     try:
+        check_replaceable(partial)  # a device, FIFO or folder there is not an earlier partial copy
+        partial.unlink(missing_ok=True)
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as exc:
-        raise BackupError(f"cannot write {out} ({exc.strerror})") from None
+        where = f": {exc.filename}" if exc.filename else ""
+        raise BackupError(f"cannot write {out} ({exc.strerror}{where})") from None
     try:
         store.backup(partial, progress)
         kek = describe_kek(vault.provider) if vault.provider is not None else "unknown"
