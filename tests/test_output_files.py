@@ -238,3 +238,27 @@ def test_a_pull_leaves_a_node_at_its_part_name_alone(tmp_path: Path) -> None:
     (tmp_path / ".g.csv.sendvault-part").symlink_to(tmp_path / "elsewhere")
     assert _local_part(tmp_path / "g.csv") == tmp_path / ".g.csv.sendvault-part"
     assert not os.path.lexists(tmp_path / ".g.csv.sendvault-part")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["exchange", "check", "{sock}"],
+        ["csv", "tokenize", "{sock}", "{out}", "--column", "Email=Email"],
+        ["csv", "detokenize", "{sock}", "{out}", "--column", "Email"],
+        ["--config", "{sock}", "status"],
+    ],
+    ids=["exchange-check", "csv-tokenize", "csv-detokenize", "config"],
+)
+def test_a_socket_where_a_file_is_read_is_one_error_line(tmp_path: Path, command: list[str]) -> None:
+    # Opening a socket for reading fails with ENXIO, which reached the user as a traceback.
+    import socket
+
+    sock = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(sock))
+        args = [a.format(sock=sock, out=tmp_path / "out.csv") for a in command]
+        run = run_cli(tmp_path / "home", *args)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr == f"error: {sock}: is a socket or a device without a reader: give a regular file\n"
+    assert not (tmp_path / "out.csv").exists()

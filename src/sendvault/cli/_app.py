@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -130,6 +132,16 @@ class _Group(click.Group):
             _report(exc, EXIT_USAGE, ctx)
         except SendvaultError as exc:
             _report(exc, EXIT_FAILURE, ctx)
+        except OSError as exc:
+            # What no command turned into its own message: a file named where a file is read that
+            # cannot be opened as one (a socket: ENXIO), or another refusal of the system's.
+            name = exc.filename
+            where = f"{os.fsdecode(name) if isinstance(name, str | bytes) else name}: " if name else ""
+            why = exc.strerror or str(exc)
+            if exc.errno == errno.ENXIO:
+                why = "is a socket or a device without a reader: give a regular file"
+            click.echo(f"error: {printable(where + why)}", err=True)
+            sys.exit(EXIT_FAILURE)
 
     def main(
         self,
