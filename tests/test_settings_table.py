@@ -48,6 +48,7 @@ BAD: dict[str, tuple[str, str]] = {
     "email_keep_local_case": ("perhaps", "env"),
     "default_region": ("gbr", "env"),
     "sqlite_busy_timeout_ms": ("5", "env"),
+    "sqlite_bulk_lock_seconds": ("0", "env"),
     "sqlite_mmap_mb": ("-1", "env"),
     "audit": ('"maybe"', "file"),
     "audit_key": (base64.b64encode(b"k" * 16).decode(), "env"),

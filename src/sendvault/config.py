@@ -432,6 +432,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc("How long a SQLite writer waits for another process's write lock.", ge=100, le=600_000),
     ] = 10_000
 
+    sqlite_bulk_lock_seconds: Annotated[
+        float,
+        _doc(
+            "About how long a bulk job (`csv tokenize`) holds the SQLite write lock per transaction; "
+            "a Get Token that creates a token waits at most about this long behind it (and never longer "
+            "than half `sqlite_busy_timeout_ms`). Longer transactions convert new values faster.",
+            ge=0.1,
+            le=60.0,
+        ),
+    ] = 2.0
+
     sqlite_mmap_mb: Annotated[
         int,
         _doc("Megabytes of the SQLite file read through mmap (0 turns it off).", ge=0, le=1_048_576),

@@ -145,3 +145,82 @@ def test_version_3_keeps_every_row_and_makes_lookups_by_value_covering(tmp_path:
             "INSERT INTO contacts (token, kind, bidx, value_ct, created_at) VALUES ('t3', 1, x'01', x'03', 6)"
         )
     conn.close()
+
+
+def _recording_commits(monkeypatch: pytest.MonkeyPatch, seconds_per_row: float | None) -> list[int]:
+    """Record the size of every bulk transaction; with ``seconds_per_row``, report that lock time
+    instead of the measured one (so the sizes do not depend on this machine's speed)."""
+    from sendvault.store import sqlite as module
+
+    sizes: list[int] = []
+    real = module._commit_bulk
+
+    def commit(conn: sqlite3.Connection, rows: list[NewContact], now: int) -> tuple[dict[bytes, str], float]:
+        sizes.append(len(rows))
+        found, held = real(conn, rows, now)
+        return found, held if seconds_per_row is None else len(rows) * seconds_per_row
+
+    monkeypatch.setattr(module, "_commit_bulk", commit)
+    return sizes
+
+
+def test_bulk_transactions_are_sized_to_hold_the_lock_about_the_set_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = _recording_commits(monkeypatch, seconds_per_row=20e-6)
+    store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=1.0)
+    store.migrate()
+    first = store.insert_bulk(_rows(0, 30_000))
+    # The first call knows no timing yet: at most 20,000 rows, split evenly (no small tail).
+    assert sizes == [15_000, 15_000]
+    sizes.clear()
+    second = store.insert_bulk(_rows(30_000, 150_000))
+    # 20 us a row and 1 s of lock: 50,000 rows a transaction, split evenly.
+    assert sizes == [50_000] * 3
+    assert len(first) == 30_000
+    assert len(second) == 150_000
+    assert store.count() == 180_000
+    store.close()
+
+
+def test_bulk_lock_time_never_exceeds_half_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = _recording_commits(monkeypatch, seconds_per_row=20e-6)
+    # 30 s asked for, but a writer waits at most 1 s: transactions aim at 0.5 s (25,000 rows).
+    store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=30.0, busy_timeout_ms=1_000)
+    store.migrate()
+    store.insert_bulk(_rows(0, 20_000))
+    sizes.clear()
+    store.insert_bulk(_rows(20_000, 100_000))
+    assert sizes == [25_000] * 4
+    store.close()
+
+
+def test_bulk_transactions_shrink_on_real_time_and_every_row_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = _recording_commits(monkeypatch, seconds_per_row=None)
+    # 5 ms of lock: far below what 20,000 rows take on any machine (SQLite inserts into two
+    # B-trees at a few microseconds a row), so the measured time brings the size down.
+    store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=0.005)
+    store.migrate()
+    rows = _rows(0, 20_000)
+    assert store.insert_bulk(rows) == {r.bidx: r.token for r in rows}
+    rows = _rows(20_000, 20_000)
+    assert store.insert_bulk(rows) == {r.bidx: r.token for r in rows}
+    assert sizes[0] == 20_000
+    assert len(sizes) > 2
+    assert max(sizes[1:]) < 20_000
+    store.close()
+
+
+def test_bulk_rows_that_lose_to_existing_ones_are_answered_with_the_existing_tokens(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.migrate()
+    store.insert_bulk(_rows(0, 1_000))
+    # Same values (blind indexes) under new tokens: every answer is the token already stored.
+    again = [NewContact("new-" + r.token, r.kind, r.bidx, r.value_ct) for r in _rows(0, 1_000)]
+    assert store.insert_bulk(again) == {r.bidx: r.token for r in _rows(0, 1_000)}
+    assert store.count() == 1_000
+    store.close()

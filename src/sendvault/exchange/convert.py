@@ -36,9 +36,12 @@ __all__ = [
     "unwritten",
 ]
 
-# Rows per chunk handed to a worker, and new rows gathered before one bulk insert.
+# Rows per chunk handed to a worker; new rows gathered before one bulk insert (the store's
+# transactions can be no larger: larger ones write fewer pages per row), and rows held at most
+# before they are written whatever their count of new rows. Both bound memory, whatever the file.
 CHUNK_ROWS = 5_000
-FLUSH_NEW_ROWS = 40_000
+FLUSH_NEW_ROWS = 100_000
+HELD_ROWS = 160_000
 # Below this many rows a file is converted in-process: starting workers costs more than it saves.
 PARALLEL_AFTER_ROWS = 30_000
 _MAX_ATTRIBUTE_VALUE = 4096
@@ -328,7 +331,7 @@ def _tokenize_rows(
                 done.plan = plan
                 waiting.append(done)
                 pending_new += len(plan.new)
-                if pending_new >= FLUSH_NEW_ROWS or len(waiting) * CHUNK_ROWS >= 4 * FLUSH_NEW_ROWS:
+                if pending_new >= FLUSH_NEW_ROWS or len(waiting) * CHUNK_ROWS >= HELD_ROWS:
                     flush()
         while planner.backlog:
             done, plan = planner.take()

@@ -39,9 +39,14 @@ log = logging.getLogger("sendvault.store")
 
 # SQLite's default limit on bound parameters is 32766; stay well under it per statement.
 _MAX_PARAMS = 10_000
-# Rows per transaction of a bulk insert: about 0.3-0.6 s of write lock on a 2-core machine, so an
-# online Get Token waiting for the lock (busy_timeout) is delayed, never refused.
-_BULK_TX_ROWS = 20_000
+# Rows in the first transaction of a bulk insert; later ones are sized from the time the last took,
+# so each holds the write lock for about ``bulk_lock_seconds`` (an online Get Token waiting for the
+# lock, busy_timeout, is delayed that long at most, never refused). Larger transactions are what
+# make bulk inserts fast: new rows land on random pages of two B-trees (token and blind index), and
+# a transaction writes each page it dirtied once, so the pages written per row fall as it grows.
+_BULK_FIRST_ROWS = 20_000
+_BULK_MIN_ROWS = 2_000
+_BULK_MAX_ROWS = 250_000
 # Page cache of the bulk connection: a transaction's dirty pages stay in memory until its commit
 # writes each once, instead of spilling (and writing again) as the default 32 MiB cache would.
 _BULK_CACHE_KIB = 256 * 1024
@@ -76,6 +81,7 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         mmap_mb: int = 1024,
         checkpoint_soft_bytes: int = 40 << 20,
         checkpoint_hard_bytes: int = 400 << 20,
+        bulk_lock_seconds: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -88,6 +94,10 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         self._checkpoint_bytes = (checkpoint_soft_bytes, checkpoint_hard_bytes)
         self._bulk_conn: sqlite3.Connection | None = None
         self._bulk_lock = threading.Lock()
+        # Half the busy timeout at most: a writer waiting behind a bulk transaction never gives up.
+        self._bulk_seconds = min(bulk_lock_seconds, busy_timeout_ms / 2000)
+        self._bulk_rows = _BULK_FIRST_ROWS
+        self._bulk_per_row = 0.0  # seconds of write lock per row, smoothed over transactions
 
     # -- connections -----------------------------------------------------------------------
 
@@ -284,7 +294,8 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         return _commit_group(conn, rows, int(self._clock()))
 
     def insert_bulk(self, rows: Sequence[NewContact]) -> dict[bytes, str]:
-        """Insert-or-get a large batch in token order, in transactions of at most 20,000 rows.
+        """Insert-or-get a large batch in token order, in transactions sized to hold the write
+        lock about ``bulk_lock_seconds`` each.
 
         Sorting puts consecutive rows on neighbouring pages of the table's B-tree, and a large
         page cache lets each page a transaction dirties be written once at its commit. Rows are
@@ -298,8 +309,19 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         now = int(self._clock())
         with self._bulk_lock:
             conn = self._bulk_connection()
-            for start in range(0, len(ordered), _BULK_TX_ROWS):
-                found.update(_commit_bulk(conn, ordered[start : start + _BULK_TX_ROWS], now))
+            start = 0
+            while start < len(ordered):
+                # Equal transactions of about the current size: no small one left at the end.
+                left = len(ordered) - start
+                parts = -(-left // self._bulk_rows)
+                size = -(-left // parts)
+                chunk = ordered[start : start + size]
+                got, held = _commit_bulk(conn, chunk, now)
+                found.update(got)
+                start += size
+                if size >= self._bulk_rows // 2:  # a large transaction: size the next from its time
+                    self._bulk_per_row = _smoothed(self._bulk_per_row, held / size)
+                    self._bulk_rows = _bulk_size(self._bulk_seconds / self._bulk_per_row)
         return found
 
     def _bulk_connection(self) -> sqlite3.Connection:
@@ -773,6 +795,16 @@ def _commit_group(conn: sqlite3.Connection, rows: list[NewContact], now: int) ->
     return found
 
 
+def _smoothed(mean: float, sample: float) -> float:
+    """A moving mean of the bulk transactions' lock time per row: one slow commit (a checkpoint
+    running beside it) moves the next size, without swinging it."""
+    return max(sample if mean == 0 else 0.6 * mean + 0.4 * sample, 1e-9)
+
+
+def _bulk_size(rows: float) -> int:
+    return round(min(_BULK_MAX_ROWS, max(_BULK_MIN_ROWS, rows)))
+
+
 def _token_of(row: NewContact) -> str:
     return row.token
 
@@ -783,29 +815,35 @@ _BULK_INSERT_SQL = (
 )
 
 
-def _commit_bulk(conn: sqlite3.Connection, rows: Sequence[NewContact], now: int) -> dict[bytes, str]:
-    """Insert-or-get one bulk chunk in one transaction (rows already in token order)."""
+def _commit_bulk(
+    conn: sqlite3.Connection, rows: Sequence[NewContact], now: int
+) -> tuple[dict[bytes, str], float]:
+    """Insert-or-get one bulk chunk in one transaction (rows already in token order); also the
+    seconds the write lock was held."""
     with _errors():
         conn.execute("BEGIN IMMEDIATE")
+        locked = time.perf_counter()
         try:
             _require_keys(conn, [r.value_ct for r in rows])
             _require_index(conn, rows)
             old = _fetch_alt(conn, rows)
+            fresh = [r for r in rows if r.alt_bidx not in old] if old else rows
+            before = conn.total_changes
             conn.executemany(
-                _BULK_INSERT_SQL,
-                [
-                    (r.token, r.kind, r.bidx, r.bidx_key, r.value_ct, now)
-                    for r in rows
-                    if r.alt_bidx not in old
-                ],
+                _BULK_INSERT_SQL, [(r.token, r.kind, r.bidx, r.bidx_key, r.value_ct, now) for r in fresh]
             )
-            found = _fetch_by_bidx(conn, [r.bidx for r in rows])
-            _found_under_old_index(found, rows, old)
+            if conn.total_changes - before == len(rows):
+                # Every row went in (the table has no triggers: one change per row inserted), so
+                # each index is held by its own row's token: no need to read them back.
+                found = {r.bidx: r.token for r in rows}
+            else:
+                found = _fetch_by_bidx(conn, [r.bidx for r in rows])
+                _found_under_old_index(found, rows, old)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-    return found
+    return found, time.perf_counter() - locked
 
 
 class _Checkpointer:

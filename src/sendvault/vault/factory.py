@@ -50,6 +50,7 @@ def open_store(
             settings.sqlite_path,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             mmap_mb=settings.sqlite_mmap_mb,
+            bulk_lock_seconds=settings.sqlite_bulk_lock_seconds,
             clock=clock,
         )
     if not migrate:
