@@ -251,14 +251,85 @@ def test_a_pull_leaves_a_node_at_its_part_name_alone(tmp_path: Path) -> None:
     ids=["exchange-check", "csv-tokenize", "csv-detokenize", "config"],
 )
 def test_a_socket_where_a_file_is_read_is_one_error_line(tmp_path: Path, command: list[str]) -> None:
-    # Opening a socket for reading fails with ENXIO, which reached the user as a traceback.
+    # Opening a socket for reading fails with ENXIO, which reached the user as a traceback. Exit 2,
+    # not 1: `exchange check` and `audit verify` give 1 as their verdict. A newline in the name
+    # is escaped: the error stays one line, and no line of the file's choosing follows it.
     import socket
 
-    sock = tmp_path / "s.sock"
+    sock = tmp_path / "s\nhint: fine.sock"
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(sock))
         args = [a.format(sock=sock, out=tmp_path / "out.csv") for a in command]
         run = run_cli(tmp_path / "home", *args)
-    assert run.returncode == 1, run.stderr
-    assert run.stderr == f"error: {sock}: is a socket or a device without a reader: give a regular file\n"
+    assert run.returncode == 2, run.stderr
+    shown = str(sock).replace("\n", "\\n")
+    assert run.stderr == f"error: {shown}: is a socket or a device without a reader: give a regular file\n"
     assert not (tmp_path / "out.csv").exists()
+
+
+def _contacts(tmp_path: Path, rows: int) -> Path:
+    source = tmp_path / "in.csv"
+    source.write_text("Id,Email\n" + "".join(f"{i},c{i}@example.org\n" for i in range(rows)))
+    return source
+
+
+def test_standard_output_that_cannot_be_written_is_one_line_and_the_run_is_audited(tmp_path: Path) -> None:
+    # `csv tokenize IN -` onto a full device: the tokens made are committed, so the run must be in
+    # the audit log, and the error is the one every command gives for standard output (exit 2).
+    import subprocess
+    import sys
+
+    source = _contacts(tmp_path, 20_000)
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        run = subprocess.run(
+            [sys.executable, "-m", "sendvault", "csv", "tokenize", str(source), "-",
+             "--column", "Email=Email", "-q"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+        )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: cannot write to standard output"), run.stderr
+    assert "Traceback" not in run.stderr
+    shown = run_cli(tmp_path / "home", "audit", "show", "--json")
+    assert '"exchange:tokenize"' in shown.stdout, shown.stdout[-2000:]
+    assert '"failed"' in shown.stdout
+
+
+def test_a_closed_pipe_on_standard_output_stays_quiet(tmp_path: Path) -> None:
+    # `| head -c1`: click's quiet exit 1, not an error line about the pipe.
+    import subprocess
+    import sys
+
+    source = _contacts(tmp_path, 50_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sendvault", "exchange", "check", str(source)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.read(1)
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""
+
+
+def test_standard_input_closed_and_a_settings_file_without_end(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "sendvault", "csv", "tokenize", "-", str(tmp_path / "o.csv"),
+         "--column", "Email=Email"],
+        stdin=None, capture_output=True, text=True, timeout=120, check=False, close_fds=True,
+        env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+        preexec_fn=lambda: os.close(0),
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "standard input is closed" in run.stderr
+    # /dev/zero as --config was read for ever (6 GB in 6 s); a settings file is a few kilobytes.
+    run = run_cli(tmp_path / "home", "--config", "/dev/zero", "status")
+    assert run.returncode == 2, run.stderr
+    assert "/dev/zero is over 1 MiB: not a settings file" in run.stderr

@@ -437,7 +437,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _doc(
             "About how long a bulk job (`csv tokenize`) holds the SQLite write lock per transaction; "
             "a Get Token that creates a token waits at most about this long behind it (and never longer "
-            "than half `sqlite_busy_timeout_ms`). Longer transactions convert new values faster.",
+            "than a quarter of `sqlite_busy_timeout_ms`). Longer transactions convert new values faster.",
             ge=0.1,
             le=60.0,
         ),
@@ -916,10 +916,17 @@ def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
     return raw
 
 
+# A settings file is a few kilobytes; reading stops past this (--config /dev/zero read for ever).
+_MAX_CONFIG_BYTES = 1 << 20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(_MAX_CONFIG_BYTES + 1)
+        if len(data) > _MAX_CONFIG_BYTES:
+            raise ConfigError("config", f"{path} is over {_MAX_CONFIG_BYTES >> 20} MiB: not a settings file")
+        return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(
             "config", f"file not found: {path}", hint="give an existing TOML file with --config FILE"

@@ -37,6 +37,7 @@ __all__ = [
     "SchemaTooNew",
     "SendvaultError",
     "StaleKeys",
+    "StdoutFailed",
     "StoreError",
     "StoreUnavailable",
 ]
@@ -44,6 +45,11 @@ __all__ = [
 
 class SendvaultError(Exception):
     """Base of every error sendvault raises on purpose."""
+
+
+class StdoutFailed(OSError):
+    """Standard output could not be written (a full disk, /dev/full), from a writer that streams
+    to it directly: the CLI says so in one line, as for every other command's output."""
 
 
 class ConfigError(SendvaultError):

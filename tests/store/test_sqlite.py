@@ -171,8 +171,9 @@ def test_bulk_transactions_are_sized_to_hold_the_lock_about_the_set_time(
     store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=1.0)
     store.migrate()
     first = store.insert_bulk(_rows(0, 30_000))
-    # The first call knows no timing yet: at most 20,000 rows, split evenly (no small tail).
-    assert sizes == [15_000, 15_000]
+    # The first transaction knows no timing yet: 5,000 rows; then 20 us a row and 1 s of lock
+    # allow 50,000, and the 25,000 left go in one.
+    assert sizes == [5_000, 25_000]
     sizes.clear()
     second = store.insert_bulk(_rows(30_000, 150_000))
     # 20 us a row and 1 s of lock: 50,000 rows a transaction, split evenly.
@@ -187,13 +188,14 @@ def test_bulk_lock_time_never_exceeds_half_the_busy_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes = _recording_commits(monkeypatch, seconds_per_row=20e-6)
-    # 30 s asked for, but a writer waits at most 1 s: transactions aim at 0.5 s (25,000 rows).
+    # 30 s asked for, but a writer waits at most 1 s: transactions aim at a quarter of it, 0.25 s
+    # (12,500 rows), so a writer behind one of each of two bulk jobs still gets in.
     store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=30.0, busy_timeout_ms=1_000)
     store.migrate()
     store.insert_bulk(_rows(0, 20_000))
     sizes.clear()
     store.insert_bulk(_rows(20_000, 100_000))
-    assert sizes == [25_000] * 4
+    assert sizes == [12_500] * 8
     store.close()
 
 
@@ -201,17 +203,49 @@ def test_bulk_transactions_shrink_on_real_time_and_every_row_is_answered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes = _recording_commits(monkeypatch, seconds_per_row=None)
-    # 5 ms of lock: far below what 20,000 rows take on any machine (SQLite inserts into two
+    # 5 ms of lock: far below what 5,000 rows take on any machine (SQLite inserts into two
     # B-trees at a few microseconds a row), so the measured time brings the size down.
     store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=0.005)
     store.migrate()
-    rows = _rows(0, 20_000)
+    rows = _rows(0, 10_000)
     assert store.insert_bulk(rows) == {r.bidx: r.token for r in rows}
-    rows = _rows(20_000, 20_000)
+    rows = _rows(10_000, 6_000)
     assert store.insert_bulk(rows) == {r.bidx: r.token for r in rows}
-    assert sizes[0] == 20_000
-    assert len(sizes) > 2
-    assert max(sizes[1:]) < 20_000
+    assert sizes[0] == 5_000
+    assert len(sizes) > 3
+    assert max(sizes[1:]) < 5_000
+    store.close()
+
+
+def test_bulk_transactions_leave_the_write_lock_free_between_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import itertools
+
+    # Back to back, a writer waiting behind one bulk transaction (retrying every 50-100 ms) found
+    # the next already begun, and waited behind a chain of them past its busy timeout.
+    import time
+
+    from sendvault.store import sqlite as module
+
+    spans: list[tuple[float, float]] = []
+    real = module._commit_bulk
+
+    def commit(conn: sqlite3.Connection, rows: list[NewContact], now: int) -> tuple[dict[bytes, str], float]:
+        began = time.monotonic()
+        try:
+            return real(conn, rows, now)
+        finally:
+            spans.append((began, time.monotonic()))
+
+    monkeypatch.setattr(module, "_commit_bulk", commit)
+    store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=0.005)
+    store.migrate()
+    store.insert_bulk(_rows(0, 4_000))
+    store.insert_bulk(_rows(4_000, 4_000))  # also between two calls
+    assert len(spans) > 3
+    gaps = [later[0] - earlier[1] for earlier, later in itertools.pairwise(spans)]
+    assert min(gaps) >= module._BULK_YIELD_SECONDS
     store.close()
 
 
@@ -223,4 +257,5 @@ def test_bulk_rows_that_lose_to_existing_ones_are_answered_with_the_existing_tok
     again = [NewContact("new-" + r.token, r.kind, r.bidx, r.value_ct) for r in _rows(0, 1_000)]
     assert store.insert_bulk(again) == {r.bidx: r.token for r in _rows(0, 1_000)}
     assert store.count() == 1_000
+    store.close()
     store.close()

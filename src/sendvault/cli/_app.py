@@ -9,12 +9,12 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import click
 
 from .. import __version__
-from ..errors import ConfigError, InvalidValue, SendvaultError
+from ..errors import ConfigError, InvalidValue, SendvaultError, StdoutFailed
 from ._common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -25,7 +25,7 @@ from ._common import (
     pass_app,
     reason_hint,
 )
-from ._output import printable
+from ._output import printable, stdout_failed
 
 __all__ = ["cli"]
 
@@ -133,15 +133,7 @@ class _Group(click.Group):
         except SendvaultError as exc:
             _report(exc, EXIT_FAILURE, ctx)
         except OSError as exc:
-            # What no command turned into its own message: a file named where a file is read that
-            # cannot be opened as one (a socket: ENXIO), or another refusal of the system's.
-            name = exc.filename
-            where = f"{os.fsdecode(name) if isinstance(name, str | bytes) else name}: " if name else ""
-            why = exc.strerror or str(exc)
-            if exc.errno == errno.ENXIO:
-                why = "is a socket or a device without a reader: give a regular file"
-            click.echo(f"error: {printable(where + why)}", err=True)
-            sys.exit(EXIT_FAILURE)
+            _system_error(exc)
 
     def main(
         self,
@@ -191,6 +183,40 @@ def _usage_message(exc: click.UsageError) -> str:
     message = exc.format_message()
     # click's wording, lowercased into ours: "invalid value for '--allow': ...".
     return message[:1].lower() + message[1:]
+
+
+def _system_error(exc: OSError) -> NoReturn:
+    """What no command turned into its own message: a file named where a file is read that
+    cannot be opened as one (a socket: ENXIO), or another refusal of the system's. One line and
+    exit 2: not 1, which `exchange check` and `audit verify` give as their verdict."""
+    if isinstance(exc, BrokenPipeError):
+        raise exc  # a closed pipe (`| head`): click's quiet exit 1
+    if isinstance(exc, StdoutFailed) or (exc.filename is None and _stdout_broken(exc)):
+        stdout_failed(exc)
+    name = exc.filename
+    shown = os.fsdecode(name) if isinstance(name, str | bytes) else str(name)
+    where = printable(shown).replace("\n", "\\n") + ": " if name is not None else ""
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.ENXIO:
+        why = "is a socket or a device without a reader: give a regular file"
+    click.echo(f"error: {where}{printable(why)}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _stdout_broken(exc: OSError) -> bool:
+    """Whether ``exc`` came from writing standard output: the frame that raised it was writing
+    to it (click.echo, print), or what it still holds fails to write again."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    streams = [s for s in (sys.stdout, getattr(sys.stdout, "buffer", None)) if s is not None]
+    if tb is not None and any(v is s for v in tb.tb_frame.f_locals.values() for s in streams):
+        return True
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    return False
 
 
 def _report(exc: SendvaultError, code: int, ctx: click.Context) -> None:

@@ -214,7 +214,8 @@ def _run(
             "tokens already created stay valid: run it again" if operation == "tokenize" else "run it again"
         )
         fail(f"interrupted; {unwritten(output)}", again, 130)
-    except SendvaultError:
+    except (SendvaultError, OSError):
+        # Also a failed write (a full disk, standard output closed): the tokens made are recorded.
         _stop(app, event, summary, rejects, "failed")
         raise
     finally:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._fs import check_replaceable
-from ..errors import SendvaultError
+from ..errors import SendvaultError, StdoutFailed
 
 __all__ = ["AtomicOutput", "CsvFormat", "CsvInput", "CsvProblem", "open_output", "sniff"]
 
@@ -197,7 +197,14 @@ class _Counting(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._inner.write(view)
+        try:
+            self._inner.write(view)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if self._inner is not sys.stdout.buffer:
+                raise
+            raise StdoutFailed(exc.errno, exc.strerror) from exc
         self.digest.update(view)
         self.count += len(view)
         return len(view)
@@ -209,6 +216,8 @@ class CsvInput:
     def __init__(self, path: str, *, encoding: str | None = None, delimiter: str | None = None) -> None:
         self.name = path
         if path == "-":
+            if sys.stdin is None:  # started with standard input closed (`<&-`)
+                raise CsvProblem("standard input is closed: give IN as a file, or pipe the file in")
             raw: IO[bytes] = sys.stdin.buffer
             self.size: int | None = None
         else:

@@ -44,9 +44,13 @@ _MAX_PARAMS = 10_000
 # lock, busy_timeout, is delayed that long at most, never refused). Larger transactions are what
 # make bulk inserts fast: new rows land on random pages of two B-trees (token and blind index), and
 # a transaction writes each page it dirtied once, so the pages written per row fall as it grows.
-_BULK_FIRST_ROWS = 20_000
-_BULK_MIN_ROWS = 2_000
+_BULK_FIRST_ROWS = 5_000
+_BULK_MIN_ROWS = 1_000
 _BULK_MAX_ROWS = 250_000
+# The write lock is left free this long between bulk transactions: longer than a waiting writer
+# sleeps between its tries (the server's batcher 50 ms, SQLite's busy handler 100 ms), so one
+# waiting behind a bulk transaction gets the lock next instead of behind a chain of them.
+_BULK_YIELD_SECONDS = 0.12
 # Page cache of the bulk connection: a transaction's dirty pages stay in memory until its commit
 # writes each once, instead of spilling (and writing again) as the default 32 MiB cache would.
 _BULK_CACHE_KIB = 256 * 1024
@@ -94,10 +98,12 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         self._checkpoint_bytes = (checkpoint_soft_bytes, checkpoint_hard_bytes)
         self._bulk_conn: sqlite3.Connection | None = None
         self._bulk_lock = threading.Lock()
-        # Half the busy timeout at most: a writer waiting behind a bulk transaction never gives up.
-        self._bulk_seconds = min(bulk_lock_seconds, busy_timeout_ms / 2000)
+        # A quarter of the busy timeout at most: a writer waiting behind a bulk transaction (or
+        # one of each of two bulk jobs, a transaction overrunning its estimate) never gives up.
+        self._bulk_seconds = min(bulk_lock_seconds, busy_timeout_ms / 4000)
         self._bulk_rows = _BULK_FIRST_ROWS
         self._bulk_per_row = 0.0  # seconds of write lock per row, smoothed over transactions
+        self._bulk_done = 0.0  # when the last bulk transaction ended (time.monotonic)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -316,7 +322,11 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
                 parts = -(-left // self._bulk_rows)
                 size = -(-left // parts)
                 chunk = ordered[start : start + size]
-                got, held = _commit_bulk(conn, chunk, now)
+                time.sleep(max(0.0, self._bulk_done + _BULK_YIELD_SECONDS - time.monotonic()))
+                try:
+                    got, held = _commit_bulk(conn, chunk, now)
+                finally:
+                    self._bulk_done = time.monotonic()
                 found.update(got)
                 start += size
                 if size >= self._bulk_rows // 2:  # a large transaction: size the next from its time
@@ -796,9 +806,10 @@ def _commit_group(conn: sqlite3.Connection, rows: list[NewContact], now: int) ->
 
 
 def _smoothed(mean: float, sample: float) -> float:
-    """A moving mean of the bulk transactions' lock time per row: one slow commit (a checkpoint
-    running beside it) moves the next size, without swinging it."""
-    return max(sample if mean == 0 else 0.6 * mean + 0.4 * sample, 1e-9)
+    """The bulk transactions' lock time per row: a slower transaction (another writer, a
+    checkpoint beside it) counts at once, a faster one only partly, so sizes shrink at once
+    and grow back over a few transactions."""
+    return max(sample, 0.6 * mean + 0.4 * sample, 1e-9)
 
 
 def _bulk_size(rows: float) -> int:
