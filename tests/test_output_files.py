@@ -300,9 +300,12 @@ def test_a_closed_pipe_on_standard_output_stays_quiet(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    # The whole converted file goes to stdout (about 2 MB, far more than a pipe holds), so the
+    # writer always meets the closed pipe.
     source = _contacts(tmp_path, 50_000)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sendvault", "exchange", "check", str(source)],
+        [sys.executable, "-m", "sendvault", "csv", "tokenize", str(source), "-", "--column", "Email=Email",
+         "-q", "--workers", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
     )  # fmt: skip
@@ -328,8 +331,30 @@ def test_standard_input_closed_and_a_settings_file_without_end(tmp_path: Path) -
         preexec_fn=lambda: os.close(0),
     )  # fmt: skip
     assert run.returncode == 2, run.stderr
-    assert "standard input is closed" in run.stderr
+    assert run.stderr.startswith("error: - is empty: a header row is needed"), run.stderr
     # /dev/zero as --config was read for ever (6 GB in 6 s); a settings file is a few kilobytes.
     run = run_cli(tmp_path / "home", "--config", "/dev/zero", "status")
     assert run.returncode == 2, run.stderr
     assert "/dev/zero is over 1 MiB: not a settings file" in run.stderr
+
+
+def test_audit_verify_refuses_devices_before_reading_them(tmp_path: Path) -> None:
+    # /dev/zero as --file, --known-head or --public-key was read without end (23 GB, then the
+    # kernel's out-of-memory killer).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    pem = tmp_path / "audit.pub"
+    pem.write_bytes(
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for args, said in (
+        (["--public-key", str(pem), "--file", "/dev/zero"], "/dev/zero is a device, not a file"),
+        (["--public-key", str(pem), "--known-head", "/dev/zero"], "--known-head /dev/zero: is a device"),
+        (["--public-key", "/dev/zero"], "/dev/zero: is a device, not a file"),
+    ):
+        run = run_cli(tmp_path / "home", "audit", "verify", *args)
+        assert run.returncode == 2, (args, run.stderr)
+        assert said in run.stderr, (args, run.stderr)
+        assert "Traceback" not in run.stderr

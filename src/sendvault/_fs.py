@@ -8,7 +8,14 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["check_replaceable", "not_a_regular_file", "output_problem", "write_atomic"]
+__all__ = [
+    "check_replaceable",
+    "input_problem",
+    "not_a_regular_file",
+    "output_problem",
+    "read_small",
+    "write_atomic",
+]
 
 
 def not_a_regular_file(path: Path) -> bool:
@@ -19,6 +26,35 @@ def not_a_regular_file(path: Path) -> bool:
         return not stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def input_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, or None: a device (/dev/zero reads without end), a
+    socket or a folder. A FIFO is read (``<(...)``); a missing file is the caller's to report."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return None
+
+
+def read_small(path: Path, limit: int = 1 << 20) -> bytes:
+    """The bytes of a small file (a key, a head record); OSError when it is not a file to read or
+    holds more than ``limit`` bytes."""
+    why = input_problem(path)
+    if why is not None:
+        raise OSError(errno.EINVAL, why, str(path))
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"is over {limit >> 10} KiB", str(path))
+    return data
 
 
 # A file written whole first exists under a longer hidden name beside it (".NAME.partial",

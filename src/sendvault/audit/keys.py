@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .._fs import write_atomic
+from .._fs import read_small, write_atomic
 from ..config import Settings
 from ..crypto.keys import load_key, private_file
 from ..errors import AuditUnavailable, ConfigError, KeyProviderError
@@ -82,7 +82,7 @@ def public_pem(key: Ed25519PublicKey) -> str:
 def load_public_keys(path: str | Path) -> list[Ed25519PublicKey]:
     """Every Ed25519 public key in a PEM file (one or more blocks); ValueError when there is none."""
     try:
-        text = Path(path).read_bytes()
+        text = read_small(Path(path))
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror}") from None
     keys = []

@@ -45,27 +45,32 @@ def _replace_unencodable() -> None:
 
 
 def _open_closed_streams() -> None:
-    """A process started with its stdout or stderr closed (cron, a daemon: ``2>&-``) has None
-    there: every write raised, and the exit code said so whatever the outcome. They write to
-    /dev/null instead, on their own descriptors, so that no file or socket opened later takes
+    """A process started with its stdin, stdout or stderr closed (cron, a daemon: ``2>&-``,
+    ``<&-``) has None there: every write raised, and the exit code said so whatever the outcome;
+    reading ``-`` was a traceback. They use /dev/null instead (standard input reads as empty),
+    on their own descriptors, so that no file or socket opened later takes
     descriptor 1 or 2 and gets what was meant for them."""
-    if sys.stdout is not None and sys.stderr is not None:
+    if sys.stdout is not None and sys.stderr is not None and sys.stdin is not None:
         return
     import os  # noqa: PLC0415 - loaded by the interpreter already
 
-    for name, fd in (("stdout", 1), ("stderr", 2)):
+    for name, fd, mode, flags in (
+        ("stdin", 0, "r", os.O_RDONLY),
+        ("stdout", 1, "w", os.O_WRONLY),
+        ("stderr", 2, "w", os.O_WRONLY),
+    ):
         if getattr(sys, name) is not None:
             continue
         try:
             os.fstat(fd)
-        except OSError:  # closed: /dev/null takes the descriptor
-            null = os.open(os.devnull, os.O_WRONLY)
+        except OSError:  # closed: /dev/null takes the descriptor (standard input reads as empty)
+            null = os.open(os.devnull, flags)
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
-            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
         else:  # a caller's own file or socket holds it: leave it alone
-            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115, PTH123 - no pathlib here
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # noqa: SIM115, PTH123 - no pathlib here
 
 
 def __getattr__(name: str) -> click.Group:

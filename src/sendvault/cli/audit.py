@@ -16,6 +16,7 @@ from typing import Any
 import click
 import msgspec
 
+from .._fs import input_problem, read_small
 from ..audit import (
     AuditKeyMissing,
     AuditLogMissing,
@@ -421,10 +422,20 @@ def _broken(broken: ChainBroken, as_json: bool) -> None:
     sys.exit(EXIT_FAILURE)
 
 
+def _check_export(path: Path) -> None:
+    if not path.exists():
+        fail(f"{path} does not exist", code=EXIT_USAGE)
+    why = input_problem(path)
+    if why is not None:
+        fail(f"{path} {why}", "give a file written by `sendvault audit export`", EXIT_USAGE)
+
+
 def _known_head(path: Path) -> Mark:
     try:
-        return parse_head(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return parse_head(read_small(path).decode())
+    except OSError as exc:
+        fail(f"--known-head {path}: {exc.strerror}", code=EXIT_USAGE)
+    except (UnicodeDecodeError, ValueError) as exc:
         fail(
             f"--known-head {path} is not a head record ({type(exc).__name__})",
             "give a file written by `sendvault audit head --json`",
@@ -498,8 +509,8 @@ def audit_verify(
     except ChainBroken as broken:
         _broken(broken, as_json)
     known = ([known_one] if known_one is not None else []) + witnessed or None
-    if path is not None and not path.exists():
-        fail(f"{path} does not exist", code=EXIT_USAGE)
+    if path is not None:
+        _check_export(path)
     try:
         if path is not None:
             result = verify_export(path, key, known=known)
