@@ -358,3 +358,17 @@ def test_audit_verify_refuses_devices_before_reading_them(tmp_path: Path) -> Non
         assert run.returncode == 2, (args, run.stderr)
         assert said in run.stderr, (args, run.stderr)
         assert "Traceback" not in run.stderr
+
+
+def test_json_to_a_full_standard_output_is_the_standard_output_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        run = subprocess.run(
+            [sys.executable, "-m", "sendvault", "exchange", "check", str(_contacts(tmp_path, 3)), "--json"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+        )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: cannot write to standard output"), run.stderr

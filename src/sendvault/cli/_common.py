@@ -329,4 +329,5 @@ def emit_json(document: object) -> None:
         import msgspec  # noqa: PLC0415
 
         text = msgspec.json.encode(document).decode()
-    sys.stdout.write(text + "\n")
+    with stdout_errors():  # `--json > /dev/full`: the standard-output error, not a disk error
+        sys.stdout.write(text + "\n")

@@ -41,7 +41,8 @@ log = logging.getLogger("sendvault.store")
 _MAX_PARAMS = 10_000
 # Rows in the first transaction of a bulk insert; later ones are sized from the time the last took,
 # so each holds the write lock for about ``bulk_lock_seconds`` (an online Get Token waiting for the
-# lock, busy_timeout, is delayed that long at most, never refused). Larger transactions are what
+# lock, busy_timeout, is delayed about that long; with the default busy timeout, never refused; a
+# short one with two bulk jobs at once can be outrun, docs/exchange.md). Larger transactions are what
 # make bulk inserts fast: new rows land on random pages of two B-trees (token and blind index), and
 # a transaction writes each page it dirtied once, so the pages written per row fall as it grows.
 _BULK_FIRST_ROWS = 5_000
