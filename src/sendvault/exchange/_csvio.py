@@ -216,8 +216,6 @@ class CsvInput:
     def __init__(self, path: str, *, encoding: str | None = None, delimiter: str | None = None) -> None:
         self.name = path
         if path == "-":
-            if sys.stdin is None:  # started with standard input closed (`<&-`)
-                raise CsvProblem("standard input is closed: give IN as a file, or pipe the file in")
             raw: IO[bytes] = sys.stdin.buffer
             self.size: int | None = None
         else:
