@@ -95,10 +95,11 @@ def test_tokenize_then_detokenize_gives_the_normalized_input(
 def test_bulk_run_and_concurrent_get_token_calls_agree_on_one_token_per_value(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, round_: int
 ) -> None:
-    # Small chunks and flushes: the bulk run commits many times while the API-style caller
+    # Small blocks and flushes: the bulk run commits many times while the API-style caller
     # (another vault on the same database, as another worker process would be) creates tokens
     # for the same values in another order.
     monkeypatch.setattr(convert, "CHUNK_ROWS", 300)
+    monkeypatch.setattr(convert, "BLOCK_BYTES", 7_000)  # about 300 rows
     monkeypatch.setattr(convert, "FLUSH_NEW_ROWS", 600)
     values = [f"race{round_}.{i}@example.com" for i in range(6_000)]
     source, out = tmp_path / "in.csv", tmp_path / "out.csv"

@@ -52,19 +52,29 @@ class CsvFormat:
     line_terminator: str = "\r\n"
     quote_all: bool = False
 
-    def writer(self, stream: IO[str]) -> Any:
-        """A csv writer in this format."""
+    def writer(self, stream: IO[str], *, without_cr: bool = False) -> Any:
+        """A csv writer in this format.
+
+        ``without_cr``: for rows none of whose fields holds a CR, in a file whose records end
+        with LF; the writer then ends records with LF itself, which is faster.
+        """
         # csv quotes a field only for the characters of its own line terminator: with "\n", a
         # lone CR in a field would go out bare and split the row when read back. So the writer
-        # always ends records with CRLF (quoting any field that holds CR or LF), and each
-        # record's ending is rewritten to the file's own.
-        sink: Any = stream if self.line_terminator == "\r\n" else _Ending(stream, self.line_terminator)
+        # ends records with CRLF (quoting any field that holds CR or LF), and each record's
+        # ending is rewritten to the file's own, unless no field holds a CR: then "\n" quotes
+        # the same fields.
+        ending = "\r\n"
+        sink: Any = stream
+        if without_cr and self.line_terminator == "\n":
+            ending = "\n"
+        elif self.line_terminator != "\r\n":
+            sink = _Ending(stream, self.line_terminator)
         return csv.writer(
             sink,
             delimiter=self.delimiter,
             quotechar='"',
             doublequote=True,
-            lineterminator="\r\n",
+            lineterminator=ending,
             quoting=csv.QUOTE_ALL if self.quote_all else csv.QUOTE_MINIMAL,
         )
 
@@ -210,6 +220,87 @@ class _Counting(io.RawIOBase):
         return len(view)
 
 
+# Encodings in which each of a CSV's line breaks, quotes and delimiters is one byte of its own
+# (never part of another character), and which need no state from one block to the next.
+_BLOCK_CODECS = {
+    "utf-8": "utf-8",
+    "utf-8-sig": "utf-8",
+    "cp1252": "cp1252",
+    "iso8859-1": "iso8859-1",
+    "ascii": "ascii",
+}
+
+
+def block_codec(encoding: str) -> str | None:
+    """The codec for a block of a file in ``encoding`` (past its BOM), or None where a file in
+    that encoding cannot be cut into blocks of bytes."""
+    try:
+        return _BLOCK_CODECS.get(codecs.lookup(encoding).name)
+    except LookupError:
+        return None
+
+
+def _cut(buf: bytes, window: int) -> int | None:
+    """The end of the last line in ``buf[:window]`` with an even count of quotes before it."""
+    end = buf.rfind(b"\n", 0, window)
+    if end < 0:
+        return None
+    quotes = buf.count(b'"', 0, end)
+    while quotes % 2:
+        previous = buf.rfind(b"\n", 0, end)
+        if previous < 0:
+            return None
+        quotes -= buf.count(b'"', previous, end)
+        end = previous
+    return end + 1
+
+
+def _header_span(sample: bytes, fmt: CsvFormat) -> tuple[list[str], int, int] | None:
+    """The header row parsed from the sample, the bytes it spans and its count of lines; None
+    where the sample's complete lines do not hold it or it is not strictly well-formed CSV
+    (the csv reader then reads it, as for any file)."""
+    complete = sample[: sample.rfind(b"\n") + 1]
+    try:
+        text = complete.decode(fmt.encoding)
+    except UnicodeDecodeError:
+        return None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter, quotechar='"', strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error:
+        return None
+    if header is None:
+        return None
+    lines = reader.line_num
+    span = 0
+    for _ in range(lines):
+        cr, lf = complete.find(b"\r", span), complete.find(b"\n", span)
+        # A line ends at LF, CR LF or a lone CR, as the csv reader's lines do.
+        span = (cr + 2 if cr + 1 == lf else cr + 1) if 0 <= cr < lf else lf + 1
+    return header, span, lines
+
+
+class _Chain(io.RawIOBase):
+    """Bytes already read, then the rest of a stream."""
+
+    def __init__(self, first: bytes, rest: IO[bytes]) -> None:
+        self._first = memoryview(first)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._first:
+            size = min(len(buffer), len(self._first))
+            buffer[:size] = self._first[:size]
+            self._first = self._first[size:]
+            return size
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 class CsvInput:
     """A CSV file read row by row, with its header, format, byte count and SHA-256."""
 
@@ -233,13 +324,36 @@ class CsvInput:
         self._buffered = io.BufferedReader(self._counting, buffer_size=_SAMPLE_BYTES)
         sample = self._buffered.peek(_SAMPLE_BYTES)[:_SAMPLE_BYTES]
         self.format = sniff(sample, encoding=encoding, delimiter=delimiter)
-        self._text = io.TextIOWrapper(self._buffered, encoding=self.format.encoding, newline="")
-        self._reader = self.format.reader(self._text)
-        self._line = 0
+        self._line = 0  # lines of the file before the next record
+        self._reader: Any = None
+        self._carry = b""  # bytes read from the file and not yet handed out
+        self._eof = False
+        # Files in an encoding where a line break is the byte 0x0A are read in blocks of bytes
+        # (see blocks()); the header is then parsed from the sample and the rest read raw.
+        self.block_codec = block_codec(self.format.encoding)
+        spanned = _header_span(sample, self.format) if self.block_codec else None
+        if spanned is not None:
+            self.header: list[str] = spanned[0]
+            self._buffered.read(spanned[1])
+            self._line = spanned[2]
+            return
+        self.block_codec = None
+        self._open_text(self.format.encoding, b"")
         header = self._next()
         if header is None:
             raise CsvProblem(f"{path} is empty: a header row is needed")
-        self.header: list[str] = header[1]
+        self.header = header[1]
+
+    def _open_text(self, encoding: str, pending: bytes) -> None:
+        """Read records from ``pending``, then from the rest of the file, with the csv reader."""
+        source = io.BufferedReader(_Chain(pending, self._buffered)) if pending else self._buffered
+        self._text = io.TextIOWrapper(source, encoding=encoding, newline="")
+        self._reader = self.format.reader(self._text)
+
+    @property
+    def line(self) -> int:
+        """Lines of the file read as records so far (the header's, before any row)."""
+        return self._line
 
     @property
     def bytes_read(self) -> int:
@@ -264,16 +378,20 @@ class CsvInput:
             raise CsvProblem(
                 f"{self.name}: near line {start}: not valid {self.format.encoding}",
             ) from None
-        self._line = self._reader.line_num
+        self._line = start - 1 + self._reader.line_num
         return start, row
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """``(line, fields)`` of every record after the header; ``line`` is where it starts."""
+        """``(line, fields)`` of every record after the header (or after the blocks handed out);
+        ``line`` is where it starts."""
+        if self._reader is None:
+            self.resume(b"", self._line)
         reader = self._reader
         line = self._line
+        base = line - reader.line_num  # the reader has read the header's lines, or none
         try:
             for row in reader:
-                start, line = line + 1, reader.line_num
+                start, line = line + 1, base + reader.line_num
                 yield start, row
         except csv.Error as exc:
             raise CsvProblem(f"{self.name}: line {line + 1}: {exc}") from None
@@ -281,6 +399,47 @@ class CsvInput:
             raise CsvProblem(f"{self.name}: near line {line + 1}: not valid {self.format.encoding}") from None
         finally:
             self._line = line
+
+    def blocks(self, size: int) -> Iterator[bytes]:
+        """The records after the header as blocks of about ``size`` bytes, each cut after a line
+        break with an even count of quote characters before it (so outside quotes, in any file
+        whose quotes are all opening, closing or doubled ones; the parser of each block checks
+        that its end is a record's end).
+
+        Stops early where no such cut is found within 16 blocks' size, or at the end of an odd
+        count of quotes: :meth:`resume` with the bytes of every block not yet converted then
+        reads the rest as records. Only for files with a :attr:`block_codec`.
+        """
+        assert self.block_codec is not None
+        assert self._reader is None
+        window = size
+        while True:
+            if len(self._carry) < window and not self._eof:
+                more = self._buffered.read(window - len(self._carry))
+                self._eof = len(more) < window - len(self._carry)
+                self._carry += more
+            buf = self._carry
+            if not buf:
+                return
+            cut = _cut(buf, window)
+            if cut is None and self._eof and len(buf) <= window and buf.count(b'"') % 2 == 0:
+                cut = len(buf)
+            if cut is None:
+                if self._eof or window >= 16 * size:
+                    return
+                window *= 2
+                continue
+            window = size
+            self._carry = buf[cut:]
+            yield buf[:cut]
+
+    def resume(self, pending: bytes, line: int) -> None:
+        """Go on record by record from ``pending`` (bytes of blocks handed out and not
+        converted, in order), whose first record starts on line ``line + 1``."""
+        assert self.block_codec is not None
+        self._open_text(self.block_codec, pending + self._carry)
+        self._carry = b""
+        self._line = line
 
     def drain(self) -> None:
         """Read the rest of the file (so the checksum covers all of it)."""
@@ -337,6 +496,11 @@ class AtomicOutput:
             return os.open(self._named_tmp, flags | os.O_CREAT | os.O_EXCL, 0o600)
         except PermissionError:
             raise CsvProblem(f"{folder}: permission denied") from None
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write records already encoded in the output's encoding, after those written so far."""
+        self.text.flush()
+        self._buffered.write(data)
 
     @property
     def bytes_written(self) -> int:

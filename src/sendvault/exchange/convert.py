@@ -1,11 +1,14 @@
 """Bulk CSV conversion: tokenize the named columns of a contact file, or detokenize them back.
 
-Both stream: rows are read in chunks, planned (looked up, normalized, new tokens drawn and
-sealed) in worker processes, stored in bulk in this process, and written in order to an output
-that appears only when everything succeeded. A bad row never stops the run: it goes to the
-rejects sink with its line, column and a reason code, never its value, and is left out of the
-output (an invalid address written as it was would be a clear value in a file bound for the
-platform). Tokens committed before a failure stay valid, so a second run gives the same tokens.
+Both stream. A file whose encoding allows it is cut into blocks of bytes that worker processes
+parse, convert (look up, normalize, draw and seal new tokens, or open ciphertexts) and write
+whole (see ``_blocks``); otherwise, and from a block a worker cannot vouch for on, rows are read
+here in chunks that workers plan. New rows are stored in bulk in this process, and everything is
+written in order to an output that appears only when everything succeeded. A bad row never
+stops the run: it goes to the rejects sink with its line, column and a reason code, never its
+value, and is left out of the output (an invalid address written as it was would be a clear
+value in a file bound for the platform). Tokens committed before a failure stay valid, so a
+second run gives the same tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from ..errors import SendvaultError, StaleKeys
 from ..store.base import NewContact
 from ..vault import Kind, Vault
 from ..vault.service import TokenPlan
-from ._csvio import AtomicOutput, CsvInput, CsvProblem, open_output
+from ._blocks import BlockJob, BlockResult, Chunk, converted_count, parse_block, prepare, split_rows
+from ._csvio import AtomicOutput, CsvInput, CsvProblem, block_codec, open_output
 from ._workers import Planner, ResolvePlan
 from .check import column_label
 
@@ -42,8 +46,12 @@ __all__ = [
 CHUNK_ROWS = 5_000
 FLUSH_NEW_ROWS = 100_000
 HELD_ROWS = 160_000
-# Below this many rows a file is converted in-process: starting workers costs more than it saves.
+# Below this many rows (bytes, for a file read in blocks) a file is converted in-process:
+# starting workers costs more than it saves.
 PARALLEL_AFTER_ROWS = 30_000
+PARALLEL_AFTER_BYTES = 2 << 20
+# Bytes per block of a file read in blocks (a block goes whole to a worker: see ``_blocks``).
+BLOCK_BYTES = 256 << 10
 _MAX_ATTRIBUTE_VALUE = 4096
 
 Progress = Callable[[int, int], None]
@@ -137,11 +145,22 @@ def _index(header: Sequence[str], names: Sequence[str], what: str) -> list[int]:
 
 
 @dataclass
-class _Chunk:
-    rows: list[tuple[int, list[str]]]
-    where: list[tuple[int, int]]
-    bad: dict[int, list[tuple[int, str]]]
-    plan: Any = None
+class _Block:
+    """A block of the file handed to a worker, then its result and the lines before it."""
+
+    data: bytes
+    result: BlockResult | None = None
+    line: int = 0
+
+
+def _block_job(
+    src: CsvInput, out: AtomicOutput, spec: Sequence[tuple[int, int]], *, tokenize: bool
+) -> BlockJob | None:
+    """The job for reading ``src`` in blocks, or None where it is read record by record."""
+    out_codec = block_codec(out.text.encoding)
+    if src.block_codec is None or out_codec is None:
+        return None
+    return BlockJob(src.format, src.block_codec, out_codec, tuple(spec), tokenize)
 
 
 def _chunks(src: CsvInput) -> Iterator[list[tuple[int, list[str]]]]:
@@ -170,23 +189,37 @@ class _Run:
         self.summary, self.src, self.out, self.header = summary, src, out, header
         self.rejects, self.max_errors, self.progress = rejects, max_errors, progress
 
-    def write(self, chunk: _Chunk, keep: list[int] | None) -> None:
-        """Write the chunk's good rows (only ``keep`` columns if given)."""
-        if not chunk.bad and keep is None:
-            good = [fields for _, fields in chunk.rows]  # the common case: no test per row
-        else:
-            good = self._kept(chunk, keep)
+    def write(self, chunk: Chunk, keep: list[int] | None) -> None:
+        """Write the chunk's good rows (only ``keep`` columns if given); the bad ones go to the
+        rejects."""
+        good, rejects = split_rows(chunk, keep)
+        self._reject(rejects, 0)
         try:
             self.out.writer.writerows(good)
         except UnicodeEncodeError:
             raise CsvProblem(
                 f"a value cannot be written in {self.out.text.encoding}; give --output-encoding utf-8"
             ) from None
-        self.summary.rows += len(chunk.rows)
-        self.summary.written += len(good)
-        self.summary.values += (
-            sum(1 for pos, _ in chunk.where if pos not in chunk.bad) if chunk.bad else len(chunk.where)
-        )
+        self._count(len(chunk.rows), len(good), converted_count(chunk))
+
+    def write_block(self, block: _Block) -> None:
+        """Write a converted block's output, its rejects numbered from the lines before it."""
+        done = block.result
+        assert done is not None
+        self._reject(done.rejects, block.line)
+        self.out.write_bytes(done.data)
+        self.summary.empty += done.empty
+        self._count(done.rows, done.written, done.values)
+
+    def _reject(self, rejects: list[tuple[int, int, str]], before: int) -> None:
+        for line, col, reason in rejects:
+            self.rejects.add(before + line, column_label(self.header[col], col) if col >= 0 else "", reason)
+
+    def _count(self, rows: int, written: int, values: int) -> None:
+        self.summary.rows += rows
+        self.summary.written += written
+        self.summary.rejected += rows - written
+        self.summary.values += values
         if self.max_errors is not None and self.summary.rejected > self.max_errors:
             raise TooManyErrors(
                 f"{self.summary.rejected} rows rejected, more than --max-errors {self.max_errors}; "
@@ -194,43 +227,6 @@ class _Run:
             )
         if self.progress is not None:
             self.progress(self.summary.rows, self.src.bytes_read)
-
-    def _kept(self, chunk: _Chunk, keep: list[int] | None) -> list[list[str]]:
-        """The rows to write (only ``keep`` columns if given); the bad ones go to the rejects."""
-        good: list[list[str]] = []
-        for pos, (line, fields) in enumerate(chunk.rows):
-            problems = chunk.bad.get(pos)
-            if problems:
-                self.summary.rejected += 1
-                for col, reason in problems:
-                    self.rejects.add(line, column_label(self.header[col], col) if col >= 0 else "", reason)
-                continue
-            good.append(fields if keep is None else [fields[j] for j in keep if j < len(fields)])
-        return good
-
-
-def _prepare(
-    chunk: list[tuple[int, list[str]]], columns: Sequence[tuple[int, int]]
-) -> tuple[_Chunk, list[Any], int]:
-    """Split a chunk into the values to convert and the rows too short to hold them."""
-    need = max(i for i, _ in columns) + 1
-    items: list[Any] = []
-    where: list[tuple[int, int]] = []
-    bad: dict[int, list[tuple[int, str]]] = {}
-    empty = 0
-    for pos, (_, fields) in enumerate(chunk):
-        if len(fields) < need:
-            if fields:  # a blank line is kept as it is
-                bad[pos] = [(-1, "missing-column")]
-            continue
-        for col, kind in columns:
-            value = fields[col]
-            if not value or value.isspace():
-                empty += 1
-                continue
-            items.append((kind, value) if kind else value)
-            where.append((pos, col))
-    return _Chunk(chunk, where, bad), items, empty
 
 
 def tokenize_file(
@@ -271,7 +267,8 @@ def tokenize_file(
             summary=summary, src=src, out=out, header=header, rejects=rejects, max_errors=max_errors,
             progress=progress,
         )  # fmt: skip
-        _tokenize_rows(vault, run, planner, spec=spec, attr_pos=attr_pos, keep=keep)
+        job = None if attr_pos else _block_job(src, out, spec, tokenize=True)
+        _tokenize_rows(vault, run, planner, spec=spec, attr_pos=attr_pos, keep=keep, job=job)
         summary.workers = workers if planner.parallel else 0
         _refuse_all_rejected(summary)
         src.drain()
@@ -287,6 +284,42 @@ def tokenize_file(
     return summary
 
 
+def _convert_blocks(run: _Run, planner: Planner, job: BlockJob, done: Callable[[_Block], None]) -> None:
+    """Hand the file to the planner block by block; ``done`` takes each converted block, in order.
+
+    Returns when the file is read, or at the first block that comes back unconverted (or where
+    the file cannot be cut): the blocks from there on, converted or not, are read again record by
+    record (``CsvInput.resume``), and ``run.src.rows()`` goes on with them.
+    """
+    line = run.src.line
+    handed = 0
+
+    def take() -> bool:
+        nonlocal line
+        block, result = planner.take()
+        if result is None:
+            later = [tag.data for tag in planner.abandon()]
+            run.src.resume(b"".join([block.data, *later]), line)
+            return False
+        block.result, block.line = result, line
+        line += result.lines
+        done(block)
+        return True
+
+    for data in run.src.blocks(BLOCK_BYTES):
+        handed += len(data)
+        if handed > PARALLEL_AFTER_BYTES:
+            planner.start_workers()
+        planner.submit_block(_Block(data), job, data)
+        while planner.backlog >= planner.capacity:
+            if not take():
+                return
+    while planner.backlog:
+        if not take():
+            return
+    run.src.resume(b"", line)
+
+
 def _tokenize_rows(
     vault: Vault,
     run: _Run,
@@ -295,44 +328,57 @@ def _tokenize_rows(
     spec: Sequence[tuple[int, int]],
     attr_pos: Sequence[int],
     keep: list[int] | None,
+    job: BlockJob | None,
 ) -> None:
-    """Plan chunks (in workers once the file is large), store new rows in bulk, write in order.
+    """Plan blocks or chunks (in workers once the file is large), store new rows in bulk, write
+    in order.
 
-    Storing and writing a group of chunks runs on a writer thread while this thread reads and
-    plans the next group (SQLite releases the GIL while it inserts); at most two groups are in
-    memory at once, and groups are written in order.
+    Storing and writing a group of blocks or chunks runs on a writer thread while this thread
+    reads and plans the next group (SQLite releases the GIL while it inserts); at most two groups
+    are in memory at once, and groups are written in order.
     """
-    waiting: list[_Chunk] = []
-    pending_new = 0
+    waiting: list[Chunk | _Block] = []
+    pending_new = held = 0
     seen = 0
     writer = ThreadPoolExecutor(1, thread_name_prefix="sendvault-bulk-writer")
     last: Future[None] | None = None
 
     def flush() -> None:
-        nonlocal last, pending_new
+        nonlocal last, pending_new, held
         if last is not None:
             last.result()
         last = writer.submit(
-            _store_and_write, vault, run, list(waiting), spec=spec, attr_pos=attr_pos, keep=keep
+            _store_and_write, vault, run, list(waiting), spec=spec, attr_pos=attr_pos, keep=keep, job=job
         )
         waiting.clear()
-        pending_new = 0
+        pending_new = held = 0
+
+    def hold(item: Chunk | _Block, new: int, rows: int) -> None:
+        nonlocal pending_new, held
+        waiting.append(item)
+        pending_new += new
+        held += rows
+        if pending_new >= FLUSH_NEW_ROWS or held >= HELD_ROWS:
+            flush()
+
+    def done_block(block: _Block) -> None:
+        assert block.result is not None
+        hold(block, len(block.result.new), block.result.rows)
 
     try:
+        if job is not None:
+            _convert_blocks(run, planner, job, done_block)
         for raw in _chunks(run.src):
             seen += len(raw)
             if seen > PARALLEL_AFTER_ROWS:
                 planner.start_workers()
-            chunk, items, empty = _prepare(raw, spec)
+            chunk, items, empty = prepare(raw, spec)
             run.summary.empty += empty
             planner.submit_plan(chunk, items, create=True)
             while planner.backlog >= planner.capacity:
                 done, plan = planner.take()
                 done.plan = plan
-                waiting.append(done)
-                pending_new += len(plan.new)
-                if pending_new >= FLUSH_NEW_ROWS or len(waiting) * CHUNK_ROWS >= HELD_ROWS:
-                    flush()
+                hold(done, len(plan.new), len(done.rows))
         while planner.backlog:
             done, plan = planner.take()
             done.plan = plan
@@ -347,15 +393,21 @@ def _tokenize_rows(
 def _store_and_write(
     vault: Vault,
     run: _Run,
-    waiting: list[_Chunk],
+    waiting: list[Chunk | _Block],
     *,
     spec: Sequence[tuple[int, int]],
     attr_pos: Sequence[int],
     keep: list[int] | None,
+    job: BlockJob | None,
 ) -> None:
-    """One bulk insert for the waiting chunks' new rows, then their rows in order."""
-    kinds = dict(spec)
-    new: list[NewContact] = [row for chunk in waiting for row in chunk.plan.new]
+    """One bulk insert for the waiting blocks' and chunks' new rows, then their rows in order.
+
+    A block's output holds the tokens its worker drew for its new values: it is written as it is
+    when the store kept every one of them. Where the store answered another token (the value was
+    stored meanwhile, by this run's other block or by another writer) or none (the drawn token
+    was taken), the block is converted again here, record by record.
+    """
+    new: list[NewContact] = [row for item in waiting for row in _new_rows(item)]
     try:
         found = vault.store.insert_bulk(new) if new else {}
     except StaleKeys:
@@ -363,40 +415,88 @@ def _store_and_write(
         # rotated or retired): plan them again here under the reloaded keys. Insert-or-get: rows
         # of an earlier chunk already committed are found by the new plan's lookups.
         vault.refresh_keys()
-        for chunk in waiting:
-            values = [(Kind(kinds[col]), chunk.rows[pos][1][col]) for pos, col in chunk.where]
-            chunk.plan = vault.plan_tokens(values)
-        new = [row for chunk in waiting for row in chunk.plan.new]
+        waiting = [_replanned(vault, run, item, spec, job) for item in waiting]
+        new = [row for item in waiting for row in _new_rows(item)]
         found = vault.store.insert_bulk(new) if new else {}
     run.summary.created += sum(1 for row in new if found.get(row.bidx) == row.token)
-    for chunk in waiting:
-        plan: TokenPlan = chunk.plan
-        # Without new rows the plan is the outcome: no object per value (the common case when a
-        # file is converted again or holds known contacts).
-        pairs: Iterable[tuple[str | None, str | None]] = (
-            ((o.token, o.reason) for o in Vault.finish_plan(plan, found))
-            if plan.new_of
-            else zip(plan.tokens, plan.reasons, strict=True)
-        )
-        for (pos, col), (planned, why) in zip(chunk.where, pairs, strict=True):
-            fields = chunk.rows[pos][1]
-            token, reason = planned, why
-            if token is None and reason == "retry":
-                # The drawn token collided with an existing one: draw again the normal way.
-                (outcome,) = vault.tokenize_many([(Kind(kinds[col]), fields[col])])
-                run.summary.created += int(outcome.created)
-                token, reason = outcome.token, outcome.reason
-            if token is not None:
-                fields[col] = token
-            else:
-                chunk.bad.setdefault(pos, []).append((col, reason or "invalid"))
-        if attr_pos:
-            _attributes(vault, run, chunk, spec, attr_pos)
-        run.write(chunk, keep)
+    for item in waiting:
+        if isinstance(item, _Block):
+            assert item.result is not None
+            if all(found.get(row.bidx) == row.token for row in item.result.new):
+                run.write_block(item)
+                continue
+            chunk = _replanned(vault, run, item, spec, job)
+            again = vault.store.insert_bulk(chunk.plan.new) if chunk.plan.new else {}
+            run.summary.created += sum(1 for row in chunk.plan.new if again.get(row.bidx) == row.token)
+            _write_planned(vault, run, chunk, again, spec=spec, attr_pos=attr_pos, keep=keep)
+            continue
+        _write_planned(vault, run, item, found, spec=spec, attr_pos=attr_pos, keep=keep)
+
+
+def _new_rows(item: Chunk | _Block) -> list[NewContact]:
+    if isinstance(item, _Block):
+        assert item.result is not None
+        return item.result.new
+    plan: TokenPlan = item.plan
+    return plan.new
+
+
+def _replanned(
+    vault: Vault, run: _Run, item: Chunk | _Block, spec: Sequence[tuple[int, int]], job: BlockJob | None
+) -> Chunk:
+    """The item as a chunk planned here, under the vault's current keys and rows."""
+    if isinstance(item, _Block):
+        assert job is not None
+        rows, _ = parse_block(item.data, job, strict=False)  # parsed strictly once: same records
+        chunk, _, empty = prepare([(item.line + line, fields) for line, fields in rows], spec)
+        run.summary.empty += empty
+    else:
+        chunk = item
+    kinds = dict(spec)
+    values = [(Kind(kinds[col]), chunk.rows[pos][1][col]) for pos, col in chunk.where]
+    chunk.plan = vault.plan_tokens(values)
+    return chunk
+
+
+def _write_planned(
+    vault: Vault,
+    run: _Run,
+    chunk: Chunk,
+    found: dict[bytes, str],
+    *,
+    spec: Sequence[tuple[int, int]],
+    attr_pos: Sequence[int],
+    keep: list[int] | None,
+) -> None:
+    """Put the chunk's tokens in its rows, given what the store answered, and write it."""
+    kinds = dict(spec)
+    plan: TokenPlan = chunk.plan
+    # Without new rows the plan is the outcome: no object per value (the common case when a
+    # file is converted again or holds known contacts).
+    pairs: Iterable[tuple[str | None, str | None]] = (
+        ((o.token, o.reason) for o in Vault.finish_plan(plan, found))
+        if plan.new_of
+        else zip(plan.tokens, plan.reasons, strict=True)
+    )
+    for (pos, col), (planned, why) in zip(chunk.where, pairs, strict=True):
+        fields = chunk.rows[pos][1]
+        token, reason = planned, why
+        if token is None and reason == "retry":
+            # The drawn token collided with an existing one: draw again the normal way.
+            (outcome,) = vault.tokenize_many([(Kind(kinds[col]), fields[col])])
+            run.summary.created += int(outcome.created)
+            token, reason = outcome.token, outcome.reason
+        if token is not None:
+            fields[col] = token
+        else:
+            chunk.bad.setdefault(pos, []).append((col, reason or "invalid"))
+    if attr_pos:
+        _attributes(vault, run, chunk, spec, attr_pos)
+    run.write(chunk, keep)
 
 
 def _attributes(
-    vault: Vault, run: _Run, chunk: _Chunk, spec: Sequence[tuple[int, int]], attr_pos: Sequence[int]
+    vault: Vault, run: _Run, chunk: Chunk, spec: Sequence[tuple[int, int]], attr_pos: Sequence[int]
 ) -> None:
     header = run.header
     items: list[tuple[str, dict[str, str]]] = []
@@ -444,12 +544,15 @@ def detokenize_file(
             summary=summary, src=src, out=out, header=src.header, rejects=rejects, max_errors=max_errors,
             progress=progress,
         )  # fmt: skip
+        job = _block_job(src, out, spec, tokenize=False)
+        if job is not None:
+            _convert_blocks(run, planner, job, run.write_block)
         seen = 0
         for raw in _chunks(src):
             seen += len(raw)
             if seen > PARALLEL_AFTER_ROWS:
                 planner.start_workers()
-            chunk, tokens, empty = _prepare(raw, spec)
+            chunk, tokens, empty = prepare(raw, spec)
             summary.empty += empty
             planner.submit_resolve(chunk, tokens)
             while planner.backlog >= planner.capacity:
@@ -471,7 +574,7 @@ def detokenize_file(
     return summary
 
 
-def _write_resolved(run: _Run, chunk: _Chunk, resolved: ResolvePlan) -> None:
+def _write_resolved(run: _Run, chunk: Chunk, resolved: ResolvePlan) -> None:
     values, reasons = resolved
     for (pos, col), value, reason in zip(chunk.where, values, reasons, strict=True):
         if value is not None:
