@@ -372,3 +372,23 @@ def test_json_to_a_full_standard_output_is_the_standard_output_error(tmp_path: P
         )  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error: cannot write to standard output"), run.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["csv", "--help"]])
+def test_help_and_version_onto_a_full_standard_output_are_the_standard_output_error(
+    tmp_path: Path, args: list[str]
+) -> None:
+    # The top-level --help and --version are printed while the arguments are parsed, before any
+    # command runs: they were a traceback.
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        run = subprocess.run(
+            [sys.executable, "-m", "sendvault", *args],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+        )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: cannot write to standard output"), run.stderr
+    assert "Traceback" not in run.stderr

@@ -161,6 +161,9 @@ class _Group(click.Group):
         except click.Abort:
             click.echo("aborted", err=True)
             sys.exit(EXIT_FAILURE)
+        except OSError as exc:
+            # Raised before any command runs: `--help` or `--version` onto a full device.
+            _system_error(exc)
         sys.exit(code if isinstance(code, int) else 0)
 
     def _path(self, args: Sequence[str] | None) -> str:
