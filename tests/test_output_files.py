@@ -392,3 +392,32 @@ def test_help_and_version_onto_a_full_standard_output_are_the_standard_output_er
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error: cannot write to standard output"), run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_an_output_folder_that_makes_no_files_names_the_output_not_a_hidden_file(tmp_path: Path) -> None:
+    # procfs refuses new files: the message named the hidden temporary file the user never chose.
+    run = run_cli(
+        tmp_path / "home",
+        "csv",
+        "tokenize",
+        str(_contacts(tmp_path, 2)),
+        "/proc/o.csv",
+        "--column",
+        "Email=Email",
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: /proc/o.csv: cannot create a file in /proc ("), run.stderr
+    assert ".tmp" not in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("command", [["csv", "tokenize", "{src}", "{out}", "--column", "Email=Email"],
+                                     ["exchange", "check", "{src}"]])  # fmt: skip
+def test_an_input_whose_read_fails_is_named_in_the_error(tmp_path: Path, command: list[str]) -> None:
+    # /proc/self/mem opens, and its first read fails (EIO): the error said only "Input/output error".
+    args = [a.format(src="/proc/self/mem", out=tmp_path / "o.csv") for a in command]
+    run = run_cli(tmp_path / "home", *args)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: /proc/self/mem: Input/output error"), run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "o.csv").exists()

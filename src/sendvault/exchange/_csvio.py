@@ -183,9 +183,10 @@ def _all_quoted(line: str, delimiter: str) -> bool:
 class _Counting(io.RawIOBase):
     """A raw stream that hashes and counts what passes through it."""
 
-    def __init__(self, inner: IO[bytes], *, writing: bool = False) -> None:
+    def __init__(self, inner: IO[bytes], *, writing: bool = False, name: str | None = None) -> None:
         self._inner = inner
         self._writing = writing
+        self._name = name
         self.digest = hashlib.sha256()
         self.count = 0
 
@@ -196,7 +197,13 @@ class _Counting(io.RawIOBase):
         return self._writing
 
     def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
+        try:
+            data = self._inner.read(len(buffer))
+        except OSError as exc:
+            if exc.filename is None and self._name is not None:
+                # A read that fails (EIO) names the file, as a failed open does.
+                raise OSError(exc.errno, exc.strerror, self._name) from None
+            raise
         if not data:
             return 0
         size = len(data)
@@ -320,7 +327,7 @@ class CsvInput:
             except PermissionError:
                 raise CsvProblem(f"{path}: permission denied") from None
         self._raw = raw
-        self._counting = _Counting(raw)
+        self._counting = _Counting(raw, name="standard input" if path == "-" else path)
         self._buffered = io.BufferedReader(self._counting, buffer_size=_SAMPLE_BYTES)
         sample = self._buffered.peek(_SAMPLE_BYTES)[:_SAMPLE_BYTES]
         self.format = sniff(sample, encoding=encoding, delimiter=delimiter)
@@ -496,6 +503,9 @@ class AtomicOutput:
             return os.open(self._named_tmp, flags | os.O_CREAT | os.O_EXCL, 0o600)
         except PermissionError:
             raise CsvProblem(f"{folder}: permission denied") from None
+        except OSError as exc:
+            # Not the hidden file's name: the user never named it (procfs, say, makes no files).
+            raise CsvProblem(f"{self.name}: cannot create a file in {folder} ({exc.strerror})") from None
 
     def write_bytes(self, data: bytes) -> None:
         """Write records already encoded in the output's encoding, after those written so far."""
