@@ -273,23 +273,27 @@ def _contacts(tmp_path: Path, rows: int) -> Path:
     return source
 
 
-def test_standard_output_that_cannot_be_written_is_one_line_and_the_run_is_audited(tmp_path: Path) -> None:
-    # `csv tokenize IN -` onto a full device: the tokens made are committed, so the run must be in
-    # the audit log, and the error is the one every command gives for standard output (exit 2).
+def _onto_full_stdout(home: Path, *args: str) -> None:
+    """Run the CLI with standard output on a full device: the standard-output error, exit 2."""
     import subprocess
     import sys
 
-    source = _contacts(tmp_path, 20_000)
     with open("/dev/full", "w") as full:  # noqa: PTH123
         run = subprocess.run(
-            [sys.executable, "-m", "sendvault", "csv", "tokenize", str(source), "-",
-             "--column", "Email=Email", "-q"],
+            [sys.executable, "-m", "sendvault", *args],
             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
-            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+            env={**os.environ, "SENDVAULT_HOME": str(home)},
         )  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error: cannot write to standard output"), run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_standard_output_that_cannot_be_written_is_one_line_and_the_run_is_audited(tmp_path: Path) -> None:
+    # `csv tokenize IN -` onto a full device: the tokens made are committed, so the run must be in
+    # the audit log, and the error is the one every command gives for standard output (exit 2).
+    source = _contacts(tmp_path, 20_000)
+    _onto_full_stdout(tmp_path / "home", "csv", "tokenize", str(source), "-", "--column", "Email=Email", "-q")
     shown = run_cli(tmp_path / "home", "audit", "show", "--json")
     assert '"exchange:tokenize"' in shown.stdout, shown.stdout[-2000:]
     assert '"failed"' in shown.stdout
@@ -361,17 +365,7 @@ def test_audit_verify_refuses_devices_before_reading_them(tmp_path: Path) -> Non
 
 
 def test_json_to_a_full_standard_output_is_the_standard_output_error(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    with open("/dev/full", "w") as full:  # noqa: PTH123
-        run = subprocess.run(
-            [sys.executable, "-m", "sendvault", "exchange", "check", str(_contacts(tmp_path, 3)), "--json"],
-            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
-            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
-        )  # fmt: skip
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.startswith("error: cannot write to standard output"), run.stderr
+    _onto_full_stdout(tmp_path / "home", "exchange", "check", str(_contacts(tmp_path, 3)), "--json")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["csv", "--help"]])
@@ -380,18 +374,7 @@ def test_help_and_version_onto_a_full_standard_output_are_the_standard_output_er
 ) -> None:
     # The top-level --help and --version are printed while the arguments are parsed, before any
     # command runs: they were a traceback.
-    import subprocess
-    import sys
-
-    with open("/dev/full", "w") as full:  # noqa: PTH123
-        run = subprocess.run(
-            [sys.executable, "-m", "sendvault", *args],
-            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
-            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
-        )  # fmt: skip
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.startswith("error: cannot write to standard output"), run.stderr
-    assert "Traceback" not in run.stderr
+    _onto_full_stdout(tmp_path / "home", *args)
 
 
 def test_an_output_folder_that_makes_no_files_names_the_output_not_a_hidden_file(tmp_path: Path) -> None:
