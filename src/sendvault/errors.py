@@ -109,6 +109,10 @@ class StaleKeys(KeyProviderError):
         super().__init__(message)
 
 
+class WorkerStopped(SendvaultError):
+    """A worker process of a bulk job stopped before its part was done (killed, out of memory)."""
+
+
 class StoreError(SendvaultError):
     """The store failed in a way that is not the caller's fault."""
 

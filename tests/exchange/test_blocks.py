@@ -300,3 +300,74 @@ def test_a_cr_inside_a_field_of_an_lf_file_stays_quoted(
     assert all(converted)
     assert by_blocks[0].count(b'"a\rb"') == 5
     assert by_blocks[0].count(b"\r") == 5
+
+
+@pytest.mark.parametrize("blocks", [None, 2_000])
+def test_max_errors_stops_at_the_row_past_it_whatever_the_block_or_chunk(
+    vault: Vault, settings: Settings, tmp_path: Path, block_size: None, blocks: int | None
+) -> None:
+    # It stopped at the end of the 5,000-row chunk or the 256 KiB block that went past it, so the
+    # count in the message and the rejects kept depended on how the file was cut. A row with two
+    # bad cells is one rejected row.
+    rows = "".join(
+        f"{i},{'bad ' if i % 7 == 3 else ''}u{i}@example.com,{'x' if i % 14 == 3 else '+12125550123'}\n"
+        for i in range(400)
+    )
+    source = tmp_path / "in.csv"
+    source.write_text("Id,Email,Mobile\n" + rows)
+    real = _csvio.block_codec
+    convert.BLOCK_BYTES = blocks or convert.BLOCK_BYTES
+    _csvio.block_codec = real if blocks else (lambda encoding: None)  # type: ignore[assignment]
+    try:
+        src = CsvInput(str(source))
+    finally:
+        _csvio.block_codec = real  # type: ignore[method-assign]
+    rejects = Collect()
+    both = [("Email", Kind.EMAIL), ("Mobile", Kind.MOBILE)]
+    with pytest.raises(convert.TooManyErrors) as caught:
+        tokenize_file(
+            vault, settings, src, str(tmp_path / "o.csv"), columns=both,
+            rejects=rejects, workers=0, max_errors=4,
+        )  # fmt: skip
+    src.close()
+    assert str(caught.value).startswith("5 rows rejected, more than --max-errors 4")
+    # Rows 3, 10, 17, 24 and 31 (lines 5, 12, ...); 3, 17 and 31 have a bad mobile number too.
+    assert [line for line, _, _ in rejects.items] == [5, 5, 12, 19, 19, 26, 33, 33]
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("blocks", [None, 4_000])
+def test_tokens_committed_before_a_key_change_count_as_created(
+    vault: Vault, settings: Settings, tmp_path: Path, block_size: None, blocks: int | None
+) -> None:
+    # The blind-index key is rotated between two transactions of one bulk insert: the second
+    # is refused (StaleKeys) and everything is planned again under the new keys, where the
+    # first transaction's rows are known values. They were made by this run all the same.
+    from sendvault.vault import open_vault
+    from sendvault.vault.lifecycle import rotate_index_key
+
+    operator = open_vault(settings)
+    real_insert = vault.store.insert_bulk
+    calls: list[int] = []
+
+    def insert_then_rotate(rows: Any) -> Any:
+        calls.append(len(rows))
+        if len(calls) > 1:
+            return real_insert(rows)
+        found = dict(real_insert(rows[:150]))
+        rotate_index_key(operator)
+        found.update(real_insert(rows[150:]))  # refused: StaleKeys
+        return found
+
+    vault.store.insert_bulk = insert_then_rotate  # type: ignore[method-assign]
+    source = tmp_path / "in.csv"
+    source.write_text("Id,Email\n" + "".join(f"{i},k{i}@example.com\n" for i in range(400)))
+    done = _convert(vault, settings, source, tmp_path / "o.csv", tokenize=True, blocks=blocks)
+    operator.close()
+    assert calls[0] == 400
+    assert len(calls) == 2, calls
+    assert done[2]["written"] == 400
+    assert done[3] == 400  # created: 150 before the change and 250 after
+    assert vault.store.count() == 400
+    tokens = [line.split(",")[1] for line in done[0].decode().splitlines()[1:]]
+    assert len(set(tokens)) == 400

@@ -202,6 +202,45 @@ def test_workers_stop_when_the_main_process_is_killed_alone(home: Path, tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_mid_run_is_one_error_line_and_the_run_is_audited(home: Path, tmp_path: Path) -> None:
+    # A worker killed (or taken by the out-of-memory killer) was a traceback, and the run, whose
+    # tokens were already committed, was missing from the audit log.
+    src, out = tmp_path / "big.csv", tmp_path / "out.csv"
+    _bulk_file(src, 120_000, "worker")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sendvault", "csv", "tokenize", str(src), str(out),
+         "--column", "Email=Email", "-q", "--workers", "2"],
+        env={**os.environ, "SENDVAULT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+            workers = _spawned_workers(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2, "the workers never started"
+        time.sleep(0.5)  # past their start-up: busy with blocks
+        assert proc.poll() is None, "finished before a worker could be killed"
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, stderr
+    assert stderr.startswith("error: a worker process stopped before its part of the file was done"), stderr
+    assert "no output was written" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+    shown = run(home, "audit", "show", "--json")
+    assert '"exchange:tokenize"' in shown.stdout
+    assert '"failed"' in shown.stdout
+
+
 def test_a_kill_mid_run_leaves_no_output_and_a_rerun_gives_the_same_tokens(
     home: Path, tmp_path: Path
 ) -> None:

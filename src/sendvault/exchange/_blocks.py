@@ -33,6 +33,7 @@ class Chunk:
     rows: list[tuple[int, list[str]]]
     where: list[tuple[int, int]]
     bad: dict[int, list[tuple[int, str]]]
+    empty: int = 0  # empty cells in the columns to convert
     plan: Any = None
 
 
@@ -58,7 +59,7 @@ def prepare(
                 continue
             items.append((kind, value) if kind else value)
             where.append((pos, col))
-    return Chunk(chunk, where, bad), items, empty
+    return Chunk(chunk, where, bad, empty), items, empty
 
 
 def split_rows(chunk: Chunk, keep: list[int] | None) -> tuple[list[list[str]], list[tuple[int, int, str]]]:

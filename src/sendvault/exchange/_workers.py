@@ -10,16 +10,19 @@ reasons and sealed new rows), or a block of the file's bytes and, back, its outp
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .._orphan import watch_parent
 from ..config import Settings
+from ..errors import WorkerStopped
 from ..vault import Kind, Vault, open_vault
 from ..vault.service import TokenPlan
 from ._blocks import BlockJob, BlockResult, convert_block
@@ -30,6 +33,7 @@ __all__ = ["Planner", "ResolvePlan", "default_workers"]
 ResolvePlan = tuple[list[str | None], list[str | None]]
 _KINDS = {int(k): k for k in Kind}
 _vault: Vault | None = None
+_epoch = 0  # the main process's count of key changes this worker's vault has seen
 
 
 def default_workers() -> int:
@@ -66,19 +70,38 @@ def _block(vault: Vault, job: BlockJob, block: bytes) -> BlockResult | None:
     return convert_block(vault, job, block)
 
 
-def _block_remote(job: BlockJob, block: bytes) -> BlockResult | None:
+def _current(epoch: int) -> Vault:
+    """This worker's vault, its keys reloaded if the main process saw them change since."""
+    global _epoch  # noqa: PLW0603 - one vault per worker process
     assert _vault is not None
-    return convert_block(_vault, job, block)
+    if epoch != _epoch:
+        _vault.refresh_keys()
+        _epoch = epoch
+    return _vault
 
 
-def _plan_remote(items: Sequence[tuple[int, str]], create: bool) -> TokenPlan:
-    assert _vault is not None
-    return _plan(_vault, items, create)
+def _block_remote(epoch: int, job: BlockJob, block: bytes) -> BlockResult | None:
+    return convert_block(_current(epoch), job, block)
 
 
-def _resolve_remote(tokens: Sequence[str]) -> ResolvePlan:
-    assert _vault is not None
-    return _resolve(_vault, tokens)
+def _plan_remote(epoch: int, items: Sequence[tuple[int, str]], create: bool) -> TokenPlan:
+    return _plan(_current(epoch), items, create)
+
+
+def _resolve_remote(epoch: int, tokens: Sequence[str]) -> ResolvePlan:
+    return _resolve(_current(epoch), tokens)
+
+
+@contextlib.contextmanager
+def _worker_stopped() -> Iterator[None]:
+    """A pool one of whose workers died (killed, out of memory) refuses every call after: one
+    error that says so, not the executor's traceback."""
+    try:
+        yield
+    except BrokenProcessPool:
+        raise WorkerStopped(
+            "a worker process stopped before its part of the file was done (killed, or out of memory?)"
+        ) from None
 
 
 class Planner:
@@ -94,6 +117,7 @@ class Planner:
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._inflight: deque[tuple[Any, Future[Any]]] = deque()
+        self._epoch = 0
 
     @property
     def parallel(self) -> bool:
@@ -132,9 +156,15 @@ class Planner:
         """Convert a whole block of the file (see ``_blocks``)."""
         self._submit(tag, _block_remote, _block, job, block)
 
+    def refresh_keys(self) -> None:
+        """The vault's keys changed: workers reload theirs before their next submission (the
+        vault of this process is the caller's to reload)."""
+        self._epoch += 1
+
     def _submit(self, tag: Any, remote: Callable[..., Any], local: Callable[..., Any], *args: Any) -> None:
         if self._pool is not None:
-            self._inflight.append((tag, self._pool.submit(remote, *args)))
+            with _worker_stopped():
+                self._inflight.append((tag, self._pool.submit(remote, self._epoch, *args)))
             return
         done: Future[Any] = Future()
         try:
@@ -146,7 +176,8 @@ class Planner:
     def take(self) -> tuple[Any, Any]:
         """The oldest submission's tag and result (waits for it; re-raises its error)."""
         tag, future = self._inflight.popleft()
-        return tag, future.result()
+        with _worker_stopped():
+            return tag, future.result()
 
     def abandon(self) -> list[Any]:
         """Tags of every submission not taken back, oldest first; their results are dropped."""

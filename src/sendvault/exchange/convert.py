@@ -21,7 +21,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from ..config import Settings
-from ..errors import SendvaultError, StaleKeys
+from ..errors import SendvaultError, StaleKeys, WorkerStopped
 from ..store.base import NewContact
 from ..vault import Kind, Vault
 from ..vault.service import TokenPlan
@@ -200,6 +200,7 @@ class _Run:
             raise CsvProblem(
                 f"a value cannot be written in {self.out.text.encoding}; give --output-encoding utf-8"
             ) from None
+        self.summary.empty += chunk.empty
         self._count(len(chunk.rows), len(good), converted_count(chunk))
 
     def write_block(self, block: _Block) -> None:
@@ -212,19 +213,28 @@ class _Run:
         self._count(done.rows, done.written, done.values)
 
     def _reject(self, rejects: list[tuple[int, int, str]], before: int) -> None:
+        """Record the problems of rejected rows (consecutive per row); stop at the row that goes
+        past --max-errors, whatever the size of the chunk or block it came in."""
+        last = None
         for line, col, reason in rejects:
+            if line != last:
+                self._within_max_errors()
+                last = line
+                self.summary.rejected += 1
             self.rejects.add(before + line, column_label(self.header[col], col) if col >= 0 else "", reason)
+        self._within_max_errors()
 
-    def _count(self, rows: int, written: int, values: int) -> None:
-        self.summary.rows += rows
-        self.summary.written += written
-        self.summary.rejected += rows - written
-        self.summary.values += values
+    def _within_max_errors(self) -> None:
         if self.max_errors is not None and self.summary.rejected > self.max_errors:
             raise TooManyErrors(
                 f"{self.summary.rejected} rows rejected, more than --max-errors {self.max_errors}; "
                 + unwritten(self.summary.output)
             )
+
+    def _count(self, rows: int, written: int, values: int) -> None:
+        self.summary.rows += rows
+        self.summary.written += written
+        self.summary.values += values
         if self.progress is not None:
             self.progress(self.summary.rows, self.src.bytes_read)
 
@@ -273,6 +283,9 @@ def tokenize_file(
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
+    except WorkerStopped as exc:
+        out.discard()
+        raise WorkerStopped(f"{exc}; {unwritten(output)}") from None
     except BaseException:
         out.discard()
         raise
@@ -348,8 +361,9 @@ def _tokenize_rows(
         if last is not None:
             last.result()
         last = writer.submit(
-            _store_and_write, vault, run, list(waiting), spec=spec, attr_pos=attr_pos, keep=keep, job=job
-        )
+            _store_and_write, vault, run, list(waiting), spec=spec, attr_pos=attr_pos, keep=keep, job=job,
+            stale=planner.refresh_keys,
+        )  # fmt: skip
         waiting.clear()
         pending_new = held = 0
 
@@ -372,8 +386,7 @@ def _tokenize_rows(
             seen += len(raw)
             if seen > PARALLEL_AFTER_ROWS:
                 planner.start_workers()
-            chunk, items, empty = prepare(raw, spec)
-            run.summary.empty += empty
+            chunk, items, _ = prepare(raw, spec)
             planner.submit_plan(chunk, items, create=True)
             while planner.backlog >= planner.capacity:
                 done, plan = planner.take()
@@ -399,6 +412,7 @@ def _store_and_write(
     attr_pos: Sequence[int],
     keep: list[int] | None,
     job: BlockJob | None,
+    stale: Callable[[], None],
 ) -> None:
     """One bulk insert for the waiting blocks' and chunks' new rows, then their rows in order.
 
@@ -414,10 +428,16 @@ def _store_and_write(
         # The keys changed while the chunks were planned (a data key retired, the blind-index key
         # rotated or retired): plan them again here under the reloaded keys. Insert-or-get: rows
         # of an earlier chunk already committed are found by the new plan's lookups.
+        drawn = {row.token for row in new}
         vault.refresh_keys()
-        waiting = [_replanned(vault, run, item, spec, job) for item in waiting]
-        new = [row for item in waiting for row in _new_rows(item)]
+        stale()  # and the workers reload theirs
+        replanned = [_replanned(vault, run, item, spec, job) for item in waiting]
+        waiting = list(replanned)
+        new = [row for chunk in replanned for row in chunk.plan.new]
         found = vault.store.insert_bulk(new) if new else {}
+        # Transactions of the refused call that committed before the change made these: the new
+        # plans find them as known values.
+        run.summary.created += len({t for chunk in replanned for t in chunk.plan.tokens if t in drawn})
     run.summary.created += sum(1 for row in new if found.get(row.bidx) == row.token)
     for item in waiting:
         if isinstance(item, _Block):
@@ -448,8 +468,7 @@ def _replanned(
     if isinstance(item, _Block):
         assert job is not None
         rows, _ = parse_block(item.data, job, strict=False)  # parsed strictly once: same records
-        chunk, _, empty = prepare([(item.line + line, fields) for line, fields in rows], spec)
-        run.summary.empty += empty
+        chunk, _, _ = prepare([(item.line + line, fields) for line, fields in rows], spec)
     else:
         chunk = item
     kinds = dict(spec)
@@ -552,8 +571,7 @@ def detokenize_file(
             seen += len(raw)
             if seen > PARALLEL_AFTER_ROWS:
                 planner.start_workers()
-            chunk, tokens, empty = prepare(raw, spec)
-            summary.empty += empty
+            chunk, tokens, _ = prepare(raw, spec)
             planner.submit_resolve(chunk, tokens)
             while planner.backlog >= planner.capacity:
                 _write_resolved(run, *planner.take())
@@ -563,6 +581,9 @@ def detokenize_file(
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
+    except WorkerStopped as exc:
+        out.discard()
+        raise WorkerStopped(f"{exc}; {unwritten(output)}") from None
     except BaseException:
         out.discard()
         raise
