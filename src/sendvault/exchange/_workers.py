@@ -66,10 +66,6 @@ def _resolve(vault: Vault, tokens: Sequence[str]) -> ResolvePlan:
     return [r.value for r in results], [r.reason for r in results]
 
 
-def _block(vault: Vault, job: BlockJob, block: bytes) -> BlockResult | None:
-    return convert_block(vault, job, block)
-
-
 def _current(epoch: int) -> Vault:
     """This worker's vault, its keys reloaded if the main process saw them change since."""
     global _epoch  # noqa: PLW0603 - one vault per worker process
@@ -154,7 +150,7 @@ class Planner:
 
     def submit_block(self, tag: Any, job: BlockJob, block: bytes) -> None:
         """Convert a whole block of the file (see ``_blocks``)."""
-        self._submit(tag, _block_remote, _block, job, block)
+        self._submit(tag, _block_remote, convert_block, job, block)
 
     def refresh_keys(self) -> None:
         """The vault's keys changed: workers reload theirs before their next submission (the
