@@ -10,14 +10,16 @@ reasons and sealed new rows), or a block of the file's bytes and, back, its outp
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
+import pickle
+import queue
 import signal
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
 from typing import Any
 
 from .._orphan import watch_parent
@@ -88,16 +90,100 @@ def _resolve_remote(epoch: int, tokens: Sequence[str]) -> ResolvePlan:
     return _resolve(_current(epoch), tokens)
 
 
-@contextlib.contextmanager
-def _worker_stopped() -> Iterator[None]:
-    """A pool one of whose workers died (killed, out of memory) refuses every call after: one
-    error that says so, not the executor's traceback."""
+_STOPPED = "a worker process stopped before its part of the file was done (killed, or out of memory?)"
+
+
+def _serve(settings: Settings, conn: Connection) -> None:
+    """A worker's life: answer each ``(function, args)`` from ``conn`` with ``(ok, value)``, in
+    order, until None or the end of the pipe."""
+    failed: BaseException | None = None
     try:
-        yield
-    except BrokenProcessPool:
-        raise WorkerStopped(
-            "a worker process stopped before its part of the file was done (killed, or out of memory?)"
-        ) from None
+        _init(settings)
+    except Exception as exc:  # noqa: BLE001 - sent back as the answer to every call
+        failed = exc
+    while True:
+        try:
+            call = conn.recv()
+        except (EOFError, OSError):
+            return  # the main process is gone
+        if call is None:
+            return
+        if failed is not None:
+            conn.send((False, _sendable(failed)))
+            continue
+        function, args = call
+        try:
+            answer = (True, function(*args))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main process
+            answer = (False, _sendable(exc))
+        conn.send(answer)
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    try:
+        pickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - whatever keeps it from crossing the pipe
+        return RuntimeError(f"{type(exc).__name__} in a worker process")
+    return exc
+
+
+class _Worker:
+    """One worker process and its own pipe.
+
+    A pipe per worker, held only by the two processes: a worker that dies, even half-way
+    through an answer, ends its pipe, and the main process sees that at once (a pool sharing one
+    result queue can wait forever for the rest of a message the dead worker was writing).
+    Calls are sent by a thread of their own, so a large call never blocks the main process
+    while the worker is busy sending an answer back.
+    """
+
+    def __init__(self, context: Any, settings: Settings) -> None:
+        self._conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=_serve, args=(settings, child), name="sendvault-bulk-worker", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self._outbox: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._send, name="sendvault-bulk-sender", daemon=True).start()
+
+    def _send(self) -> None:
+        while True:
+            call = self._outbox.get()
+            try:
+                self._conn.send(call)
+            except (OSError, ValueError):
+                return  # the worker is gone, or closed: result() says so
+            if call is None:
+                return
+
+    def call(self, function: Callable[..., Any], *args: Any) -> None:
+        """Queue a call; its answer comes from :meth:`result`, in the order of the calls."""
+        self._outbox.put((function, args))
+
+    def result(self) -> Any:
+        """The answer to the oldest call not yet answered (its error re-raised)."""
+        try:
+            ok, value = self._conn.recv()
+        except (EOFError, OSError):
+            raise WorkerStopped(_STOPPED) from None
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """Ask the worker to finish (after the calls already queued)."""
+        self._outbox.put(None)
+
+    def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the worker to finish, then kill it."""
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self._conn.close()
 
 
 class Planner:
@@ -111,8 +197,9 @@ class Planner:
         self._vault = vault
         self._settings = settings
         self._workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        self._inflight: deque[tuple[Any, Future[Any]]] = deque()
+        self._pool: list[_Worker] | None = None
+        self._inflight: deque[tuple[Any, Future[Any] | _Worker]] = deque()
+        self._calls = 0
         self._epoch = 0
 
     @property
@@ -123,12 +210,8 @@ class Planner:
     def start_workers(self) -> None:
         """Start the worker processes (a no-op without workers or when started)."""
         if self._workers and self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init,
-                initargs=(self._settings,),
-            )
+            context = multiprocessing.get_context("spawn")
+            self._pool = [_Worker(context, self._settings) for _ in range(self._workers)]
 
     @property
     def backlog(self) -> int:
@@ -159,8 +242,11 @@ class Planner:
 
     def _submit(self, tag: Any, remote: Callable[..., Any], local: Callable[..., Any], *args: Any) -> None:
         if self._pool is not None:
-            with _worker_stopped():
-                self._inflight.append((tag, self._pool.submit(remote, self._epoch, *args)))
+            # In turn: each worker answers its own calls in order, so results come back in order.
+            worker = self._pool[self._calls % len(self._pool)]
+            self._calls += 1
+            worker.call(remote, self._epoch, *args)
+            self._inflight.append((tag, worker))
             return
         done: Future[Any] = Future()
         try:
@@ -171,21 +257,32 @@ class Planner:
 
     def take(self) -> tuple[Any, Any]:
         """The oldest submission's tag and result (waits for it; re-raises its error)."""
-        tag, future = self._inflight.popleft()
-        with _worker_stopped():
-            return tag, future.result()
+        tag, pending = self._inflight.popleft()
+        return tag, pending.result()
 
     def abandon(self) -> list[Any]:
-        """Tags of every submission not taken back, oldest first; their results are dropped."""
-        tags = [tag for tag, _ in self._inflight]
-        for _, future in self._inflight:
-            future.cancel()
-        self._inflight.clear()
+        """Tags of every submission not taken back, oldest first; their results are waited for
+        and dropped (a worker's next answer must be to its next call)."""
+        tags = []
+        while self._inflight:
+            tag, pending = self._inflight.popleft()
+            tags.append(tag)
+            try:
+                pending.result()
+            except WorkerStopped:
+                raise
+            except Exception:  # noqa: BLE001, S110 - the caller does this work again itself
+                pass
         return tags
 
     def close(self) -> None:
-        """Stop the workers; pending chunks are cancelled."""
+        """Stop the workers: at once if calls are still in flight (the run stopped: an error,
+        Ctrl-C), else once they are done with what was queued (killed after 5 s)."""
+        grace = 0.0 if self._inflight else 5.0
         self._inflight.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            for worker in self._pool:
+                worker.stop()
+            for worker in self._pool:
+                worker.close(timeout=grace)
             self._pool = None

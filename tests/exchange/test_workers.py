@@ -1,0 +1,89 @@
+"""The bulk jobs' worker processes: a worker that dies is an error at once, never a wait."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing.connection
+import os
+import struct
+import threading
+
+import pytest
+
+from sendvault.config import Settings
+from sendvault.errors import WorkerStopped
+from sendvault.exchange._workers import Planner
+from sendvault.vault import Vault
+
+
+def _die_half_way_through_an_answer(epoch: int) -> None:
+    """In the worker: the start of a 1 MiB answer on its pipe, then death (as a kill -9 or the
+    out-of-memory killer would leave it)."""
+    (pipe,) = [
+        o for o in gc.get_objects() if isinstance(o, multiprocessing.connection.Connection) and not o.closed
+    ]
+    os.write(pipe.fileno(), struct.pack("!i", 1 << 20) + b"x" * 100)
+    os._exit(9)
+
+
+def _echo(epoch: int, value: int) -> int:
+    return value
+
+
+def _take(planner: Planner) -> list[object]:
+    """What take() gave (a result or an error), from a thread that must be done within 60 s."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(planner.take())
+        except BaseException as exc:  # noqa: BLE001 - the outcome under test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "take() is still waiting for an answer that will never come"
+    return outcome
+
+
+def test_a_worker_that_dies_half_way_through_an_answer_is_an_error_not_a_wait(
+    vault: Vault, settings: Settings
+) -> None:
+    # With one result queue shared by the whole pool (ProcessPoolExecutor), the reader waited
+    # without end for the rest of the message, and the other worker for the queue's lock.
+    planner = Planner(vault, settings, workers=2)
+    planner.start_workers()
+    try:
+        planner._submit("dies", _die_half_way_through_an_answer, _die_half_way_through_an_answer)
+        planner._submit("echo", _echo, _echo, 7)
+        (outcome,) = _take(planner)
+        assert isinstance(outcome, WorkerStopped)
+        assert str(outcome).startswith("a worker process stopped before its part of the file was done")
+    finally:
+        planner.close()
+
+
+def test_answers_come_back_in_the_order_of_the_calls_across_workers(vault: Vault, settings: Settings) -> None:
+    planner = Planner(vault, settings, workers=2)
+    planner.start_workers()
+    try:
+        for i in range(9):
+            planner._submit(i, _echo, _echo, i * 10)
+        got = [_take(planner)[0] for _ in range(9)]
+        assert got == [(i, i * 10) for i in range(9)]
+        assert planner.backlog == 0
+    finally:
+        planner.close()
+
+
+@pytest.mark.parametrize("in_flight", [0, 3])
+def test_close_stops_every_worker(vault: Vault, settings: Settings, in_flight: int) -> None:
+    planner = Planner(vault, settings, workers=2)
+    planner.start_workers()
+    for i in range(in_flight):
+        planner._submit(i, _echo, _echo, i)
+    pids = [child.pid for child in multiprocessing.active_children() if child.name == "sendvault-bulk-worker"]
+    assert len(pids) == 2
+    planner.close()
+    assert not [c for c in multiprocessing.active_children() if c.name == "sendvault-bulk-worker"]
