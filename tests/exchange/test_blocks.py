@@ -36,12 +36,9 @@ class Collect:
 _COUNTS = ("rows", "written", "rejected", "values", "empty", "attributes")
 
 
-def _convert(
-    vault: Vault, settings: Settings, source: Path, out: Path, *, tokenize: bool, blocks: int | None
-) -> tuple[Any, ...]:
-    """Output bytes, rejects and counts of one in-process run; blocks of ``blocks`` bytes, or
-    record by record from the header on (None), as files in encodings that cannot be cut are
-    read. An error is the outcome too: its type and message."""
+def _open(source: Path, blocks: int | None) -> CsvInput:
+    """``source`` to be read in blocks of ``blocks`` bytes, or record by record from the header
+    on (None), as files in encodings that cannot be cut are read."""
     real = _csvio.block_codec
     convert.BLOCK_BYTES = blocks or convert.BLOCK_BYTES
     _csvio.block_codec = real if blocks else (lambda encoding: None)  # type: ignore[assignment]
@@ -50,6 +47,15 @@ def _convert(
     finally:
         _csvio.block_codec = real  # type: ignore[method-assign]
     assert blocks is not None or src.block_codec is None
+    return src
+
+
+def _convert(
+    vault: Vault, settings: Settings, source: Path, out: Path, *, tokenize: bool, blocks: int | None
+) -> tuple[Any, ...]:
+    """Output bytes, rejects and counts of one in-process run (see :func:`_open`). An error is
+    the outcome too: its type and message."""
+    src = _open(source, blocks)
     rejects = Collect()
     try:
         if tokenize:
@@ -315,13 +321,7 @@ def test_max_errors_stops_at_the_row_past_it_whatever_the_block_or_chunk(
     )
     source = tmp_path / "in.csv"
     source.write_text("Id,Email,Mobile\n" + rows)
-    real = _csvio.block_codec
-    convert.BLOCK_BYTES = blocks or convert.BLOCK_BYTES
-    _csvio.block_codec = real if blocks else (lambda encoding: None)  # type: ignore[assignment]
-    try:
-        src = CsvInput(str(source))
-    finally:
-        _csvio.block_codec = real  # type: ignore[method-assign]
+    src = _open(source, blocks)
     rejects = Collect()
     both = [("Email", Kind.EMAIL), ("Mobile", Kind.MOBILE)]
     with pytest.raises(convert.TooManyErrors) as caught:

@@ -167,31 +167,43 @@ def _spawned_workers(parent: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_workers_stop_when_the_main_process_is_killed_alone(home: Path, tmp_path: Path) -> None:
-    # SIGKILL to the main process only (not its group): its workers, which hold the vault's
-    # keys, must not live on. They outlived it before: multiprocessing's queue pipes stay open.
+def _busy_with_workers(home: Path, tmp_path: Path, tag: str) -> tuple[subprocess.Popen[str], list[int]]:
+    """`csv tokenize` of 120,000 new rows to tmp_path/out.csv in a session of its own, once its
+    two workers have started and are busy; and their pids."""
     src = tmp_path / "big.csv"
-    _bulk_file(src, 120_000, "orphan")
+    _bulk_file(src, 120_000, tag)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sendvault", "csv", "tokenize", str(src), str(tmp_path / "out.csv"),
          "--column", "Email=Email", "-q", "--workers", "2"],
         env={**os.environ, "SENDVAULT_HOME": str(home)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+        workers = _spawned_workers(proc.pid)
+        time.sleep(0.05)
+    started = len(workers) == 2
+    if started:
+        time.sleep(0.5)  # past their start-up: busy with blocks
+    if not started or proc.poll() is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the workers never started ({workers}) or the run ended first ({proc.poll()})")
+    return proc, workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_stop_when_the_main_process_is_killed_alone(home: Path, tmp_path: Path) -> None:
+    # SIGKILL to the main process only (not its group): its workers, which hold the vault's
+    # keys, must not live on. They outlived it before: multiprocessing's queue pipes stay open.
+    proc, workers = _busy_with_workers(home, tmp_path, "orphan")
     try:
-        deadline = time.monotonic() + 120
-        workers: list[int] = []
-        while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
-            workers = _spawned_workers(proc.pid)
-            time.sleep(0.05)
-        assert len(workers) == 2, "the workers never started"
-        time.sleep(0.5)  # past their start-up: busy with chunks
-        assert proc.poll() is None, "finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.communicate(timeout=60)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
             time.sleep(0.05)
@@ -206,26 +218,9 @@ def test_workers_stop_when_the_main_process_is_killed_alone(home: Path, tmp_path
 def test_a_worker_killed_mid_run_is_one_error_line_and_the_run_is_audited(home: Path, tmp_path: Path) -> None:
     # A worker killed (or taken by the out-of-memory killer) was a traceback, and the run, whose
     # tokens were already committed, was missing from the audit log.
-    src, out = tmp_path / "big.csv", tmp_path / "out.csv"
-    _bulk_file(src, 120_000, "worker")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sendvault", "csv", "tokenize", str(src), str(out),
-         "--column", "Email=Email", "-q", "--workers", "2"],
-        env={**os.environ, "SENDVAULT_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    out = tmp_path / "out.csv"
+    proc, workers = _busy_with_workers(home, tmp_path, "worker")
     try:
-        deadline = time.monotonic() + 120
-        workers: list[int] = []
-        while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
-            workers = _spawned_workers(proc.pid)
-            time.sleep(0.05)
-        assert len(workers) == 2, "the workers never started"
-        time.sleep(0.5)  # past their start-up: busy with blocks
-        assert proc.poll() is None, "finished before a worker could be killed"
         os.kill(workers[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
     finally:

@@ -147,7 +147,8 @@ class _Worker:
         self._outbox: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
             queue.SimpleQueue()
         )
-        threading.Thread(target=self._send, name="sendvault-bulk-sender", daemon=True).start()
+        self._sender = threading.Thread(target=self._send, name="sendvault-bulk-sender", daemon=True)
+        self._sender.start()
 
     def _send(self) -> None:
         while True:
@@ -183,7 +184,11 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-        self._conn.close()
+        # The sender ends once it has sent the stop, or failed to (the worker is gone); the pipe
+        # is closed only then, never under a send.
+        self._sender.join(5.0)
+        if not self._sender.is_alive():
+            self._conn.close()
 
 
 class Planner:
