@@ -116,7 +116,10 @@ def _serve(settings: Settings, conn: Connection) -> None:
             answer = (True, function(*args))
         except BaseException as exc:  # noqa: BLE001 - re-raised by the main process
             answer = (False, _sendable(exc))
-        conn.send(answer)
+        try:
+            conn.send(answer)
+        except OSError:
+            return  # the main process is gone (or stopped this worker's run)
 
 
 def _sendable(exc: BaseException) -> BaseException:
@@ -194,7 +197,7 @@ class _Worker:
 class Planner:
     """Runs chunk plans in order: in-process, or on worker processes started on first need.
 
-    ``submit`` returns at once; ``ready`` yields finished results in submission order, and
+    ``submit_*`` returns at once; ``take`` gives results back in submission order, and
     ``backlog`` bounds how many chunks are in flight so memory stays flat whatever the file size.
     """
 
