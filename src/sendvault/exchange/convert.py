@@ -431,7 +431,7 @@ def _store_and_write(
         drawn = {row.token for row in new}
         vault.refresh_keys()
         stale()  # and the workers reload theirs
-        replanned = [_replanned(vault, run, item, spec, job) for item in waiting]
+        replanned = [_replanned(vault, item, spec, job) for item in waiting]
         waiting = list(replanned)
         new = [row for chunk in replanned for row in chunk.plan.new]
         found = vault.store.insert_bulk(new) if new else {}
@@ -445,7 +445,7 @@ def _store_and_write(
             if all(found.get(row.bidx) == row.token for row in item.result.new):
                 run.write_block(item)
                 continue
-            chunk = _replanned(vault, run, item, spec, job)
+            chunk = _replanned(vault, item, spec, job)
             again = vault.store.insert_bulk(chunk.plan.new) if chunk.plan.new else {}
             run.summary.created += sum(1 for row in chunk.plan.new if again.get(row.bidx) == row.token)
             _write_planned(vault, run, chunk, again, spec=spec, attr_pos=attr_pos, keep=keep)
@@ -462,7 +462,7 @@ def _new_rows(item: Chunk | _Block) -> list[NewContact]:
 
 
 def _replanned(
-    vault: Vault, run: _Run, item: Chunk | _Block, spec: Sequence[tuple[int, int]], job: BlockJob | None
+    vault: Vault, item: Chunk | _Block, spec: Sequence[tuple[int, int]], job: BlockJob | None
 ) -> Chunk:
     """The item as a chunk planned here, under the vault's current keys and rows."""
     if isinstance(item, _Block):
