@@ -320,7 +320,8 @@ def test_index_rotation_commands_are_audited_and_retire_refuses_in_use(tmp_path:
     assert run_cli(home, "keys", "reencrypt").returncode == 0
     gone = run_cli(home, "keys", "retire", "1")
     assert gone.returncode == 1
-    assert "no data key 1" in gone.stderr
+    assert "no data key 1, and no older blind-index key 1" in gone.stderr
+    assert "retired already" in gone.stderr
     events = [
         line for line in run_cli(home, "audit", "show", "--json").stdout.splitlines() if '"key:' in line
     ]

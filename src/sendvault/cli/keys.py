@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..audit import Event
+from ..errors import NotFound
 from ._common import EXIT_FAILURE, AppContext, changes_state, emit_json, fail, pass_app
 
 __all__ = ["keys"]
@@ -329,7 +330,15 @@ def keys_retire(app: AppContext, key_id: int) -> None:
         return
     if key_id == vault.keyring.current_key_id:
         fail(f"data key {key_id} is the current data key", "rotate first: sendvault keys rotate dek")
-    used = retire_key(vault, key_id)
+    try:
+        used = retire_key(vault, key_id)
+    except NotFound as exc:
+        # An older blind-index key is retired by `keys reencrypt` once no row uses it.
+        fail(
+            f"{exc}, and no older blind-index key {key_id}",
+            "it may be retired already (keys reencrypt retires an unused blind-index key): "
+            "see sendvault keys status",
+        )
     if used:
         fail(
             f"data key {key_id} still protects {used} row(s); it was kept",
