@@ -21,7 +21,7 @@ from ..store.base import NewContact
 from ..vault import Kind, Vault
 from ._csvio import CsvFormat
 
-__all__ = ["BlockJob", "BlockResult", "Chunk", "convert_block", "prepare", "split_rows"]
+__all__ = ["BlockJob", "BlockResult", "Chunk", "convert_block", "fill_resolved", "prepare", "split_rows"]
 
 _KINDS = {int(k): k for k in Kind}
 
@@ -78,6 +78,15 @@ def split_rows(chunk: Chunk, keep: list[int] | None) -> tuple[list[list[str]], l
     return good, rejects
 
 
+def fill_resolved(chunk: Chunk, values: Sequence[str | None], reasons: Sequence[str | None]) -> None:
+    """Put each token's clear value in its cell; a token without one rejects its row."""
+    for (pos, col), value, reason in zip(chunk.where, values, reasons, strict=True):
+        if value is not None:
+            chunk.rows[pos][1][col] = value
+        else:
+            chunk.bad.setdefault(pos, []).append((col, reason or "unknown-token"))
+
+
 def converted_count(chunk: Chunk) -> int:
     """Cells converted in the rows written."""
     return sum(1 for pos, _ in chunk.where if pos not in chunk.bad) if chunk.bad else len(chunk.where)
@@ -114,13 +123,7 @@ class BlockResult:
 
 def parse_block(block: bytes, job: BlockJob, *, strict: bool) -> tuple[list[tuple[int, list[str]]], int]:
     """The block's records ``(line, fields)`` (lines from 1) and its count of lines."""
-    reader = csv.reader(
-        io.StringIO(block.decode(job.codec), newline=""),
-        delimiter=job.fmt.delimiter,
-        quotechar='"',
-        doublequote=True,
-        strict=strict,
-    )
+    reader = job.fmt.reader(io.StringIO(block.decode(job.codec), newline=""), strict=strict)
     rows: list[tuple[int, list[str]]] = []
     line = 0
     for fields in reader:
@@ -162,11 +165,8 @@ def convert_block(vault: Vault, job: BlockJob, block: bytes) -> BlockResult | No
             else:
                 chunk.bad.setdefault(pos, []).append((col, reason or "invalid"))
     else:
-        for (pos, col), resolved in zip(chunk.where, vault.resolve_many(items), strict=True):
-            if resolved.value is not None:
-                chunk.rows[pos][1][col] = resolved.value
-            else:
-                chunk.bad.setdefault(pos, []).append((col, resolved.reason or "unknown-token"))
+        resolved = vault.resolve_many(items)
+        fill_resolved(chunk, [r.value for r in resolved], [r.reason for r in resolved])
     good, rejects = split_rows(chunk, None)
     try:
         data = _write(job.fmt, good).encode(job.out_codec)

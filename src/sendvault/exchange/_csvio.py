@@ -78,9 +78,10 @@ class CsvFormat:
             quoting=csv.QUOTE_ALL if self.quote_all else csv.QUOTE_MINIMAL,
         )
 
-    def reader(self, stream: IO[str]) -> Any:
-        """A csv reader in this format."""
-        return csv.reader(stream, delimiter=self.delimiter, quotechar='"', doublequote=True, strict=False)
+    def reader(self, stream: IO[str], *, strict: bool = False) -> Any:
+        """A csv reader in this format; ``strict`` raises where the lenient reader would make
+        the best of a quote out of place (and only there)."""
+        return csv.reader(stream, delimiter=self.delimiter, quotechar='"', doublequote=True, strict=strict)
 
 
 class _Ending:
@@ -271,7 +272,7 @@ def _header_span(sample: bytes, fmt: CsvFormat) -> tuple[list[str], int, int] | 
         text = complete.decode(fmt.encoding)
     except UnicodeDecodeError:
         return None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter, quotechar='"', strict=True)
+    reader = fmt.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
     except csv.Error:

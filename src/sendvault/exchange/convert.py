@@ -25,7 +25,16 @@ from ..errors import SendvaultError, StaleKeys, WorkerStopped
 from ..store.base import NewContact
 from ..vault import Kind, Vault
 from ..vault.service import TokenPlan
-from ._blocks import BlockJob, BlockResult, Chunk, converted_count, parse_block, prepare, split_rows
+from ._blocks import (
+    BlockJob,
+    BlockResult,
+    Chunk,
+    converted_count,
+    fill_resolved,
+    parse_block,
+    prepare,
+    split_rows,
+)
 from ._csvio import AtomicOutput, CsvInput, CsvProblem, block_codec, open_output
 from ._workers import Planner, ResolvePlan
 from .check import column_label
@@ -596,10 +605,5 @@ def detokenize_file(
 
 
 def _write_resolved(run: _Run, chunk: Chunk, resolved: ResolvePlan) -> None:
-    values, reasons = resolved
-    for (pos, col), value, reason in zip(chunk.where, values, reasons, strict=True):
-        if value is not None:
-            chunk.rows[pos][1][col] = value
-        else:
-            chunk.bad.setdefault(pos, []).append((col, reason or "unknown-token"))
+    fill_resolved(chunk, *resolved)
     run.write(chunk, None)
