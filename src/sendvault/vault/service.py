@@ -73,8 +73,9 @@ _VALUE_PREFIX = {int(k): b"v\x00" + bytes((k,)) for k in Kind}
 _ATTRS_PREFIX = {int(k): b"a\x00" + bytes((k,)) for k in Kind}
 
 
-def _unreadable() -> Resolved:
-    return Resolved(None, reason="unreadable")
+# Outcomes without a value, shared (a tuple cannot change): a resolve batch makes many.
+_UNREADABLE = Resolved(None, reason="unreadable")
+_UNKNOWN_TOKEN = Resolved(None, reason="unknown-token")
 
 
 def _value_context(token: str, kind: int) -> bytes:
@@ -151,17 +152,25 @@ class TokenPlan(NamedTuple):
     new_of: dict[int, bytes]
 
 
+# What a lookup leaves: tokens of the known values and reasons of the invalid ones (by position),
+# and the still-unknown items, normalized and with their blind index (by position).
+_Lookup = tuple[list[str | None], list[str | None], dict[int, tuple[Kind, str, bytes]]]
+
+
 def _finish(
-    results: list[Tokenized | None],
+    tokens: list[str | None],
+    reasons: list[str | None],
     pending: Mapping[int, tuple[Kind, str, bytes]],
     created: Mapping[bytes, tuple[str, bool]],
 ) -> list[Tokenized]:
+    out = [
+        Tokenized(token) if token is not None else Tokenized(None, reason or "internal")
+        for token, reason in zip(tokens, reasons, strict=True)
+    ]
     for index, (_, _, bidx) in pending.items():
         made = created.get(bidx)
-        results[index] = (
-            Tokenized(None, "unknown-value") if made is None else Tokenized(made[0], created=made[1])
-        )
-    return [r if r is not None else Tokenized(None, "internal") for r in results]
+        out[index] = Tokenized(None, "unknown-value") if made is None else Tokenized(made[0], created=made[1])
+    return out
 
 
 class Vault:
@@ -200,8 +209,7 @@ class Vault:
         """
         for _ in range(_INDEX_RETRIES):
             index = self._index
-            results: list[Tokenized | None] = [None] * len(items)
-            pending = self._lookup(items, results, index)
+            tokens, reasons, pending = self._lookup(items, index)
             created: dict[bytes, tuple[str, bool]] = {}
             if pending and not create and self._index_moved(index):
                 continue
@@ -218,7 +226,7 @@ class Vault:
                 if self._index is not index:
                     continue
                 created = creation.out
-            return _finish(results, pending, created)
+            return _finish(tokens, reasons, pending, created)
         raise StaleKeys("the blind-index keys kept changing during one call")
 
     async def tokenize_many_async(
@@ -230,8 +238,7 @@ class Vault:
         """
         for _ in range(_INDEX_RETRIES):
             index = self._index
-            results: list[Tokenized | None] = [None] * len(items)
-            pending = self._lookup(items, results, index)
+            tokens, reasons, pending = self._lookup(items, index)
             created: dict[bytes, tuple[str, bool]] = {}
             if pending and not create and self._index_moved(index):
                 continue
@@ -251,7 +258,7 @@ class Vault:
                 if self._index is not index:
                     continue
                 created = creation.out
-            return _finish(results, pending, created)
+            return _finish(tokens, reasons, pending, created)
         raise StaleKeys("the blind-index keys kept changing during one call")
 
     def plan_tokens(self, items: Sequence[tuple[Kind, str]], *, create: bool = True) -> TokenPlan:
@@ -261,21 +268,17 @@ class Vault:
         value share one new row. With ``create=False`` unknown values get ``unknown-value``.
         """
         keys = self._index
-        results: list[Tokenized | None] = [None] * len(items)
-        pending = self._lookup(items, results, keys)
+        tokens, reasons, pending = self._lookup(items, keys)
         if pending and not create and self._index_moved(keys):
             keys = self._index
-            results = [None] * len(items)
-            pending = self._lookup(items, results, keys)
+            tokens, reasons, pending = self._lookup(items, keys)
         new: list[NewContact] = []
         if pending and create:
             new = _Creation(pending.values()).rows(self._format, self._keyring, keys)
-        reasons = [r.reason if r is not None else None for r in results]
         if not create:
             for index in pending:
                 reasons[index] = "unknown-value"
             pending = {}
-        tokens = [r.token if r is not None else None for r in results]
         return TokenPlan(tokens, reasons, new, {i: bidx for i, (_, _, bidx) in pending.items()})
 
     @staticmethod
@@ -327,33 +330,27 @@ class Vault:
         self.refresh_keys()
         return self._index is not index
 
-    def _lookup(
-        self, items: Sequence[tuple[Kind, str]], results: list[Tokenized | None], keys: _Index
-    ) -> dict[int, tuple[Kind, str, bytes]]:
-        """Fill ``results`` for known values; return the still-unknown items by position."""
+    def _lookup(self, items: Sequence[tuple[Kind, str]], keys: _Index) -> _Lookup:
+        """Look ``items`` up: the value as given first, then the misses normalized."""
         if keys.old is not None:
-            return self._lookup_moving(items, results, keys.blind, keys.old)
+            return self._lookup_moving(items, keys.blind, keys.old)
         digest = keys.blind.digest
         # First pass: the value as given (see the module docstring for why this is sound).
-        raw_bidx: list[bytes | None] = []
-        for kind, raw in items:
-            usable = 0 < len(raw) <= MAX_EMAIL_LENGTH
-            raw_bidx.append(digest(kind, raw) if usable else None)
+        raw_bidx = keys.blind.digest_each(items, MAX_EMAIL_LENGTH)
         asked = {b for b in raw_bidx if b is not None}
         known = self.store.fetch_by_bidx(list(asked))
+        get = known.get
+        tokens = [get(b) if b is not None else None for b in raw_bidx]
+        reasons: list[str | None] = [None] * len(items)
 
         # Misses: normalize, then look the normalized forms up in one more query.
         pending: dict[int, tuple[Kind, str, bytes]] = {}
-        for index, (kind, raw) in enumerate(items):
-            first = raw_bidx[index]
-            hit = known.get(first) if first is not None else None
-            if hit is not None:
-                results[index] = Tokenized(hit)
-                continue
+        for index in [i for i, token in enumerate(tokens) if token is None]:
+            kind, raw = items[index]
             try:
                 normalized = self._normalizer.normalize(kind, raw)
             except InvalidValue as exc:
-                results[index] = Tokenized(None, exc.reason)
+                reasons[index] = exc.reason
                 continue
             pending[index] = (kind, normalized, digest(kind, normalized))
         if pending:
@@ -364,17 +361,11 @@ class Vault:
             for index, (_, _, bidx) in list(pending.items()):
                 hit = known.get(bidx)
                 if hit is not None:
-                    results[index] = Tokenized(hit)
+                    tokens[index] = hit
                     del pending[index]
-        return pending
+        return tokens, reasons, pending
 
-    def _lookup_moving(
-        self,
-        items: Sequence[tuple[Kind, str]],
-        results: list[Tokenized | None],
-        new: BlindIndex,
-        old: BlindIndex,
-    ) -> dict[int, tuple[Kind, str, bytes]]:
+    def _lookup_moving(self, items: Sequence[tuple[Kind, str]], new: BlindIndex, old: BlindIndex) -> _Lookup:
         """:meth:`_lookup` while the blind-index key rotates: every value is asked for under both
         keys in the same query, so a row is found whether or not it has been moved yet."""
         raw_pairs: list[tuple[bytes, bytes] | None] = []
@@ -383,18 +374,20 @@ class Vault:
             raw_pairs.append((new.digest(kind, raw), old.digest(kind, raw)) if usable else None)
         asked = {b for pair in raw_pairs if pair is not None for b in pair}
         known = self.store.fetch_by_bidx(list(asked))
+        tokens: list[str | None] = [None] * len(items)
+        reasons: list[str | None] = [None] * len(items)
         pending: dict[int, tuple[Kind, str, bytes]] = {}
         normalized_pairs: dict[int, bytes] = {}
         for index, (kind, raw) in enumerate(items):
             pair = raw_pairs[index]
             hit = (known.get(pair[0]) or known.get(pair[1])) if pair is not None else None
             if hit is not None:
-                results[index] = Tokenized(hit)
+                tokens[index] = hit
                 continue
             try:
                 normalized = self._normalizer.normalize(kind, raw)
             except InvalidValue as exc:
-                results[index] = Tokenized(None, exc.reason)
+                reasons[index] = exc.reason
                 continue
             pending[index] = (kind, normalized, new.digest(kind, normalized))
             normalized_pairs[index] = old.digest(kind, normalized)
@@ -405,9 +398,9 @@ class Vault:
             for index, (_, _, bidx) in list(pending.items()):
                 hit = known.get(bidx) or known.get(normalized_pairs[index])
                 if hit is not None:
-                    results[index] = Tokenized(hit)
+                    tokens[index] = hit
                     del pending[index]
-        return pending
+        return tokens, reasons, pending
 
     # -- resolve ---------------------------------------------------------------------------
 
@@ -430,25 +423,28 @@ class Vault:
         plain = [
             (t, k, ct) for t, k, ct, attrs in rows if ct is not None and attrs is None and k in _VALUE_PREFIX
         ]
-        values = self._keyring.open_many([(ct, _value_context(t, k)) for t, k, ct in plain])
+        prefix = _VALUE_PREFIX  # _value_context, inline: one call less per value
+        values = self._keyring.open_many([(ct, prefix[k] + t.encode()) for t, k, ct in plain])
         opened: dict[str, Resolved] = {}
         for (token, kind, _), value in zip(plain, values, strict=True):
             try:
-                opened[token] = Resolved(value.decode(), _KINDS[kind]) if value is not None else _unreadable()
+                opened[token] = Resolved(value.decode(), _KINDS[kind]) if value is not None else _UNREADABLE
             except UnicodeDecodeError:
-                opened[token] = _unreadable()
-        for row in rows:
-            if row[0] not in opened:
-                opened[row[0]] = self._open_row(row)
+                opened[token] = _UNREADABLE
+        if len(plain) < len(rows):
+            for row in rows:
+                if row[0] not in opened:
+                    opened[row[0]] = self._open_row(row)
         unknown_key = False
-        known = self._keyring.key_ids
-        for row in rows:
-            if opened[row[0]].reason == "unreadable":
-                unknown_key = unknown_key or any(
-                    ct is not None and len(ct) > 5 and int.from_bytes(ct[1:5], "big") not in known
-                    for ct in row[2:]
-                )
-        return [opened.get(t) or Resolved(None, reason="unknown-token") for t in tokens], unknown_key
+        if _UNREADABLE in opened.values():
+            known = self._keyring.key_ids
+            unknown_key = any(
+                ct is not None and len(ct) > 5 and int.from_bytes(ct[1:5], "big") not in known
+                for row in rows
+                if opened[row[0]] is _UNREADABLE
+                for ct in row[2:]
+            )
+        return [opened.get(t) or _UNKNOWN_TOKEN for t in tokens], unknown_key
 
     def _open_row(self, row: ContactRow) -> Resolved:
         token, kind, value_ct, attrs_ct = row
@@ -458,7 +454,7 @@ class Vault:
             value = self._keyring.open(value_ct, _value_context(token, kind)).decode()
             attributes = self._open_attrs(row) if attrs_ct is not None else {}
         except (CryptoError, UnicodeDecodeError, msgspec.DecodeError):
-            return _unreadable()
+            return _UNREADABLE
         return Resolved(value, _KINDS.get(kind), attributes)
 
     def _open_attrs(self, row: ContactRow) -> dict[str, str]:
