@@ -371,3 +371,49 @@ def test_tokens_committed_before_a_key_change_count_as_created(
     assert vault.store.count() == 400
     tokens = [line.split(",")[1] for line in done[0].decode().splitlines()[1:]]
     assert len(set(tokens)) == 400
+
+
+@pytest.mark.parametrize("text", [
+    # LF, with a blank line, a short row, an empty cell and no line break at the end.
+    "Id,Email,Note\n1,a@example.com,x\n\n2\n3,,y\n4,b@example.com,n\n5,bad,z\n6,c@example.com,w",
+    # CRLF throughout, and a CRLF file with bare LF lines and a bare CR in some blocks.
+    "Id,Email\r\n" + "".join(f"{i},u{i}@example.com\r\n" for i in range(12)),
+    "Id,Email\r\n" + "".join(f"{i},u{i}@example.com\r\n{i},v{i}@example.com\n" for i in range(6)),
+    "Id,Email,Note\r\n" + "".join(f"{i},u{i}@example.com,a\rb\r\n" for i in range(6)),
+    # An LF file with a CR in a field, and tabs, semicolons and pipes as delimiters.
+    "Id,Email,Note\n" + "".join(f"{i},u{i}@example.com,a\rb\n" for i in range(6)),
+    "Id\tEmail\n" + "".join(f"{i}\tu{i}@example.com\n" for i in range(12)),
+    "Id;Email\n" + "".join(f"{i};u{i}@example.com\n" for i in range(12)),
+    "Id|Email|Note\n" + "".join(f"{i}|U{i}@Example.com|{'bad' if i % 5 else 'x'}\n" for i in range(12)),
+])  # fmt: skip
+@pytest.mark.parametrize("size", [8, 40, 4096])
+def test_blocks_without_quotes_are_split_as_the_parser_reads_them(
+    vault: Vault, settings: Settings, tmp_path: Path, block_size: None, text: str, size: int
+) -> None:
+    # A block without a quote character is split at its line ends and delimiters, and written
+    # back by joining, where that gives what the parser and the writer give.
+    by_records, by_blocks = _run_both(vault, settings, tmp_path, text, size)
+    assert by_blocks[:3] == by_records[:3]
+    back = [
+        _convert(vault, settings, tmp_path / "r.csv", tmp_path / f"d{n}.csv", tokenize=False, blocks=blocks)
+        for n, blocks in enumerate((None, size))
+    ]
+    assert back[0][:3] == back[1][:3]
+
+
+def test_a_clear_value_that_holds_the_delimiter_is_quoted_when_a_plain_block_is_joined(
+    vault: Vault, settings: Settings, tmp_path: Path, block_size: None, converted: list[bool]
+) -> None:
+    # `a|b@example.com` is a valid address. The file of tokens holds no quote, so its blocks are
+    # split plainly; the clear values coming back must still be quoted in a `|` file.
+    source = tmp_path / "in.csv"
+    source.write_text("Id|Email\n" + "".join(f'{i}|"u{i}|x@example.com"\n' for i in range(6)))
+    tokens = _convert(vault, settings, source, tmp_path / "t.csv", tokenize=True, blocks=None)
+    assert b'"' not in tokens[0]
+    back = [
+        _convert(vault, settings, tmp_path / "t.csv", tmp_path / f"d{n}.csv", tokenize=False, blocks=blocks)
+        for n, blocks in enumerate((None, 20))
+    ]
+    assert back[0][:3] == back[1][:3]
+    assert converted and all(converted)
+    assert back[1][0].decode().splitlines()[1:] == [f'{i}|"u{i}|x@example.com"' for i in range(6)]
