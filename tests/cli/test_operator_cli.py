@@ -374,3 +374,29 @@ def test_a_certificate_not_valid_yet_needs_attention(home: Path, tmp_path: Path)
     status = run(home, "status", "--json", env=env)
     assert status.returncode == 1
     assert any("is not valid until" in line for line in json.loads(status.stdout)["attention"])
+
+
+@pytest.mark.parametrize(
+    ("raised", "message", "code"),
+    [(KeyboardInterrupt, "interrupted", 130), (EOFError, "aborted", 1)],
+)
+def test_ctrl_c_before_a_command_takes_over_is_interrupted_exit_130(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    raised: type[BaseException],
+    message: str,
+    code: int,
+) -> None:
+    # Ctrl-C while the command is still being set up (its imports, the vault's opening) reaches
+    # click's own handler, not the command's: it said "aborted" and exited 1, where the command
+    # itself says "interrupted" and exits 130. End of input at a prompt is still "aborted".
+    def stop(self: click.Group, ctx: click.Context) -> None:
+        raise raised
+
+    monkeypatch.setenv("SENDVAULT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(click.Group, "invoke", stop)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args=["status"], prog_name="sendvault")
+    assert exited.value.code == code
+    assert capsys.readouterr().err.strip() == message

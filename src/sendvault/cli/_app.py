@@ -17,6 +17,7 @@ from .. import __version__
 from ..errors import ConfigError, InvalidValue, SendvaultError, StdoutFailed
 from ._common import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     AppContext,
     describe_error,
@@ -158,8 +159,13 @@ class _Group(click.Group):
         except click.ClickException as exc:
             click.echo(f"error: {printable(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("aborted", err=True)
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                # Ctrl-C before the command took over (while it starts): what a command that
+                # handles Ctrl-C itself says, with the shell's code for SIGINT.
+                click.echo("interrupted", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            click.echo("aborted", err=True)  # end of input at a prompt
             sys.exit(EXIT_FAILURE)
         except OSError as exc:
             # Raised before any command runs: `--help` or `--version` onto a full device.

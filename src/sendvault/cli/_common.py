@@ -42,6 +42,7 @@ __all__ = [
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
 _HINTS: list[tuple[type[SendvaultError], str]] = [
     (

@@ -106,8 +106,8 @@ def scan_ssh(args: list[str]) -> None:
 
             stdout_failed(exc)
     except KeyboardInterrupt:
-        sys.stderr.write("\naborted\n")  # as click says it
-        sys.exit(1)
+        sys.stderr.write("\ninterrupted\n")  # as the click commands say it
+        sys.exit(130)  # _common.EXIT_INTERRUPTED, not imported on this quick path
     except BrokenPipeError:
         # A reader that went away (`| head`): exit 1 quietly, as click does, and let nothing
         # try to flush into the closed pipe again at exit.

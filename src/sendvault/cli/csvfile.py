@@ -26,7 +26,16 @@ from ..exchange import (
     unwritten,
 )
 from ..vault import Kind, parse_kind
-from ._common import EXIT_USAGE, AppContext, OutputFile, changes_state, emit_json, fail, pass_app
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    AppContext,
+    OutputFile,
+    changes_state,
+    emit_json,
+    fail,
+    pass_app,
+)
 
 __all__ = ["csv_group"]
 
@@ -213,7 +222,7 @@ def _run(
         again = (
             "tokens already created stay valid: run it again" if operation == "tokenize" else "run it again"
         )
-        fail(f"interrupted; {unwritten(output)}", again, 130)
+        fail(f"interrupted; {unwritten(output)}", again, EXIT_INTERRUPTED)
     except (SendvaultError, OSError):
         # Also a failed write (a full disk, standard output closed): the tokens made are recorded.
         _stop(app, event, summary, rejects, "failed")
