@@ -415,5 +415,6 @@ def test_a_clear_value_that_holds_the_delimiter_is_quoted_when_a_plain_block_is_
         for n, blocks in enumerate((None, 20))
     ]
     assert back[0][:3] == back[1][:3]
-    assert converted and all(converted)
+    assert converted
+    assert all(converted)
     assert back[1][0].decode().splitlines()[1:] == [f'{i}|"u{i}|x@example.com"' for i in range(6)]
