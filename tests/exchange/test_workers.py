@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import multiprocessing.connection
 import os
+import signal
 import struct
 import threading
 
@@ -87,3 +88,21 @@ def test_close_stops_every_worker(vault: Vault, settings: Settings, in_flight: i
     assert len(pids) == 2
     planner.close()
     assert not [c for c in multiprocessing.active_children() if c.name == "sendvault-bulk-worker"]
+
+
+def test_a_worker_ignores_ctrl_c_while_it_starts(vault: Vault, settings: Settings) -> None:
+    # Ctrl-C reaches the whole process group. A worker ignored it only once its start-up had
+    # imported everything (a second or so): before that, each one printed a KeyboardInterrupt
+    # traceback and died. The SIGINT here reaches the worker while its interpreter starts.
+    planner = Planner(vault, settings, workers=1)
+    planner.start_workers()
+    try:
+        assert planner._pool is not None
+        (worker,) = planner._pool
+        assert worker.process.pid is not None
+        os.kill(worker.process.pid, signal.SIGINT)
+        planner._submit("echo", _echo, _echo, 7)
+        assert _take(planner) == [("echo", 7)]
+    finally:
+        planner.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's again

@@ -10,6 +10,7 @@ reasons and sealed new rows), or a block of the file's bytes and, back, its outp
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -17,7 +18,7 @@ import queue
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
@@ -194,6 +195,25 @@ class _Worker:
             self._conn.close()
 
 
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Start processes that ignore Ctrl-C from their first instruction.
+
+    A spawned worker imports for a second or so before :func:`_init` ignores SIGINT, and Ctrl-C
+    reaches the whole process group: each worker printed a KeyboardInterrupt traceback. An
+    ignored SIGINT stays ignored across exec, and Python then installs no handler of its own.
+    Only the main thread may change a handler; a Ctrl-C in the milliseconds of the start is lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
 class Planner:
     """Runs chunk plans in order: in-process, or on worker processes started on first need.
 
@@ -219,7 +239,8 @@ class Planner:
         """Start the worker processes (a no-op without workers or when started)."""
         if self._workers and self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = [_Worker(context, self._settings) for _ in range(self._workers)]
+            with _ctrl_c_ignored():
+                self._pool = [_Worker(context, self._settings) for _ in range(self._workers)]
 
     @property
     def backlog(self) -> int:
