@@ -311,3 +311,51 @@ def test_a_stop_with_output_on_stdout_does_not_claim_nothing_was_written(home: P
                   "--max-errors", "3")  # fmt: skip
     assert (to_file.returncode, "no output was written" in to_file.stderr) == (1, True), to_file.stderr
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("when", ["before the output is in place", "after"])
+def test_ctrl_c_after_the_output_is_in_place_finishes_the_run(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    # Ctrl-C while the workers stopped, after the output had been moved into place, said
+    # "interrupted; no output was written" with the output there, complete, and the audit log
+    # recorded the run as interrupted. Ctrl-C before the output is in place is still that.
+    from sendvault.cli import cli
+    from sendvault.exchange import _csvio, convert
+
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    rows = "".join(f"{i},{'bad ' if i == 3 else ''}u{i}@example.com\n" for i in range(50))
+    src.write_text("Id,Email\n" + rows)
+    if when == "after":
+        real_close = convert.Planner.close
+
+        def close(self: convert.Planner) -> None:
+            real_close(self)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(convert.Planner, "close", close)
+    else:
+
+        def commit(self: _csvio.AtomicOutput) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_csvio.AtomicOutput, "commit", commit)
+    monkeypatch.setenv("SENDVAULT_HOME", str(home))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["csv", "tokenize", str(src), str(out), "--column", "Email=Email"], prog_name="sendvault")
+    monkeypatch.undo()
+    stderr = capsys.readouterr().err
+    shown = json.loads(run(home, "audit", "show", "--json").stdout)
+    rejects = tmp_path / "out.csv.rejects.csv"
+    if when == "after":
+        assert exited.value.code == 0, stderr
+        assert "tokenized 50 rows" in stderr
+        assert len(out.read_text().splitlines()) == 50  # the header and 49 rows
+        assert rejects.read_text().splitlines()[1:] == ["5,Email,invalid-email"]
+        assert shown[-1]["meta"]["status"] == "ok"
+    else:
+        assert exited.value.code == 130
+        assert "interrupted; no output was written" in stderr
+        assert not out.exists()
+        assert not rejects.exists()
+        assert shown[-1]["meta"]["status"] == "interrupted"

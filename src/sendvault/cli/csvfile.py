@@ -206,9 +206,7 @@ def _run(
                 summary=summary,
                 **kwargs,
             )
-        summary.status = "ok"
-        if isinstance(rejects, RejectsFile):
-            rejects.finish()
+        _finish(summary, rejects)
     except TooManyErrors as exc:
         if isinstance(rejects, RejectsFile):
             rejects.finish()
@@ -218,11 +216,12 @@ def _run(
         _stop(app, event, summary, rejects, "refused")
         fail(str(exc), "check the file and the --column/--delimiter/--encoding options", EXIT_USAGE)
     except KeyboardInterrupt:
-        _stop(app, event, summary, rejects, "interrupted")
-        again = (
-            "tokens already created stay valid: run it again" if operation == "tokenize" else "run it again"
-        )
-        fail(f"interrupted; {unwritten(output)}", again, EXIT_INTERRUPTED)
+        if summary.status != "written":
+            _stop(app, event, summary, rejects, "interrupted")
+            kept = "tokens already created stay valid: " if operation == "tokenize" else ""
+            fail(f"interrupted; {unwritten(output)}", f"{kept}run it again", EXIT_INTERRUPTED)
+        # Ctrl-C once the output was in place (while the workers stopped): the run is done.
+        _finish(summary, rejects)
     except (SendvaultError, OSError):
         # Also a failed write (a full disk, standard output closed): the tokens made are recorded.
         _stop(app, event, summary, rejects, "failed")
@@ -232,6 +231,13 @@ def _run(
             src.close()
     _record(app, event, summary)
     _report(summary, options, output)
+
+
+def _finish(summary: Summary, rejects: RejectsFile | RejectsStream) -> None:
+    """A run whose output is in place: keep its rejects."""
+    summary.status = "ok"
+    if isinstance(rejects, RejectsFile):
+        rejects.finish()
 
 
 def _stop(

@@ -292,6 +292,7 @@ def tokenize_file(
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
+        summary.status = "written"  # in place: a Ctrl-C from here on does not undo it
     except WorkerStopped as exc:
         out.discard()
         raise WorkerStopped(f"{exc}; {unwritten(output)}") from None
@@ -590,6 +591,7 @@ def detokenize_file(
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
+        summary.status = "written"  # in place: a Ctrl-C from here on does not undo it
     except WorkerStopped as exc:
         out.discard()
         raise WorkerStopped(f"{exc}; {unwritten(output)}") from None
