@@ -376,27 +376,45 @@ def test_a_certificate_not_valid_yet_needs_attention(home: Path, tmp_path: Path)
     assert any("is not valid until" in line for line in json.loads(status.stdout)["attention"])
 
 
+def _prompt_interrupted_by(raised: type[BaseException]) -> None:
+    """A prompt whose input is interrupted (click raises Abort from None there)."""
+
+    def read(prompt: str) -> str:
+        raise raised
+
+    click.termui.visible_prompt_func = read
+    click.prompt("password")
+
+
 @pytest.mark.parametrize(
-    ("raised", "message", "code"),
-    [(KeyboardInterrupt, "interrupted", 130), (EOFError, "aborted", 1)],
+    ("interrupt", "message", "code"),
+    [
+        ("start", "interrupted", 130),
+        ("prompt", "interrupted", 130),
+        ("end of input", "aborted", 1),
+    ],
 )
 def test_ctrl_c_before_a_command_takes_over_is_interrupted_exit_130(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
-    raised: type[BaseException],
+    interrupt: str,
     message: str,
     code: int,
 ) -> None:
-    # Ctrl-C while the command is still being set up (its imports, the vault's opening) reaches
-    # click's own handler, not the command's: it said "aborted" and exited 1, where the command
-    # itself says "interrupted" and exits 130. End of input at a prompt is still "aborted".
+    # Ctrl-C while the command is still being set up (its imports, the vault's opening), or at
+    # a prompt, reaches click's own handler, not the command's: it said "aborted" and exited 1,
+    # where the command itself says "interrupted" and exits 130. End of input at a prompt is
+    # still "aborted".
     def stop(self: click.Group, ctx: click.Context) -> None:
-        raise raised
+        if interrupt == "start":
+            raise KeyboardInterrupt
+        _prompt_interrupted_by(KeyboardInterrupt if interrupt == "prompt" else EOFError)
 
     monkeypatch.setenv("SENDVAULT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(click.Group, "invoke", stop)
+    monkeypatch.setattr(click.termui, "visible_prompt_func", click.termui.visible_prompt_func)
     with pytest.raises(SystemExit) as exited:
         cli.main(args=["status"], prog_name="sendvault")
     assert exited.value.code == code
-    assert capsys.readouterr().err.strip() == message
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message

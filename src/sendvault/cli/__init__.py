@@ -24,12 +24,16 @@ def main() -> None:
     _open_closed_streams()
     _replace_unencodable()
     args = sys.argv[1:]
-    if args[:2] == ["scan", "ssh"]:
-        from ._quick import scan_ssh  # noqa: PLC0415
+    try:
+        if args[:2] == ["scan", "ssh"]:
+            from ._quick import scan_ssh  # noqa: PLC0415
 
-        scan_ssh(args[2:])  # exits, unless the arguments need the whole command line
-    from ._app import cli  # noqa: PLC0415
-
+            scan_ssh(args[2:])  # exits, unless the arguments need the whole command line
+        from ._app import cli  # noqa: PLC0415
+    except KeyboardInterrupt:
+        # Ctrl-C while the CLI loads (a tenth of a second or so), before click handles it.
+        sys.stderr.write("\ninterrupted\n")
+        sys.exit(130)  # _common.EXIT_INTERRUPTED
     cli(prog_name="sendvault")
 
 

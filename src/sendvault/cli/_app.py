@@ -160,9 +160,10 @@ class _Group(click.Group):
             click.echo(f"error: {printable(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort as exc:
-            if isinstance(exc.__cause__, KeyboardInterrupt):
-                # Ctrl-C before the command took over (while it starts): what a command that
-                # handles Ctrl-C itself says, with the shell's code for SIGINT.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                # Ctrl-C before the command took over (while it starts), or at a prompt (click
+                # raises Abort from None there): what a command that handles Ctrl-C itself
+                # says, with the shell's code for SIGINT.
                 click.echo("interrupted", err=True)
                 sys.exit(EXIT_INTERRUPTED)
             click.echo("aborted", err=True)  # end of input at a prompt
