@@ -313,20 +313,47 @@ def test_a_stop_with_output_on_stdout_does_not_claim_nothing_was_written(home: P
     assert not (tmp_path / "o.csv").exists()
 
 
-@pytest.mark.parametrize("when", ["before the output is in place", "after"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "before the output is in place",
+        "while the output's folder is synced",
+        "while the workers stop",
+        "while the rejects are moved into place",
+    ],
+)
 def test_ctrl_c_after_the_output_is_in_place_finishes_the_run(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], when: str
 ) -> None:
     # Ctrl-C while the workers stopped, after the output had been moved into place, said
     # "interrupted; no output was written" with the output there, complete, and the audit log
-    # recorded the run as interrupted. Ctrl-C before the output is in place is still that.
+    # recorded the run as interrupted (the red team found two more such windows: the sync of
+    # the output's folder, and the rejects' own move). Before the output is in place it is
+    # still that.
     from sendvault.cli import cli
-    from sendvault.exchange import _csvio, convert
+    from sendvault.exchange import _csvio, _rejects, convert
 
     src, out = tmp_path / "in.csv", tmp_path / "out.csv"
     rows = "".join(f"{i},{'bad ' if i == 3 else ''}u{i}@example.com\n" for i in range(50))
     src.write_text("Id,Email\n" + rows)
-    if when == "after":
+
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    if when == "before the output is in place":
+        monkeypatch.setattr(_csvio.AtomicOutput, "commit", interrupt)
+    elif when == "while the output's folder is synced":
+        real_sync = _csvio._sync_dir
+        synced: list[Path] = []
+
+        def sync_dir(folder: Path) -> None:  # the output's first, then the rejects'
+            synced.append(folder)
+            real_sync(folder)
+            if len(synced) == 1:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(_csvio, "_sync_dir", sync_dir)
+    elif when == "while the workers stop":
         real_close = convert.Planner.close
 
         def close(self: convert.Planner) -> None:
@@ -334,28 +361,34 @@ def test_ctrl_c_after_the_output_is_in_place_finishes_the_run(
             raise KeyboardInterrupt
 
         monkeypatch.setattr(convert.Planner, "close", close)
-    else:
+    else:  # a real Ctrl-C, while the rejects file is moved into place
+        real_finish = _rejects.RejectsFile.finish
 
-        def commit(self: _csvio.AtomicOutput) -> None:
-            raise KeyboardInterrupt
+        def finish(self: _rejects.RejectsFile) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            real_finish(self)
 
-        monkeypatch.setattr(_csvio.AtomicOutput, "commit", commit)
+        monkeypatch.setattr(_rejects.RejectsFile, "finish", finish)
     monkeypatch.setenv("SENDVAULT_HOME", str(home))
     with pytest.raises(SystemExit) as exited:
         cli.main(["csv", "tokenize", str(src), str(out), "--column", "Email=Email"], prog_name="sendvault")
     monkeypatch.undo()
     stderr = capsys.readouterr().err
-    shown = json.loads(run(home, "audit", "show", "--json").stdout)
+    record = json.loads(run(home, "audit", "show", "--json").stdout)[-1]
     rejects = tmp_path / "out.csv.rejects.csv"
-    if when == "after":
-        assert exited.value.code == 0, stderr
-        assert "tokenized 50 rows" in stderr
-        assert len(out.read_text().splitlines()) == 50  # the header and 49 rows
-        assert rejects.read_text().splitlines()[1:] == ["5,Email,invalid-email"]
-        assert shown[-1]["meta"]["status"] == "ok"
-    else:
+    if when == "before the output is in place":
         assert exited.value.code == 130
         assert "interrupted; no output was written" in stderr
         assert not out.exists()
         assert not rejects.exists()
-        assert shown[-1]["meta"]["status"] == "interrupted"
+        assert record["meta"]["status"] == "interrupted"
+        return
+    assert exited.value.code == 0, stderr
+    assert "tokenized 50 rows" in stderr
+    assert len(out.read_text().splitlines()) == 50  # the header and 49 rows
+    assert rejects.read_text().splitlines()[1:] == ["5,Email,invalid-email"]
+    assert record["meta"]["status"] == "ok"
+    assert record["meta"]["output_sha256"]  # also when the workers' stop was interrupted
+    assert record["meta"]["input_sha256"]
+    assert record["meta"]["seconds"] > 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -8,6 +8,7 @@ import os
 import signal
 import struct
 import threading
+import time
 
 import pytest
 
@@ -105,4 +106,28 @@ def test_a_worker_ignores_ctrl_c_while_it_starts(vault: Vault, settings: Setting
         assert _take(planner) == [("echo", 7)]
     finally:
         planner.close()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's again
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # this thread's again
+
+
+def _sleep(epoch: int, seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_ctrl_c_while_waiting_for_an_answer_stops_the_workers_at_once(
+    vault: Vault, settings: Settings
+) -> None:
+    # take() let go of the call it waited for before the answer came: a Ctrl-C there left
+    # nothing in flight, so close() gave the busy worker its 5 s of grace.
+    planner = Planner(vault, settings, workers=1)
+    planner.start_workers()
+    planner._submit("slow", _sleep, _sleep, 30.0)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            planner.take()
+    finally:
+        timer.cancel()
+        started = time.monotonic()
+        planner.close()
+    assert time.monotonic() - started < 3

@@ -6,7 +6,9 @@ import contextlib
 import functools
 import json
 import math
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
@@ -189,6 +191,21 @@ def changes_state(fn: F) -> F:
         return fn(app, *args, **kwargs)
 
     return cast("F", checked)
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C does nothing until the block is done: for the last steps of a run whose work is
+    done (its output in place), which must all happen (its audit record above all). Only the
+    main thread can hold it; elsewhere Ctrl-C cannot reach the block anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:

@@ -32,6 +32,7 @@ from ._common import (
     AppContext,
     OutputFile,
     changes_state,
+    ctrl_c_held,
     emit_json,
     fail,
     pass_app,
@@ -206,7 +207,6 @@ def _run(
                 summary=summary,
                 **kwargs,
             )
-        _finish(summary, rejects)
     except TooManyErrors as exc:
         if isinstance(rejects, RejectsFile):
             rejects.finish()
@@ -221,7 +221,6 @@ def _run(
             kept = "tokens already created stay valid: " if operation == "tokenize" else ""
             fail(f"interrupted; {unwritten(output)}", f"{kept}run it again", EXIT_INTERRUPTED)
         # Ctrl-C once the output was in place (while the workers stopped): the run is done.
-        _finish(summary, rejects)
     except (SendvaultError, OSError):
         # Also a failed write (a full disk, standard output closed): the tokens made are recorded.
         _stop(app, event, summary, rejects, "failed")
@@ -229,7 +228,13 @@ def _run(
     finally:
         if src is not None:
             src.close()
-    _record(app, event, summary)
+    with ctrl_c_held():  # the output is in place: its rejects and its audit record must follow
+        try:
+            _finish(summary, rejects)
+        except OSError:
+            _stop(app, event, summary, rejects, "failed")
+            raise
+        _record(app, event, summary)
     _report(summary, options, output)
 
 

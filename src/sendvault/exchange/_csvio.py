@@ -490,7 +490,7 @@ class AtomicOutput:
             self._buffered, encoding=fmt.encoding, newline="", errors="strict", write_through=False
         )
         self.writer = fmt.writer(self.text)
-        self.done = False
+        self.in_place = False  # the whole output is where it was asked for (see commit)
 
     def _open_hidden(self, folder: Path) -> int:
         flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
@@ -535,7 +535,7 @@ class AtomicOutput:
             ) from None
         if self._target is None:
             self._sink.flush()
-            self.done = True
+            self.in_place = True
             return
         assert self._fd is not None
         os.fsync(self._fd)
@@ -547,9 +547,9 @@ class AtomicOutput:
             raise CsvProblem(f"{self.name}: {exc.strerror}") from None
         self._named_tmp.replace(self._target)
         self._named_tmp = None
+        self.in_place = True  # from here on the run is done, whatever interrupts it
         self._close_fd()
         _sync_dir(self._target.parent)
-        self.done = True
 
     def _link_anonymous(self, fd: int) -> Path:
         """Give the anonymous file a (hidden) name beside the target."""

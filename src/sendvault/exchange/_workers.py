@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -196,22 +197,24 @@ class _Worker:
 
 
 @contextlib.contextmanager
-def _ctrl_c_ignored() -> Iterator[None]:
-    """Start processes that ignore Ctrl-C from their first instruction.
+def _ctrl_c_blocked() -> Iterator[None]:
+    """Start processes that never act on Ctrl-C.
 
     A spawned worker imports for a second or so before :func:`_init` ignores SIGINT, and Ctrl-C
-    reaches the whole process group: each worker printed a KeyboardInterrupt traceback. An
-    ignored SIGINT stays ignored across exec, and Python then installs no handler of its own.
-    Only the main thread may change a handler; a Ctrl-C in the milliseconds of the start is lost.
+    reaches the whole process group: each worker printed a KeyboardInterrupt traceback. A
+    process starts with the signal mask of the thread that started it, across exec, so SIGINT
+    stays blocked in the workers (as multiprocessing's resource tracker starts its own). This
+    process does not lose a Ctrl-C meanwhile: another thread takes it, or it waits until the
+    mask is restored.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Starting a process starts multiprocessing's resource tracker the first time, which blocks
+    # SIGINT around its own start and then unblocks it: start it first, outside the mask.
+    resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class Planner:
@@ -239,7 +242,7 @@ class Planner:
         """Start the worker processes (a no-op without workers or when started)."""
         if self._workers and self._pool is None:
             context = multiprocessing.get_context("spawn")
-            with _ctrl_c_ignored():
+            with _ctrl_c_blocked():
                 self._pool = [_Worker(context, self._settings) for _ in range(self._workers)]
 
     @property
@@ -286,8 +289,16 @@ class Planner:
 
     def take(self) -> tuple[Any, Any]:
         """The oldest submission's tag and result (waits for it; re-raises its error)."""
-        tag, pending = self._inflight.popleft()
-        return tag, pending.result()
+        tag, pending = self._inflight[0]
+        try:
+            result = pending.result()
+        except KeyboardInterrupt:
+            raise  # still in flight: close() stops the workers at once, not after a grace
+        except BaseException:
+            self._inflight.popleft()
+            raise
+        self._inflight.popleft()
+        return tag, result
 
     def abandon(self) -> list[Any]:
         """Tags of every submission not taken back, oldest first; their results are waited for

@@ -113,6 +113,16 @@ class Summary:
         return out
 
 
+def _account(summary: Summary, src: CsvInput, out: AtomicOutput, started: float) -> None:
+    """Checksums, sizes and time, whatever ended the run; once the output is in place, a Ctrl-C
+    (while the workers stop, say) no longer undoes the run: it is marked written."""
+    summary.input_sha256, summary.input_bytes = src.sha256, src.bytes_read
+    summary.output_sha256, summary.output_bytes = out.sha256, out.bytes_written
+    summary.seconds = round(time.perf_counter() - started, 3)
+    if out.in_place:
+        summary.status = "written"
+
+
 def unwritten(output: str) -> str:
     """What became of the output of a run that stopped: a file is never written half, but what
     went to stdout cannot be taken back."""
@@ -292,7 +302,6 @@ def tokenize_file(
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
-        summary.status = "written"  # in place: a Ctrl-C from here on does not undo it
     except WorkerStopped as exc:
         out.discard()
         raise WorkerStopped(f"{exc}; {unwritten(output)}") from None
@@ -300,10 +309,8 @@ def tokenize_file(
         out.discard()
         raise
     finally:
+        _account(summary, src, out, started)
         planner.close()
-        summary.input_sha256, summary.input_bytes = src.sha256, src.bytes_read
-        summary.output_sha256, summary.output_bytes = out.sha256, out.bytes_written
-        summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
@@ -591,7 +598,6 @@ def detokenize_file(
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
-        summary.status = "written"  # in place: a Ctrl-C from here on does not undo it
     except WorkerStopped as exc:
         out.discard()
         raise WorkerStopped(f"{exc}; {unwritten(output)}") from None
@@ -599,10 +605,8 @@ def detokenize_file(
         out.discard()
         raise
     finally:
+        _account(summary, src, out, started)
         planner.close()
-        summary.input_sha256, summary.input_bytes = src.sha256, src.bytes_read
-        summary.output_sha256, summary.output_bytes = out.sha256, out.bytes_written
-        summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
