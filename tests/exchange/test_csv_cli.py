@@ -392,3 +392,27 @@ def test_ctrl_c_after_the_output_is_in_place_finishes_the_run(
     assert record["meta"]["input_sha256"]
     assert record["meta"]["seconds"] > 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_rejects_that_cannot_be_kept_end_the_run_as_failed_and_recorded(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sendvault.cli import cli
+    from sendvault.exchange import _rejects
+    from sendvault.exchange._csvio import CsvProblem
+
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    src.write_text("Id,Email\n1,u1@example.com\n2,bad\n")
+
+    def finish(self: _rejects.RejectsFile) -> None:
+        raise CsvProblem("out.csv.rejects.csv: is a directory")
+
+    monkeypatch.setattr(_rejects.RejectsFile, "finish", finish)
+    monkeypatch.setenv("SENDVAULT_HOME", str(home))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["csv", "tokenize", str(src), str(out), "--column", "Email=Email"], prog_name="sendvault")
+    monkeypatch.undo()
+    assert exited.value.code == 1
+    assert "error: out.csv.rejects.csv: is a directory" in capsys.readouterr().err
+    record = json.loads(run(home, "audit", "show", "--json").stdout)[-1]
+    assert record["meta"]["status"] == "failed"

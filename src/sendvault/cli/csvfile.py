@@ -220,7 +220,7 @@ def _run(
             _stop(app, event, summary, rejects, "interrupted")
             kept = "tokens already created stay valid: " if operation == "tokenize" else ""
             fail(f"interrupted; {unwritten(output)}", f"{kept}run it again", EXIT_INTERRUPTED)
-        # Ctrl-C once the output was in place (while the workers stopped): the run is done.
+        # Ctrl-C once the output was in place (while the workers stopped, say): the run is done.
     except (SendvaultError, OSError):
         # Also a failed write (a full disk, standard output closed): the tokens made are recorded.
         _stop(app, event, summary, rejects, "failed")
@@ -231,7 +231,7 @@ def _run(
     with ctrl_c_held():  # the output is in place: its rejects and its audit record must follow
         try:
             _finish(summary, rejects)
-        except OSError:
+        except (SendvaultError, OSError):  # the rejects could not be kept: recorded as failed
             _stop(app, event, summary, rejects, "failed")
             raise
         _record(app, event, summary)
