@@ -90,11 +90,26 @@ def split_rows(chunk: Chunk, keep: list[int] | None) -> tuple[list[list[str]], l
 
 def fill_resolved(chunk: Chunk, values: Sequence[str | None], reasons: Sequence[str | None]) -> None:
     """Put each token's clear value in its cell; a token without one rejects its row."""
-    for (pos, col), value, reason in zip(chunk.where, values, reasons, strict=True):
+    rows = [fields for _, fields in chunk.rows]
+    _fill(rows, chunk.where, values, reasons, chunk.bad, missing="unknown-token")
+
+
+def _fill(
+    rows: list[list[str]],
+    where: Sequence[tuple[int, int]],
+    values: Sequence[str | None],
+    reasons: Sequence[str | None],
+    bad: dict[int, list[tuple[int, str]]],
+    *,
+    missing: str,
+) -> None:
+    """Put each converted value in its cell; a cell without one rejects its row (for its
+    reason, else ``missing``)."""
+    for (pos, col), value, reason in zip(where, values, reasons, strict=True):
         if value is not None:
-            chunk.rows[pos][1][col] = value
+            rows[pos][col] = value
         else:
-            chunk.bad.setdefault(pos, []).append((col, reason or "unknown-token"))
+            bad.setdefault(pos, []).append((col, reason or missing))
 
 
 def converted_count(chunk: Chunk) -> int:
@@ -233,20 +248,6 @@ def _records(block: bytes, job: BlockJob) -> tuple[list[list[str]], int, bool] |
     return rows, reader.line_num, False
 
 
-def _fill(
-    rows: list[list[str]],
-    where: list[tuple[int, int]],
-    outcomes: tuple[list[str | None], list[str | None]],
-    bad: dict[int, list[tuple[int, str]]],
-) -> None:
-    """Put each converted value in its cell; a cell without one rejects its row."""
-    for (pos, col), value, reason in zip(where, *outcomes, strict=True):
-        if value is not None:
-            rows[pos][col] = value
-        else:
-            bad.setdefault(pos, []).append((col, reason or "invalid"))
-
-
 def convert_block(vault: Vault, job: BlockJob, block: bytes) -> BlockResult | None:
     """Convert one block (see the module docstring); None where it must be read record by record."""
     records = _records(block, job)
@@ -272,7 +273,7 @@ def convert_block(vault: Vault, job: BlockJob, block: bytes) -> BlockResult | No
     else:
         if column is not None:
             where = [(pos, col) for pos in range(len(rows))]
-        _fill(rows, where, (values, reasons), bad)
+        _fill(rows, where, values, reasons, bad, missing="invalid")
         chunk = Chunk([], where, bad, empty)
         if bad:  # line numbers, for the rejects only (a plain block's records are its lines)
             numbered = parse_block(block, job, strict=True)[0] if not plain else enumerate(rows, 1)
