@@ -418,3 +418,42 @@ def test_a_clear_value_that_holds_the_delimiter_is_quoted_when_a_plain_block_is_
     assert converted
     assert all(converted)
     assert back[1][0].decode().splitlines()[1:] == [f'{i}|"u{i}|x@example.com"' for i in range(6)]
+
+
+@pytest.mark.parametrize(("rows", "early"), [(200, False), (4000, True)])
+def test_workers_start_before_the_first_block_when_the_file_needs_them(
+    vault: Vault, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, early: bool
+) -> None:
+    # They used to start only once 2 MiB had been handed out, and the run then waited most of a
+    # second for them. A regular file says its size: past the threshold they start at once.
+    monkeypatch.setattr(convert, "PARALLEL_AFTER_BYTES", 64 << 10)
+    monkeypatch.setattr(convert, "BLOCK_BYTES", 8 << 10)
+    source = tmp_path / "in.csv"
+    source.write_text("Id,Email\n" + "".join(f"{i},user.{i}@example.com\n" for i in range(rows)))
+    blocks: list[bytes] = []
+    blocks_at_start: list[int] = []
+    real_start, real_submit = _workers.Planner.start_workers, _workers.Planner.submit_block
+
+    def start(planner: _workers.Planner, *, wait: bool = False) -> None:
+        if planner._pool is None:
+            blocks_at_start.append(len(blocks))
+        real_start(planner, wait=wait)
+
+    def submit(planner: _workers.Planner, tag: Any, job: Any, block: bytes) -> None:
+        blocks.append(block)
+        real_submit(planner, tag, job, block)
+
+    monkeypatch.setattr(_workers.Planner, "start_workers", start)
+    monkeypatch.setattr(_workers.Planner, "submit_block", submit)
+    src = CsvInput(str(source))
+    try:
+        summary = tokenize_file(
+            vault, settings, src, str(tmp_path / "out.csv"), columns=[("Email", Kind.EMAIL)],
+            rejects=Collect(), workers=2,
+        )  # fmt: skip
+    finally:
+        src.close()
+    assert summary.rows == rows
+    assert len(blocks) > 10 if early else len(blocks) == 1
+    assert blocks_at_start == ([0] if early else [])
+    assert summary.workers == (2 if early else 0)

@@ -55,7 +55,7 @@ def test_a_worker_that_dies_half_way_through_an_answer_is_an_error_not_a_wait(
     # With one result queue shared by the whole pool (ProcessPoolExecutor), the reader waited
     # without end for the rest of the message, and the other worker for the queue's lock.
     planner = Planner(vault, settings, workers=2)
-    planner.start_workers()
+    planner.start_workers(wait=True)
     try:
         planner._submit("dies", _die_half_way_through_an_answer, _die_half_way_through_an_answer)
         planner._submit("echo", _echo, _echo, 7)
@@ -68,7 +68,7 @@ def test_a_worker_that_dies_half_way_through_an_answer_is_an_error_not_a_wait(
 
 def test_answers_come_back_in_the_order_of_the_calls_across_workers(vault: Vault, settings: Settings) -> None:
     planner = Planner(vault, settings, workers=2)
-    planner.start_workers()
+    planner.start_workers(wait=True)
     try:
         for i in range(9):
             planner._submit(i, _echo, _echo, i * 10)
@@ -79,10 +79,47 @@ def test_answers_come_back_in_the_order_of_the_calls_across_workers(vault: Vault
         planner.close()
 
 
+def _pid(epoch: int, value: int) -> tuple[int, int]:
+    return os.getpid(), value
+
+
+def test_until_a_worker_has_started_this_process_does_the_work_in_order(
+    vault: Vault, settings: Settings
+) -> None:
+    # A spawned worker imports and opens the vault for most of a second: work given to it then
+    # waited, and so did this process. Now it converts meanwhile. Stopped workers cannot start.
+    planner = Planner(vault, settings, workers=2)
+    planner.start_workers()
+    assert planner._pool is not None
+    workers = [w.process.pid for w in planner._pool]
+    try:
+        for pid in workers:
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+        for i in range(3):
+            planner._submit(i, _pid, _pid, i)
+        for pid in workers:
+            assert pid is not None
+            os.kill(pid, signal.SIGCONT)
+        planner.start_workers(wait=True)
+        for i in range(3, 9):
+            planner._submit(i, _pid, _pid, i)
+        got = [_take(planner)[0] for _ in range(9)]
+    finally:
+        for pid in workers:
+            assert pid is not None
+            os.kill(pid, signal.SIGCONT)
+        planner.close()
+    assert [(tag, value) for tag, (_, value) in got] == [(i, i) for i in range(9)]
+    by = [pid for _, (pid, _) in got]
+    assert by[:3] == [os.getpid()] * 3
+    assert sorted(set(by[3:])) == sorted(workers)  # both workers, in turn
+
+
 @pytest.mark.parametrize("in_flight", [0, 3])
 def test_close_stops_every_worker(vault: Vault, settings: Settings, in_flight: int) -> None:
     planner = Planner(vault, settings, workers=2)
-    planner.start_workers()
+    planner.start_workers(wait=True)
     for i in range(in_flight):
         planner._submit(i, _echo, _echo, i)
     pids = [child.pid for child in multiprocessing.active_children() if child.name == "sendvault-bulk-worker"]
@@ -102,6 +139,7 @@ def test_a_worker_ignores_ctrl_c_while_it_starts(vault: Vault, settings: Setting
         (worker,) = planner._pool
         assert worker.process.pid is not None
         os.kill(worker.process.pid, signal.SIGINT)
+        planner.start_workers(wait=True)  # the call goes to the worker, not to this process
         planner._submit("echo", _echo, _echo, 7)
         assert _take(planner) == [("echo", 7)]
     finally:
@@ -119,7 +157,7 @@ def test_ctrl_c_while_waiting_for_an_answer_stops_the_workers_at_once(
     # take() let go of the call it waited for before the answer came: a Ctrl-C there left
     # nothing in flight, so close() gave the busy worker its 5 s of grace.
     planner = Planner(vault, settings, workers=1)
-    planner.start_workers()
+    planner.start_workers(wait=True)
     planner._submit("slow", _sleep, _sleep, 30.0)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()

@@ -92,6 +92,7 @@ def _resolve_remote(epoch: int, tokens: Sequence[str]) -> ResolvePlan:
     return _resolve(_current(epoch), tokens)
 
 
+_READY = (True, "ready")
 _STOPPED = "a worker process stopped before its part of the file was done (killed, or out of memory?)"
 
 
@@ -103,6 +104,10 @@ def _serve(settings: Settings, conn: Connection) -> None:
         _init(settings)
     except Exception as exc:  # noqa: BLE001 - sent back as the answer to every call
         failed = exc
+    try:
+        conn.send(_READY)  # the main process sends this worker no work before it reads this
+    except OSError:
+        return
     while True:
         try:
             call = conn.recv()
@@ -154,6 +159,25 @@ class _Worker:
         )
         self._sender = threading.Thread(target=self._send, name="sendvault-bulk-sender", daemon=True)
         self._sender.start()
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the worker has started (imported, vault opened): until then, work given to it
+        would wait. A worker that died while starting counts as ready: its calls say so."""
+        return self.wait_ready(0)
+
+    def wait_ready(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: as long as it takes) for :attr:`ready`."""
+        if not self._ready:
+            try:
+                if not self._conn.poll(timeout):
+                    return False
+                self._conn.recv()
+            except (EOFError, OSError):
+                pass
+            self._ready = True
+        return True
 
     def _send(self) -> None:
         while True:
@@ -172,6 +196,7 @@ class _Worker:
     def result(self) -> Any:
         """The answer to the oldest call not yet answered (its error re-raised)."""
         try:
+            self.wait_ready(None)
             ok, value = self._conn.recv()
         except (EOFError, OSError):
             raise WorkerStopped(_STOPPED) from None
@@ -238,12 +263,17 @@ class Planner:
         """Whether chunks run on worker processes."""
         return self._pool is not None
 
-    def start_workers(self) -> None:
-        """Start the worker processes (a no-op without workers or when started)."""
+    def start_workers(self, *, wait: bool = False) -> None:
+        """Start the worker processes (a no-op without workers or when started). Work goes to a
+        worker once it has started; until then this process does it. ``wait``: return only once
+        every worker has started."""
         if self._workers and self._pool is None:
             context = multiprocessing.get_context("spawn")
             with _ctrl_c_blocked():
                 self._pool = [_Worker(context, self._settings) for _ in range(self._workers)]
+        if wait and self._pool is not None:
+            for worker in self._pool:
+                worker.wait_ready(None)
 
     @property
     def backlog(self) -> int:
@@ -273,19 +303,31 @@ class Planner:
         self._epoch += 1
 
     def _submit(self, tag: Any, remote: Callable[..., Any], local: Callable[..., Any], *args: Any) -> None:
-        if self._pool is not None:
-            # In turn: each worker answers its own calls in order, so results come back in order.
-            worker = self._pool[self._calls % len(self._pool)]
-            self._calls += 1
+        worker = self._next_worker()
+        if worker is not None:
+            # Each worker answers its own calls in order, and take() asks the worker of the
+            # oldest submission: results come back in submission order.
             worker.call(remote, self._epoch, *args)
             self._inflight.append((tag, worker))
             return
+        # No workers, or none started yet: this process does the work meanwhile.
         done: Future[Any] = Future()
         try:
             done.set_result(local(self._vault, *args))
-        except BaseException as exc:  # noqa: BLE001 - re-raised by take()
+        except Exception as exc:  # noqa: BLE001 - re-raised by take(); Ctrl-C stops the run now
             done.set_exception(exc)
         self._inflight.append((tag, done))
+
+    def _next_worker(self) -> _Worker | None:
+        """The next started worker in turn, or None when there is none."""
+        if self._pool is None:
+            return None
+        for _ in range(len(self._pool)):
+            worker = self._pool[self._calls % len(self._pool)]
+            self._calls += 1
+            if worker.ready:
+                return worker
+        return None
 
     def take(self) -> tuple[Any, Any]:
         """The oldest submission's tag and result (waits for it; re-raises its error)."""

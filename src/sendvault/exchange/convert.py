@@ -291,6 +291,7 @@ def tokenize_file(
     out = open_output(output, src.format, encoding=output_encoding)
     planner = Planner(vault, settings, workers=workers)
     try:
+        _start_early(src, planner)
         out.writer.writerow(header if keep is None else [header[j] for j in keep])
         run = _Run(
             summary=summary, src=src, out=out, header=header, rejects=rejects, max_errors=max_errors,
@@ -312,6 +313,13 @@ def tokenize_file(
         _account(summary, src, out, started)
         planner.close()
     return summary
+
+
+def _start_early(src: CsvInput, planner: Planner) -> None:
+    """Start the workers now when the input is a file large enough to need them: they import
+    and open the vault (most of a second) while this process converts the first blocks."""
+    if src.size is not None and src.size > PARALLEL_AFTER_BYTES:
+        planner.start_workers()
 
 
 def _convert_blocks(run: _Run, planner: Planner, job: BlockJob, done: Callable[[_Block], None]) -> None:
@@ -575,6 +583,7 @@ def detokenize_file(
     out = open_output(output, src.format, encoding=output_encoding)
     planner = Planner(vault, settings, workers=workers)
     try:
+        _start_early(src, planner)
         out.writer.writerow(src.header)
         run = _Run(
             summary=summary, src=src, out=out, header=src.header, rejects=rejects, max_errors=max_errors,
