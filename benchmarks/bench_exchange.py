@@ -1,14 +1,17 @@
 """Bulk CSV conversion on a store that already holds 1,000,000 tokens, beside a naive converter.
 
     flock /work/coord/bench.lock python benchmarks/bench_exchange.py \\
-        [--data DIR] [--size 1000000] [--rows 1000000] [--naive-rows 200000] [--workers N]
+        [--data DIR] [--size 1000000] [--rows 1000000] [--naive-rows 200000] [--workers N] [--mmap-mb MB]
 
 Builds (once, then reuses) a SQLite store of ``--size`` tokens in ``DIR/base`` and a CSV of
-``--rows`` new contacts (Id, Email, FirstName, Segment). Each measurement runs on a fresh copy of
-the base store, as a separate process (`sendvault csv ...`, end to end: start-up, vault, file
-in, file out), and prints rows/s and the peak memory (RSS of the main process and of its largest
-worker; SQLite's mmap is off in both ours and naive, so mapped database pages do not count). Three figures, each beside the naive converter of the same run (one `tokenize_many`
-transaction per 500-row batch, no sorting, no workers, same CSV reading and writing):
+``--rows`` new contacts (Id, Email, FirstName, Segment). The three runs below share one fresh copy
+of the base store (the second finds what the first stored); each is a separate process (`sendvault csv ...`, end to end: start-up, vault, file
+in, file out), and prints rows/s and the peak memory of the main process and of its largest
+worker: RSS, which counts the database pages SQLite reads through mmap (on by default; `--mmap-mb
+0` turns it off for ours and naive alike, as runs before 2026-12-07 did), and private memory
+(RssAnon, sampled every 20 ms), which does not. Three figures, each beside the naive converter of
+the same run (one `tokenize_many` transaction per 500-row batch, no sorting, no workers, same CSV
+reading and writing):
 
 * `csv tokenize` of the new contacts (every email new);
 * `csv tokenize` of the same file again (every email known);
@@ -101,20 +104,52 @@ def copy_home(base: Path, to: Path) -> Path:
     return to
 
 
-def measure(home: Path, argv: list[str]) -> dict[str, float]:
-    """Run ``argv`` in a child process; wall seconds and peak RSS (MiB) of it and its workers."""
-    # mmap off for ours and naive alike: RSS then counts the process's own memory (and SQLite's
-    # page caches), not database pages mapped from the file, which grow with the store.
-    env = {**os.environ, "SENDVAULT_HOME": str(home), "SENDVAULT_SQLITE_MMAP_MB": "0"}
+def _private_kib(pid: int) -> int:
+    """RssAnon of ``pid`` in KiB (0 once it is gone): its own memory, without file pages."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:  # noqa: PTH123 - many reads a second
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def measure(home: Path, mmap_mb: int | None, argv: list[str]) -> dict[str, float]:
+    """Run ``argv`` in a child process; wall seconds, its peak RSS and its largest worker's (MiB),
+    and the peak private memory (RssAnon, sampled every 20 ms) of each."""
+    env = {**os.environ, "SENDVAULT_HOME": str(home)}
+    if mmap_mb is not None:  # ours and naive alike
+        env["SENDVAULT_SQLITE_MMAP_MB"] = str(mmap_mb)
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", *argv], env=env, capture_output=True, text=True, check=False
-    )
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    peak_main = peak_worker = 0
+    while proc.poll() is None:
+        peak_main = max(peak_main, _private_kib(proc.pid))
+        peak_worker = max([peak_worker, *(_private_kib(c) for c in _children(proc.pid))])
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate()
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
-    peaks = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"seconds": elapsed, **peaks}
+        raise SystemExit(f"{' '.join(argv)} failed:\n{stderr[-2000:]}")
+    peaks = json.loads(stdout.strip().splitlines()[-1])
+    return {
+        "seconds": elapsed,
+        **peaks,
+        "private_main_mib": peak_main / 1024,
+        "private_worker_mib": peak_worker / 1024,
+    }
 
 
 def child(argv: list[str]) -> None:
@@ -170,6 +205,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--naive-rows", type=int, default=200_000)
     parser.add_argument("--workers", type=int, help="`csv --workers` (default: the CLI's own default)")
+    parser.add_argument(
+        "--mmap-mb", type=int, help="SENDVAULT_SQLITE_MMAP_MB for ours and naive (default: sendvault's own)"
+    )
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     base = base_store(args.data, args.size)
@@ -181,16 +219,22 @@ def main() -> None:
         quarter = head(source, args.rows // 4, work / "quarter.csv")
         small = head(source, args.naive_rows, work / "naive.csv")
         ours = copy_home(base, work / "ours")
+        mm = args.mmap_mb
         opts = ["-q", *(["--workers", str(args.workers)] if args.workers is not None else [])]
         runs = {
             "new": measure(
-                ours, ["csv", "tokenize", str(source), str(work / "t1.csv"), "--column", "Email=Email", *opts]
+                ours,
+                mm,
+                ["csv", "tokenize", str(source), str(work / "t1.csv"), "--column", "Email=Email", *opts],
             ),
             "known": measure(
-                ours, ["csv", "tokenize", str(source), str(work / "t2.csv"), "--column", "Email=Email", *opts]
+                ours,
+                mm,
+                ["csv", "tokenize", str(source), str(work / "t2.csv"), "--column", "Email=Email", *opts],
             ),
             "detokenize": measure(
                 ours,
+                mm,
                 ["csv", "detokenize", str(work / "t1.csv"), str(work / "d1.csv"), "--column", "Email", *opts],
             ),
         }
@@ -199,14 +243,15 @@ def main() -> None:
         quarter_home = copy_home(base, work / "quarter")
         mem_quarter = measure(
             quarter_home,
+            mm,
             ["csv", "tokenize", str(quarter), str(work / "q.csv"), "--column", "Email=Email", *opts],
         )
         naive_home = copy_home(base, work / "naive")
         baseline = {
-            "new": measure(naive_home, ["naive", "tokenize", str(small), str(work / "n1.csv")]),
-            "known": measure(naive_home, ["naive", "tokenize", str(small), str(work / "n2.csv")]),
+            "new": measure(naive_home, mm, ["naive", "tokenize", str(small), str(work / "n1.csv")]),
+            "known": measure(naive_home, mm, ["naive", "tokenize", str(small), str(work / "n2.csv")]),
             "detokenize": measure(
-                naive_home, ["naive", "detokenize", str(work / "n1.csv"), str(work / "n3.csv")]
+                naive_home, mm, ["naive", "detokenize", str(work / "n1.csv"), str(work / "n3.csv")]
             ),
         }
     targets = {"new": 100_000, "known": 200_000, "detokenize": 200_000}
@@ -216,12 +261,22 @@ def main() -> None:
         naive_rate = args.naive_rows / baseline[key]["seconds"]
         print(
             f"{labels[key]:24}: {rate:9,.0f} rows/s  (naive {naive_rate:8,.0f} rows/s, ratio {rate / naive_rate:5.1f}x; "
-            f"target >= {targets[key]:,})  peak RSS main {run['rss_main_mib']:.0f} MiB, worker {run['rss_worker_mib']:.0f} MiB"
+            f"target >= {targets[key]:,})  peak {_memory(run)}"
         )
     print(
-        f"peak RSS, tokenize of {args.rows // 4:,} rows: main {mem_quarter['rss_main_mib']:.0f} MiB, worker "
-        f"{mem_quarter['rss_worker_mib']:.0f} MiB; of {args.rows:,} rows: main {runs['new']['rss_main_mib']:.0f} MiB, "
-        f"worker {runs['new']['rss_worker_mib']:.0f} MiB (flat: memory does not grow with the file)"
+        f"peak, tokenize of {args.rows // 4:,} rows: {_memory(mem_quarter)}; of {args.rows:,} rows: "
+        f"{_memory(runs['new'])} (flat: memory does not grow with the file)"
+    )
+    if mm != 0:
+        print(
+            "RSS counts the database pages SQLite reads through mmap (SENDVAULT_SQLITE_MMAP_MB); private does not"
+        )
+
+
+def _memory(run: dict[str, float]) -> str:
+    return (
+        f"main RSS {run['rss_main_mib']:.0f} MiB (private {run['private_main_mib']:.0f}), "
+        f"worker RSS {run['rss_worker_mib']:.0f} MiB (private {run['private_worker_mib']:.0f})"
     )
 
 
