@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 _PROBE = """
+import sys
 import warnings
-import sendvault.exchange
+from sendvault.exchange import Exchange
+assert "asyncssh" in sys.modules
 from cryptography.hazmat.primitives.asymmetric import dsa
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -16,10 +18,16 @@ print(len(caught))
 """
 
 
+_SFTP_SIDE = (
+    "import sys; from sendvault.exchange import Exchange, SftpError; assert 'asyncssh' in sys.modules"
+)
+
+
 def test_the_exchange_package_imports_under_warnings_as_errors() -> None:
     # A fresh interpreter: in this one asyncssh is already imported and would not warn again.
+    # The package imports its modules on first use: the names taken here bring asyncssh in.
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", "import sendvault.exchange"],
+        [sys.executable, "-W", "error", "-c", _SFTP_SIDE],
         capture_output=True,
         text=True,
         timeout=60,
