@@ -428,6 +428,11 @@ def _tokenize_rows(
         writer.shutdown(wait=True, cancel_futures=True)
 
 
+def _kept(rows: Sequence[NewContact], found: dict[bytes, str]) -> int:
+    """How many of ``rows`` the store kept: those whose value it answered with their own token."""
+    return sum(1 for row in rows if found.get(row.bidx) == row.token)
+
+
 def _store_and_write(
     vault: Vault,
     run: _Run,
@@ -463,16 +468,16 @@ def _store_and_write(
         # Transactions of the refused call that committed before the change made these: the new
         # plans find them as known values.
         run.summary.created += len({t for chunk in replanned for t in chunk.plan.tokens if t in drawn})
-    run.summary.created += sum(1 for row in new if found.get(row.bidx) == row.token)
+    run.summary.created += _kept(new, found)
     for item in waiting:
         if isinstance(item, _Block):
             assert item.result is not None
-            if all(found.get(row.bidx) == row.token for row in item.result.new):
+            if _kept(item.result.new, found) == len(item.result.new):
                 run.write_block(item)
                 continue
             chunk = _replanned(vault, item, spec, job)
             again = vault.store.insert_bulk(chunk.plan.new) if chunk.plan.new else {}
-            run.summary.created += sum(1 for row in chunk.plan.new if again.get(row.bidx) == row.token)
+            run.summary.created += _kept(chunk.plan.new, again)
             _write_planned(vault, run, chunk, again, spec=spec, attr_pos=attr_pos, keep=keep)
             continue
         _write_planned(vault, run, item, found, spec=spec, attr_pos=attr_pos, keep=keep)
