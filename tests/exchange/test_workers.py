@@ -14,6 +14,7 @@ import pytest
 
 from sendvault.config import Settings
 from sendvault.errors import WorkerStopped
+from sendvault.exchange import _workers
 from sendvault.exchange._workers import Planner
 from sendvault.vault import Vault
 
@@ -98,12 +99,14 @@ def test_until_a_worker_has_started_this_process_does_the_work_in_order(
             os.kill(pid, signal.SIGSTOP)
         for i in range(3):
             planner._submit(i, _pid, _pid, i)
+        assert planner.workers_used == 0
         for pid in workers:
             assert pid is not None
             os.kill(pid, signal.SIGCONT)
         planner.start_workers(wait=True)
         for i in range(3, 9):
             planner._submit(i, _pid, _pid, i)
+        assert planner.workers_used == 2
         got = [_take(planner)[0] for _ in range(9)]
     finally:
         for pid in workers:
@@ -169,3 +172,55 @@ def test_ctrl_c_while_waiting_for_an_answer_stops_the_workers_at_once(
         started = time.monotonic()
         planner.close()
     assert time.monotonic() - started < 3
+
+
+def test_ctrl_c_while_workers_start_is_raised_once_they_have_started() -> None:
+    # SIGINT was blocked in the starting thread only: another thread of this process (the audit
+    # writer's) took it, and Python raised KeyboardInterrupt between a child's start and the
+    # start-up data it reads, which printed an EOFError traceback from the child.
+    other = threading.Thread(target=time.sleep, args=(1.0,), daemon=True)
+    other.start()
+    done: list[str] = []
+
+    def start() -> None:
+        with _workers._ctrl_c_blocked():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            done.append("started")
+
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    assert done == ["started"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+def test_ctrl_c_during_the_start_leaves_no_worker_behind(
+    vault: Vault, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = _workers._Worker.__init__
+
+    def start_then_ctrl_c(self: _workers._Worker, context: object, settings: Settings) -> None:
+        real(self, context, settings)
+        os.kill(os.getpid(), signal.SIGINT)  # after the first worker, before the second
+
+    monkeypatch.setattr(_workers._Worker, "__init__", start_then_ctrl_c)
+    planner = Planner(vault, settings, workers=2)
+    with pytest.raises(KeyboardInterrupt):
+        planner.start_workers()
+    planner.close()
+    assert not [c for c in multiprocessing.active_children() if c.name == "sendvault-bulk-worker"]
+
+
+def test_workers_that_never_started_are_killed_at_once(vault: Vault, settings: Settings) -> None:
+    # They were given no work: closing waited 5 s for each (in turn) before killing it.
+    planner = Planner(vault, settings, workers=2)
+    planner.start_workers()
+    assert planner._pool is not None
+    for worker in planner._pool:
+        assert worker.process.pid is not None
+        os.kill(worker.process.pid, signal.SIGSTOP)  # stopped: they never say they started
+    started = time.monotonic()
+    planner.close()
+    assert time.monotonic() - started < 2
+    assert not [c for c in multiprocessing.active_children() if c.name == "sendvault-bulk-worker"]

@@ -208,12 +208,20 @@ class _Worker:
         """Ask the worker to finish (after the calls already queued)."""
         self._outbox.put(None)
 
-    def close(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the worker to finish, then kill it."""
-        self.process.join(timeout)
+    def kill(self) -> None:
+        """Kill the worker if it still runs (also when stopped: SIGKILL ends a stopped process,
+        where multiprocessing's own SIGTERM at exit would wait for it without end)."""
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+
+    def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the worker to finish, then kill it (at once if it
+        has not started: it was given no work)."""
+        try:
+            self.process.join(timeout if self.ready else 0)
+        finally:
+            self.kill()
         # The sender ends once it has sent the stop, or failed to (the worker is gone); the pipe
         # is closed only then, never under a send.
         self._sender.join(5.0)
@@ -223,23 +231,33 @@ class _Worker:
 
 @contextlib.contextmanager
 def _ctrl_c_blocked() -> Iterator[None]:
-    """Start processes that never act on Ctrl-C.
+    """Start processes that never act on Ctrl-C, and finish starting them.
 
     A spawned worker imports for a second or so before :func:`_init` ignores SIGINT, and Ctrl-C
     reaches the whole process group: each worker printed a KeyboardInterrupt traceback. A
     process starts with the signal mask of the thread that started it, across exec, so SIGINT
-    stays blocked in the workers (as multiprocessing's resource tracker starts its own). This
-    process does not lose a Ctrl-C meanwhile: another thread takes it, or it waits until the
-    mask is restored.
+    stays blocked in the workers (as multiprocessing's resource tracker starts its own).
+
+    Blocking it in this thread is not enough for this process: another thread (the audit
+    writer's) takes the signal, and Python raised KeyboardInterrupt here, between a child's
+    start and the start-up data it reads (which then printed an EOFError traceback). So, in the
+    main thread, a Ctrl-C meanwhile is noted and raised once the workers are started.
     """
     # Starting a process starts multiprocessing's resource tracker the first time, which blocks
     # SIGINT around its own start and then unblocks it: start it first, outside the mask.
     resource_tracker.ensure_running()
+    held: list[bool] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(True)) if main else None
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if main:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 class Planner:
@@ -257,11 +275,12 @@ class Planner:
         self._inflight: deque[tuple[Any, Future[Any] | _Worker]] = deque()
         self._calls = 0
         self._epoch = 0
+        self._used: set[int] = set()
 
     @property
-    def parallel(self) -> bool:
-        """Whether chunks run on worker processes."""
-        return self._pool is not None
+    def workers_used(self) -> int:
+        """How many worker processes were given work (a worker that never started got none)."""
+        return len(self._used)
 
     def start_workers(self, *, wait: bool = False) -> None:
         """Start the worker processes (a no-op without workers or when started). Work goes to a
@@ -269,8 +288,10 @@ class Planner:
         every worker has started."""
         if self._workers and self._pool is None:
             context = multiprocessing.get_context("spawn")
+            self._pool = []  # filled as they start: close() stops those that did
             with _ctrl_c_blocked():
-                self._pool = [_Worker(context, self._settings) for _ in range(self._workers)]
+                for _ in range(self._workers):
+                    self._pool.append(_Worker(context, self._settings))
         if wait and self._pool is not None:
             for worker in self._pool:
                 worker.wait_ready(None)
@@ -326,6 +347,7 @@ class Planner:
             worker = self._pool[self._calls % len(self._pool)]
             self._calls += 1
             if worker.ready:
+                self._used.add(id(worker))
                 return worker
         return None
 
@@ -363,8 +385,12 @@ class Planner:
         grace = 0.0 if self._inflight else 5.0
         self._inflight.clear()
         if self._pool is not None:
-            for worker in self._pool:
-                worker.stop()
-            for worker in self._pool:
-                worker.close(timeout=grace)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            try:
+                for worker in pool:
+                    worker.stop()
+                for worker in pool:
+                    worker.close(timeout=grace)
+            finally:  # a Ctrl-C while waiting for one: the others are killed all the same
+                for worker in pool:
+                    worker.kill()

@@ -100,7 +100,7 @@ class Summary:
     input_bytes: int = 0
     output_bytes: int = 0
     seconds: float = 0.0
-    workers: int = 0
+    workers: int = 0  # worker processes that converted part of the file
     rejects: str | None = None
     status: str = "running"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -299,7 +299,7 @@ def tokenize_file(
         )  # fmt: skip
         job = None if attr_pos else _block_job(src, out, spec, tokenize=True)
         _tokenize_rows(vault, run, planner, spec=spec, attr_pos=attr_pos, keep=keep, job=job)
-        summary.workers = workers if planner.parallel else 0
+        summary.workers = planner.workers_used
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
@@ -608,7 +608,7 @@ def detokenize_file(
                 _write_resolved(run, *planner.take())
         while planner.backlog:
             _write_resolved(run, *planner.take())
-        summary.workers = workers if planner.parallel else 0
+        summary.workers = planner.workers_used
         _refuse_all_rejected(summary)
         src.drain()
         out.commit()
