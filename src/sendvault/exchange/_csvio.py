@@ -105,22 +105,34 @@ def _codec(name: str) -> str:
         raise CsvProblem(f"unknown encoding {name!r}") from None
 
 
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+
+
+def _bom_encoding(sample: bytes) -> str | None:
+    """The encoding a file's BOM names, if it starts with one."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if sample.startswith(_UTF32_BOMS):
+        return "utf-32"
+    if sample.startswith(_UTF16_BOMS):
+        return "utf-16"
+    return None
+
+
 def sniff(sample: bytes, *, encoding: str | None = None, delimiter: str | None = None) -> CsvFormat:
     """The format of a file from its first bytes; ``encoding``/``delimiter`` override the guess."""
     if sample.startswith(b"PK\x03\x04"):
         raise CsvProblem("this is a ZIP file (an Excel .xlsx workbook?), not CSV: save it as CSV first")
-    utf16 = sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
-        encoding or ""
-    ).lower().startswith("utf-16")
-    if b"\x00" in sample and not utf16:
+    # UTF-16 and UTF-32 text holds NUL bytes; their BOMs say which (UTF-32's first: FF FE 00 00
+    # starts like UTF-16's FF FE).
+    wide = sample.startswith(_UTF32_BOMS + _UTF16_BOMS) or (encoding or "").lower().replace(
+        "_", "-"
+    ).startswith(("utf-16", "utf-32", "utf16", "utf32"))
+    if b"\x00" in sample and not wide:
         raise CsvProblem("this file holds binary data (NUL bytes), not CSV text")
     if encoding is None:
-        if sample.startswith(codecs.BOM_UTF8):
-            encoding = "utf-8-sig"
-        elif sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            encoding = "utf-16"
-        else:
-            encoding = _guess_encoding(sample)
+        encoding = _bom_encoding(sample) or _guess_encoding(sample)
     else:
         encoding = _codec(encoding)
         if encoding == "utf-8" and sample.startswith(codecs.BOM_UTF8):
@@ -236,6 +248,14 @@ _BLOCK_CODECS = {
     "cp1252": "cp1252",
     "iso8859-1": "iso8859-1",
     "ascii": "ascii",
+}
+
+
+# Encodings whose files start with a BOM giving their byte order: the codec to write the rest
+# in after it (little-endian, as Python's own codecs write them on this platform's CPUs).
+_WITH_BOM = {
+    "utf-16": ("utf-16-le", codecs.BOM_UTF16_LE),
+    "utf-32": ("utf-32-le", codecs.BOM_UTF32_LE),
 }
 
 
@@ -485,9 +505,13 @@ class AtomicOutput:
         self._sink = sink
         self._counting = _Counting(sink, writing=True)
         self._buffered = io.BufferedWriter(self._counting, buffer_size=1 << 16)
-        # The output never writes a BOM of its own unless the input had one (utf-8-sig does).
+        # The output never writes a BOM of its own unless the input had one (utf-8-sig does), or
+        # its encoding needs one: UTF-16 and UTF-32 say their byte order in it. TextIOWrapper
+        # writes theirs only to a stream it can seek, and ours cannot: it is written here.
+        encoding, bom = _WITH_BOM.get(codecs.lookup(fmt.encoding).name, (fmt.encoding, b""))
+        self._buffered.write(bom)
         self.text = io.TextIOWrapper(
-            self._buffered, encoding=fmt.encoding, newline="", errors="strict", write_through=False
+            self._buffered, encoding=encoding, newline="", errors="strict", write_through=False
         )
         self.writer = fmt.writer(self.text)
         self.in_place = False  # the whole output is where it was asked for (see commit)
