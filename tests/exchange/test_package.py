@@ -21,6 +21,7 @@ def test_each_public_name_is_its_modules_own(name: str) -> None:
 def test_the_public_names_are_the_lazy_ones() -> None:
     assert sorted(exchange.__all__) == sorted(exchange._HOME)
     assert set(exchange.__all__) <= set(dir(exchange))
+    assert not {"Any", "TYPE_CHECKING", "importlib", "_HOME"} & set(dir(exchange))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = exchange.nothing
 

@@ -78,5 +78,8 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+_OWN = {"Any", "TYPE_CHECKING", "annotations", "importlib", "_MODULES", "_HOME", "_OWN"}
+
+
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOME])
+    return sorted((set(globals()) - _OWN) | set(_HOME))
