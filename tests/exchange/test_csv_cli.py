@@ -455,3 +455,57 @@ def test_utf16_and_utf32_outputs_start_with_their_bom_and_come_back(
         "1,ada@example.com",  # normalized
         "2,b\u00e9@example.org",
     ]
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_outputs_in_a_codec_without_bom_are_read_back_without_being_told(
+    home: Path, tmp_path: Path, codec: str
+) -> None:
+    # --output-encoding utf-16-le wrote what it was asked (no BOM), and then exchange check (no
+    # --encoding option) and csv detokenize refused it as binary data: where the NULs are says it.
+    src, out, back = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "back.csv"
+    src.write_text("Id,Email\r\n1,Ann@example.com\r\n2,b\u00e9@example.org\r\n", encoding="utf-8")
+    made = run(
+        home,
+        "csv",
+        "tokenize",
+        str(src),
+        str(out),
+        "--column",
+        "Email=Email",
+        "-q",
+        "--output-encoding",
+        codec,
+    )
+    assert made.returncode == 0, made.stderr
+    assert not out.read_bytes().startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
+    checked = run(home, "exchange", "check", str(out))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    again = run(home, "csv", "detokenize", str(out), str(back), "--column", "Email", "-q")
+    assert again.returncode == 0, again.stderr
+    assert back.read_bytes().decode(codec) == "Id,Email\r\n1,ann@example.com\r\n2,b\u00e9@example.org\r\n"
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-32"])
+def test_utf16_named_for_a_file_without_bom_is_one_error_with_a_hint(
+    home: Path, tmp_path: Path, codec: str
+) -> None:
+    # It was a UnicodeError traceback ("UTF-16 stream does not start with BOM").
+    src = tmp_path / "in.csv"
+    src.write_text("Id,Email\r\n1,ann@example.com\r\n", encoding="utf-8")
+    made = run(
+        home,
+        "csv",
+        "tokenize",
+        str(src),
+        str(tmp_path / "out.csv"),
+        "--column",
+        "Email=Email",
+        "--encoding",
+        codec,
+    )
+    assert made.returncode == 2, made.stderr
+    assert "Traceback" not in made.stderr
+    assert made.stderr.startswith(f"error: the file does not read as {codec} ")
+    assert f"--encoding {codec}-le or {codec}-be" in made.stderr
+    assert not (tmp_path / "out.csv").exists()

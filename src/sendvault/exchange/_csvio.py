@@ -120,24 +120,52 @@ def _bom_encoding(sample: bytes) -> str | None:
     return None
 
 
+def _bare_wide(sample: bytes) -> str | None:
+    """UTF-16 or UTF-32 without a BOM, told by where its NUL bytes are: a CSV's header,
+    delimiters, line ends and addresses are ASCII, whose characters have a NUL byte beside them
+    in UTF-16 (three in UTF-32), on the side of the byte order. None for anything else."""
+    size = len(sample) - len(sample) % 4
+    units = size // 4
+    if units < 2 or b"\x00" not in sample[:size]:
+        return None
+    nuls = [sample[lane:size:4].count(0) for lane in range(4)]  # per byte of each 4-byte unit
+    rare = units // 100  # characters that put a NUL on the other side (U+0100, U+0200...)
+    if nuls[2] == nuls[3] == units and nuls[0] <= rare:
+        return "utf-32-le"
+    if nuls[0] == nuls[1] == units and nuls[3] <= rare:
+        return "utf-32-be"
+    if nuls[0] + nuls[2] <= 2 * rare and nuls[1] + nuls[3] >= units:
+        return "utf-16-le"
+    if nuls[1] + nuls[3] <= 2 * rare and nuls[0] + nuls[2] >= units:
+        return "utf-16-be"
+    return None
+
+
 def sniff(sample: bytes, *, encoding: str | None = None, delimiter: str | None = None) -> CsvFormat:
     """The format of a file from its first bytes; ``encoding``/``delimiter`` override the guess."""
     if sample.startswith(b"PK\x03\x04"):
         raise CsvProblem("this is a ZIP file (an Excel .xlsx workbook?), not CSV: save it as CSV first")
-    # UTF-16 and UTF-32 text holds NUL bytes; their BOMs say which (UTF-32's first: FF FE 00 00
-    # starts like UTF-16's FF FE).
-    wide = sample.startswith(_UTF32_BOMS + _UTF16_BOMS) or (encoding or "").lower().replace(
-        "_", "-"
-    ).startswith(("utf-16", "utf-32", "utf16", "utf32"))
+    # UTF-16 and UTF-32 text holds NUL bytes: a BOM says which (UTF-32's first: FF FE 00 00
+    # starts like UTF-16's FF FE), or where the NULs are, or --encoding.
+    found = _bom_encoding(sample) or (_bare_wide(sample) if encoding is None else None)
+    wide = (
+        (found or encoding or "").lower().replace("_", "-").startswith(("utf-16", "utf-32", "utf16", "utf32"))
+    )
     if b"\x00" in sample and not wide:
         raise CsvProblem("this file holds binary data (NUL bytes), not CSV text")
     if encoding is None:
-        encoding = _bom_encoding(sample) or _guess_encoding(sample)
+        encoding = found or _guess_encoding(sample)
     else:
         encoding = _codec(encoding)
         if encoding == "utf-8" and sample.startswith(codecs.BOM_UTF8):
             encoding = "utf-8-sig"
-    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=False)
+    try:
+        text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=False)
+    except UnicodeError as exc:  # utf-16/utf-32 without a BOM: the byte order is unknown
+        raise CsvProblem(
+            f"the file does not read as {encoding} ({exc}); without a BOM, name the byte order: "
+            f"--encoding {encoding}-le or {encoding}-be"
+        ) from None
     first, _, rest = text.partition("\n")
     if delimiter is None:
         delimiter = _guess_delimiter(first)
