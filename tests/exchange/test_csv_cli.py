@@ -419,42 +419,45 @@ def test_rejects_that_cannot_be_kept_end_the_run_as_failed_and_recorded(
     assert record["meta"]["status"] == "failed"
 
 
-@pytest.mark.parametrize(
-    ("encoding", "bom", "option"),
-    [
-        ("utf-16", b"\xff\xfe", None),
-        ("utf-16-be", b"\xfe\xff", None),
-        ("utf-8", b"\xff\xfe\x00\x00", "utf-32"),
-    ],
-)
-def test_utf16_and_utf32_outputs_start_with_their_bom_and_come_back(
-    home: Path, tmp_path: Path, encoding: str, bom: bytes, option: str | None
-) -> None:
-    # The output of a UTF-16 file went out without a BOM: neither its byte order nor that it is
-    # text could be told, and `exchange check` and `csv detokenize` refused it as binary data.
-    # A UTF-32 file was read as UTF-16 (its BOM starts like UTF-16's).
-    text = "Id,Email\r\n1,Ada@Example.com\r\n2,b\u00e9@example.org\r\n"
-    src = tmp_path / "in.csv"
-    src.write_bytes(bom + text.encode(encoding) if encoding == "utf-16-be" else text.encode(encoding))
-    out, back = tmp_path / "out.csv", tmp_path / "back.csv"
-    more = ["--output-encoding", option] if option else []
+def _round_trip(home: Path, tmp_path: Path, data: bytes, *more: str) -> tuple[bytes, bytes]:
+    """``data`` tokenized (with ``more`` options), checked and detokenized: the tokenized file's
+    bytes and the detokenized file's."""
+    src, out, back = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "back.csv"
+    src.write_bytes(data)
     made = run(home, "csv", "tokenize", str(src), str(out), "--column", "Email=Email", "-q", *more)
     assert made.returncode == 0, made.stderr
-    data = out.read_bytes()
-    written = option or "utf-16"
-    out_bom = bom if option else b"\xff\xfe"  # little-endian, the order Python's codecs write
-    assert data.startswith(out_bom)
-    assert data.count(out_bom) == 1
-    assert data.decode(written).splitlines()[0] == "Id,Email"  # the codec takes its BOM off
     checked = run(home, "exchange", "check", str(out))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     again = run(home, "csv", "detokenize", str(out), str(back), "--column", "Email", "-q")
     assert again.returncode == 0, again.stderr
-    assert back.read_bytes().decode(written).splitlines() == [
-        "Id,Email",
-        "1,ada@example.com",  # normalized
-        "2,b\u00e9@example.org",
-    ]
+    return out.read_bytes(), back.read_bytes()
+
+
+_TEXT = "Id,Email\r\n1,Ann@Example.com\r\n2,b\u00e9@example.org\r\n"
+_NORMALIZED = "Id,Email\r\n1,ann@example.com\r\n2,b\u00e9@example.org\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "option", "written", "bom"),
+    [
+        (_TEXT.encode("utf-16"), None, "utf-16", b"\xff\xfe"),
+        (b"\xfe\xff" + _TEXT.encode("utf-16-be"), None, "utf-16", b"\xff\xfe"),
+        (_TEXT.encode("utf-8"), "utf-32", "utf-32", b"\xff\xfe\x00\x00"),
+    ],
+    ids=["utf-16-le-in", "utf-16-be-in", "utf-32-out"],
+)
+def test_utf16_and_utf32_outputs_start_with_their_bom_and_come_back(
+    home: Path, tmp_path: Path, data: bytes, option: str | None, written: str, bom: bytes
+) -> None:
+    # The output of a UTF-16 file went out without a BOM: neither its byte order nor that it is
+    # text could be told, and `exchange check` and `csv detokenize` refused it as binary data.
+    # A UTF-32 file was read as UTF-16 (its BOM starts like UTF-16's). Little-endian after the
+    # BOM, the order Python's codecs write.
+    out, back = _round_trip(home, tmp_path, data, *(["--output-encoding", option] if option else []))
+    assert out.startswith(bom)
+    assert out.count(bom) == 1
+    assert out.decode(written).splitlines()[0] == "Id,Email"  # the codec takes its BOM off
+    assert back.decode(written) == _NORMALIZED
 
 
 @pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
@@ -463,27 +466,9 @@ def test_outputs_in_a_codec_without_bom_are_read_back_without_being_told(
 ) -> None:
     # --output-encoding utf-16-le wrote what it was asked (no BOM), and then exchange check (no
     # --encoding option) and csv detokenize refused it as binary data: where the NULs are says it.
-    src, out, back = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "back.csv"
-    src.write_text("Id,Email\r\n1,Ann@example.com\r\n2,b\u00e9@example.org\r\n", encoding="utf-8")
-    made = run(
-        home,
-        "csv",
-        "tokenize",
-        str(src),
-        str(out),
-        "--column",
-        "Email=Email",
-        "-q",
-        "--output-encoding",
-        codec,
-    )
-    assert made.returncode == 0, made.stderr
-    assert not out.read_bytes().startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
-    checked = run(home, "exchange", "check", str(out))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    again = run(home, "csv", "detokenize", str(out), str(back), "--column", "Email", "-q")
-    assert again.returncode == 0, again.stderr
-    assert back.read_bytes().decode(codec) == "Id,Email\r\n1,ann@example.com\r\n2,b\u00e9@example.org\r\n"
+    out, back = _round_trip(home, tmp_path, _TEXT.encode("utf-8"), "--output-encoding", codec)
+    assert not out.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
+    assert back.decode(codec) == _NORMALIZED
 
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-32"])

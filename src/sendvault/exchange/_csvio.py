@@ -162,9 +162,9 @@ def sniff(sample: bytes, *, encoding: str | None = None, delimiter: str | None =
     try:
         text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=False)
     except UnicodeError as exc:  # utf-16/utf-32 without a BOM: the byte order is unknown
+        order = f"; without a BOM, name the byte order: --encoding {encoding}-le or {encoding}-be"
         raise CsvProblem(
-            f"the file does not read as {encoding} ({exc}); without a BOM, name the byte order: "
-            f"--encoding {encoding}-le or {encoding}-be"
+            f"the file does not read as {encoding} ({exc})" + (order if encoding in _WITH_BOM else "")
         ) from None
     first, _, rest = text.partition("\n")
     if delimiter is None:
