@@ -458,3 +458,53 @@ def test_workers_start_before_the_first_block_when_the_file_needs_them(
     assert blocks_at_start == ([0] if early else [])
     if not early:
         assert summary.workers == 0
+
+
+@pytest.mark.parametrize(
+    ("store_rows", "mark", "expected"),
+    [
+        (0, 600, [600] * 10),  # no measure yet: the converter's own size
+        (400, 600, [600] * 10),  # smaller transactions: never less than its own size
+        # Larger ones (a long bulk lock): gathered to a tenth below their size, so that the
+        # chunk crossing the mark (300 rows here) still fits in one transaction.
+        (2_400, 2_160, [2_400, 2_400, 1_200]),
+        (10_000, 3_000, [3_000, 3_000]),  # at most MAX_FLUSH_NEW_ROWS, whatever the store says
+    ],
+)
+@pytest.mark.parametrize("blocks", [None, 2_000])
+def test_new_rows_per_bulk_insert_follow_the_store_transaction_size(
+    vault: Vault,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    block_size: None,
+    blocks: int | None,
+    store_rows: int,
+    mark: int,
+    expected: list[int],
+) -> None:
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 300)
+    monkeypatch.setattr(convert, "FLUSH_NEW_ROWS", 600)
+    monkeypatch.setattr(convert, "HELD_ROWS", 960)
+    monkeypatch.setattr(convert, "MAX_FLUSH_NEW_ROWS", 3_000)
+    # The store's own figure is timed for real in tests/store/test_sqlite.py; here it is set.
+    monkeypatch.setattr(vault.store, "bulk_batch_rows", lambda: store_rows)
+    real_insert = vault.store.insert_bulk
+    calls: list[int] = []
+
+    def recording(rows: Any) -> Any:
+        calls.append(len(rows))
+        return real_insert(rows)
+
+    monkeypatch.setattr(vault.store, "insert_bulk", recording)
+    source = tmp_path / "in.csv"
+    source.write_text("Id,Email\n" + "".join(f"{i},f{i}@example.com\n" for i in range(6_000)))
+    done = _convert(vault, settings, source, tmp_path / "o.csv", tokenize=True, blocks=blocks)
+    assert done[3] == 6_000
+    assert vault.store.count() == 6_000
+    if blocks is None:
+        assert calls == expected
+    else:  # blocks of about 2,000 bytes (about 95 rows) end a group anywhere past the mark
+        assert sum(calls) == 6_000
+        assert all(mark <= size < mark + 200 for size in calls[:-1]), calls
+        assert calls[-1] < mark + 200, calls

@@ -184,6 +184,22 @@ def test_bulk_transactions_are_sized_to_hold_the_lock_about_the_set_time(
     store.close()
 
 
+@pytest.mark.parametrize(("lock_seconds", "expected"), [(1.0, 50_000), (0.2, 10_000), (60.0, 250_000)])
+def test_bulk_batch_rows_is_the_next_transaction_size_once_one_was_timed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock_seconds: float, expected: int
+) -> None:
+    _recording_commits(monkeypatch, seconds_per_row=20e-6)
+    store = SQLiteStore(tmp_path / "s.db", bulk_lock_seconds=lock_seconds, busy_timeout_ms=600_000)
+    store.migrate()
+    assert store.bulk_batch_rows() == 0  # nothing timed yet: the converter keeps its own size
+    store.insert_bulk(_rows(0, 1_000))  # a small call times no transaction
+    assert store.bulk_batch_rows() == 0
+    store.insert_bulk(_rows(1_000, 5_000))
+    # 20 us a row: the lock time allows lock/20us rows, at most 250,000 (a 60 s lock).
+    assert store.bulk_batch_rows() == expected
+    store.close()
+
+
 def test_bulk_lock_time_never_exceeds_half_the_busy_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,9 +52,12 @@ __all__ = [
 # Rows per chunk handed to a worker; new rows gathered before one bulk insert (the store's
 # transactions can be no larger: larger ones write fewer pages per row), and rows held at most
 # before they are written whatever their count of new rows. Both bound memory, whatever the file.
+# Where the store's transactions are larger (SQLite with a long ``sqlite_bulk_lock_seconds``, for
+# a migration with no online traffic), both grow with them, up to MAX_FLUSH_NEW_ROWS.
 CHUNK_ROWS = 5_000
 FLUSH_NEW_ROWS = 100_000
 HELD_ROWS = 160_000
+MAX_FLUSH_NEW_ROWS = 225_000
 # Below this many rows (bytes, for a file read in blocks) a file is converted in-process:
 # starting workers costs more than it saves.
 PARALLEL_AFTER_ROWS = 30_000
@@ -397,7 +400,8 @@ def _tokenize_rows(
         waiting.append(item)
         pending_new += new
         held += rows
-        if pending_new >= FLUSH_NEW_ROWS or held >= HELD_ROWS:
+        flush_new = _flush_new_rows(vault.store.bulk_batch_rows())
+        if pending_new >= flush_new or held >= HELD_ROWS * flush_new // FLUSH_NEW_ROWS:
             flush()
 
     def done_block(block: _Block) -> None:
@@ -426,6 +430,13 @@ def _tokenize_rows(
         last.result()
     finally:
         writer.shutdown(wait=True, cancel_futures=True)
+
+
+def _flush_new_rows(store_rows: int) -> int:
+    """New rows to gather before a bulk insert: FLUSH_NEW_ROWS, or where the store's transactions
+    are larger, a tenth below their size (a group ends with the block or chunk that crosses the
+    mark, and should still go in one transaction), at most MAX_FLUSH_NEW_ROWS."""
+    return max(FLUSH_NEW_ROWS, min(store_rows - store_rows // 10, MAX_FLUSH_NEW_ROWS))
 
 
 def _kept(rows: Sequence[NewContact], found: dict[bytes, str]) -> int:

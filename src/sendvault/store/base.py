@@ -171,6 +171,12 @@ class Store(Protocol):
         """
         ...
 
+    def bulk_batch_rows(self) -> int:
+        """New rows one :meth:`insert_bulk` call should bring for its transactions to be as large
+        as the backend makes them (on SQLite this follows ``sqlite_bulk_lock_seconds`` and the
+        time its last large transaction took); 0 while it has no measure yet."""
+        ...
+
     def update_attrs_many(self, items: Sequence[tuple[str, bytes | None]]) -> int:
         """:meth:`update_attrs` for many live tokens in one transaction; how many were updated."""
         ...

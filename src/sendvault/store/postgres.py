@@ -377,6 +377,10 @@ class PostgresStore(ConnectionsBase[Any]):
             found.update(self._retrying(functools.partial(_copy_chunk, rows=chunk, now=now)))
         return found
 
+    def bulk_batch_rows(self) -> int:
+        """Rows per bulk transaction (fixed: each holds only its own rows' locks)."""
+        return _BULK_TX_ROWS
+
     def update_attrs_many(self, items: Sequence[tuple[str, bytes | None]]) -> int:
         """Replace the attribute ciphertexts of many live tokens in one transaction."""
         if not items:

@@ -335,6 +335,10 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
                     self._bulk_rows = _bulk_size(self._bulk_seconds / self._bulk_per_row)
         return found
 
+    def bulk_batch_rows(self) -> int:
+        """The size of the next bulk transaction, once a large one has been timed; else 0."""
+        return self._bulk_rows if self._bulk_per_row else 0
+
     def _bulk_connection(self) -> sqlite3.Connection:
         if self._bulk_conn is None:
             if self._closed:
