@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,66 @@ def test_rejects_never_replace_or_remove_a_file_that_is_not_a_rejects_file(tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert not stale.exists()  # a rejects file of an earlier run still goes
+
+
+def _rows(first: int, last: int, newline: str = "\n") -> str:
+    return "".join(f"{i},u{i}@example.com,n{i}{newline}" for i in range(first, last))
+
+
+# (file bytes, options, line of the first byte that does not decode). Each bad value holds the
+# secret: the error names the line and the encoding, never the value.
+_UNDECODABLE = [
+    # Past the 64 KiB sample the encoding was told from, in a file (3 MB) read in blocks by
+    # workers: the block fails to decode there and is read again record by record.
+    (("Id,Email,Note\n" + _rows(0, 90_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
+     + _rows(90_001, 100_000).encode(), [], 90_002),
+    # CRLF, with quoted line breaks (a record of 3 lines, one of 2) before the bad byte.
+    (("Id,Email,Note\r\n" + _rows(0, 3_000, "\r\n") + '1,a@example.com,"x\r\ny\r\nz"\r\n'
+      + '2,b@example.com,"p\nq"\r\n' + _rows(3_000, 5_000, "\r\n")).encode()
+     + f"x,{SECRET},\x80\r\n".encode("latin-1") + b"y,z@example.com,n\r\n", [], 5_007),
+    # An incomplete UTF-8 sequence at the very end of the file.
+    (("Id,Email,Note\n" + _rows(0, 2_000)).encode() + f"x,{SECRET}".encode() + b"\xe2\x82", [], 2_002),
+    # UTF-16 (with its BOM): an unpaired surrogate.
+    ("Id,Email,Note\n".encode("utf-16") + _rows(0, 4_000).encode("utf-16-le")
+     + f"x,{SECRET}".encode("utf-16-le") + b"\x00\xd8" + ",n\n".encode("utf-16-le")
+     + _rows(4_001, 4_100).encode("utf-16-le"), [], 4_002),
+    # Windows-1252 asked for: 0x81 is one of its five undefined bytes.
+    (("Id,Email,Note\n" + _rows(0, 1_000)).encode() + f"x,{SECRET}\x81,n\n".encode("latin-1"),
+     ["--encoding", "cp1252"], 1_002),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "line"), _UNDECODABLE, ids=["utf-8", "crlf", "end", "utf-16", "cp1252"]
+)
+def test_bytes_that_do_not_decode_are_reported_at_their_line(
+    tmp_path: Path, content: bytes, args: list[str], line: int
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(content)
+    out = tmp_path / "out.csv"
+    done = run_cli(tmp_path / "home", "csv", "tokenize", str(src), str(out), "--column", "Email=Email", *args)
+    assert done.returncode == 2, done.stderr
+    first = done.stderr.splitlines()[0]
+    assert first.startswith(f"error: {src}: line {line}: not valid "), first
+    assert "Traceback" not in done.stderr
+    assert SECRET not in done.stderr + done.stdout
+    assert not out.exists()
+    assert not (tmp_path / "out.csv.rejects.csv").exists()
+
+
+def test_bytes_that_do_not_decode_on_standard_input_are_reported_near_their_line(tmp_path: Path) -> None:
+    content = ("Id,Email,Note\n" + _rows(0, 3_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
+    done = subprocess.run(
+        [sys.executable, "-m", "sendvault", "csv", "tokenize", "-", str(tmp_path / "out.csv"),
+         "--column", "Email=Email"],
+        input=content, capture_output=True, timeout=120, check=False,
+        env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    # Standard input cannot be read again: the line of the next record the reader stood at.
+    near = int(stderr.split("near line ")[1].split(":")[0])
+    assert 1 < near <= 3_002, stderr
+    assert SECRET not in stderr
+    assert not (tmp_path / "out.csv").exists()

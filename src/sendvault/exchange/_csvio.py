@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -336,6 +337,35 @@ def _header_span(sample: bytes, fmt: CsvFormat) -> tuple[list[str], int, int] | 
     return header, span, lines
 
 
+_LINE_BREAK = re.compile("\r\n|\r|\n")  # where the csv reader's lines end
+
+
+def _undecodable_line(path: Path, encoding: str) -> int | None:
+    """The line (from 1) of the first bytes of ``path`` that ``encoding`` cannot decode; None
+    where the file cannot be read again or decodes whole (it changed since)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    breaks, after_cr = 0, False
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                try:
+                    text, bad = decoder.decode(chunk), False
+                except UnicodeDecodeError as exc:
+                    # The error's bytes are those the decoder held back, then the chunk's.
+                    held = max(0, len(exc.object) - len(chunk))
+                    text, bad = decoder.decode(chunk[: max(0, exc.start - held)]), True
+                breaks += len(_LINE_BREAK.findall(text)) - (after_cr and text.startswith("\n"))
+                after_cr = text.endswith("\r") or (after_cr and not text)
+                if bad:
+                    return breaks + 1
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return breaks + 1  # an incomplete sequence at the very end
+    except OSError:
+        return None
+    return None
+
+
 class _Chain(io.RawIOBase):
     """Bytes already read, then the rest of a stream."""
 
@@ -431,9 +461,7 @@ class CsvInput:
             # csv's messages describe the problem (field limit, NUL, quoting), never the data.
             raise CsvProblem(f"{self.name}: line {start}: {exc}") from None
         except UnicodeDecodeError:
-            raise CsvProblem(
-                f"{self.name}: near line {start}: not valid {self.format.encoding}",
-            ) from None
+            raise self._undecodable(start) from None
         self._line = start - 1 + self._reader.line_num
         return start, row
 
@@ -452,9 +480,17 @@ class CsvInput:
         except csv.Error as exc:
             raise CsvProblem(f"{self.name}: line {line + 1}: {exc}") from None
         except UnicodeDecodeError:
-            raise CsvProblem(f"{self.name}: near line {line + 1}: not valid {self.format.encoding}") from None
+            raise self._undecodable(line + 1) from None
         finally:
             self._line = line
+
+    def _undecodable(self, near: int) -> CsvProblem:
+        """The error for bytes the file's encoding cannot decode, at their line: read again from
+        the start for a regular file (the reader decodes ahead of the records it returns), else
+        the line of the next record (they are at or after it)."""
+        line = None if self.name == "-" else _undecodable_line(Path(self.name), self.format.encoding)
+        where = f"line {line}" if line is not None else f"near line {near}"
+        return CsvProblem(f"{self.name}: {where}: not valid {self.format.encoding}")
 
     def blocks(self, size: int) -> Iterator[bytes]:
         """The records after the header as blocks of about ``size`` bytes, each cut after a line
