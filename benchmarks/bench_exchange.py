@@ -222,6 +222,8 @@ def main() -> None:
         "online traffic (0: no such run)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.offline_lock and not 0.1 <= args.offline_lock <= 60:
+        parser.error("--offline-lock is 0 (no such run) or 0.1 to 60 seconds, as sqlite_bulk_lock_seconds")
     args.data.mkdir(parents=True, exist_ok=True)
     base = base_store(args.data, args.size)
     source = contacts_file(args.data, args.rows)
@@ -257,7 +259,7 @@ def main() -> None:
             # A lock held longer per transaction; the busy timeout must allow it (a quarter).
             lock_env = {
                 "SENDVAULT_SQLITE_BULK_LOCK_SECONDS": str(args.offline_lock),
-                "SENDVAULT_SQLITE_BUSY_TIMEOUT_MS": str(int(args.offline_lock * 4000)),
+                "SENDVAULT_SQLITE_BUSY_TIMEOUT_MS": str(max(10_000, int(args.offline_lock * 4000))),
             }
             runs["new, offline"] = measure(
                 copy_home(base, work / "offline"),

@@ -108,3 +108,30 @@ def test_database_link_settings_that_do_not_fit_together_are_refused() -> None:
         env={**pg, "SENDVAULT_DATABASE_READ_URL": "postgresql://sendvault:pw@standby.internal/sendvault"}
     )
     assert both.redacted()["database_read_url"] == "postgresql://sendvault:***@standby.internal/sendvault"
+
+
+@pytest.mark.parametrize(
+    ("url", "lock", "busy", "warned"),
+    [
+        ("", "15", "10000", True),
+        ("sqlite:///tmp/x.db", "2.6", "10000", True),
+        ("", "2.5", "10000", False),
+        ("", "15", "60000", False),
+        ("postgresql://sv@127.0.0.1/sv", "15", "10000", False),  # PostgreSQL has no such lock
+    ],
+)
+def test_a_bulk_lock_beyond_a_quarter_of_the_busy_timeout_is_named(
+    tmp_path: Path, url: str, lock: str, busy: str, warned: bool
+) -> None:
+    settings = load_settings(
+        env={
+            "SENDVAULT_HOME": str(tmp_path),
+            "SENDVAULT_DATABASE_URL": url,
+            "SENDVAULT_SQLITE_BULK_LOCK_SECONDS": lock,
+            "SENDVAULT_SQLITE_BUSY_TIMEOUT_MS": busy,
+        }
+    )
+    warning = settings.bulk_lock_warning()
+    assert (warning is not None) == warned, warning
+    if lock == "2.6" and warning is not None:  # 2.6 s needs 10,400 ms: rounded up to a whole second
+        assert "SENDVAULT_SQLITE_BUSY_TIMEOUT_MS=11000" in warning

@@ -88,6 +88,30 @@ def test_an_unreachable_database_says_where_and_why(tmp_path: Path) -> None:
     assert "error: database: setting database_url (from environment SENDVAULT_DATABASE_URL)" in checked.stderr
 
 
+def test_a_write_lock_held_past_the_busy_timeout_names_the_setting(tmp_path: Path) -> None:
+    # Another process (here a plain connection; in life a long-lock csv tokenize) holds the
+    # write lock for longer than this command waits: the hint says so, not "unreachable".
+    home = tmp_path / "home"
+    assert run(home, "token", "get", "--type", "email", "first@example.com").returncode == 0
+    holder = sqlite3.connect(home / "sendvault.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = run(
+            home, "token", "get", "--type", "email", "second@example.com",
+            env={"SENDVAULT_SQLITE_BUSY_TIMEOUT_MS": "300"},
+        )  # fmt: skip
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: sqlite: database is locked", result.stderr
+    assert lines[1].startswith("hint: another process held the database's write lock"), result.stderr
+    assert "SENDVAULT_SQLITE_BUSY_TIMEOUT_MS" in lines[1]
+    assert "second@example.com" not in result.stderr
+    assert run(home, "token", "get", "--type", "email", "second@example.com").returncode == 0
+
+
 def test_a_missing_certificate_says_what_to_run(tmp_path: Path) -> None:
     result = run(tmp_path / "home", "config", "check", "--no-ports")
     assert result.returncode == 2

@@ -508,3 +508,36 @@ def test_new_rows_per_bulk_insert_follow_the_store_transaction_size(
         assert sum(calls) == 6_000
         assert all(mark <= size < mark + 200 for size in calls[:-1]), calls
         assert calls[-1] < mark + 200, calls
+
+
+@pytest.mark.parametrize(("store_rows", "groups"), [(0, [960] * 6 + [240]), (2_400, [2_520, 2_520, 960])])
+def test_groups_of_known_values_grow_only_by_what_new_rows_gained(
+    vault: Vault,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    block_size: None,
+    store_rows: int,
+    groups: list[int],
+) -> None:
+    # Rows held before they are written, whatever their count of new rows: HELD_ROWS, plus as
+    # many as the store's larger transactions add to the new rows' mark (2,160 - 600 here).
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 120)
+    monkeypatch.setattr(convert, "FLUSH_NEW_ROWS", 600)
+    monkeypatch.setattr(convert, "HELD_ROWS", 960)
+    monkeypatch.setattr(convert, "MAX_FLUSH_NEW_ROWS", 3_000)
+    source = tmp_path / "in.csv"
+    source.write_text("Id,Email\n" + "".join(f"{i},k{i}@example.com\n" for i in range(6_000)))
+    _convert(vault, settings, source, tmp_path / "first.csv", tokenize=True, blocks=None)
+    monkeypatch.setattr(vault.store, "bulk_batch_rows", lambda: store_rows)
+    real = convert._store_and_write
+    held: list[int] = []
+
+    def recording(vault_: Vault, run: Any, waiting: list[Any], **kwargs: Any) -> None:
+        held.append(sum(len(item.rows) for item in waiting))
+        real(vault_, run, waiting, **kwargs)
+
+    monkeypatch.setattr(convert, "_store_and_write", recording)
+    done = _convert(vault, settings, source, tmp_path / "again.csv", tokenize=True, blocks=None)
+    assert done[3] == 0  # every value known
+    assert held == groups

@@ -494,3 +494,32 @@ def test_utf16_named_for_a_file_without_bom_is_one_error_with_a_hint(
     assert made.stderr.startswith(f"error: the file does not read as {codec} ")
     assert f"--encoding {codec}-le or {codec}-be" in made.stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"SENDVAULT_SQLITE_BULK_LOCK_SECONDS": "15"}, True),  # held to 2.5 s by the 10 s default
+        ({"SENDVAULT_SQLITE_BULK_LOCK_SECONDS": "15", "SENDVAULT_SQLITE_BUSY_TIMEOUT_MS": "60000"}, False),
+        ({"SENDVAULT_SQLITE_BULK_LOCK_SECONDS": "2.5"}, False),
+        ({}, False),
+    ],
+)
+def test_a_bulk_lock_the_busy_timeout_holds_back_is_a_warning(
+    home: Path, tmp_path: Path, env: dict[str, str], warned: bool
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("Email\na@example.com\n")
+    args = ["csv", "tokenize", str(src), str(tmp_path / "out.csv"), "--column", "Email=Email"]
+    done = run(home, *args, env=env)
+    assert done.returncode == 0, done.stderr
+    said = "warning: sqlite_bulk_lock_seconds 15 takes effect as 2.5 s, a quarter of sqlite_busy_timeout_ms"
+    assert (said in done.stderr) == warned, done.stderr
+    if warned:
+        assert "SENDVAULT_SQLITE_BUSY_TIMEOUT_MS=60000" in done.stderr
+    quiet = run(home, *args, "-q", env=env)
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""
+    checked = run(home, "config", "check", "--no-ports", "--dev", env=env)
+    said = "warning  settings        sqlite_bulk_lock_seconds 15"
+    assert (said in checked.stdout) == warned, checked.stdout

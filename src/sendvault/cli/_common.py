@@ -23,6 +23,7 @@ from ..errors import (
     KeyProviderError,
     SendvaultError,
     StoreError,
+    StoreUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,12 @@ _HINTS: list[tuple[type[SendvaultError], str]] = [
     (CryptoError, "the stored data does not open with the configured keys"),
     (StoreError, "check that the database is reachable and writable: sendvault config check"),
 ]
+# A SQLite write lock held by another process for longer than this one waits (busy timeout).
+_LOCKED_HINT = (
+    "another process held the database's write lock longer than this one waits "
+    "(sqlite_busy_timeout_ms), e.g. a csv tokenize with a long sqlite_bulk_lock_seconds: "
+    "run it again, or raise SENDVAULT_SQLITE_BUSY_TIMEOUT_MS"
+)
 
 # What each reason code of InvalidValue means to someone at a terminal: (problem, what to do).
 REASONS: dict[str, tuple[str, str]] = {
@@ -247,6 +254,8 @@ def hint_for(exc: SendvaultError, key_provider: str | None = None) -> str | None
         return own
     if isinstance(exc, KeyProviderError) and key_provider in _PROVIDER_HINTS:
         return _PROVIDER_HINTS[key_provider]
+    if isinstance(exc, StoreUnavailable) and exc.busy:
+        return _LOCKED_HINT
     for cls, hint in _HINTS:
         if isinstance(exc, cls):
             return hint

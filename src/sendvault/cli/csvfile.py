@@ -190,6 +190,7 @@ def _run(
         summary.rejects = str(rejects_path)
     vault = app.vault  # opened before the file: a bad setting is reported first
     app.audit.check()
+    _warn_bulk_lock(app, operation, options)
     src: CsvInput | None = None
     try:
         src = CsvInput(source, encoding=options["encoding"], delimiter=delimiter)
@@ -236,6 +237,13 @@ def _run(
             raise
         _record(app, event, summary)
     _report(summary, options, output)
+
+
+def _warn_bulk_lock(app: AppContext, operation: str, options: dict[str, Any]) -> None:
+    """Say where ``sqlite_bulk_lock_seconds`` is held back by the busy timeout (no speed-up)."""
+    warning = app.settings.bulk_lock_warning() if operation == "tokenize" else None
+    if warning is not None and not options["quiet"]:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _finish(summary: Summary, rejects: RejectsFile | RejectsStream) -> None:

@@ -53,7 +53,8 @@ __all__ = [
 # transactions can be no larger: larger ones write fewer pages per row), and rows held at most
 # before they are written whatever their count of new rows. Both bound memory, whatever the file.
 # Where the store's transactions are larger (SQLite with a long ``sqlite_bulk_lock_seconds``, for
-# a migration with no online traffic), both grow with them, up to MAX_FLUSH_NEW_ROWS.
+# a migration with no online traffic), new rows gather up to MAX_FLUSH_NEW_ROWS, and rows held by
+# as many more: a group of known values gains nothing from size, so it grows no further.
 CHUNK_ROWS = 5_000
 FLUSH_NEW_ROWS = 100_000
 HELD_ROWS = 160_000
@@ -401,7 +402,7 @@ def _tokenize_rows(
         pending_new += new
         held += rows
         flush_new = _flush_new_rows(vault.store.bulk_batch_rows())
-        if pending_new >= flush_new or held >= HELD_ROWS * flush_new // FLUSH_NEW_ROWS:
+        if pending_new >= flush_new or held >= HELD_ROWS + flush_new - FLUSH_NEW_ROWS:
             flush()
 
     def done_block(block: _Block) -> None:

@@ -98,6 +98,12 @@ def _environment() -> Iterator[Finding]:
         yield Finding("settings", "warning", line)
 
 
+def _bulk_lock(settings: Settings) -> Iterator[Finding]:
+    warning = settings.bulk_lock_warning()
+    if warning is not None:
+        yield Finding("settings", "warning", warning)
+
+
 def _data_directory(settings: Settings, _dev: bool) -> Iterator[Finding]:
     home = settings.home_path
     if home.exists():
@@ -521,6 +527,7 @@ def run_checks(
     steps: list[Callable[[], Iterator[Finding]]] = [
         lambda: _data_directory(settings, dev),
         _environment,
+        lambda: _bulk_lock(settings),
         lambda: _token_shapes(settings),
         lambda: _certificate(settings, dev),
         lambda: _keys(settings, state),

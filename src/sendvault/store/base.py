@@ -172,9 +172,10 @@ class Store(Protocol):
         ...
 
     def bulk_batch_rows(self) -> int:
-        """New rows one :meth:`insert_bulk` call should bring for its transactions to be as large
-        as the backend makes them (on SQLite this follows ``sqlite_bulk_lock_seconds`` and the
-        time its last large transaction took); 0 while it has no measure yet."""
+        """Rows the backend's next bulk transaction takes (on SQLite this follows
+        ``sqlite_bulk_lock_seconds`` and the time its last large transaction took); 0 while it
+        has no measure yet. A converter gathering fewer new rows per :meth:`insert_bulk` call
+        than this makes smaller transactions than the backend would."""
         ...
 
     def update_attrs_many(self, items: Sequence[tuple[str, bytes | None]]) -> int:
