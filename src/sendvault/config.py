@@ -18,6 +18,7 @@ import base64
 import binascii
 import difflib
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -833,7 +834,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         if self.sqlite_bulk_lock_seconds <= held:
             return None
         lock, busy = self.sqlite_bulk_lock_seconds, self.sqlite_busy_timeout_ms
-        need = -(-int(lock * 4000) // 1000) * 1000
+        need = math.ceil(lock * 4) * 1000  # whole seconds, rounded up
         return (
             f"sqlite_bulk_lock_seconds {lock:g} takes effect as {held:g} s, a quarter of "
             f"sqlite_busy_timeout_ms ({busy}); for {lock:g} s set SENDVAULT_SQLITE_BUSY_TIMEOUT_MS={need} "

@@ -171,3 +171,99 @@ def test_bytes_that_do_not_decode_on_standard_input_are_reported_near_their_line
     assert 1 < near <= 3_002, stderr
     assert SECRET not in stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+def _true_line(data: bytes, encoding: str) -> int:
+    """The line of the first undecodable bytes, found the slow way: the longest start of the
+    whole file that decodes (no chunks), and its line breaks as the csv reader counts them."""
+    import codecs
+    import re
+
+    good = 0
+    for size in range(len(data) + 1):
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(data[:size])
+        except UnicodeDecodeError:
+            break
+        good = size
+    text = codecs.getincrementaldecoder(encoding)().decode(data[:good])
+    return len(re.findall("\r\n|\r|\n", text)) + 1
+
+
+_SMALL_UNDECODABLE = {
+    "lf": (b"Id,Email\n1,a@x.com\n2,b@x.com\n3,c\xff@x.com\n4,d@x.com\n", "utf-8"),
+    "crlf-cr-quoted": (
+        b'Id,Email\r\n1,a@x.com\r\n2,"b\r\nq\rr\nz",x\r3,c@x.com\r\n\r\n\xe9,c@x.com\r\n',
+        "utf-8",
+    ),
+    "after-cr": (b"Id,Email\r1,a@x.com\r2,b@x.com\r\xff3,c@x.com\r", "utf-8"),
+    "bom-first-on-line": (b"\xef\xbb\xbfId,Email\n1,a@x.com\n\n2,b@x.com\n\xe9,c@x.com\n", "utf-8-sig"),
+    "cut-at-end": (b"Id,Email\n1,\xe2\x82\xac@x.com\n2,b@x.com\r\n3,\xe2\x82", "utf-8"),
+    "utf-16": (
+        "Id,Email\n1,a@x.com\r\n2,b".encode("utf-16") + b"\x00\xdc" + "@x.com\n".encode("utf-16-le"),
+        "utf-16",
+    ),
+    # A two-byte character over every chunk boundary, then a lead byte with no valid second byte.
+    "cp932": ("Id,Name\n1,日本語\n2,カナ\r\n3,漢字".encode("cp932") + b"\x81\x20\n4,x\n", "cp932"),
+}
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 1 << 20])
+@pytest.mark.parametrize("case", sorted(_SMALL_UNDECODABLE))
+def test_the_line_of_undecodable_bytes_does_not_depend_on_where_chunks_end(
+    tmp_path: Path, case: str, chunk: int
+) -> None:
+    from sendvault.exchange._csvio import _undecodable_line
+
+    data, encoding = _SMALL_UNDECODABLE[case]
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"junk before the start" + data)
+    with path.open("rb") as fh:
+        assert _undecodable_line(fh.fileno(), len(b"junk before the start"), encoding, chunk) == _true_line(
+            data, encoding
+        )
+
+
+def test_a_named_pipe_is_never_read_twice(tmp_path: Path) -> None:
+    # Reading a FIFO again would wait for a writer that never comes: the line is "near" instead.
+    import threading
+
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    content = ("Id,Email,Note\n" + _rows(0, 3_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
+
+    def feed() -> None:
+        with fifo.open("wb") as fh:
+            fh.write(content)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    out = tmp_path / "out.csv"
+    done = run_cli(tmp_path / "home", "csv", "tokenize", str(fifo), str(out), "--column", "Email=Email")
+    feeder.join(timeout=10)
+    assert done.returncode == 2, done.stderr
+    assert f"error: {fifo}: near line " in done.stderr
+    assert SECRET not in done.stderr
+    assert not out.exists()
+
+
+def test_standard_input_from_a_file_gets_the_exact_line(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    before = b"a file handed over part read\nlines count from where the run starts\n"
+    src.write_bytes(
+        before + ("Id,Email,Note\n" + _rows(0, 3_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
+    )
+    stdin = os.open(src, os.O_RDONLY)
+    try:
+        os.lseek(stdin, len(before), os.SEEK_SET)
+        done = subprocess.run(
+            [sys.executable, "-m", "sendvault", "csv", "tokenize", "-", str(tmp_path / "out.csv"),
+             "--column", "Email=Email"],
+            stdin=stdin, capture_output=True, timeout=120, check=False,
+            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+        )  # fmt: skip
+    finally:
+        os.close(stdin)
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert stderr.startswith("error: -: line 3002: not valid utf-8"), stderr

@@ -21,6 +21,7 @@ import io
 import os
 import re
 import secrets
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -340,30 +341,61 @@ def _header_span(sample: bytes, fmt: CsvFormat) -> tuple[list[str], int, int] | 
 _LINE_BREAK = re.compile("\r\n|\r|\n")  # where the csv reader's lines end
 
 
-def _undecodable_line(path: Path, encoding: str) -> int | None:
-    """The line (from 1) of the first bytes of ``path`` that ``encoding`` cannot decode; None
-    where the file cannot be read again or decodes whole (it changed since)."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    breaks, after_cr = 0, False
+def _regular_start(raw: IO[bytes]) -> int | None:
+    """Where the run starts reading ``raw`` when it is a regular file (so it can be read again
+    at that offset); None for a pipe, a terminal or a socket."""
     try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                try:
-                    text, bad = decoder.decode(chunk), False
-                except UnicodeDecodeError as exc:
-                    # The error's bytes are those the decoder held back, then the chunk's.
-                    held = max(0, len(exc.object) - len(chunk))
-                    text, bad = decoder.decode(chunk[: max(0, exc.start - held)]), True
-                breaks += len(_LINE_BREAK.findall(text)) - (after_cr and text.startswith("\n"))
-                after_cr = text.endswith("\r") or (after_cr and not text)
-                if bad:
-                    return breaks + 1
-            decoder.decode(b"", final=True)
+        fd = raw.fileno()
+        return os.lseek(fd, 0, os.SEEK_CUR) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _undecodable_line(fd: int, start: int, encoding: str, chunk_bytes: int = 1 << 20) -> int | None:
+    """The line (from 1) of the first bytes that ``encoding`` cannot decode in the regular file
+    open as ``fd``, read again from ``start`` with pread (the run's own position is left as it
+    is, and a path replaced meanwhile is not followed); None where it cannot be read again or
+    decodes whole (it changed since)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    breaks, after_cr, offset = 0, False, start
+    try:
+        while chunk := os.pread(fd, chunk_bytes, offset):
+            offset += len(chunk)
+            state = decoder.getstate()
+            try:
+                text, bad = decoder.decode(chunk), False
+            except UnicodeDecodeError:
+                text, bad = _decodable_prefix(encoding, state, chunk), True
+            breaks += len(_LINE_BREAK.findall(text)) - (after_cr and text.startswith("\n"))
+            after_cr = text.endswith("\r") or (after_cr and not text)
+            if bad:
+                return breaks + 1
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return breaks + 1  # an incomplete sequence at the very end
-    except OSError:
+    except (OSError, UnicodeError):  # e.g. a UTF-16 file that lost its BOM since
         return None
     return None
+
+
+def _decodable_prefix(encoding: str, state: tuple[bytes, int], chunk: bytes) -> str:
+    """The text of the longest start of ``chunk`` that decodes after ``state``. Found by bisection
+    rather than from the error's position, which some decoders give relative to bytes they held
+    back or dropped (a BOM, half of a two-byte character)."""
+
+    def decoded(size: int) -> str | None:
+        decoder = codecs.getincrementaldecoder(encoding)()
+        decoder.setstate(state)
+        try:
+            return decoder.decode(chunk[:size])
+        except UnicodeDecodeError:
+            return None
+
+    good, bad = 0, len(chunk)  # decoded(good) succeeds; decoded(bad) fails
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if decoded(middle) is not None else (good, middle)
+    return decoded(good) or ""
 
 
 class _Chain(io.RawIOBase):
@@ -406,6 +438,7 @@ class CsvInput:
             except PermissionError:
                 raise CsvProblem(f"{path}: permission denied") from None
         self._raw = raw
+        self._start = _regular_start(raw)
         self._counting = _Counting(raw, name="standard input" if path == "-" else path)
         self._buffered = io.BufferedReader(self._counting, buffer_size=_SAMPLE_BYTES)
         sample = self._buffered.peek(_SAMPLE_BYTES)[:_SAMPLE_BYTES]
@@ -487,8 +520,10 @@ class CsvInput:
     def _undecodable(self, near: int) -> CsvProblem:
         """The error for bytes the file's encoding cannot decode, at their line: read again from
         the start for a regular file (the reader decodes ahead of the records it returns), else
-        the line of the next record (they are at or after it)."""
-        line = None if self.name == "-" else _undecodable_line(Path(self.name), self.format.encoding)
+        (a pipe) the line of the next record (they are at or after it)."""
+        line = None
+        if self._start is not None:
+            line = _undecodable_line(self._raw.fileno(), self._start, self.format.encoding)
         where = f"line {line}" if line is not None else f"near line {near}"
         return CsvProblem(f"{self.name}: {where}: not valid {self.format.encoding}")
 
