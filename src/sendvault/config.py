@@ -836,8 +836,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         lock, busy = self.sqlite_bulk_lock_seconds, self.sqlite_busy_timeout_ms
         need = math.ceil(lock * 4) * 1000  # whole seconds, rounded up
         return (
-            f"sqlite_bulk_lock_seconds {lock:g} takes effect as {held:g} s, a quarter of "
-            f"sqlite_busy_timeout_ms ({busy}); for {lock:g} s set SENDVAULT_SQLITE_BUSY_TIMEOUT_MS={need} "
+            f"sqlite_bulk_lock_seconds {lock:.10g} takes effect as {held:.10g} s, a quarter of "
+            f"sqlite_busy_timeout_ms ({busy}); for {lock:.10g} s set SENDVAULT_SQLITE_BUSY_TIMEOUT_MS={need} "
             "(and at least that in every process using the store)"
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -216,12 +217,71 @@ def test_the_line_of_undecodable_bytes_does_not_depend_on_where_chunks_end(
     from sendvault.exchange._csvio import _undecodable_line
 
     data, encoding = _SMALL_UNDECODABLE[case]
+    junk = b"junk before the start"
     path = tmp_path / "in.csv"
-    path.write_bytes(b"junk before the start" + data)
+    path.write_bytes(junk + data + b"bytes the run has not read")
+    span, sha256 = (len(junk), len(data)), hashlib.sha256(data).hexdigest()
     with path.open("rb") as fh:
-        assert _undecodable_line(fh.fileno(), len(b"junk before the start"), encoding, chunk) == _true_line(
-            data, encoding
-        )
+        assert _undecodable_line(fh.fileno(), span, sha256, encoding, chunk) == _true_line(data, encoding)
+
+
+def _cp932_split_then_breaks() -> bytes:
+    """cp932 whose chunks of 64 bytes start inside a two-byte character, with line breaks after
+    it and then the bad bytes, all in the same chunk (the decoder drops the held byte when it
+    raises: the error's offset then lies)."""
+    data = b"Id,Name\n" + b"x" * (63 - len(b"Id,Name\n")) + "日".encode("cp932")
+    return data + b"\n1,a\n2,b\r\n3,c" + b"\x81\x20" + b"\n" * 80
+
+
+def test_a_two_byte_character_across_a_chunk_start_counts_the_lines_after_it(tmp_path: Path) -> None:
+    from sendvault.exchange._csvio import _undecodable_line
+
+    data = _cp932_split_then_breaks()
+    path = tmp_path / "in.csv"
+    path.write_bytes(data)
+    with path.open("rb") as fh:
+        got = _undecodable_line(fh.fileno(), (0, len(data)), hashlib.sha256(data).hexdigest(), "cp932", 64)
+    assert got == _true_line(data, "cp932") == 5
+
+
+def test_the_line_is_exact_only_for_the_bytes_the_run_read(tmp_path: Path) -> None:
+    from sendvault.exchange._csvio import _undecodable_line
+
+    data = b"Id,Email\n1,a@x.com\n2,\xff@x.com\n"
+    path = tmp_path / "in.csv"
+    path.write_bytes(data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    with path.open("rb") as fh:
+        assert _undecodable_line(fh.fileno(), (0, len(data)), sha256, "utf-8") == 3
+        # Rewritten in place (same inode) since: another first error, or none; either way not exact.
+        path.write_bytes(b"\xff" + data[1:])
+        assert _undecodable_line(fh.fileno(), (0, len(data)), sha256, "utf-8") is None
+        path.write_bytes(data + b"grown since: never read\n" * 1000)
+        assert _undecodable_line(fh.fileno(), (0, len(data)), sha256, "utf-8") == 3
+        path.write_bytes(data[:10])  # truncated
+        assert _undecodable_line(fh.fileno(), (0, len(data)), sha256, "utf-8") is None
+    bomless = "Id,Email\n".encode("utf-16-le")  # the utf-16 codec needs its BOM: a UnicodeError
+    path.write_bytes(bomless)
+    with path.open("rb") as fh:
+        assert _undecodable_line(fh.fileno(), (0, len(bomless)), "", "utf-16") is None
+
+
+def test_a_path_replaced_during_the_run_is_not_read(tmp_path: Path) -> None:
+    from sendvault.exchange import CsvInput
+    from sendvault.exchange._csvio import CsvProblem
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(("Id,Email,Note\n" + _rows(0, 3_000)).encode() + b"x,y\xff@x.com,n\n")
+    src = CsvInput(str(path), encoding="utf-8")
+    other = tmp_path / "other.csv"
+    other.write_bytes(b"Id,Email\n\xff\n")  # its first error is on line 2
+    other.replace(path)
+    try:
+        with pytest.raises(CsvProblem, match=r": line 3002: not valid utf-8"):
+            for _ in src.rows():
+                pass
+    finally:
+        src.close()
 
 
 def test_a_named_pipe_is_never_read_twice(tmp_path: Path) -> None:

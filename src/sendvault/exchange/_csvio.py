@@ -351,16 +351,24 @@ def _regular_start(raw: IO[bytes]) -> int | None:
         return None
 
 
-def _undecodable_line(fd: int, start: int, encoding: str, chunk_bytes: int = 1 << 20) -> int | None:
+def _undecodable_line(
+    fd: int, span: tuple[int, int], sha256: str, encoding: str, chunk_bytes: int = 1 << 20
+) -> int | None:
     """The line (from 1) of the first bytes that ``encoding`` cannot decode in the regular file
-    open as ``fd``, read again from ``start`` with pread (the run's own position is left as it
-    is, and a path replaced meanwhile is not followed); None where it cannot be read again or
-    decodes whole (it changed since)."""
+    open as ``fd``: its bytes ``span`` (start offset, size: what the run has read) read again
+    with pread, so the run's own position is left as it is and a path replaced meanwhile is not
+    followed. None where they cannot be read again, decode whole, or are not the bytes the run
+    read (``sha256``: the file changed in place since)."""
     decoder = codecs.getincrementaldecoder(encoding)()
-    breaks, after_cr, offset = 0, False, start
+    digest = hashlib.sha256()
+    breaks, after_cr, line = 0, False, None
+    offset, end = span[0], span[0] + span[1]
     try:
-        while chunk := os.pread(fd, chunk_bytes, offset):
+        while offset < end and (chunk := os.pread(fd, min(chunk_bytes, end - offset), offset)):
             offset += len(chunk)
+            digest.update(chunk)
+            if line is not None:
+                continue  # found: the rest only for the checksum
             state = decoder.getstate()
             try:
                 text, bad = decoder.decode(chunk), False
@@ -369,13 +377,14 @@ def _undecodable_line(fd: int, start: int, encoding: str, chunk_bytes: int = 1 <
             breaks += len(_LINE_BREAK.findall(text)) - (after_cr and text.startswith("\n"))
             after_cr = text.endswith("\r") or (after_cr and not text)
             if bad:
-                return breaks + 1
-        decoder.decode(b"", final=True)
+                line = breaks + 1
+        if line is None:
+            decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        return breaks + 1  # an incomplete sequence at the very end
+        line = breaks + 1  # an incomplete sequence at the very end
     except (OSError, UnicodeError):  # e.g. a UTF-16 file that lost its BOM since
         return None
-    return None
+    return line if offset == end and digest.hexdigest() == sha256 else None
 
 
 def _decodable_prefix(encoding: str, state: tuple[bytes, int], chunk: bytes) -> str:
@@ -523,7 +532,8 @@ class CsvInput:
         (a pipe) the line of the next record (they are at or after it)."""
         line = None
         if self._start is not None:
-            line = _undecodable_line(self._raw.fileno(), self._start, self.format.encoding)
+            span = (self._start, self._counting.count)
+            line = _undecodable_line(self._raw.fileno(), span, self.sha256, self.format.encoding)
         where = f"line {line}" if line is not None else f"near line {near}"
         return CsvProblem(f"{self.name}: {where}: not valid {self.format.encoding}")
 
