@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.helpers import run_cli
@@ -157,21 +158,29 @@ def test_bytes_that_do_not_decode_are_reported_at_their_line(
     assert first.startswith(f"error: {tmp_path / 'in.csv'}: line {line}: not valid "), first
 
 
-def test_bytes_that_do_not_decode_on_standard_input_are_reported_near_their_line(tmp_path: Path) -> None:
-    content = ("Id,Email,Note\n" + _rows(0, 3_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
+_BAD_AT_3002 = ("Id,Email,Note\n" + _rows(0, 3_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
+
+
+def _tokenize_stdin(tmp_path: Path, **stdin: Any) -> str:
+    """`csv tokenize -` with ``input=`` bytes or ``stdin=`` a descriptor: refused, its stderr."""
     done = subprocess.run(
         [sys.executable, "-m", "sendvault", "csv", "tokenize", "-", str(tmp_path / "out.csv"),
          "--column", "Email=Email"],
-        input=content, capture_output=True, timeout=120, check=False,
-        env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
+        capture_output=True, timeout=120, check=False,
+        env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")}, **stdin,
     )  # fmt: skip
     stderr = done.stderr.decode()
     assert done.returncode == 2, stderr
+    assert SECRET not in stderr
+    assert not (tmp_path / "out.csv").exists()
+    return stderr
+
+
+def test_bytes_that_do_not_decode_on_standard_input_are_reported_near_their_line(tmp_path: Path) -> None:
+    stderr = _tokenize_stdin(tmp_path, input=_BAD_AT_3002)
     # Standard input cannot be read again: the line of the next record the reader stood at.
     near = int(stderr.split("near line ")[1].split(":")[0])
     assert 1 < near <= 3_002, stderr
-    assert SECRET not in stderr
-    assert not (tmp_path / "out.csv").exists()
 
 
 def _true_line(data: bytes, encoding: str) -> int:
@@ -290,11 +299,10 @@ def test_a_named_pipe_is_never_read_twice(tmp_path: Path) -> None:
 
     fifo = tmp_path / "in.csv"
     os.mkfifo(fifo)
-    content = ("Id,Email,Note\n" + _rows(0, 3_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
 
     def feed() -> None:
         with fifo.open("wb") as fh:
-            fh.write(content)
+            fh.write(_BAD_AT_3002)
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
@@ -310,20 +318,11 @@ def test_a_named_pipe_is_never_read_twice(tmp_path: Path) -> None:
 def test_standard_input_from_a_file_gets_the_exact_line(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     before = b"a file handed over part read\nlines count from where the run starts\n"
-    src.write_bytes(
-        before + ("Id,Email,Note\n" + _rows(0, 3_000)).encode() + f"x,{SECRET}\xff,n\n".encode("latin-1")
-    )
+    src.write_bytes(before + _BAD_AT_3002)
     stdin = os.open(src, os.O_RDONLY)
     try:
         os.lseek(stdin, len(before), os.SEEK_SET)
-        done = subprocess.run(
-            [sys.executable, "-m", "sendvault", "csv", "tokenize", "-", str(tmp_path / "out.csv"),
-             "--column", "Email=Email"],
-            stdin=stdin, capture_output=True, timeout=120, check=False,
-            env={**os.environ, "SENDVAULT_HOME": str(tmp_path / "home")},
-        )  # fmt: skip
+        stderr = _tokenize_stdin(tmp_path, stdin=stdin)
     finally:
         os.close(stdin)
-    stderr = done.stderr.decode()
-    assert done.returncode == 2, stderr
     assert stderr.startswith("error: -: line 3002: not valid utf-8"), stderr
