@@ -827,13 +827,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
     def bulk_lock_warning(self) -> str | None:
         """Why ``sqlite_bulk_lock_seconds`` does not take effect in full on SQLite (a bulk
-        transaction holds the lock a quarter of ``sqlite_busy_timeout_ms`` at most); else None."""
+        transaction holds the lock a quarter of ``sqlite_busy_timeout_ms`` at most: the rule
+        ``SQLiteStore.__init__`` applies); else None."""
         if self.database_url.startswith(("postgresql://", "postgres://")):
             return None
-        held = self.sqlite_busy_timeout_ms / 4000
-        if self.sqlite_bulk_lock_seconds <= held:
-            return None
         lock, busy = self.sqlite_bulk_lock_seconds, self.sqlite_busy_timeout_ms
+        held = busy / 4000
+        if lock <= held:
+            return None
         need = math.ceil(lock * 4) * 1000  # whole seconds, rounded up
         return (
             f"sqlite_bulk_lock_seconds {lock:.10g} takes effect as {held:.10g} s, a quarter of "

@@ -460,6 +460,14 @@ def test_workers_start_before_the_first_block_when_the_file_needs_them(
         assert summary.workers == 0
 
 
+def _small_groups(monkeypatch: pytest.MonkeyPatch, *, chunk_rows: int) -> None:
+    """The converter's group sizes scaled down: 600 new rows, 960 held, at most 3,000 new."""
+    monkeypatch.setattr(convert, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(convert, "FLUSH_NEW_ROWS", 600)
+    monkeypatch.setattr(convert, "HELD_ROWS", 960)
+    monkeypatch.setattr(convert, "MAX_FLUSH_NEW_ROWS", 3_000)
+
+
 @pytest.mark.parametrize(
     ("store_rows", "mark", "expected"),
     [
@@ -483,10 +491,7 @@ def test_new_rows_per_bulk_insert_follow_the_store_transaction_size(
     mark: int,
     expected: list[int],
 ) -> None:
-    monkeypatch.setattr(convert, "CHUNK_ROWS", 300)
-    monkeypatch.setattr(convert, "FLUSH_NEW_ROWS", 600)
-    monkeypatch.setattr(convert, "HELD_ROWS", 960)
-    monkeypatch.setattr(convert, "MAX_FLUSH_NEW_ROWS", 3_000)
+    _small_groups(monkeypatch, chunk_rows=300)
     # The store's own figure is timed for real in tests/store/test_sqlite.py; here it is set.
     monkeypatch.setattr(vault.store, "bulk_batch_rows", lambda: store_rows)
     real_insert = vault.store.insert_bulk
@@ -522,10 +527,7 @@ def test_groups_of_known_values_grow_only_by_what_new_rows_gained(
 ) -> None:
     # Rows held before they are written, whatever their count of new rows: HELD_ROWS, plus as
     # many as the store's larger transactions add to the new rows' mark (2,160 - 600 here).
-    monkeypatch.setattr(convert, "CHUNK_ROWS", 120)
-    monkeypatch.setattr(convert, "FLUSH_NEW_ROWS", 600)
-    monkeypatch.setattr(convert, "HELD_ROWS", 960)
-    monkeypatch.setattr(convert, "MAX_FLUSH_NEW_ROWS", 3_000)
+    _small_groups(monkeypatch, chunk_rows=120)
     source = tmp_path / "in.csv"
     source.write_text("Id,Email\n" + "".join(f"{i},k{i}@example.com\n" for i in range(6_000)))
     _convert(vault, settings, source, tmp_path / "first.csv", tokenize=True, blocks=None)

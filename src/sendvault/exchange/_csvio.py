@@ -400,11 +400,15 @@ def _decodable_prefix(encoding: str, state: tuple[bytes, int], chunk: bytes) -> 
         except UnicodeDecodeError:
             return None
 
-    good, bad = 0, len(chunk)  # decoded(good) succeeds; decoded(bad) fails
+    good, bad, text = 0, len(chunk), ""  # chunk[:good] decodes (as text); chunk[:bad] does not
     while bad - good > 1:
         middle = (good + bad) // 2
-        good, bad = (middle, bad) if decoded(middle) is not None else (good, middle)
-    return decoded(good) or ""
+        got = decoded(middle)
+        if got is None:
+            bad = middle
+        else:
+            good, text = middle, got
+    return text
 
 
 class _Chain(io.RawIOBase):

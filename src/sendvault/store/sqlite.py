@@ -101,6 +101,7 @@ class SQLiteStore(ConnectionsBase[sqlite3.Connection]):
         self._bulk_lock = threading.Lock()
         # A quarter of the busy timeout at most: a writer waiting behind a bulk transaction (or
         # one of each of two bulk jobs, a transaction overrunning its estimate) never gives up.
+        # Settings.bulk_lock_warning tells the user where this holds their setting back.
         self._bulk_seconds = min(bulk_lock_seconds, busy_timeout_ms / 4000)
         self._bulk_rows = _BULK_FIRST_ROWS
         self._bulk_per_row = 0.0  # seconds of write lock per row, smoothed over transactions
